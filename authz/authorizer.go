@@ -1,0 +1,151 @@
+package authz
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Authorizer turns a CheckInput into a Decision. It is safe for concurrent use.
+type Authorizer struct {
+	verifier  Verifier
+	parser    Parser
+	evaluator Evaluator
+	recorder  Recorder
+	log       *zap.Logger
+	now       func() time.Time
+}
+
+// Options wires an Authorizer. Verifier, Parser and Evaluator are required;
+// a nil Recorder means decisions are not audited (tests and tools only).
+type Options struct {
+	Verifier  Verifier
+	Parser    Parser
+	Evaluator Evaluator
+	Recorder  Recorder
+	Logger    *zap.Logger
+	Now       func() time.Time
+}
+
+// NewAuthorizer returns an Authorizer over the given seams.
+func NewAuthorizer(o Options) *Authorizer {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Authorizer{verifier: o.Verifier, parser: o.Parser, evaluator: o.Evaluator,
+		recorder: o.Recorder, log: o.Logger, now: o.Now}
+}
+
+// Authorize decides one request. It always returns a Decision; when any step
+// fails the Decision denies with the status the failure maps to, and err
+// says what failed (for logs and metrics, never for the client). The returned
+// Request may be partial (nil fields) when parsing failed.
+func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, Decision, error) {
+	if in.Received.IsZero() {
+		in.Received = a.now()
+	}
+	req, err := a.parser.Parse(in)
+	if err != nil {
+		req = partialRequest(in)
+		return req, a.finish(ctx, req, deny(err)), err
+	}
+	token, err := BearerToken(in)
+	switch {
+	case err != nil:
+		req.Identity = Identity{Error: string(CodeOf(err))}
+		return req, a.finish(ctx, req, deny(err)), err
+	case token != "":
+		id, verr := a.verifier.Verify(ctx, token)
+		if verr != nil {
+			code := CodeOf(verr)
+			if code == "" {
+				code = CodeInvalidToken
+			}
+			id = Identity{Error: string(code)}
+		}
+		req.Identity = id
+	default:
+		req.Identity = Identity{Error: string(CodeMissingToken)}
+	}
+	if req.Identity.Roles == nil {
+		req.Identity.Roles = []string{}
+	}
+	if req.Identity.Scopes == nil {
+		req.Identity.Scopes = []Scope{}
+	}
+	d, err := a.evaluator.Evaluate(ctx, req)
+	if err != nil {
+		return req, a.finish(ctx, req, deny(&Error{Code: CodePolicy, Err: err})), err
+	}
+	// The context may have ended while the policy ran; an answer nobody
+	// waits for must not be recorded as given.
+	if cerr := ctx.Err(); cerr != nil {
+		err = &Error{Code: CodeCanceled, Err: cerr}
+		return req, a.finish(ctx, req, deny(err)), err
+	}
+	return req, a.finish(ctx, req, d), nil
+}
+
+// finish assigns the decision id and writes the audit record. A record that
+// cannot be written turns an allow into a denial.
+func (a *Authorizer) finish(ctx context.Context, req *Request, d Decision) Decision {
+	d.ID = newID()
+	if !d.Allow && d.Status == 0 {
+		d.Status = 403
+	}
+	if d.Allow {
+		d.Status = 200
+	}
+	if a.recorder == nil {
+		return d
+	}
+	if err := a.recorder.Record(ctx, req, &d); err != nil {
+		a.log.Error("audit append failed; denying", zap.String("decision_id", d.ID), zap.Error(err))
+		if d.Allow {
+			id := d.ID
+			d = deny(&Error{Code: CodeAudit, Err: err})
+			d.ID = id
+		}
+	}
+	return d
+}
+
+func deny(err error) Decision {
+	return Decision{Allow: false, Status: StatusOf(err), Reason: string(CodeOf(err))}
+}
+
+func partialRequest(in *CheckInput) *Request {
+	return &Request{
+		ID: in.ID, Time: in.Received, TimeNS: in.Received.UnixNano(), Method: in.Method,
+		Source: in.Source, Query: map[string][]string{}, Headers: map[string]string{},
+		Identity: Identity{Roles: []string{}, Scopes: []Scope{}},
+		FHIR:     FHIRRequest{Patients: []string{}},
+	}
+}
+
+// BearerToken returns the token of an "Authorization: Bearer" header, "" when
+// there is none, and an error for a malformed header.
+func BearerToken(in *CheckInput) (string, error) {
+	h, ok := in.Headers["authorization"]
+	if !ok {
+		return "", nil
+	}
+	scheme, tok, found := strings.Cut(strings.TrimSpace(h), " ")
+	if !found || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(tok) == "" {
+		return "", Errorf(CodeInvalidToken, "authorization header is not a bearer token")
+	}
+	return strings.TrimSpace(tok), nil
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,47 @@
+package authz
+
+import (
+	"github.com/phigate/phigate/filters"
+)
+
+// Decision is the typed form of data.phigate.authz.decision.
+type Decision struct {
+	Allow  bool   `json:"allow"`
+	Status int    `json:"status"`
+	Reason string `json:"reason,omitempty"` // for audit and operators, never the client
+	// Headers are set on the upstream request when allowed.
+	Headers       map[string]string `json:"headers,omitempty"`
+	RemoveHeaders []string          `json:"remove_headers,omitempty"`
+	// ResponseHeaders are added to the response the client receives.
+	ResponseHeaders map[string]string   `json:"response_headers,omitempty"`
+	Redact          []filters.Directive `json:"redact,omitempty"`
+	// Enforce holds the response-side checks (patients in the grant, permitted
+	// sensitivity labels). Nil means no response-side enforcement.
+	Enforce     *filters.Enforcement `json:"enforce,omitempty"`
+	BreakGlass  BreakGlass           `json:"break_glass"`
+	Obligations []Obligation         `json:"obligations,omitempty"`
+	Audit       AuditInfo            `json:"audit"`
+	// ID identifies this decision in the audit trail and response metadata.
+	ID string `json:"-"`
+}
+
+// BreakGlass reports an emergency-access grant in effect for this request.
+type BreakGlass struct {
+	Active  bool   `json:"active"`
+	Reason  string `json:"reason,omitempty"`
+	Expires string `json:"expires,omitempty"` // RFC 3339
+}
+
+// Obligation is something that must happen because of this decision, such as
+// notifying the privacy office of a break-glass access.
+type Obligation struct {
+	Type   string            `json:"type"`
+	Params map[string]string `json:"params,omitempty"`
+}
+
+// AuditInfo is what the policy wants written into the audit record.
+type AuditInfo struct {
+	Patients []string `json:"patients,omitempty"`
+	Purpose  string   `json:"purpose,omitempty"`
+	Rules    []string `json:"rules,omitempty"`
+}

@@ -1,0 +1,81 @@
+package authz
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code classifies a failure on the decision path. Codes are stable words,
+// usable with errors.Is and as metric labels.
+type Code string
+
+const (
+	CodeMissingToken Code = "missing_token"
+	CodeInvalidToken Code = "invalid_token"
+	CodeExpiredToken Code = "expired_token"
+	CodeAmbiguous    Code = "ambiguous_request"
+	CodeUnsupported  Code = "unsupported_request"
+	CodePolicy       Code = "policy_error"
+	CodeAudit        Code = "audit_error"
+	CodeCanceled     Code = "canceled"
+)
+
+// Error is the one error type of the decision path. Detail is for operators'
+// logs and must hold no PHI; the client only ever sees the status.
+type Error struct {
+	Code   Code
+	Detail string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	msg := string(e.Code)
+	if e.Detail != "" {
+		msg += ": " + e.Detail
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is lets errors.Is(err, &Error{Code: c}) match on the code alone.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	if errors.As(target, &t) {
+		return t.Code == e.Code && t.Detail == "" && t.Err == nil
+	}
+	return false
+}
+
+// Errorf builds an Error with a formatted detail.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Detail: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the code of err, or "" when err is not an *Error.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// StatusOf maps a failure to the HTTP status the client receives. One table,
+// so every path agrees.
+func StatusOf(err error) int {
+	switch CodeOf(err) {
+	case CodeMissingToken, CodeInvalidToken, CodeExpiredToken:
+		return 401
+	case CodeAmbiguous, CodeUnsupported:
+		return 400
+	case CodeCanceled, CodePolicy, CodeAudit:
+		// Our own failure, not the caller's: still no data, but an honest status.
+		return 503
+	default:
+		return 403
+	}
+}

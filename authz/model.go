@@ -1,0 +1,109 @@
+package authz
+
+import (
+	"time"
+)
+
+// CheckInput is what the proxy knows about one HTTP request, before phigate
+// interprets any of it. Header names are lower case.
+type CheckInput struct {
+	ID       string
+	Method   string
+	Path     string // raw path with query string, exactly as received
+	Headers  map[string]string
+	Body     []byte // request body when the proxy sent it (batch/transaction)
+	Source   Peer
+	Received time.Time
+}
+
+// Peer is the network client of the proxy.
+type Peer struct {
+	Address string `json:"address,omitempty"`
+	// Principal is the mTLS identity (SPIFFE URI SAN or subject) when the
+	// connection was authenticated with a client certificate.
+	Principal string `json:"principal,omitempty"`
+}
+
+// Request is the policy input document (input in Rego). Its JSON shape is a
+// contract with policy authors: fields are only added, never renamed.
+type Request struct {
+	ID         string              `json:"id"`
+	Time       time.Time           `json:"-"`
+	TimeNS     int64               `json:"time_ns"`
+	Method     string              `json:"method"`
+	Path       string              `json:"path"` // canonical path without query
+	Query      map[string][]string `json:"query"`
+	Headers    map[string]string   `json:"headers"`
+	Source     Peer                `json:"source"`
+	Identity   Identity            `json:"identity"`
+	FHIR       FHIRRequest         `json:"fhir"`
+	Purpose    string              `json:"purpose_of_use,omitempty"`
+	BreakGlass BreakGlassRequest   `json:"break_glass"`
+}
+
+// Identity is the verified caller. When Authenticated is false, Error says why
+// (missing, invalid, expired, ...) in a word safe for audit and metrics.
+type Identity struct {
+	Authenticated bool     `json:"authenticated"`
+	Error         string   `json:"error,omitempty"`
+	Subject       string   `json:"subject,omitempty"`
+	Issuer        string   `json:"issuer,omitempty"`
+	FHIRUser      string   `json:"fhir_user,omitempty"`
+	Roles         []string `json:"roles"`
+	Scopes        []Scope  `json:"scopes"`
+	// Patient is the SMART launch context patient id, if any.
+	Patient  string   `json:"patient,omitempty"`
+	ClientID string   `json:"client_id,omitempty"`
+	MFA      bool     `json:"mfa"`
+	AMR      []string `json:"amr,omitempty"`
+	ACR      string   `json:"acr,omitempty"`
+	IssuedAt int64    `json:"iat,omitempty"`
+	Expires  int64    `json:"exp,omitempty"`
+	// Service is true when the caller is a workload identified by mTLS.
+	Service bool `json:"service"`
+}
+
+// Scope is one parsed SMART on FHIR scope (v1 or v2 syntax).
+type Scope struct {
+	Raw      string `json:"raw"`
+	Context  string `json:"context"`  // patient, user or system
+	Resource string `json:"resource"` // resource type or "*"
+	// Permissions in SMART v2 "cruds" letters; v1 read maps to "rs", write to "cud", * to "cruds".
+	Permissions string `json:"permissions"`
+}
+
+// FHIRRequest is the request interpreted as a FHIR REST interaction.
+type FHIRRequest struct {
+	// Interaction: read, vread, update, patch, delete, create, search-type,
+	// search-system, search-compartment, history-instance, history-type,
+	// history-system, operation, batch, transaction, capabilities, or
+	// "non-fhir" for a configured legacy route.
+	Interaction  string       `json:"interaction"`
+	ResourceType string       `json:"resource_type,omitempty"`
+	ID           string       `json:"id,omitempty"`
+	Version      string       `json:"version,omitempty"`
+	Compartment  *Compartment `json:"compartment,omitempty"`
+	Operation    string       `json:"operation,omitempty"` // without the "$"
+	// Patients lists every patient id the request touches, sorted, unique.
+	Patients []string `json:"patients"`
+	// AllPatients is true when the request is not restricted to named
+	// patients (a search without a patient parameter, system-level $export).
+	AllPatients bool          `json:"all_patients"`
+	Include     []string      `json:"include,omitempty"`
+	RevInclude  []string      `json:"revinclude,omitempty"`
+	Entries     []FHIRRequest `json:"entries,omitempty"` // batch/transaction entries, each on its own
+	Method      string        `json:"method,omitempty"`  // entry method inside a batch
+	Kind        string        `json:"kind,omitempty"`    // legacy route kind
+}
+
+// Compartment is the owner of a compartment search such as /Patient/123/Observation.
+type Compartment struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+}
+
+// BreakGlassRequest is the caller's declaration of an emergency.
+type BreakGlassRequest struct {
+	Requested bool   `json:"requested"`
+	Reason    string `json:"reason,omitempty"`
+}

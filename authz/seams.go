@@ -1,0 +1,27 @@
+package authz
+
+import "context"
+
+// Verifier turns a bearer token into a verified Identity. An invalid token is
+// an error whose Code (see Error) says why, in a word safe to log.
+type Verifier interface {
+	Verify(ctx context.Context, token string) (Identity, error)
+}
+
+// Evaluator is the policy engine seen from the decision path.
+type Evaluator interface {
+	Evaluate(ctx context.Context, req *Request) (Decision, error)
+}
+
+// Recorder is the audit trail seen from the decision path. Record returns
+// only once the record is durable; an error means the decision must not
+// take effect.
+type Recorder interface {
+	Record(ctx context.Context, req *Request, d *Decision) error
+}
+
+// Parser builds the canonical Request (all but Identity) from what the
+// proxy saw. Anything ambiguous is an error with CodeAmbiguous.
+type Parser interface {
+	Parse(in *CheckInput) (*Request, error)
+}
