@@ -102,8 +102,17 @@ type Compartment struct {
 	ID   string `json:"id"`
 }
 
-// BreakGlassRequest is the caller's declaration of an emergency.
+// BreakGlassRequest is the caller's declaration of an emergency, with the
+// emergency grants the caller already holds (looked up before the policy runs).
 type BreakGlassRequest struct {
-	Requested bool   `json:"requested"`
-	Reason    string `json:"reason,omitempty"`
+	Requested bool    `json:"requested"`
+	Reason    string  `json:"reason,omitempty"`
+	Grants    []Grant `json:"grants"`
+}
+
+// Grant is a time-boxed break-glass grant to one patient.
+type Grant struct {
+	Patient   string `json:"patient"`
+	Reason    string `json:"reason"`
+	ExpiresNS int64  `json:"expires_ns"`
 }
