@@ -19,10 +19,13 @@ decision := {
 	"allow": allow,
 	"status": status,
 	"reason": reason,
-	"headers": {"x-phigate-subject": input.identity.subject} if allow else {},
+	"headers": headers,
 	"audit": {"rules": [reason]},
 }
 
 reason := "rbac.allow" if allow
 else := concat(".", ["identity", input.identity.error]) if not input.identity.authenticated
 else := "rbac.deny"
+
+headers := {"x-phigate-subject": input.identity.subject} if allow
+else := {}

@@ -1,0 +1,239 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/phigate/phigate/authz"
+)
+
+// Config is the policy section of phigate's configuration.
+type Config struct {
+	Source `yaml:",inline"`
+	// ReloadInterval is how often a directory or bundle file is checked for
+	// changes; 0 disables reloading. The embedded library never reloads.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+	// RunTests makes every load run the bundle's own tests before serving.
+	RunTests bool `yaml:"run_tests"`
+	// EvalTimeout bounds one evaluation.
+	EvalTimeout time.Duration `yaml:"eval_timeout"`
+}
+
+// Validate fills defaults and checks the source.
+func (c *Config) Validate() error {
+	if err := c.Source.Validate(); err != nil {
+		return err
+	}
+	if c.ReloadInterval < 0 {
+		return errors.New("policy.reload_interval: must not be negative")
+	}
+	if c.ReloadInterval > 0 && c.ReloadInterval < 100*time.Millisecond {
+		return errors.New("policy.reload_interval: must be at least 100ms")
+	}
+	if c.EvalTimeout == 0 {
+		c.EvalTimeout = 500 * time.Millisecond
+	}
+	if c.EvalTimeout < 0 {
+		return errors.New("policy.eval_timeout: must be positive")
+	}
+	return nil
+}
+
+// Status is what /readyz and operators see of the policy.
+type Status struct {
+	Ready       bool      `json:"ready"`
+	Revision    string    `json:"revision,omitempty"`
+	Source      string    `json:"source"`
+	LoadedAt    time.Time `json:"loaded_at,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// Engine serves the current Snapshot and reloads it. It implements
+// authz.Evaluator.
+type Engine struct {
+	cfg Config
+	log *zap.Logger
+	cur atomic.Pointer[Snapshot]
+
+	mu        sync.Mutex // serialises reloads and guards the fields below
+	lastErr   error
+	lastErrAt time.Time
+	stamp     string // change stamp of the source at the last load attempt
+
+	revision *prometheus.GaugeVec
+	reloads  *prometheus.CounterVec
+	stop     chan struct{}
+	done     chan struct{}
+	closeOne sync.Once
+}
+
+var _ authz.Evaluator = (*Engine)(nil)
+
+// NewEngine loads and compiles the configured policy. A policy that fails to
+// load, compile, pass its tests or produce a well-shaped decision is an
+// error: phigate does not start without a sound policy.
+func NewEngine(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	e := &Engine{
+		cfg: cfg, log: log, stop: make(chan struct{}), done: make(chan struct{}),
+		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "phigate_policy_revision_info", Help: "The policy revision being served (value 1).",
+		}, []string{"revision"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phigate_policy_reloads_total", Help: "Policy load attempts by result.",
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		if err := reg.Register(e.revision); err != nil {
+			return nil, err
+		}
+		if err := reg.Register(e.reloads); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.load(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.ReloadInterval > 0 && (cfg.Dir != "" || cfg.BundleFile != "") {
+		go e.watch()
+	} else {
+		close(e.done)
+	}
+	return e, nil
+}
+
+// Snapshot returns the policy being served.
+func (e *Engine) Snapshot() *Snapshot { return e.cur.Load() }
+
+// Evaluate implements authz.Evaluator with the current snapshot.
+func (e *Engine) Evaluate(ctx context.Context, req *authz.Request) (authz.Decision, error) {
+	s := e.cur.Load()
+	if s == nil {
+		return authz.Decision{}, &Error{Code: CodeEval, Err: errors.New("no policy loaded")}
+	}
+	if e.cfg.EvalTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.cfg.EvalTimeout)
+		defer cancel()
+	}
+	return s.Evaluate(ctx, req)
+}
+
+// Reload loads the source again and swaps it in when it is sound; on any
+// error the current snapshot keeps serving and the error is reported.
+func (e *Engine) Reload(ctx context.Context) error {
+	return e.load(ctx)
+}
+
+func (e *Engine) load(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stamp = sourceStamp(e.cfg.Source)
+	b, err := e.cfg.Source.Load()
+	var s *Snapshot
+	if err == nil {
+		s, err = Build(ctx, e.cfg.Source.String(), b, BuildOptions{RunTests: e.cfg.RunTests})
+	}
+	if err != nil {
+		e.lastErr, e.lastErrAt = err, time.Now()
+		e.reloads.WithLabelValues("error").Inc()
+		if old := e.cur.Load(); old != nil {
+			e.log.Error("policy reload rejected; still serving the previous revision",
+				zap.String("serving", old.Revision), zap.Error(err))
+		}
+		return err
+	}
+	old := e.cur.Swap(s)
+	e.lastErr = nil
+	e.reloads.WithLabelValues("ok").Inc()
+	if old != nil {
+		e.revision.DeleteLabelValues(old.Revision)
+	}
+	e.revision.WithLabelValues(s.Revision).Set(1)
+	e.log.Info("policy loaded", zap.String("revision", s.Revision), zap.String("source", s.Source), zap.Int("tests_passed", s.Tests))
+	return nil
+}
+
+// Status reports the serving revision and the last reload failure.
+func (e *Engine) Status() Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := Status{Source: e.cfg.Source.String()}
+	if s := e.cur.Load(); s != nil {
+		st.Ready, st.Revision, st.LoadedAt = true, s.Revision, s.LoadedAt
+	}
+	if e.lastErr != nil {
+		st.LastError, st.LastErrorAt = e.lastErr.Error(), e.lastErrAt
+	}
+	return st
+}
+
+// watch polls the source for changes. Polling works the same for a
+// directory, a bundle file replaced by rename, and a ConfigMap symlink swap.
+func (e *Engine) watch() {
+	defer close(e.done)
+	t := time.NewTicker(e.cfg.ReloadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			e.mu.Lock()
+			changed := sourceStamp(e.cfg.Source) != e.stamp
+			e.mu.Unlock()
+			if changed {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				_ = e.load(ctx)
+				cancel()
+			}
+		}
+	}
+}
+
+// Close stops the watcher.
+func (e *Engine) Close() {
+	e.closeOne.Do(func() { close(e.stop) })
+	<-e.done
+}
+
+// sourceStamp summarises names, sizes and modification times of the source
+// files; any edit changes it.
+func sourceStamp(s Source) string {
+	if s.BundleFile != "" {
+		st, err := os.Stat(s.BundleFile)
+		if err != nil {
+			return "missing"
+		}
+		return fmt.Sprintf("%d/%d", st.Size(), st.ModTime().UnixNano())
+	}
+	if s.Dir == "" {
+		return "embedded"
+	}
+	var stamp []byte
+	_ = filepath.WalkDir(s.Dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if info, err := d.Info(); err == nil {
+			stamp = fmt.Appendf(stamp, "%s:%d:%d;", p, info.Size(), info.ModTime().UnixNano())
+		}
+		return nil
+	})
+	return string(stamp)
+}

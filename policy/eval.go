@@ -1,0 +1,84 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/phigate/phigate/authz"
+)
+
+// decodeResult is the EvalGenerateJSON hook: the decision is decoded from
+// the AST as OPA produces it, never converted to a generic tree first.
+func decodeResult(t *ast.Term, _ *rego.EvalContext) (any, error) {
+	d, err := decodeDecision(t.Value)
+	if err != nil {
+		return nil, &Error{Code: CodeShape, Err: err}
+	}
+	return d, nil
+}
+
+// Evaluate runs the decision query for one request. The caller's context
+// reaches the evaluator, so a deadline stops a runaway policy.
+func (s *Snapshot) Evaluate(ctx context.Context, req *authz.Request) (authz.Decision, error) {
+	return s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult))
+}
+
+func (s *Snapshot) evaluate(ctx context.Context, input ast.Value, opts ...rego.EvalOption) (authz.Decision, error) {
+	opts = append(opts, rego.EvalParsedInput(input))
+	rs, err := s.query.Eval(ctx, opts...)
+	if err != nil {
+		var pe *Error
+		if errors.As(err, &pe) {
+			return authz.Decision{}, err
+		}
+		return authz.Decision{}, &Error{Code: CodeEval, Err: err}
+	}
+	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return authz.Decision{}, &Error{Code: CodeEval, Err: errors.New("the policy produced no decision for this input")}
+	}
+	d, ok := rs[0].Expressions[0].Value.(authz.Decision)
+	if !ok {
+		return authz.Decision{}, &Error{Code: CodeShape, Err: fmt.Errorf("decision decoded as %T", rs[0].Expressions[0].Value)}
+	}
+	return d, nil
+}
+
+// shapeProbes are inputs every policy must answer with a well-formed
+// decision: nobody, a garbage identity, and a plain read.
+var shapeProbes = []*authz.Request{
+	{ID: "probe-1", Method: "GET", Path: "/fhir/Patient/probe",
+		Identity: authz.Identity{Error: "missing_token"},
+		FHIR:     authz.FHIRRequest{Interaction: "read", ResourceType: "Patient", ID: "probe", Patients: []string{"probe"}}},
+	{ID: "probe-2", Method: "GET", Path: "/fhir/Observation",
+		Identity: authz.Identity{Authenticated: true, Subject: "probe", Roles: []string{"no-such-role"}},
+		FHIR:     authz.FHIRRequest{Interaction: "search-type", ResourceType: "Observation", AllPatients: true}},
+	{ID: "probe-3", Method: "DELETE", Path: "/fhir",
+		Identity: authz.Identity{Authenticated: true, Subject: "probe", Roles: []string{"admin"}},
+		FHIR:     authz.FHIRRequest{Interaction: "batch"}},
+}
+
+// checkShape evaluates the probes: a policy that is undefined or malformed
+// for any of them is refused before it can serve.
+func (s *Snapshot) checkShape(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, p := range shapeProbes {
+		if _, err := s.Evaluate(ctx, p); err != nil {
+			return fmt.Errorf("input %s: %w", p.ID, err)
+		}
+	}
+	return nil
+}
+
+// Explain evaluates with a full trace and returns the decision and the
+// trace lines, for policy authors (phigate policy eval --explain).
+func (s *Snapshot) Explain(ctx context.Context, req *authz.Request) (authz.Decision, []string, error) {
+	buf := newTraceBuffer()
+	d, err := s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult), rego.EvalQueryTracer(buf.tracer))
+	return d, buf.lines(s.modules), err
+}

@@ -1,0 +1,155 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/tester"
+)
+
+// DecisionQuery is the one entry point phigate evaluates.
+const DecisionQuery = "data.phigate.authz.decision"
+
+// Snapshot is one compiled policy, immutable once built.
+type Snapshot struct {
+	Revision string
+	Source   string
+	LoadedAt time.Time
+	// Tests is the number of policy tests that passed when the snapshot was built.
+	Tests int
+
+	query    rego.PreparedEvalQuery
+	compiler *ast.Compiler
+	store    storage.Store
+	modules  map[string]*ast.Module // serving modules, tests excluded
+}
+
+// BuildOptions control how a bundle becomes a Snapshot.
+type BuildOptions struct {
+	// RunTests runs the bundle's *_test.rego before accepting it.
+	RunTests bool
+}
+
+// Build compiles a bundle strictly, prepares the decision query and, when
+// asked, runs the bundle's tests. Any failure leaves nothing half-built.
+func Build(ctx context.Context, src string, b *bundle.Bundle, o BuildOptions) (*Snapshot, error) {
+	serving := map[string]*ast.Module{}
+	all := map[string]*ast.Module{}
+	for _, m := range b.Modules {
+		all[m.Path] = m.Parsed
+		if !isTest(m.Path) {
+			serving[m.Path] = m.Parsed
+		}
+	}
+	if len(serving) == 0 {
+		return nil, &Error{Code: CodeLoad, Source: src, Err: errors.New("no policy modules")}
+	}
+	compiler := ast.NewCompiler().WithStrict(true).WithEnablePrintStatements(false)
+	if compiler.Compile(serving); compiler.Failed() {
+		return nil, &Error{Code: CodeCompile, Source: src, Err: compiler.Errors}
+	}
+	if !hasRule(compiler, DecisionQuery) {
+		return nil, &Error{Code: CodeShape, Source: src, Err: fmt.Errorf("no rule defines %s", DecisionQuery)}
+	}
+	store := inmem.NewFromObjectWithOpts(b.Data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	s := &Snapshot{Revision: revision(b), Source: src, LoadedAt: time.Now(), compiler: compiler, store: store, modules: serving}
+	if o.RunTests {
+		n, err := runTests(ctx, store, all, "")
+		if err != nil {
+			return nil, &Error{Code: CodeTest, Source: src, Err: err}
+		}
+		s.Tests = n
+	}
+	pq, err := rego.New(
+		rego.Query(DecisionQuery),
+		rego.Compiler(compiler),
+		rego.Store(store),
+		rego.StoreReadAST(true),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, &Error{Code: CodeCompile, Source: src, Err: err}
+	}
+	s.query = pq
+	if err := s.checkShape(ctx); err != nil {
+		return nil, &Error{Code: CodeShape, Source: src, Err: err}
+	}
+	return s, nil
+}
+
+func hasRule(c *ast.Compiler, query string) bool {
+	ref := ast.MustParseRef(query)
+	return len(c.GetRulesExact(ref)) > 0 || len(c.GetRulesForVirtualDocument(ref)) > 0
+}
+
+// TestResult is one policy test outcome.
+type TestResult struct {
+	Name     string
+	Package  string
+	Pass     bool
+	Fail     bool
+	Skip     bool
+	Err      error
+	Duration time.Duration
+}
+
+// RunTests runs every *_test.rego of a bundle and returns each result.
+func RunTests(ctx context.Context, b *bundle.Bundle, filter string) ([]TestResult, error) {
+	all := map[string]*ast.Module{}
+	for _, m := range b.Modules {
+		all[m.Path] = m.Parsed
+	}
+	store := inmem.NewFromObject(b.Data)
+	return collectTests(ctx, store, all, filter)
+}
+
+func runTests(ctx context.Context, store storage.Store, mods map[string]*ast.Module, filter string) (int, error) {
+	res, err := collectTests(ctx, store, mods, filter)
+	if err != nil {
+		return 0, err
+	}
+	var failed []string
+	for _, r := range res {
+		if r.Fail || r.Err != nil {
+			failed = append(failed, r.Package+"."+r.Name)
+		}
+	}
+	if len(failed) > 0 {
+		sort.Strings(failed)
+		if len(failed) > 10 {
+			failed = append(failed[:10], fmt.Sprintf("and %d more", len(failed)-10))
+		}
+		return 0, fmt.Errorf("%d of %d policy tests failed: %s", len(failed), len(res), strings.Join(failed, ", "))
+	}
+	return len(res), nil
+}
+
+func collectTests(ctx context.Context, store storage.Store, mods map[string]*ast.Module, filter string) ([]TestResult, error) {
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Abort(ctx, txn)
+	r := tester.NewRunner().SetStore(store).SetModules(mods).SetDefaultRegoVersion(ast.RegoV1).SetTimeout(30 * time.Second)
+	if filter != "" {
+		r = r.Filter(filter)
+	}
+	ch, err := r.RunTests(ctx, txn)
+	if err != nil {
+		return nil, err
+	}
+	var out []TestResult
+	for res := range ch {
+		tr := TestResult{Name: res.Name, Package: res.Package, Pass: res.Pass(), Fail: res.Fail, Skip: res.Skip, Err: res.Error, Duration: res.Duration}
+		out = append(out, tr)
+	}
+	return out, nil
+}
