@@ -1,0 +1,360 @@
+package filters
+
+import (
+	"mime"
+	"slices"
+	"strings"
+)
+
+// Plan is what the response side must do to one body: the decision's
+// redaction directives and response-side enforcement. DecisionID ties the
+// result to the audit record and appears in the OperationOutcome that
+// explains withheld entries.
+type Plan struct {
+	Redact     []Directive
+	Enforce    *Enforcement
+	DecisionID string
+}
+
+// Empty reports whether the plan asks for nothing, so the caller may pass
+// the body through without buffering it.
+func (p Plan) Empty() bool { return len(p.Redact) == 0 && p.Enforce == nil }
+
+// Result is the filtered body and what was done to it, for the audit trail.
+type Result struct {
+	// Body holds the bytes to send: the original slice when nothing
+	// changed, nil when Forbidden.
+	Body    []byte
+	Changed bool
+	// Removed lists the element paths removed, masked or tokenized
+	// ("Patient.telecom", "Observation.text"), sorted and unique. Never
+	// values.
+	Removed []string
+	// Withheld counts Bundle entries withheld (other patients, sensitivity).
+	Withheld int
+	// Forbidden: the body is a single resource the caller may not see
+	// (another patient, or a sensitivity label not permitted). The caller
+	// must answer 403 and send none of the body.
+	Forbidden bool
+}
+
+type mediaKind int
+
+const (
+	mediaJSON mediaKind = iota + 1
+	mediaHL7
+)
+
+// classifyMedia accepts the Content-Type value with parameters. JSON must be
+// UTF-8 (RFC 8259); any other charset could hide values from byte-level
+// matching, so it is refused rather than guessed.
+func classifyMedia(ct string) (mediaKind, error) {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return 0, errorf(CodeUnsupportedMedia, "unparseable content type")
+	}
+	switch mt {
+	case "application/fhir+json", "application/json", "application/json+fhir":
+		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
+			return 0, errorf(CodeUnsupportedMedia, "charset %q", cs)
+		}
+		return mediaJSON, nil
+	case "application/hl7-v2", "x-application/hl7-v2+er7", "application/hl7-v2+er7":
+		return mediaHL7, nil
+	}
+	return 0, errorf(CodeUnsupportedMedia, "media type %q", mt)
+}
+
+// rule is a compiled directive.
+type rule struct {
+	Directive
+	path elemPath
+	key  *tokenKey
+	ff1  bool
+	keep map[string]bool
+}
+
+func (e *Engine) compile(ds []Directive) ([]rule, error) {
+	rules := make([]rule, 0, len(ds))
+	for i, d := range ds {
+		r := rule{Directive: d}
+		switch d.Action {
+		case ActionRemove, ActionMask, ActionTokenize:
+			p, err := parsePath(d.Path)
+			if err != nil {
+				return nil, err
+			}
+			if len(p.steps) == 0 {
+				return nil, errorf(CodeBadDirective, "directive %d: path %q names no element", i, d.Path)
+			}
+			r.path = p
+			if d.Action == ActionTokenize {
+				k, ok := e.keys[d.KeyID]
+				if !ok {
+					return nil, errorf(CodeBadDirective, "directive %d: unknown key id %q", i, d.KeyID)
+				}
+				r.key = k
+				switch d.Format {
+				case "", "hmac":
+				case "ff1":
+					r.ff1 = true
+				default:
+					return nil, errorf(CodeBadDirective, "directive %d: unknown token format %q", i, d.Format)
+				}
+			}
+		case ActionAllow:
+			if d.Path != "*" && !isIdent(d.Path) {
+				return nil, errorf(CodeBadDirective, "directive %d: allow needs a resource type as path", i)
+			}
+			r.path = elemPath{rtype: d.Path}
+			r.keep = map[string]bool{"resourceType": true, "id": true, "meta": true}
+			for _, k := range d.Keep {
+				r.keep[k] = true
+			}
+		case ActionDeidentify:
+			if d.Profile != ProfileSafeHarbor {
+				return nil, errorf(CodeBadDirective, "directive %d: unknown profile %q", i, d.Profile)
+			}
+			if d.KeyID != "" {
+				k, ok := e.keys[d.KeyID]
+				if !ok {
+					return nil, errorf(CodeBadDirective, "directive %d: unknown key id %q", i, d.KeyID)
+				}
+				r.key = k
+			}
+		default:
+			return nil, errorf(CodeBadDirective, "directive %d: unknown action %q", i, d.Action)
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
+}
+
+// Apply filters body according to p. mediaType is the Content-Type value.
+// Any error means the caller must fail closed: send none of body.
+func (e *Engine) Apply(mediaType string, body []byte, p Plan) (Result, error) {
+	if len(body) > e.cfg.MaxBody {
+		return Result{}, errorf(CodeTooLarge, "%d bytes over the %d byte limit", len(body), e.cfg.MaxBody)
+	}
+	mk, err := classifyMedia(mediaType)
+	if err != nil {
+		return Result{}, err
+	}
+	rules, err := e.compile(p.Redact)
+	if err != nil {
+		return Result{}, err
+	}
+	if p.Empty() {
+		return Result{Body: body}, nil
+	}
+	r := &run{e: e, rules: rules, plan: p, removed: map[string]struct{}{}}
+	if p.Enforce != nil {
+		r.enf = newEnforcer(p.Enforce)
+	}
+	if mk == mediaHL7 {
+		return r.hl7(body)
+	}
+	return r.json(body)
+}
+
+// run is the state of one Apply.
+type run struct {
+	e        *Engine
+	rules    []rule
+	plan     Plan
+	enf      *enforcer
+	removed  map[string]struct{}
+	withheld int
+	err      error
+}
+
+func (r *run) note(path string) { r.removed[path] = struct{}{} }
+
+func (r *run) fail(err error) {
+	if r.err == nil {
+		r.err = err
+	}
+}
+
+func (r *run) result(body []byte, changed bool) Result {
+	res := Result{Body: body, Changed: changed, Withheld: r.withheld}
+	for p := range r.removed {
+		res.Removed = append(res.Removed, p)
+	}
+	slices.Sort(res.Removed)
+	return res
+}
+
+func (r *run) json(body []byte) (Result, error) {
+	root, err := parseJSON(body, r.e.cfg.MaxDepth)
+	if err != nil {
+		return Result{}, err
+	}
+	rt := root.get("resourceType")
+	if root.kind != kObj || rt == nil || rt.kind != kStr {
+		return Result{}, errorf(CodeMalformed, "not a FHIR resource (no resourceType)")
+	}
+	if !rt.strIs("Bundle") && r.enf != nil && r.enf.withhold(root) {
+		return Result{Forbidden: true}, nil
+	}
+	changed := r.resource(root)
+	if r.err != nil {
+		return Result{}, r.err
+	}
+	if !changed {
+		return r.result(body, false), nil
+	}
+	settle(root)
+	out := root.write(make([]byte, 0, len(body)+len(body)/16+64))
+	return r.result(out, true), nil
+}
+
+// resource filters one resource and everything nested in it, and reports
+// whether anything in it changed.
+func (r *run) resource(res *node) bool {
+	rt := res.get("resourceType").str()
+	if rt == "Bundle" {
+		inner, withheld := r.bundle(res)
+		if withheld {
+			r.markRedacted(res)
+		}
+		own := r.applyRules(res, rt)
+		return inner || withheld || own
+	}
+	nested := r.nested(res, true)
+	own := r.applyRules(res, rt)
+	if nested || own {
+		res.del("text")
+		r.markRedacted(res)
+		return true
+	}
+	return false
+}
+
+// nested finds resources below n (contained, Parameters.parameter.resource,
+// Bundles inside resources) and filters them. At the top (the resource
+// itself) n's own resourceType is not a nested resource.
+func (r *run) nested(n *node, top bool) bool {
+	switch n.kind {
+	case kObj:
+		if !top {
+			if rt := n.get("resourceType"); rt != nil && rt.kind == kStr {
+				return r.resource(n)
+			}
+		}
+		ch := false
+		for i := range n.mem {
+			v := n.mem[i].val
+			if v.kind == kObj || v.kind == kArr {
+				ch = r.nested(v, false) || ch
+			}
+		}
+		return ch
+	case kArr:
+		ch := false
+		for _, e := range n.arr {
+			if e.kind == kObj || e.kind == kArr {
+				ch = r.nested(e, false) || ch
+			}
+		}
+		return ch
+	}
+	return false
+}
+
+// applies reports whether a rule's resource type selects rt. "*" selects
+// every resource but Bundle, which is a container rather than data.
+func (rl *rule) applies(rt string) bool {
+	if rl.path.rtype == "*" {
+		return rt != "Bundle"
+	}
+	return rl.path.rtype == rt
+}
+
+func (r *run) applyRules(res *node, rt string) bool {
+	changed := false
+	for i := range r.rules {
+		rl := &r.rules[i]
+		switch rl.Action {
+		case ActionDeidentify:
+			changed = r.safeHarbor(res, rt, rl) || changed
+			continue
+		case ActionAllow:
+			if !rl.applies(rt) {
+				continue
+			}
+			out := res.mem[:0]
+			for _, m := range res.mem {
+				if rl.keep[m.name()] {
+					out = append(out, m)
+				} else {
+					r.note(rt + "." + m.name())
+				}
+			}
+			if len(out) != len(res.mem) {
+				clear(res.mem[len(out):])
+				res.mem = out
+				res.dirty = true
+				changed = true
+			}
+			continue
+		}
+		if !rl.applies(rt) {
+			continue
+		}
+		var fn func(v *node) (bool, bool)
+		switch rl.Action {
+		case ActionRemove:
+			fn = func(*node) (bool, bool) { return false, true }
+		case ActionMask:
+			fn = func(v *node) (bool, bool) { return maskNode(v), false }
+		case ActionTokenize:
+			fn = func(v *node) (bool, bool) { return tokenizeNode(v, rl.key, rl.ff1), false }
+		}
+		if visit(res, rl.path.steps, fn) {
+			changed = true
+			r.note(rt + strings.TrimPrefix(rl.Path, rl.path.rtype))
+		}
+	}
+	return changed
+}
+
+const (
+	systemObservationValue = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
+	systemActCode          = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+)
+
+// markRedacted adds the REDACTED security label once, so a consumer can
+// tell a redacted record from a complete one.
+func (r *run) markRedacted(res *node) {
+	meta := res.get("meta")
+	if meta == nil {
+		meta = objNode()
+		after := "resourceType"
+		if res.get("id") != nil {
+			after = "id"
+		}
+		res.insertAfter(after, "meta", meta)
+	} else if meta.kind != kObj {
+		r.fail(errorf(CodeMalformed, "meta is not an object"))
+		return
+	}
+	coding := func() *node {
+		return objNode("system", systemObservationValue, "code", "REDACTED", "display", "redacted")
+	}
+	sec := meta.get("security")
+	switch {
+	case sec == nil:
+		meta.set("security", arrNode(coding()))
+	case sec.kind != kArr:
+		r.fail(errorf(CodeMalformed, "meta.security is not an array"))
+	default:
+		for _, c := range sec.arr {
+			if c.get("system").strIs(systemObservationValue) && c.get("code").strIs("REDACTED") {
+				return
+			}
+		}
+		sec.arr = append(sec.arr, coding())
+		sec.dirty = true
+	}
+}

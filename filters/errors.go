@@ -1,0 +1,80 @@
+package filters
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code classifies why a body could not be filtered. Codes are stable words,
+// usable with errors.Is and as metric labels. Every code means the same thing
+// to the caller: no byte of the original body may reach the client.
+type Code string
+
+const (
+	// CodeUnsupportedMedia: the content type is not one the engine can
+	// redact, so it cannot promise that directives were applied.
+	CodeUnsupportedMedia Code = "unsupported_media_type"
+	// CodeMalformed: the body does not parse (invalid JSON, not a FHIR
+	// resource, not an ER7 message).
+	CodeMalformed Code = "malformed_body"
+	// CodeTooLarge: the body exceeds Config.MaxBody.
+	CodeTooLarge Code = "body_too_large"
+	// CodeBadDirective: a directive cannot be compiled or applied (bad
+	// path, unknown action, unknown key id, unmapped HL7 v2 element).
+	CodeBadDirective Code = "bad_directive"
+	// CodeBadConfig: the engine configuration is invalid.
+	CodeBadConfig Code = "bad_config"
+)
+
+// Error is the one error type of the package. Detail is for operators' logs:
+// it names elements and positions, never values, so it holds no PHI.
+type Error struct {
+	Code   Code
+	Detail string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	msg := "filters: " + string(e.Code)
+	if e.Detail != "" {
+		msg += ": " + e.Detail
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is lets errors.Is(err, ErrMalformed) (or any &Error{Code: c}) match on the
+// code alone.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	if errors.As(target, &t) {
+		return t.Code == e.Code && t.Detail == "" && t.Err == nil
+	}
+	return false
+}
+
+// Sentinels for errors.Is.
+var (
+	ErrUnsupportedMedia = &Error{Code: CodeUnsupportedMedia}
+	ErrMalformed        = &Error{Code: CodeMalformed}
+	ErrTooLarge         = &Error{Code: CodeTooLarge}
+	ErrBadDirective     = &Error{Code: CodeBadDirective}
+	ErrBadConfig        = &Error{Code: CodeBadConfig}
+)
+
+func errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Detail: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the code of err, or "" when err is not an *Error.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
