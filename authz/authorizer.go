@@ -16,6 +16,7 @@ type Authorizer struct {
 	parser    Parser
 	evaluator Evaluator
 	recorder  Recorder
+	services  ServiceAccounts
 	log       *zap.Logger
 	now       func() time.Time
 }
@@ -27,8 +28,11 @@ type Options struct {
 	Parser    Parser
 	Evaluator Evaluator
 	Recorder  Recorder
-	Logger    *zap.Logger
-	Now       func() time.Time
+	// ServiceAccounts are the mTLS principals accepted as callers when a
+	// request carries no bearer token. Validate it before use.
+	ServiceAccounts ServiceAccounts
+	Logger          *zap.Logger
+	Now             func() time.Time
 }
 
 // NewAuthorizer returns an Authorizer over the given seams.
@@ -40,7 +44,7 @@ func NewAuthorizer(o Options) *Authorizer {
 		o.Now = time.Now
 	}
 	return &Authorizer{verifier: o.Verifier, parser: o.Parser, evaluator: o.Evaluator,
-		recorder: o.Recorder, log: o.Logger, now: o.Now}
+		recorder: o.Recorder, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
 }
 
 // Authorize decides one request. It always returns a Decision; when any step
@@ -72,7 +76,16 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 		}
 		req.Identity = id
 	default:
-		req.Identity = Identity{Error: string(CodeMissingToken)}
+		// A bearer token, when present, always wins; only without one does
+		// the mTLS principal speak for the caller.
+		if id, ok := a.services.identity(in.Source.Principal); ok {
+			req.Identity = id
+		} else {
+			req.Identity = Identity{Error: string(CodeMissingToken)}
+		}
+	}
+	if err := reconcilePurpose(req); err != nil {
+		return req, a.finish(ctx, req, deny(err)), err
 	}
 	if req.Identity.Roles == nil {
 		req.Identity.Roles = []string{}

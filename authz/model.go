@@ -61,6 +61,9 @@ type Identity struct {
 	Expires  int64    `json:"exp,omitempty"`
 	// Service is true when the caller is a workload identified by mTLS.
 	Service bool `json:"service"`
+	// Purpose is the purpose-of-use claim of the token, as issued. The
+	// effective purpose the policy should read is Request.Purpose.
+	Purpose string `json:"purpose_of_use,omitempty"`
 }
 
 // Scope is one parsed SMART on FHIR scope (v1 or v2 syntax).
