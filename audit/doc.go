@@ -1,0 +1,72 @@
+// Package audit is phigate's tamper-evident audit trail.
+//
+// Every authorization decision becomes one record: a FHIR R4 AuditEvent
+// shaped after IHE Basic Audit Log Patterns (BALP), kept together with the
+// policy input document that produced it (minus credentials) so the decision
+// can be replayed under another policy. Responses that were redacted or had
+// entries withheld get a second, linked record that names the removed element
+// paths (never their values).
+//
+// # Durability
+//
+// Log.Record returns only once its record is on stable storage. Concurrent
+// callers are group-committed: whichever records are waiting when the writer
+// goroutine becomes free are encoded into one buffer, written with one
+// write(2) and made durable with one fsync(2), so the cost of an fsync is
+// shared by every writer waiting on it and throughput grows with concurrency.
+// A failed write or fsync poisons the Log: the state of the file after a
+// failed fsync is unknown, so every later Record fails (and the decision path
+// denies) until the process reopens the directory, which repairs the tail.
+//
+// # On-disk format
+//
+// The directory holds segment files named seg-<first sequence, 20 digits>.pga,
+// a checkpoints file checkpoints.jsonl, and (by default) the Ed25519 signing
+// key with its public half beside it. A segment is a run of frames:
+//
+//	magic "PG" | version 1 | flags | payload length u32 | sequence u64 | previous hash [32] | payload | record hash [32]
+//
+// All integers are big endian. The record hash is SHA-256 over a domain
+// string followed by the 48 header bytes and the payload exactly as stored,
+// so the canonical bytes are the stored bytes and nothing is re-serialized to
+// check them. Sequence numbers start at 1 and the previous hash of record 1
+// is 32 zero bytes; the chain runs across segment boundaries, so removing or
+// reordering whole segments breaks it just like removing a record does.
+//
+// A checkpoint is a signed statement "the log had N records, the N-th record
+// hash is H, and it ended at byte offset O of segment S, at time T". One is
+// appended to checkpoints.jsonl at every rotation, at least every
+// CheckpointEvery records, and on Close. Records written after the newest
+// checkpoint are protected by the chain alone: an attacker who can write the
+// directory can drop them from the tail undetected, which is why
+// CheckpointEvery bounds that window. Checkpoints can also be shipped to a
+// SIEM through the sinks, so deleting the newest checkpoints is detectable
+// off-host.
+//
+// # Encryption at rest
+//
+// With an encryption key, each record's payload is sealed on its own with
+// AES-256-GCM (per-record sealing: a random 96-bit nonce prefixed to the
+// ciphertext, the frame's sequence number as additional data). The chain and
+// checkpoints cover the sealed bytes, so Verify checks integrity without the
+// key, and with the key also proves every record opens. Per-record sealing
+// keeps each frame independently readable (Query can stop anywhere) at a cost
+// of 28 bytes a record.
+//
+// # Record shape decisions
+//
+// The request id is carried the BALP way, as an entity of type XrequestId
+// (BasicAuditEntityType) whose what.identifier.value is the id. The decision
+// id is the AuditEvent id and is also an entity (audit-entity-type 2, System
+// Object) whose what.identifier uses the system urn:phigate:decision-id; the
+// policy rules that decided, the decision status and reason are details of
+// that entity (type "rule", "status", "reason"). Entity details are used
+// rather than extensions because every FHIR R4 consumer displays them without
+// knowing a phigate StructureDefinition.
+//
+// Break-glass: a decision whose BreakGlass.Active is true carries subtype
+// DCM 110127 "Emergency Override Started" and purpose of use BTG; the first
+// later decision for the same user without an active override carries DCM
+// 110138 "Emergency Override Stopped". The "stopped" tracking is per process:
+// after a restart the first override decision of a user is again "started".
+package audit

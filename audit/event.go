@@ -1,0 +1,494 @@
+package audit
+
+import (
+	"encoding/base64"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/phigate/phigate/authz"
+)
+
+// Code systems used in records. Kept as constants so queries and tests match
+// on exactly what the builder writes.
+const (
+	SystemAuditEventType  = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+	SystemRestInteraction = "http://hl7.org/fhir/restful-interaction"
+	SystemDCM             = "http://dicom.nema.org/resources/ontology/DCM"
+	SystemActReason       = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+	SystemParticipation   = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+	SystemEntityType      = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+	SystemObjectRole      = "http://terminology.hl7.org/CodeSystem/object-role"
+	SystemSourceType      = "http://terminology.hl7.org/CodeSystem/security-source-type"
+	SystemBALPEntityType  = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
+	SystemDecisionID      = "urn:phigate:decision-id"
+	SystemPhigateEvent    = "urn:phigate:audit-event"
+	// DCM codes for emergency access (DICOM PS3.16 CID 403).
+	CodeOverrideStarted = "110127"
+	CodeOverrideStopped = "110138"
+)
+
+// Outcome codes of AuditEvent.outcome (R4 audit-event-outcome).
+const (
+	OutcomeSuccess = "0"
+	OutcomeMinor   = "4" // denials: the caller's request failed
+	OutcomeSerious = "8" // our own failure (policy error, audit, timeout)
+)
+
+// AuditEvent is the subset of FHIR R4 AuditEvent phigate writes.
+type AuditEvent struct {
+	ResourceType   string            `json:"resourceType"`
+	ID             string            `json:"id,omitempty"`
+	Meta           *Meta             `json:"meta,omitempty"`
+	Type           Coding            `json:"type"`
+	Subtype        []Coding          `json:"subtype,omitempty"`
+	Action         string            `json:"action,omitempty"`
+	Recorded       string            `json:"recorded"`
+	Outcome        string            `json:"outcome,omitempty"`
+	OutcomeDesc    string            `json:"outcomeDesc,omitempty"`
+	PurposeOfEvent []CodeableConcept `json:"purposeOfEvent,omitempty"`
+	Agent          []Agent           `json:"agent"`
+	Source         Source            `json:"source"`
+	Entity         []Entity          `json:"entity,omitempty"`
+}
+
+// Meta carries the BALP profile the record claims.
+type Meta struct {
+	Profile []string `json:"profile,omitempty"`
+}
+
+// Coding is a FHIR Coding.
+type Coding struct {
+	System  string `json:"system,omitempty"`
+	Code    string `json:"code,omitempty"`
+	Display string `json:"display,omitempty"`
+}
+
+// CodeableConcept is a FHIR CodeableConcept.
+type CodeableConcept struct {
+	Coding []Coding `json:"coding,omitempty"`
+	Text   string   `json:"text,omitempty"`
+}
+
+// Identifier is a FHIR Identifier.
+type Identifier struct {
+	System string `json:"system,omitempty"`
+	Value  string `json:"value,omitempty"`
+}
+
+// Reference is a FHIR Reference.
+type Reference struct {
+	Reference  string      `json:"reference,omitempty"`
+	Identifier *Identifier `json:"identifier,omitempty"`
+	Display    string      `json:"display,omitempty"`
+}
+
+// Agent is AuditEvent.agent.
+type Agent struct {
+	Type         *CodeableConcept  `json:"type,omitempty"`
+	Role         []CodeableConcept `json:"role,omitempty"`
+	Who          *Reference        `json:"who,omitempty"`
+	AltID        string            `json:"altId,omitempty"`
+	Requestor    bool              `json:"requestor"`
+	Policy       []string          `json:"policy,omitempty"`
+	Network      *Network          `json:"network,omitempty"`
+	PurposeOfUse []CodeableConcept `json:"purposeOfUse,omitempty"`
+}
+
+// Network is AuditEvent.agent.network; Type "2" is an IP address.
+type Network struct {
+	Address string `json:"address,omitempty"`
+	Type    string `json:"type,omitempty"`
+}
+
+// Source is AuditEvent.source.
+type Source struct {
+	Site     string    `json:"site,omitempty"`
+	Observer Reference `json:"observer"`
+	Type     []Coding  `json:"type,omitempty"`
+}
+
+// Entity is AuditEvent.entity.
+type Entity struct {
+	What        *Reference     `json:"what,omitempty"`
+	Type        *Coding        `json:"type,omitempty"`
+	Role        *Coding        `json:"role,omitempty"`
+	Lifecycle   *Coding        `json:"lifecycle,omitempty"`
+	Description string         `json:"description,omitempty"`
+	Query       string         `json:"query,omitempty"` // base64Binary
+	Detail      []EntityDetail `json:"detail,omitempty"`
+}
+
+// EntityDetail is AuditEvent.entity.detail with a string value.
+type EntityDetail struct {
+	Type        string `json:"type"`
+	ValueString string `json:"valueString"`
+}
+
+// Builder turns decisions into AuditEvents. Server names the phigate
+// instance in the server agent and the source observer.
+type Builder struct {
+	Server string
+	Site   string
+}
+
+var (
+	typeRest       = Coding{System: SystemAuditEventType, Code: "rest", Display: "Restful Operation"}
+	entityPerson   = Coding{System: SystemEntityType, Code: "1", Display: "Person"}
+	entitySystem   = Coding{System: SystemEntityType, Code: "2", Display: "System Object"}
+	rolePatient    = Coding{System: SystemObjectRole, Code: "1", Display: "Patient"}
+	roleDomain     = Coding{System: SystemObjectRole, Code: "4", Display: "Domain Resource"}
+	roleQuery      = Coding{System: SystemObjectRole, Code: "24", Display: "Query"}
+	roleJob        = Coding{System: SystemObjectRole, Code: "20", Display: "Job"}
+	entityXRequest = Coding{System: SystemBALPEntityType, Code: "XrequestId", Display: "X-Request-Id"}
+	overrideStart  = Coding{System: SystemDCM, Code: CodeOverrideStarted, Display: "Emergency Override Started"}
+	overrideStop   = Coding{System: SystemDCM, Code: CodeOverrideStopped, Display: "Emergency Override Stopped"}
+	purposeBTG     = Coding{System: SystemActReason, Code: "BTG", Display: "break the glass"}
+)
+
+// actionOf maps a FHIR interaction to AuditEvent.action the way BALP does:
+// searches, operations and batches are executions (E), not reads.
+func actionOf(interaction string) string {
+	switch interaction {
+	case "create":
+		return "C"
+	case "read", "vread", "history-instance":
+		return "R"
+	case "update", "patch":
+		return "U"
+	case "delete":
+		return "D"
+	default:
+		return "E"
+	}
+}
+
+// restCode maps phigate's interaction words to R4 restful-interaction codes.
+func restCode(interaction string) string {
+	switch interaction {
+	case "search-compartment":
+		return "search-type" // R4 has no compartment code; the compartment is in the query entity
+	case "non-fhir", "":
+		return ""
+	default:
+		return interaction
+	}
+}
+
+// OutcomeOf maps a decision to the AuditEvent outcome code.
+func OutcomeOf(d *authz.Decision) string {
+	switch {
+	case d.Allow:
+		return OutcomeSuccess
+	case d.Status >= 500:
+		return OutcomeSerious
+	default:
+		return OutcomeMinor
+	}
+}
+
+// Decision builds the AuditEvent for one decision. stopped says the user's
+// emergency override ended with this decision (see the package comment).
+func (b Builder) Decision(req *authz.Request, d *authz.Decision, recorded time.Time, stopped bool) *AuditEvent {
+	ev := &AuditEvent{
+		ResourceType: "AuditEvent",
+		ID:           d.ID,
+		Type:         typeRest,
+		Action:       actionOf(req.FHIR.Interaction),
+		Recorded:     recorded.UTC().Format(time.RFC3339Nano),
+		Outcome:      OutcomeOf(d),
+		OutcomeDesc:  outcomeDesc(d),
+		Source: Source{Site: b.Site, Observer: Reference{Display: b.Server},
+			Type: []Coding{{System: SystemSourceType, Code: "4", Display: "Application Server"}}},
+	}
+	if code := restCode(req.FHIR.Interaction); code != "" {
+		ev.Subtype = append(ev.Subtype, Coding{System: SystemRestInteraction, Code: code, Display: code})
+	}
+	if d.BreakGlass.Active {
+		ev.Subtype = append(ev.Subtype, overrideStart)
+	}
+	if stopped {
+		ev.Subtype = append(ev.Subtype, overrideStop)
+	}
+	patients := patientsOf(req, d)
+	if profile := balpProfile(ev.Action, len(patients) > 0, d.Allow); profile != "" {
+		ev.Meta = &Meta{Profile: []string{profile}}
+	}
+
+	var purposes []CodeableConcept
+	for _, p := range uniq([]string{req.Purpose, d.Audit.Purpose}) {
+		purposes = append(purposes, CodeableConcept{Coding: []Coding{{System: SystemActReason, Code: p}}})
+	}
+	if d.BreakGlass.Active {
+		purposes = append(purposes, CodeableConcept{Coding: []Coding{purposeBTG}, Text: d.BreakGlass.Reason})
+	}
+	ev.PurposeOfEvent = purposes
+
+	id := req.Identity
+	var network *Network
+	if req.Source.Address != "" {
+		network = &Network{Address: hostOf(req.Source.Address), Type: "2"}
+	}
+	user := Agent{
+		Type:         &CodeableConcept{Coding: []Coding{{System: SystemParticipation, Code: "IRCP", Display: "information recipient"}}},
+		Who:          &Reference{Reference: id.FHIRUser},
+		Requestor:    true,
+		Network:      network,
+		PurposeOfUse: purposes,
+	}
+	switch {
+	case id.Subject != "":
+		user.Who.Identifier = &Identifier{System: id.Issuer, Value: id.Subject}
+	case id.Error != "":
+		user.Who.Display = "unauthenticated (" + id.Error + ")"
+	default:
+		user.Who.Display = "unauthenticated"
+	}
+	for _, r := range id.Roles {
+		user.Role = append(user.Role, CodeableConcept{Text: r})
+	}
+	client := Agent{
+		Type:    &CodeableConcept{Coding: []Coding{{System: SystemDCM, Code: "110153", Display: "Source Role ID"}}},
+		Who:     &Reference{},
+		Network: network,
+	}
+	switch {
+	case id.ClientID != "":
+		client.Who.Identifier = &Identifier{Value: id.ClientID}
+	case req.Source.Principal != "":
+		client.Who.Identifier = &Identifier{Value: req.Source.Principal}
+	default:
+		client.Who.Display = "unidentified client"
+	}
+	if req.Source.Principal != "" && id.ClientID != "" {
+		client.AltID = req.Source.Principal
+	}
+	server := Agent{
+		Type: &CodeableConcept{Coding: []Coding{{System: SystemDCM, Code: "110152", Display: "Destination Role ID"}}},
+		Who:  &Reference{Display: b.Server},
+	}
+	ev.Agent = []Agent{user, client, server}
+
+	for _, p := range patients {
+		ev.Entity = append(ev.Entity, Entity{What: &Reference{Reference: "Patient/" + p},
+			Type: ptr(entityPerson), Role: ptr(rolePatient)})
+	}
+	if req.FHIR.ResourceType != "" && req.FHIR.ID != "" {
+		ref := req.FHIR.ResourceType + "/" + req.FHIR.ID
+		if req.FHIR.Version != "" {
+			ref += "/_history/" + req.FHIR.Version
+		}
+		ev.Entity = append(ev.Entity, Entity{What: &Reference{Reference: ref}, Type: ptr(entitySystem), Role: ptr(roleDomain)})
+	}
+	if len(req.Query) > 0 || ev.Action == "E" && req.FHIR.ResourceType != "" {
+		// BALP carries the query base64 encoded; url.Values.Encode sorts the
+		// keys, so the same search always yields the same bytes.
+		q := Entity{Type: ptr(entitySystem), Role: ptr(roleQuery),
+			Query: base64.StdEncoding.EncodeToString([]byte(url.Values(req.Query).Encode()))}
+		if req.FHIR.ResourceType != "" {
+			q.Description = req.FHIR.ResourceType
+		}
+		if c := req.FHIR.Compartment; c != nil {
+			q.What = &Reference{Reference: c.Type + "/" + c.ID}
+		}
+		ev.Entity = append(ev.Entity, q)
+	}
+	if req.ID != "" {
+		ev.Entity = append(ev.Entity, Entity{Type: ptr(entityXRequest), What: &Reference{Identifier: &Identifier{Value: req.ID}}})
+	}
+	dec := Entity{Type: ptr(entitySystem), Role: ptr(roleJob), Description: "policy decision",
+		What: &Reference{Identifier: &Identifier{System: SystemDecisionID, Value: d.ID}}}
+	dec.Detail = append(dec.Detail, EntityDetail{Type: "status", ValueString: strconv.Itoa(d.Status)})
+	for _, r := range d.Audit.Rules {
+		dec.Detail = append(dec.Detail, EntityDetail{Type: "rule", ValueString: r})
+	}
+	for _, o := range d.Obligations {
+		dec.Detail = append(dec.Detail, EntityDetail{Type: "obligation", ValueString: o.Type})
+	}
+	if d.BreakGlass.Active && d.BreakGlass.Expires != "" {
+		dec.Detail = append(dec.Detail, EntityDetail{Type: "break-glass-expires", ValueString: d.BreakGlass.Expires})
+	}
+	ev.Entity = append(ev.Entity, dec)
+	return ev
+}
+
+// FilterEvent describes what the response side did to one response. Removed
+// holds element paths only (e.g. "Patient.telecom"), never values.
+type FilterEvent struct {
+	RequestID  string
+	DecisionID string
+	Removed    []string
+	Withheld   int  // Bundle entries withheld
+	Forbidden  bool // the whole response was refused
+}
+
+// Filtering builds the record linked to a decision that says what was taken
+// out of the response.
+func (b Builder) Filtering(fe FilterEvent, recorded time.Time) *AuditEvent {
+	ev := &AuditEvent{
+		ResourceType: "AuditEvent",
+		Type:         typeRest,
+		Subtype:      []Coding{{System: SystemPhigateEvent, Code: "response-filtered", Display: "Response filtered"}},
+		Action:       "E",
+		Recorded:     recorded.UTC().Format(time.RFC3339Nano),
+		Outcome:      OutcomeSuccess,
+		OutcomeDesc:  "response redacted",
+		Source: Source{Site: b.Site, Observer: Reference{Display: b.Server},
+			Type: []Coding{{System: SystemSourceType, Code: "4", Display: "Application Server"}}},
+		Agent: []Agent{{
+			Type: &CodeableConcept{Coding: []Coding{{System: SystemDCM, Code: "110152", Display: "Destination Role ID"}}},
+			Who:  &Reference{Display: b.Server},
+		}},
+	}
+	if fe.DecisionID != "" {
+		ev.ID = fe.DecisionID + "-f"
+	}
+	if fe.Forbidden {
+		ev.Outcome, ev.OutcomeDesc = OutcomeMinor, "response refused"
+	}
+	if fe.RequestID != "" {
+		ev.Entity = append(ev.Entity, Entity{Type: ptr(entityXRequest), What: &Reference{Identifier: &Identifier{Value: fe.RequestID}}})
+	}
+	dec := Entity{Type: ptr(entitySystem), Role: ptr(roleJob), Description: "response filtering",
+		What:      &Reference{Identifier: &Identifier{System: SystemDecisionID, Value: fe.DecisionID}},
+		Lifecycle: &Coding{System: "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle", Code: "deidentify"}}
+	for _, p := range fe.Removed {
+		dec.Detail = append(dec.Detail, EntityDetail{Type: "removed", ValueString: p})
+	}
+	dec.Detail = append(dec.Detail,
+		EntityDetail{Type: "withheld", ValueString: strconv.Itoa(fe.Withheld)},
+		EntityDetail{Type: "forbidden", ValueString: strconv.FormatBool(fe.Forbidden)})
+	ev.Entity = append(ev.Entity, dec)
+	return ev
+}
+
+func outcomeDesc(d *authz.Decision) string {
+	if d.Reason != "" {
+		return d.Reason
+	}
+	if d.Allow {
+		return "allowed"
+	}
+	return "denied"
+}
+
+// balpProfile names the BALP profile a successful record conforms to; BALP
+// profiles only describe successes, so failures claim none.
+func balpProfile(action string, patient, ok bool) string {
+	if !ok {
+		return ""
+	}
+	base := "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
+	switch {
+	case action == "R" && patient:
+		return base + "PatientRead"
+	case action == "R":
+		return base + "Read"
+	case action == "E" && patient:
+		return base + "PatientQuery"
+	case action == "E":
+		return base + "Query"
+	case action == "C" && patient:
+		return base + "PatientCreate"
+	case action == "C":
+		return base + "Create"
+	case action == "U" && patient:
+		return base + "PatientUpdate"
+	case action == "U":
+		return base + "Update"
+	case action == "D" && patient:
+		return base + "PatientDelete"
+	default:
+		return base + "Delete"
+	}
+}
+
+func patientsOf(req *authz.Request, d *authz.Decision) []string {
+	all := append(slices.Clone(req.FHIR.Patients), d.Audit.Patients...)
+	return uniq(all)
+}
+
+func uniq(in []string) []string {
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		if s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func hostOf(addr string) string {
+	u, err := url.Parse("//" + addr)
+	if err != nil || u.Hostname() == "" {
+		return addr
+	}
+	return u.Hostname()
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Patients lists the patient ids the event is about.
+func (ev *AuditEvent) Patients() []string {
+	var out []string
+	for _, e := range ev.Entity {
+		if e.Role != nil && e.Role.System == SystemObjectRole && e.Role.Code == "1" && e.What != nil {
+			if id, ok := cutPrefix(e.What.Reference, "Patient/"); ok {
+				out = append(out, id)
+			}
+		}
+	}
+	return out
+}
+
+// User returns the requesting user's identifier value and fhirUser reference.
+func (ev *AuditEvent) User() (subject, fhirUser string) {
+	for _, a := range ev.Agent {
+		if a.Requestor && a.Who != nil {
+			if a.Who.Identifier != nil {
+				subject = a.Who.Identifier.Value
+			}
+			return subject, a.Who.Reference
+		}
+	}
+	return "", ""
+}
+
+// BreakGlass reports whether the event records an emergency override.
+func (ev *AuditEvent) BreakGlass() bool {
+	for _, c := range ev.Subtype {
+		if c.System == SystemDCM && c.Code == CodeOverrideStarted {
+			return true
+		}
+	}
+	return false
+}
+
+// DecisionID returns the id of the decision the event records or refers to.
+func (ev *AuditEvent) DecisionID() string {
+	for _, e := range ev.Entity {
+		if e.What != nil && e.What.Identifier != nil && e.What.Identifier.System == SystemDecisionID {
+			return e.What.Identifier.Value
+		}
+	}
+	return ""
+}
+
+// RequestID returns the X-Request-Id entity's value.
+func (ev *AuditEvent) RequestID() string {
+	for _, e := range ev.Entity {
+		if e.Type != nil && e.Type.Code == entityXRequest.Code && e.What != nil && e.What.Identifier != nil {
+			return e.What.Identifier.Value
+		}
+	}
+	return ""
+}
+
+func cutPrefix(s, p string) (string, bool) {
+	if len(s) > len(p) && s[:len(p)] == p {
+		return s[len(p):], true
+	}
+	return "", false
+}

@@ -1,0 +1,106 @@
+package audit
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/phigate/phigate/authz"
+)
+
+// testRequest builds a policy input for patient p read by user u.
+func testRequest(i int, user, patient string) *authz.Request {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Minute)
+	return &authz.Request{
+		ID: fmt.Sprintf("req-%d", i), Time: now, TimeNS: now.UnixNano(), Method: "GET",
+		Path: "/fhir/Patient/" + patient, Query: map[string][]string{},
+		Headers: map[string]string{"authorization": "Bearer secret-token-" + user, "x-request-id": fmt.Sprintf("req-%d", i)},
+		Source:  authz.Peer{Address: "10.1.2.3:5555"},
+		Identity: authz.Identity{Authenticated: true, Subject: user, Issuer: "https://idp.example",
+			FHIRUser: "Practitioner/" + user, Roles: []string{"physician"}, Scopes: []authz.Scope{}, ClientID: "ehr-app"},
+		FHIR:    authz.FHIRRequest{Interaction: "read", ResourceType: "Patient", ID: patient, Patients: []string{patient}},
+		Purpose: "TREAT",
+	}
+}
+
+func testDecision(i int, allow bool) *authz.Decision {
+	d := &authz.Decision{Allow: allow, Status: 200, ID: fmt.Sprintf("dec-%d", i),
+		Audit: authz.AuditInfo{Rules: []string{"data.phigate.rbac.allow"}}}
+	if !allow {
+		d.Status, d.Reason = 403, "role_not_permitted"
+	}
+	return d
+}
+
+// openTest opens a log in a fresh directory with test-friendly settings.
+func openTest(t *testing.T, mod func(*Config), opts ...Option) (*Log, Config) {
+	t.Helper()
+	cfg := Config{Dir: t.TempDir(), CheckpointEvery: 5, SegmentMaxBytes: 16 << 10}
+	if mod != nil {
+		mod(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(cfg, opts...)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return l, cfg
+}
+
+// fill appends n decision records, alternating users and patients.
+func fill(t *testing.T, l *Log, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		req := testRequest(i, fmt.Sprintf("u%d", i%3), fmt.Sprintf("p%d", i%4))
+		if err := l.Record(t.Context(), req, testDecision(i, i%5 != 0)); err != nil {
+			t.Fatalf("Record %d: %v", i, err)
+		}
+	}
+}
+
+// abandon stops the committer without a final checkpoint, as a crash would.
+func (l *Log) abandon() {
+	l.mu.Lock()
+	l.closed = true
+	close(l.reqs)
+	l.mu.Unlock()
+	<-l.done
+	for _, s := range l.sinks {
+		s.close()
+	}
+	l.closeFiles()
+}
+
+// segFrames returns the frames of a segment file.
+func segFrames(t *testing.T, dir, name string) ([]byte, []frame) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames, serr := parseFrames(data)
+	if serr != nil {
+		t.Fatalf("parse %s: %+v", name, serr)
+	}
+	return data, frames
+}
+
+func segNames(t *testing.T, dir string) []string {
+	t.Helper()
+	names, _, err := listSegments(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

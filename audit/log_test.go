@@ -1,0 +1,494 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+func TestVerifyCleanLog(t *testing.T) {
+	l, cfg := openTest(t, nil)
+	fill(t, l, 1, 60)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{RequireCheckpointedTail: true})
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if rep.Records != 60 || rep.Checkpointed != 60 || rep.Segments < 2 {
+		t.Fatalf("report = %+v, want 60 records, all checkpointed, several segments", rep)
+	}
+	// Reopen continues the chain in place.
+	l2, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(t, l2, 61, 7)
+	if err := l2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = VerifyKeyFile(cfg.Dir, PublicKeyPath(cfg.SigningKeyFile), VerifyOptions{RequireCheckpointedTail: true})
+	if err != nil || rep.Records != 67 {
+		t.Fatalf("after reopen: %+v, %v; want 67 records", rep, err)
+	}
+}
+
+// tamperCase mutates a closed log and says where Verify must complain.
+type tamperCase struct {
+	name     string
+	mutate   func(t *testing.T, dir string) (wantFile string, wantOffset int64)
+	wantCode error
+}
+
+func TestVerifyDetectsTampering(t *testing.T) {
+	const records = 60
+	cases := []tamperCase{
+		{"flip a payload byte", func(t *testing.T, dir string) (string, int64) {
+			name := segNames(t, dir)[0]
+			data, fr := segFrames(t, dir, name)
+			data[fr[3].Offset+headerLen+10] ^= 0x01
+			writeFile(t, filepath.Join(dir, name), data)
+			return name, fr[3].Offset
+		}, ErrChainBroken},
+		{"flip a stored hash byte", func(t *testing.T, dir string) (string, int64) {
+			name := segNames(t, dir)[1]
+			data, fr := segFrames(t, dir, name)
+			data[fr[1].Offset+fr[1].Size-1] ^= 0x80
+			writeFile(t, filepath.Join(dir, name), data)
+			return name, fr[1].Offset
+		}, ErrChainBroken},
+		{"delete a record", func(t *testing.T, dir string) (string, int64) {
+			name := segNames(t, dir)[0]
+			data, fr := segFrames(t, dir, name)
+			out := append(bytes.Clone(data[:fr[2].Offset]), data[fr[3].Offset:]...)
+			writeFile(t, filepath.Join(dir, name), out)
+			return name, fr[2].Offset
+		}, ErrChainBroken},
+		{"swap two records", func(t *testing.T, dir string) (string, int64) {
+			name := segNames(t, dir)[0]
+			data, fr := segFrames(t, dir, name)
+			a, b := fr[1], fr[2]
+			out := bytes.Clone(data[:a.Offset])
+			out = append(out, data[b.Offset:b.Offset+b.Size]...)
+			out = append(out, data[a.Offset:a.Offset+a.Size]...)
+			out = append(out, data[b.Offset+b.Size:]...)
+			writeFile(t, filepath.Join(dir, name), out)
+			return name, a.Offset
+		}, ErrChainBroken},
+		{"insert a forged record", func(t *testing.T, dir string) (string, int64) {
+			// The forger links the new record correctly to its predecessor;
+			// the record after it then no longer follows.
+			name := segNames(t, dir)[0]
+			data, fr := segFrames(t, dir, name)
+			forged, _ := appendFrame(nil, fr[2].Seq, fr[2].Prev, 0, []byte(`{"v":1,"kind":"decision","event":{}}`))
+			out := bytes.Clone(data[:fr[2].Offset])
+			out = append(out, forged...)
+			out = append(out, data[fr[2].Offset:]...)
+			writeFile(t, filepath.Join(dir, name), out)
+			return name, fr[2].Offset + int64(len(forged))
+		}, ErrChainBroken},
+		{"truncate a middle segment mid-frame", func(t *testing.T, dir string) (string, int64) {
+			name := segNames(t, dir)[0]
+			data, fr := segFrames(t, dir, name)
+			last := fr[len(fr)-1]
+			cut := last.Offset + 20
+			writeFile(t, filepath.Join(dir, name), data[:cut])
+			return name, last.Offset
+		}, ErrTruncated},
+		{"truncate a middle segment on a frame boundary", func(t *testing.T, dir string) (string, int64) {
+			name := segNames(t, dir)[0]
+			data, fr := segFrames(t, dir, name)
+			last := fr[len(fr)-1]
+			writeFile(t, filepath.Join(dir, name), data[:last.Offset])
+			return name, last.Offset
+		}, ErrTruncated},
+		{"truncate the last segment", func(t *testing.T, dir string) (string, int64) {
+			name := lastNonEmpty(t, dir)
+			data, fr := segFrames(t, dir, name)
+			writeFile(t, filepath.Join(dir, name), data[:fr[len(fr)-1].Offset])
+			return name, fr[len(fr)-1].Offset
+		}, ErrTruncated},
+		{"delete the newest segments", func(t *testing.T, dir string) (string, int64) {
+			name := lastNonEmpty(t, dir)
+			for _, n := range segNames(t, dir) {
+				if n >= name {
+					os.Remove(filepath.Join(dir, n))
+				}
+			}
+			return name, -1
+		}, ErrTruncated},
+		{"delete the newest records' segment only", func(t *testing.T, dir string) (string, int64) {
+			name := lastNonEmpty(t, dir)
+			os.Remove(filepath.Join(dir, name))
+			names := segNames(t, dir)
+			return names[len(names)-1], 0
+		}, ErrChainBroken},
+		{"delete a middle segment", func(t *testing.T, dir string) (string, int64) {
+			names := segNames(t, dir)
+			os.Remove(filepath.Join(dir, names[1]))
+			return names[2], -1
+		}, ErrChainBroken},
+		{"rewrite the chain after an edit", func(t *testing.T, dir string) (string, int64) {
+			// An attacker without the signing key rewrites a record and
+			// recomputes every later hash: only the checkpoints catch it.
+			return rewriteFrom(t, dir, 7)
+		}, ErrCheckpointMismatch},
+		{"replace a checkpoint with one signed by another key", func(t *testing.T, dir string) (string, int64) {
+			return replaceCheckpoint(t, dir, 2, func(c *Checkpoint) {
+				_, evil, _ := ed25519.GenerateKey(rand.Reader)
+				*c = signCheckpoint(evil, c.Size, [32]byte{1}, c.Segment, c.Offset, timeOf(c))
+			})
+		}, ErrSignature},
+		{"edit a checkpoint's head", func(t *testing.T, dir string) (string, int64) {
+			return replaceCheckpoint(t, dir, 1, func(c *Checkpoint) { c.Head = strings.Repeat("ab", 32) })
+		}, ErrSignature},
+		{"reorder checkpoints", func(t *testing.T, dir string) (string, int64) {
+			p := filepath.Join(dir, checkpointsFile)
+			b, _ := os.ReadFile(p)
+			lines := strings.SplitAfter(string(b), "\n")
+			lines[1], lines[2] = lines[2], lines[1]
+			writeFile(t, p, []byte(strings.Join(lines, "")))
+			return checkpointsFile, int64(len(lines[0]) + len(lines[1]))
+		}, ErrCheckpointMismatch},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			l, cfg := openTest(t, nil)
+			fill(t, l, 1, records)
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{}); err != nil {
+				t.Fatalf("untouched log: %v", err)
+			}
+			wantFile, wantOff := tc.mutate(t, cfg.Dir)
+			rep, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{})
+			if !errors.Is(err, tc.wantCode) {
+				t.Fatalf("Verify = %v, want %v", err, tc.wantCode)
+			}
+			pos, ok := PositionOf(err)
+			if !ok || rep.Bad == nil || *rep.Bad != pos {
+				t.Fatalf("no position: err %v report %+v", err, rep)
+			}
+			if pos.File != wantFile || (wantOff >= 0 && pos.Offset != wantOff) {
+				t.Fatalf("position = %+v, want file %s offset %d", pos, wantFile, wantOff)
+			}
+			if ExitCode(err) == ExitOK || ExitCode(err) == ExitOther {
+				t.Fatalf("ExitCode(%v) = %d, want a specific code", err, ExitCode(err))
+			}
+		})
+	}
+}
+
+// lastNonEmpty is the newest segment holding records (a rotation leaves an
+// empty newest segment behind).
+func lastNonEmpty(t *testing.T, dir string) string {
+	names := segNames(t, dir)
+	for i := len(names) - 1; i >= 0; i-- {
+		if _, fr := segFrames(t, dir, names[i]); len(fr) > 0 {
+			return names[i]
+		}
+	}
+	t.Fatal("no records")
+	return ""
+}
+
+func timeOf(c *Checkpoint) time.Time { tm, _ := time.Parse(time.RFC3339Nano, c.Time); return tm }
+
+// rewriteFrom edits record seq and recomputes the chain after it, keeping
+// every frame where it was. Returns where the first checkpoint at or after
+// seq sits.
+func rewriteFrom(t *testing.T, dir string, seq uint64) (string, int64) {
+	t.Helper()
+	var prev [32]byte
+	wantFile, wantOff := "", int64(-1)
+	for _, name := range segNames(t, dir) {
+		data, frames := segFrames(t, dir, name)
+		var out []byte
+		for _, f := range frames {
+			payload := f.Payload
+			if f.Seq == seq {
+				payload = bytes.Replace(bytes.Clone(payload), []byte(`"read"`), []byte(`"vread"`), 1)
+				if bytes.Equal(payload, f.Payload) {
+					t.Fatal("edit did not change the record")
+				}
+			}
+			var h [32]byte
+			out, h = appendFrame(out, f.Seq, prev, f.Flags, payload)
+			if f.Seq >= seq && f.Seq%5 == 0 && wantOff < 0 {
+				wantFile, wantOff = name, int64(len(out))-f.Size
+			}
+			prev = h
+		}
+		_ = data
+		writeFile(t, filepath.Join(dir, name), out)
+	}
+	return wantFile, wantOff
+}
+
+// replaceCheckpoint rewrites line i (0-based) of the checkpoints file.
+func replaceCheckpoint(t *testing.T, dir string, i int, edit func(*Checkpoint)) (string, int64) {
+	t.Helper()
+	p := filepath.Join(dir, checkpointsFile)
+	b, _ := os.ReadFile(p)
+	lines := strings.SplitAfter(string(b), "\n")
+	var c Checkpoint
+	if err := json.Unmarshal([]byte(lines[i]), &c); err != nil {
+		t.Fatal(err)
+	}
+	edit(&c)
+	nb, _ := json.Marshal(&c)
+	var off int64
+	for _, l := range lines[:i] {
+		off += int64(len(l))
+	}
+	lines[i] = string(nb) + "\n"
+	writeFile(t, p, []byte(strings.Join(lines, "")))
+	return checkpointsFile, off
+}
+
+func TestRecoverTornTail(t *testing.T) {
+	cases := []struct {
+		name string
+		tear func(t *testing.T, dir, seg string)
+	}{
+		{"half a frame header", func(t *testing.T, dir, seg string) {
+			appendTo(t, filepath.Join(dir, seg), []byte("PG\x01\x00\x00\x00"))
+		}},
+		{"frame without its hash", func(t *testing.T, dir, seg string) {
+			fr, _ := appendFrame(nil, 999, [32]byte{}, 0, []byte(`{"v":1}`))
+			appendTo(t, filepath.Join(dir, seg), fr[:len(fr)-5])
+		}},
+		{"zero-filled tail", func(t *testing.T, dir, seg string) {
+			appendTo(t, filepath.Join(dir, seg), make([]byte, 300))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			l, cfg := openTest(t, func(c *Config) { c.CheckpointEvery = 1000; c.SegmentMaxBytes = 1 << 20 })
+			fill(t, l, 1, 12)
+			l.abandon() // crash: records 1..12 durable, no final checkpoint
+			names := segNames(t, cfg.Dir)
+			seg := names[len(names)-1]
+			before, _ := os.Stat(filepath.Join(cfg.Dir, seg))
+			tc.tear(t, cfg.Dir, seg)
+			if _, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{}); err == nil {
+				t.Fatal("Verify accepted a torn tail")
+			}
+			l2, err := Open(cfg)
+			if err != nil {
+				t.Fatalf("Open after crash: %v", err)
+			}
+			rec := l2.Recovery()
+			if rec.TornSegment != seg || rec.TornOffset != before.Size() || rec.Records != 12 {
+				t.Fatalf("recovery = %+v, want torn at %s offset %d with 12 records", rec, seg, before.Size())
+			}
+			if _, err := os.Stat(filepath.Join(cfg.Dir, seg+".torn")); err != nil {
+				t.Fatalf("torn bytes not kept: %v", err)
+			}
+			fill(t, l2, 13, 3)
+			if err := l2.Close(); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := Verify(cfg.Dir, l2.PublicKey(), VerifyOptions{RequireCheckpointedTail: true})
+			if err != nil || rep.Records != 15 {
+				t.Fatalf("Verify after recovery: %+v %v, want 15 records", rep, err)
+			}
+		})
+	}
+}
+
+func TestRecoverTornCheckpointAndRefuseDamage(t *testing.T) {
+	l, cfg := openTest(t, nil)
+	fill(t, l, 1, 12)
+	l.abandon()
+	appendTo(t, filepath.Join(cfg.Dir, checkpointsFile), []byte(`{"key_id":"ab`))
+	l2, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l2.Recovery().CheckpointTorn {
+		t.Fatalf("recovery = %+v, want CheckpointTorn", l2.Recovery())
+	}
+	if err := l2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(cfg.Dir, l2.PublicKey(), VerifyOptions{RequireCheckpointedTail: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Damage inside the checkpointed region is tampering, not a crash:
+	// Open must refuse rather than "repair" evidence away.
+	names := segNames(t, cfg.Dir)
+	seg := names[len(names)-1]
+	data, fr := segFrames(t, cfg.Dir, seg)
+	writeFile(t, filepath.Join(cfg.Dir, seg), data[:fr[0].Offset+10])
+	if _, err := Open(cfg); !errors.Is(err, ErrTruncated) {
+		t.Fatalf("Open on damaged log = %v, want ErrTruncated", err)
+	}
+}
+
+func appendTo(t *testing.T, path string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGroupCommitConcurrent(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	l, cfg := openTest(t, func(c *Config) { c.CheckpointEvery = 100; c.SegmentMaxBytes = 64 << 10 }, WithRegisterer(reg))
+	const writers, each = 32, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				n := w*each + i
+				req := testRequest(n, fmt.Sprintf("w%d", w), "p1")
+				if err := l.Record(t.Context(), req, testDecision(n, true)); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Record: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{RequireCheckpointedTail: true})
+	if err != nil || rep.Records != writers*each {
+		t.Fatalf("Verify = %+v, %v; want %d records", rep, err, writers*each)
+	}
+	entries, err := Query(cfg.Dir, Filter{}, QueryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		if seen[e.Decision.ID] {
+			t.Fatalf("decision %s recorded twice", e.Decision.ID)
+		}
+		seen[e.Decision.ID] = true
+	}
+	if len(seen) != writers*each {
+		t.Fatalf("%d distinct decisions, want %d", len(seen), writers*each)
+	}
+	var m *dto.Metric
+	h, _ := reg.Gather()
+	for _, mf := range h {
+		if mf.GetName() == "phigate_audit_batch_records" {
+			m = mf.GetMetric()[0]
+		}
+	}
+	batches := m.GetHistogram().GetSampleCount()
+	if batches == 0 || batches >= writers*each {
+		t.Fatalf("%d commits for %d records: writers were not grouped", batches, writers*each)
+	}
+	t.Logf("%d records in %d group commits", writers*each, batches)
+}
+
+func TestRecordAfterCloseFails(t *testing.T) {
+	l, _ := openTest(t, nil)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := l.Record(t.Context(), testRequest(1, "u", "p"), testDecision(1, true))
+	if !errors.Is(err, ErrClosed) {
+		t.Fatalf("Record after Close = %v, want ErrClosed", err)
+	}
+}
+
+func TestRecordFailsWhenDiskFails(t *testing.T) {
+	// A segment that cannot be written must turn into an error for the
+	// caller (the decision path denies), and every later record must fail
+	// too: the file's state after a failed write is unknown.
+	l, _ := openTest(t, nil)
+	defer l.Close()
+	fill(t, l, 1, 2)
+	l.seg.Close() // the committer's next write fails with "file already closed"
+	err := l.Record(t.Context(), testRequest(3, "u", "p"), testDecision(3, true))
+	if !errors.Is(err, ErrIO) {
+		t.Fatalf("Record on failed disk = %v, want ErrIO", err)
+	}
+	err = l.Record(t.Context(), testRequest(4, "u", "p"), testDecision(4, true))
+	if !errors.Is(err, ErrClosed) {
+		t.Fatalf("Record after failure = %v, want ErrClosed", err)
+	}
+}
+
+func TestSigningKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "k")
+	k1, err := LoadOrCreateSigningKey(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(p)
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("key mode %o, want 600", st.Mode().Perm())
+	}
+	k2, err := LoadOrCreateSigningKey(p)
+	if err != nil || !k1.Equal(k2) {
+		t.Fatalf("reload: %v, same=%v", err, k1.Equal(k2))
+	}
+	pub, err := LoadPublicKey(PublicKeyPath(p))
+	if err != nil || !pub.Equal(k1.Public()) {
+		t.Fatalf("public key: %v", err)
+	}
+	os.Chmod(p, 0o644)
+	if _, err := LoadOrCreateSigningKey(p); !errors.Is(err, ErrConfig) {
+		t.Fatalf("world-readable key = %v, want ErrConfig", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name  string
+		cfg   Config
+		field string
+	}{
+		{"no dir", Config{}, "Dir"},
+		{"tiny segment", Config{Dir: "x", SegmentMaxBytes: 10}, "SegmentMaxBytes"},
+		{"short age", Config{Dir: "x", SegmentMaxAge: 1}, "SegmentMaxAge"},
+		{"negative checkpoint", Config{Dir: "x", CheckpointEvery: -1}, "CheckpointEvery"},
+		{"two key sources", Config{Dir: "x", EncryptionKeyFile: "f", EncryptionKeyEnv: "E"}, "EncryptionKeyFile"},
+		{"bad sink", Config{Dir: "x", Sinks: []SinkConfig{{Type: "kafka"}}}, "Sinks[0]"},
+		{"syslog without port", Config{Dir: "x", Sinks: []SinkConfig{{Type: "syslog", Address: "host"}}}, "Address"},
+		{"ok", Config{Dir: "x"}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			switch {
+			case tc.field == "" && err != nil:
+				t.Fatalf("Validate = %v, want nil", err)
+			case tc.field != "" && (err == nil || !strings.Contains(err.Error(), tc.field) || !errors.Is(err, ErrConfig)):
+				t.Fatalf("Validate = %v, want ErrConfig naming %s", err, tc.field)
+			}
+		})
+	}
+}

@@ -1,0 +1,49 @@
+package audit
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the Log's instruments. Labels carry sink names only, never
+// anything from a record.
+type metrics struct {
+	records        prometheus.Counter
+	appendFailures prometheus.Counter
+	checkpoints    prometheus.Counter
+	segments       prometheus.Gauge
+	batchSize      prometheus.Histogram
+	fsyncSeconds   prometheus.Histogram
+	sinkDropped    *prometheus.CounterVec
+	sinkErrors     *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		records: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
+			Name: "records_total", Help: "Records made durable."}),
+		appendFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
+			Name: "append_failures_total", Help: "Write, fsync or checkpoint failures (each poisons the log)."}),
+		checkpoints: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
+			Name: "checkpoints_total", Help: "Signed checkpoints written."}),
+		segments: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "phigate", Subsystem: "audit",
+			Name: "segments", Help: "Segment files in the log directory."}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "phigate", Subsystem: "audit",
+			Name: "batch_records", Help: "Records per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 13)}),
+		fsyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "phigate", Subsystem: "audit",
+			Name: "append_seconds", Help: "Time of one write+fsync.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)}),
+		sinkDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
+			Name: "sink_dropped_total", Help: "Records not delivered to a sink because its queue was full."}, []string{"sink"}),
+		sinkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
+			Name: "sink_errors_total", Help: "Records a sink failed to deliver."}, []string{"sink"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.records, m.appendFailures, m.checkpoints, m.segments,
+		m.batchSize, m.fsyncSeconds, m.sinkDropped, m.sinkErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, errf(CodeConfig, nil, err, "register metrics")
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,140 @@
+package audit
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"strings"
+
+	"github.com/phigate/phigate/authz"
+)
+
+// Record kinds.
+const (
+	KindDecision  = "decision"
+	KindFiltering = "filtering"
+)
+
+// storedRecord is the payload of a frame (before sealing).
+type storedRecord struct {
+	V          int             `json:"v"`
+	Kind       string          `json:"kind"`
+	Event      *AuditEvent     `json:"event"`
+	Input      json.RawMessage `json:"input,omitempty"`
+	DecisionID string          `json:"decision_id,omitempty"`
+	Decision   *authz.Decision `json:"decision,omitempty"`
+}
+
+// credentialHeaders never reach the trail: a record must not be usable to
+// replay a caller's credentials.
+var credentialHeaders = []string{"authorization", "proxy-authorization", "cookie", "x-api-key"}
+
+// PolicyInput returns the policy input document as stored: req as JSON
+// with credential headers, and any header carrying a bearer token, removed.
+func PolicyInput(req *authz.Request) (json.RawMessage, error) {
+	cp := *req
+	if req.Headers != nil {
+		cp.Headers = make(map[string]string, len(req.Headers))
+		for k, v := range req.Headers {
+			lk := strings.ToLower(k)
+			if isCredentialHeader(lk) || strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)), "bearer ") {
+				continue
+			}
+			cp.Headers[lk] = v
+		}
+	}
+	b, err := json.Marshal(&cp)
+	if err != nil {
+		return nil, errf(CodeEncode, nil, err, "policy input")
+	}
+	return b, nil
+}
+
+func isCredentialHeader(h string) bool {
+	for _, c := range credentialHeaders {
+		if h == c {
+			return true
+		}
+	}
+	return false
+}
+
+func encodeDecision(ev *AuditEvent, req *authz.Request, d *authz.Decision) ([]byte, error) {
+	in, err := PolicyInput(req)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(&storedRecord{V: 1, Kind: KindDecision, Event: ev, Input: in, DecisionID: d.ID, Decision: d})
+	if err != nil {
+		return nil, errf(CodeEncode, nil, err, "decision record")
+	}
+	return b, nil
+}
+
+func encodeFiltering(ev *AuditEvent, fe FilterEvent) ([]byte, error) {
+	b, err := json.Marshal(&storedRecord{V: 1, Kind: KindFiltering, Event: ev, DecisionID: fe.DecisionID})
+	if err != nil {
+		return nil, errf(CodeEncode, nil, err, "filtering record")
+	}
+	return b, nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	if key == nil {
+		return nil, nil
+	}
+	if len(key) != 32 {
+		return nil, errf(CodeConfig, nil, nil, "encryption key must be 32 bytes, got %d", len(key))
+	}
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, errf(CodeConfig, nil, err, "encryption key")
+	}
+	return cipher.NewGCM(blk)
+}
+
+// seal appends nonce||ciphertext of payload to dst, bound to seq.
+func seal(aead cipher.AEAD, dst []byte, seq uint64, payload []byte) []byte {
+	var ad [8]byte
+	binary.BigEndian.PutUint64(ad[:], seq)
+	start := len(dst)
+	dst = append(dst, make([]byte, aead.NonceSize())...)
+	_, _ = rand.Read(dst[start:])
+	return aead.Seal(dst, dst[start:start+aead.NonceSize()], payload, ad[:])
+}
+
+func open(aead cipher.AEAD, seq uint64, sealed []byte) ([]byte, error) {
+	ns := aead.NonceSize()
+	if len(sealed) < ns+aead.Overhead() {
+		return nil, errf(CodeDecrypt, nil, nil, "sealed record too short")
+	}
+	var ad [8]byte
+	binary.BigEndian.PutUint64(ad[:], seq)
+	return aead.Open(nil, sealed[:ns], sealed[ns:], ad[:])
+}
+
+// decodeFrame returns the stored record of f, opening it with aead when it
+// is sealed.
+func decodeFrame(aead cipher.AEAD, f *frame) (*storedRecord, error) {
+	payload := f.Payload
+	if f.Flags&flagSealed != 0 {
+		if aead == nil {
+			return nil, errf(CodeDecrypt, nil, nil, "record is encrypted and no key was given")
+		}
+		p, err := open(aead, f.Seq, payload)
+		if err != nil {
+			return nil, errf(CodeDecrypt, nil, nil, "record does not open with the key given")
+		}
+		payload = p
+	}
+	var r storedRecord
+	if err := json.Unmarshal(payload, &r); err != nil {
+		return nil, errf(CodeEncode, nil, nil, "record payload is not a record")
+	}
+	if r.Event == nil {
+		return nil, errf(CodeEncode, nil, nil, "record has no event")
+	}
+	return &r, nil
+}

@@ -1,0 +1,92 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/phigate/phigate/authz"
+)
+
+// Change is a recorded decision whose outcome differs under another
+// evaluator.
+type Change struct {
+	Seq        uint64 `json:"seq"`
+	DecisionID string `json:"decision_id"`
+	RequestID  string `json:"request_id"`
+	Recorded   string `json:"recorded"`
+	WasAllow   bool   `json:"was_allow"`
+	WasStatus  int    `json:"was_status"`
+	NowAllow   bool   `json:"now_allow"`
+	NowStatus  int    `json:"now_status"`
+	// NowError is set when the evaluator failed; the replayed outcome is then
+	// a denial, as it would be on the decision path.
+	NowError string `json:"now_error,omitempty"`
+}
+
+// ReplayOptions tunes Replay.
+type ReplayOptions struct {
+	EncryptionKey []byte
+}
+
+// ReplayReport counts what Replay looked at.
+type ReplayReport struct {
+	Evaluated int `json:"evaluated"`
+	Changed   int `json:"changed"`
+}
+
+// Replay re-evaluates each recorded decision's policy input (matching f)
+// under eval and returns those whose allow or status would change. The
+// request's Time is restored from its recorded time_ns so time-based rules
+// see the original moment.
+func Replay(ctx context.Context, dir string, eval authz.Evaluator, f Filter, opts ReplayOptions) ([]Change, ReplayReport, error) {
+	var changes []Change
+	var rep ReplayReport
+	f.Kind = KindDecision
+	var inner error
+	err := scan(dir, opts.EncryptionKey, func(e *Entry) bool {
+		if !f.Matches(e) || e.Decision == nil || len(e.Input) == 0 {
+			return true
+		}
+		if inner = ctx.Err(); inner != nil {
+			return false
+		}
+		var req authz.Request
+		if err := json.Unmarshal(e.Input, &req); err != nil {
+			inner = errf(CodeEncode, &Position{File: e.Segment, Seq: e.Seq, Offset: e.Offset}, nil, "policy input does not decode")
+			return false
+		}
+		req.Time = time.Unix(0, req.TimeNS)
+		rep.Evaluated++
+		d, err := eval.Evaluate(ctx, &req)
+		c := Change{Seq: e.Seq, DecisionID: e.Decision.ID, RequestID: req.ID, Recorded: e.Event.Recorded,
+			WasAllow: e.Decision.Allow, WasStatus: e.Decision.Status}
+		if err != nil {
+			c.NowAllow, c.NowStatus, c.NowError = false, authz.StatusOf(&authz.Error{Code: authz.CodePolicy, Err: err}), err.Error()
+		} else {
+			c.NowAllow, c.NowStatus = d.Allow, normalStatus(d)
+		}
+		if c.NowAllow != c.WasAllow || c.NowStatus != c.WasStatus {
+			changes = append(changes, c)
+			rep.Changed++
+		}
+		return true
+	})
+	if err == nil {
+		err = inner
+	}
+	return changes, rep, err
+}
+
+// normalStatus applies the Authorizer's status rules so a raw evaluator
+// result compares with what was recorded.
+func normalStatus(d authz.Decision) int {
+	switch {
+	case d.Allow:
+		return 200
+	case d.Status == 0:
+		return 403
+	default:
+		return d.Status
+	}
+}
