@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/policy"
+)
+
+// Config is phigate.yaml. Every section validates itself and names the bad
+// field in its error.
+type Config struct {
+	Listen   ListenConfig        `yaml:"listen"`
+	Log      LogConfig           `yaml:"log"`
+	JWT      authz.JWTConfig     `yaml:"jwt"`
+	Services map[string][]string `yaml:"service_accounts"` // mTLS principal → roles
+	Request  authz.RequestConfig `yaml:"request"`
+	Policy   policy.Config       `yaml:"policy"`
+	Filters  FiltersConfig       `yaml:"filters"`
+	Audit    AuditConfig         `yaml:"audit"`
+	Shutdown ShutdownConfig      `yaml:"shutdown"`
+}
+
+// ListenConfig names phigate's listeners.
+type ListenConfig struct {
+	// GRPC is host:port for both gRPC services; GRPCUnix a Unix socket path.
+	// At least one is set.
+	GRPC     string `yaml:"grpc"`
+	GRPCUnix string `yaml:"grpc_unix"`
+	// Admin serves /healthz, /readyz and /metrics over HTTP.
+	Admin string    `yaml:"admin"`
+	TLS   TLSConfig `yaml:"tls"`
+}
+
+// TLSConfig enables TLS (and mTLS with ClientCA) on the TCP gRPC listener.
+type TLSConfig struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"client_ca"`
+}
+
+// LogConfig sets the operational log. It never carries PHI at any level.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json or console
+}
+
+// FiltersConfig configures the response filters.
+type FiltersConfig struct {
+	// TokenKeys maps a tokenization key id to a file holding the secret.
+	TokenKeys map[string]string `yaml:"token_keys"`
+	MaxBody   int               `yaml:"max_body"`
+}
+
+// AuditConfig configures the audit trail.
+type AuditConfig struct {
+	Dir string `yaml:"dir"`
+}
+
+// ShutdownConfig controls draining on SIGTERM.
+type ShutdownConfig struct {
+	// DrainDelay keeps serving after readiness turns false, so load
+	// balancers stop sending before the listeners close.
+	DrainDelay time.Duration `yaml:"drain_delay"`
+	// Grace bounds how long in-flight calls may take to finish.
+	Grace time.Duration `yaml:"grace"`
+}
+
+// LoadConfig reads and validates a YAML file. Unknown fields are errors, so
+// a misspelt setting is never silently ignored.
+func LoadConfig(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// Validate fills defaults and names the first bad field.
+func (c *Config) Validate() error {
+	if c.Listen.GRPC == "" && c.Listen.GRPCUnix == "" {
+		return errors.New("listen.grpc: set listen.grpc (host:port) or listen.grpc_unix (socket path)")
+	}
+	if c.Listen.GRPC != "" && !strings.Contains(c.Listen.GRPC, ":") {
+		return fmt.Errorf("listen.grpc: %q is not host:port", c.Listen.GRPC)
+	}
+	if c.Listen.Admin == "" {
+		c.Listen.Admin = "127.0.0.1:9902"
+	}
+	if !strings.Contains(c.Listen.Admin, ":") {
+		return fmt.Errorf("listen.admin: %q is not host:port", c.Listen.Admin)
+	}
+	if t := c.Listen.TLS; (t.Cert == "") != (t.Key == "") {
+		return errors.New("listen.tls.key: tls.cert and tls.key go together")
+	} else if t.ClientCA != "" && t.Cert == "" {
+		return errors.New("listen.tls.client_ca: mTLS needs tls.cert and tls.key")
+	}
+	switch c.Log.Level {
+	case "":
+		c.Log.Level = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "":
+		c.Log.Format = "json"
+	case "json", "console":
+	default:
+		return fmt.Errorf("log.format: %q is not json or console", c.Log.Format)
+	}
+	if err := c.JWT.Validate(); err != nil {
+		return err
+	}
+	for p, roles := range c.Services {
+		if p == "" || len(roles) == 0 {
+			return fmt.Errorf("service_accounts[%q]: a principal needs at least one role", p)
+		}
+	}
+	if c.Request.Base == "" {
+		c.Request.Base = "/fhir"
+	}
+	if err := c.Request.Validate(); err != nil {
+		return err
+	}
+	if err := c.Policy.Validate(); err != nil {
+		return err
+	}
+	for id, f := range c.Filters.TokenKeys {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("filters.token_keys[%q]: %v", id, err)
+		}
+	}
+	if c.Filters.MaxBody == 0 {
+		c.Filters.MaxBody = 8 << 20
+	}
+	if c.Shutdown.Grace == 0 {
+		c.Shutdown.Grace = 20 * time.Second
+	}
+	if c.Shutdown.DrainDelay < 0 || c.Shutdown.Grace < 0 {
+		return errors.New("shutdown.grace: durations must not be negative")
+	}
+	return nil
+}

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/phigate/phigate/envoy"
+)
+
+func cmdEnvoyBootstrap(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("envoy bootstrap", stderr)
+	var c envoy.BootstrapConfig
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:10000", "client-facing listener (host:port)")
+	fs.StringVar(&c.Admin, "admin", "127.0.0.1:9901", "Envoy admin (loopback only)")
+	fs.StringVar(&c.Upstream, "upstream", "127.0.0.1:8080", "the legacy service (host:port)")
+	fs.StringVar(&c.Phigate, "phigate", "127.0.0.1:9191", "phigate gRPC: host:port or unix:///path")
+	fs.BoolVar(&c.Compress, "gzip", true, "gzip responses for clients after redaction")
+	fs.IntVar(&c.MaxResponseBody, "max-response-body", 8<<20, "largest response body phigate will read")
+	out := fs.String("o", "-", "output file (- for stdout)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	y, err := envoy.Bootstrap(c)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	if *out == "-" {
+		_, _ = stdout.Write(y)
+		return 0
+	}
+	if err := os.WriteFile(*out, y, 0o644); err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,148 @@
+// Command phigate is the HIPAA access-control sidecar for Envoy: it serves
+// ext_authz and ext_proc, and carries the tools around them (config and
+// policy checks, the Envoy bootstrap, the demo stack, audit and bench).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// command is one subcommand. run returns the process exit code.
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"serve":           {"serve ext_authz and ext_proc (phigate serve --config phigate.yaml)", cmdServe},
+		"config check":    {"validate a configuration file without starting", cmdConfigCheck},
+		"envoy bootstrap": {"write the Envoy bootstrap for the sidecar pattern", cmdEnvoyBootstrap},
+		"policy test":     {"run a policy directory's Rego tests", cmdPolicyTest},
+		"policy check":    {"compile a policy strictly and check its decision shape", cmdPolicyCheck},
+		"policy eval":     {"evaluate one request against a policy, optionally explained", cmdPolicyEval},
+		"demo token":      {"mint a token the demo stack trusts", cmdDemoToken},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// dispatch finds the longest command name that prefixes args.
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmds := commands()
+	for n := 2; n >= 1; n-- {
+		if len(args) < n {
+			continue
+		}
+		if c, ok := cmds[strings.Join(args[:n], " ")]; ok {
+			return c.run(ctx, args[n:], stdout, stderr)
+		}
+	}
+	usage(stderr, cmds)
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		return 0
+	}
+	return 2
+}
+
+func usage(w io.Writer, cmds map[string]command) {
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Fprintln(w, "usage: phigate <command> [flags]")
+	fmt.Fprintln(w)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-18s %s\n", n, cmds[n].summary)
+	}
+}
+
+// flags returns a FlagSet that reports errors instead of exiting.
+func flags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("phigate "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parse parses flags, mapping -h to exit 0 and bad flags to exit 2.
+func parse(fs *flag.FlagSet, args []string) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	return 0, true
+}
+
+func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) int {
+	fs := flags("serve", stderr)
+	path := fs.String("config", "phigate.yaml", "configuration file")
+	grpcAddr := fs.String("grpc", "", "override listen.grpc")
+	adminAddr := fs.String("admin", "", "override listen.admin")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cfg, err := LoadConfig(*path)
+	if err == nil && (*grpcAddr != "" || *adminAddr != "") {
+		if *grpcAddr != "" {
+			cfg.Listen.GRPC = *grpcAddr
+		}
+		if *adminAddr != "" {
+			cfg.Listen.Admin = *adminAddr
+		}
+		err = cfg.Validate()
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	log, err := newLogger(cfg.Log)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate: log:", err)
+		return 1
+	}
+	defer func() { _ = log.Sync() }()
+	s, err := newServer(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	if err := s.run(ctx); err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	return 0
+}
+
+func cmdConfigCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("config check", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: phigate config check <phigate.yaml>")
+		return 2
+	}
+	if _, err := LoadConfig(fs.Arg(0)); err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", fs.Arg(0))
+	return 0
+}

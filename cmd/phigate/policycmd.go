@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/policy"
+)
+
+func policySource(dir string) policy.Source {
+	if strings.HasSuffix(dir, ".tar.gz") {
+		return policy.Source{BundleFile: dir}
+	}
+	return policy.Source{Dir: dir}
+}
+
+func cmdPolicyTest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("policy test", stderr)
+	run := fs.String("run", "", "only tests whose name matches this regular expression")
+	verbose := fs.Bool("v", false, "print every test, not only failures")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	src := policy.Source{}
+	if fs.NArg() > 0 {
+		src = policySource(fs.Arg(0))
+	}
+	if err := src.Validate(); err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	b, err := src.Load()
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	results, err := policy.RunTests(ctx, b, *run)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	var pass, fail, skip int
+	for _, r := range results {
+		switch {
+		case r.Fail || r.Err != nil:
+			fail++
+			fmt.Fprintf(stdout, "FAIL %s.%s (%s)", r.Package, r.Name, r.Duration.Round(time.Microsecond))
+			if r.Err != nil {
+				fmt.Fprintf(stdout, ": %v", r.Err)
+			}
+			fmt.Fprintln(stdout)
+		case r.Skip:
+			skip++
+		default:
+			pass++
+			if *verbose {
+				fmt.Fprintf(stdout, "PASS %s.%s (%s)\n", r.Package, r.Name, r.Duration.Round(time.Microsecond))
+			}
+		}
+	}
+	fmt.Fprintf(stdout, "%s: %d passed, %d failed, %d skipped\n", src, pass, fail, skip)
+	if fail > 0 || pass == 0 {
+		return 1
+	}
+	return 0
+}
+
+func cmdPolicyCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("policy check", stderr)
+	tests := fs.Bool("test", true, "also run the bundle's tests")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	src := policy.Source{}
+	if fs.NArg() > 0 {
+		src = policySource(fs.Arg(0))
+	}
+	if err := src.Validate(); err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	b, err := src.Load()
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	s, err := policy.Build(ctx, src.String(), b, policy.BuildOptions{RunTests: *tests})
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok (revision %s, %d tests passed)\n", src, s.Revision, s.Tests)
+	return 0
+}
+
+type headerFlags map[string]string
+
+func (h headerFlags) String() string { return "" }
+func (h headerFlags) Set(v string) error {
+	k, val, ok := strings.Cut(v, ":")
+	if !ok {
+		return fmt.Errorf("header %q is not name:value", v)
+	}
+	h[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(val)
+	return nil
+}
+
+func cmdPolicyEval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("policy eval", stderr)
+	request := fs.String("request", "", "the request line, e.g. 'GET /fhir/Patient/pat-0001'")
+	token := fs.String("token", "", "bearer token (verified with the configuration's jwt section)")
+	cfgPath := fs.String("config", "phigate.yaml", "configuration (jwt, request and policy sections)")
+	dir := fs.String("policy", "", "policy directory or bundle (overrides the configuration)")
+	explain := fs.Bool("explain", false, "print the evaluation trace")
+	headers := headerFlags{}
+	fs.Var(headers, "H", "request header name:value (repeatable)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	method, path, ok := strings.Cut(strings.TrimSpace(*request), " ")
+	if !ok {
+		fmt.Fprintln(stderr, "phigate: --request must be 'METHOD /path'")
+		return 2
+	}
+	cfg, err := LoadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	if *dir != "" {
+		cfg.Policy.Source = policySource(*dir)
+	}
+	cfg.Policy.ReloadInterval = 0
+	engine, err := policy.NewEngine(ctx, cfg.Policy, nil, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	defer engine.Close()
+	verifier, err := authz.NewJWTVerifier(ctx, cfg.JWT, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	defer verifier.Close()
+	if *token != "" {
+		headers["authorization"] = "Bearer " + *token
+	}
+	var trace []string
+	eval := evaluatorFunc(func(ctx context.Context, r *authz.Request) (authz.Decision, error) {
+		if !*explain {
+			return engine.Evaluate(ctx, r)
+		}
+		d, lines, err := engine.Snapshot().Explain(ctx, r)
+		trace = lines
+		return d, err
+	})
+	parser, err := authz.NewRequestParser(cfg.Request)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	az := authz.NewAuthorizer(authz.Options{Verifier: verifier, Parser: parser, Evaluator: eval})
+	req, d, err := az.Authorize(ctx, &authz.CheckInput{ID: "eval", Method: method, Path: path, Headers: headers})
+	out := struct {
+		Input    *authz.Request `json:"input"`
+		Decision authz.Decision `json:"decision"`
+		Error    string         `json:"error,omitempty"`
+	}{req, d, ""}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(out)
+	if *explain {
+		fmt.Fprintln(stdout, "\nrules that decided:", strings.Join(d.Audit.Rules, ", "))
+		fmt.Fprintln(stdout, "trace:")
+		for _, l := range trace {
+			fmt.Fprintln(stdout, l)
+		}
+	}
+	return 0
+}
+
+type evaluatorFunc func(context.Context, *authz.Request) (authz.Decision, error)
+
+func (f evaluatorFunc) Evaluate(ctx context.Context, r *authz.Request) (authz.Decision, error) {
+	return f(ctx, r)
+}

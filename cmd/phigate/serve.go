@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/envoy"
+	"github.com/phigate/phigate/filters"
+	"github.com/phigate/phigate/policy"
+)
+
+// server is one running phigate: both gRPC services, the admin listener
+// and everything they share.
+type server struct {
+	cfg      *Config
+	log      *zap.Logger
+	engine   *policy.Engine
+	verifier *authz.JWTVerifier
+	grpc     *grpc.Server
+	health   *health.Server
+	admin    *http.Server
+	draining atomic.Bool
+	closers  []func()
+
+	// Addresses actually bound (useful with port 0).
+	GRPCAddr  string
+	AdminAddr string
+	listeners []net.Listener
+	adminLn   net.Listener
+}
+
+func newLogger(c LogConfig) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, err
+	}
+	zc := zap.NewProductionConfig()
+	if c.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.DisableStacktrace = true
+	return zc.Build()
+}
+
+// newServer wires every component and binds the listeners; nothing is
+// served until run. Any failure here is a start-up error and a non-zero exit.
+func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, error) {
+	s := &server{cfg: cfg, log: log}
+	ok := false
+	defer func() {
+		if !ok {
+			s.close()
+		}
+	}()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var err error
+	s.engine, err = policy.NewEngine(ctx, cfg.Policy, log.Named("policy"), reg)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, s.engine.Close)
+	s.verifier, err = authz.NewJWTVerifier(ctx, cfg.JWT, log.Named("jwt"))
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() { _ = s.verifier.Close() })
+	parser, err := authz.NewRequestParser(cfg.Request)
+	if err != nil {
+		return nil, err
+	}
+	az := authz.NewAuthorizer(authz.Options{
+		Verifier:  s.verifier,
+		Parser:    parser,
+		Evaluator: s.engine,
+		Logger:    log.Named("authz"),
+	})
+	authSrv, err := envoy.NewAuthServer(az, log.Named("ext_authz"), reg)
+	if err != nil {
+		return nil, err
+	}
+	keys := map[string][]byte{}
+	for id, f := range cfg.Filters.TokenKeys {
+		k, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("filters.token_keys[%q]: %w", id, err)
+		}
+		keys[id] = k
+	}
+	engine, err := filters.NewEngine(filters.Config{Keys: keys, MaxBody: cfg.Filters.MaxBody})
+	if err != nil {
+		return nil, err
+	}
+	procSrv, err := envoy.NewProcServer(engine, nil, log.Named("ext_proc"), reg)
+	if err != nil {
+		return nil, err
+	}
+
+	var opts []grpc.ServerOption
+	if cfg.Listen.TLS.Cert != "" {
+		tc, err := serverTLS(cfg.Listen.TLS)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	s.grpc = grpc.NewServer(opts...)
+	authv3.RegisterAuthorizationServer(s.grpc, authSrv)
+	extprocv3.RegisterExternalProcessorServer(s.grpc, procSrv)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+
+	if cfg.Listen.GRPC != "" {
+		ln, err := net.Listen("tcp", cfg.Listen.GRPC)
+		if err != nil {
+			return nil, fmt.Errorf("listen.grpc: %w", err)
+		}
+		s.listeners = append(s.listeners, ln)
+		s.GRPCAddr = ln.Addr().String()
+	}
+	if cfg.Listen.GRPCUnix != "" {
+		_ = os.Remove(cfg.Listen.GRPCUnix)
+		ln, err := net.Listen("unix", cfg.Listen.GRPCUnix)
+		if err != nil {
+			return nil, fmt.Errorf("listen.grpc_unix: %w", err)
+		}
+		s.listeners = append(s.listeners, ln)
+	}
+	s.adminLn, err = net.Listen("tcp", cfg.Listen.Admin)
+	if err != nil {
+		return nil, fmt.Errorf("listen.admin: %w", err)
+	}
+	s.AdminAddr = s.adminLn.Addr().String()
+	s.admin = &http.Server{Handler: s.adminMux(reg), ReadHeaderTimeout: 5 * time.Second}
+	ok = true
+	return s, nil
+}
+
+func serverTLS(c TLSConfig) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		return nil, fmt.Errorf("listen.tls.cert: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.ClientCA != "" {
+		pem, err := os.ReadFile(c.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("listen.tls.client_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, errors.New("listen.tls.client_ca: no certificate found")
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+func (s *server) adminMux(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		st := s.engine.Status()
+		body := struct {
+			Ready    bool          `json:"ready"`
+			Draining bool          `json:"draining,omitempty"`
+			Policy   policy.Status `json:"policy"`
+		}{st.Ready && !s.draining.Load(), s.draining.Load(), st}
+		w.Header().Set("content-type", "application/json")
+		if !body.Ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(body)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
+}
+
+// run serves until ctx ends, then drains: readiness turns false, the drain
+// delay passes, listeners close, in-flight calls finish within the grace.
+func (s *server) run(ctx context.Context) error {
+	errc := make(chan error, len(s.listeners)+1)
+	for _, ln := range s.listeners {
+		go func(ln net.Listener) { errc <- s.grpc.Serve(ln) }(ln)
+	}
+	go func() {
+		if err := s.admin.Serve(s.adminLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.log.Info("serving", zap.String("grpc", s.GRPCAddr), zap.String("grpc_unix", s.cfg.Listen.GRPCUnix),
+		zap.String("admin", s.AdminAddr), zap.String("policy_revision", s.engine.Status().Revision))
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		s.close()
+		return err
+	}
+	s.log.Info("draining")
+	s.draining.Store(true)
+	s.health.Shutdown()
+	time.Sleep(s.cfg.Shutdown.DrainDelay)
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(s.cfg.Shutdown.Grace):
+		s.log.Warn("grace period over; closing remaining calls")
+		s.grpc.Stop()
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = s.admin.Shutdown(shutdownCtx)
+	cancel()
+	s.close()
+	s.log.Info("stopped")
+	return nil
+}
+
+// close releases what newServer acquired; calling it twice is harmless.
+func (s *server) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+	if s.cfg.Listen.GRPCUnix != "" {
+		_ = os.Remove(s.cfg.Listen.GRPCUnix)
+	}
+}

@@ -1,0 +1,193 @@
+package envoy
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/filters"
+)
+
+// MetadataKey is the key under the ext_authz dynamic metadata namespace
+// (envoy.filters.http.ext_authz) that carries the response plan to ext_proc.
+const MetadataKey = "phigate"
+
+// DecisionHeader carries the decision id to the upstream and the client.
+const DecisionHeader = "x-phigate-decision-id"
+
+// Authorizer is the decision path as the adapter sees it.
+type Authorizer interface {
+	Authorize(ctx context.Context, in *authz.CheckInput) (*authz.Request, authz.Decision, error)
+}
+
+// Plan is what the response side needs from a decision. It travels as JSON
+// in Envoy's dynamic metadata, so the ext_proc stream needs no shared state.
+type Plan struct {
+	DecisionID string               `json:"decision_id"`
+	RequestID  string               `json:"request_id,omitempty"`
+	Redact     []filters.Directive  `json:"redact,omitempty"`
+	Enforce    *filters.Enforcement `json:"enforce,omitempty"`
+}
+
+// AuthServer is the ext_authz Authorization service.
+type AuthServer struct {
+	authv3.UnimplementedAuthorizationServer
+	authz   Authorizer
+	log     *zap.Logger
+	metrics *checkMetrics
+}
+
+type checkMetrics struct {
+	decisions *prometheus.CounterVec
+	latency   prometheus.Histogram
+}
+
+// NewAuthServer returns the ext_authz adapter over an Authorizer. Metrics
+// are registered on reg when it is not nil.
+func NewAuthServer(a Authorizer, log *zap.Logger, reg prometheus.Registerer) (*AuthServer, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	m := &checkMetrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phigate_decisions_total", Help: "Authorization decisions by outcome and HTTP status.",
+		}, []string{"outcome", "status"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "phigate_decision_duration_seconds",
+			Help:    "Time to answer one ext_authz Check, audit append included.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.decisions, m.latency} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return &AuthServer{authz: a, log: log, metrics: m}, nil
+}
+
+// Check answers one ext_authz request. Every outcome, including internal
+// failures, is a CheckResponse that denies with a status; Envoy is never
+// left to interpret a transport error.
+func (s *AuthServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	in := checkInput(req, start)
+	r, d, err := s.authz.Authorize(ctx, in)
+	resp := s.response(r, &d)
+	outcome := "allow"
+	if !d.Allow {
+		outcome = "deny"
+	}
+	s.metrics.decisions.WithLabelValues(outcome, strconv.Itoa(d.Status)).Inc()
+	s.metrics.latency.Observe(time.Since(start).Seconds())
+	if err != nil && s.log.Core().Enabled(zap.InfoLevel) {
+		// The code and decision id only: the detail may carry request data.
+		s.log.Info("request denied by failure", zap.String("code", string(authz.CodeOf(err))),
+			zap.String("decision_id", d.ID), zap.Int("status", d.Status))
+	}
+	return resp, nil
+}
+
+// checkInput maps the proto to the proto-free input of the decision path.
+func checkInput(req *authv3.CheckRequest, now time.Time) *authz.CheckInput {
+	a := req.GetAttributes()
+	h := a.GetRequest().GetHttp()
+	in := &authz.CheckInput{
+		ID:       h.GetId(),
+		Method:   h.GetMethod(),
+		Path:     h.GetPath(),
+		Headers:  h.GetHeaders(),
+		Received: now,
+		Source: authz.Peer{
+			Principal: a.GetSource().GetPrincipal(),
+		},
+	}
+	if in.Headers == nil {
+		in.Headers = map[string]string{}
+	}
+	if sa := a.GetSource().GetAddress().GetSocketAddress(); sa != nil {
+		in.Source.Address = sa.GetAddress() + ":" + strconv.FormatUint(uint64(sa.GetPortValue()), 10)
+	}
+	if raw := h.GetRawBody(); len(raw) > 0 {
+		in.Body = raw
+	} else if b := h.GetBody(); b != "" {
+		in.Body = []byte(b)
+	}
+	return in
+}
+
+func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.CheckResponse {
+	if !d.Allow {
+		status := d.Status
+		if status < 400 || status > 599 {
+			status = 403
+		}
+		code := codes.PermissionDenied
+		if status == 401 {
+			code = codes.Unauthenticated
+		}
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{Code: int32(code)},
+			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+				Status: &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+				Headers: []*corev3.HeaderValueOption{
+					header("content-type", fhirJSON),
+					header(DecisionHeader, d.ID),
+				},
+				Body: string(operationOutcome(status, d.ID)),
+			}},
+		}
+	}
+	ok := &authv3.OkHttpResponse{
+		Headers:         make([]*corev3.HeaderValueOption, 0, len(d.Headers)+1),
+		HeadersToRemove: d.RemoveHeaders,
+	}
+	ok.Headers = append(ok.Headers, header(DecisionHeader, d.ID))
+	for k, v := range d.Headers {
+		ok.Headers = append(ok.Headers, header(k, v))
+	}
+	for k, v := range d.ResponseHeaders {
+		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, header(k, v))
+	}
+	resp := &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+	}
+	if len(d.Redact) > 0 || d.Enforce != nil {
+		p := Plan{DecisionID: d.ID, Redact: d.Redact, Enforce: d.Enforce}
+		if r != nil {
+			p.RequestID = r.ID
+		}
+		raw, err := json.Marshal(p)
+		if err != nil {
+			// Unreachable for these types; deny rather than release unfiltered.
+			s.log.Error("response plan does not encode", zap.Error(err))
+			d.Allow, d.Status = false, 503
+			return s.response(r, d)
+		}
+		resp.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
+			MetadataKey: structpb.NewStringValue(string(raw)),
+		}}
+	}
+	return resp
+}
+
+func header(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}

@@ -1,0 +1,40 @@
+package envoy
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// operationOutcome renders the minimal FHIR OperationOutcome a client gets
+// with a denial. It names the kind of failure and a reference the operator
+// can find in the audit trail and logs, never the reason or any internals.
+func operationOutcome(status int, reference string) []byte {
+	code, text := "forbidden", "Access denied."
+	switch status {
+	case http.StatusUnauthorized:
+		code, text = "login", "Authentication required."
+	case http.StatusBadRequest:
+		code, text = "invalid", "The request is ambiguous or malformed."
+	case http.StatusTooManyRequests:
+		code, text = "throttled", "Too many requests."
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusInternalServerError:
+		code, text = "exception", "The response could not be released."
+	case http.StatusRequestEntityTooLarge:
+		code, text = "too-costly", "The response is too large to release."
+	}
+	if reference != "" {
+		text += " Reference: " + reference
+	}
+	type issue struct {
+		Severity    string `json:"severity"`
+		Code        string `json:"code"`
+		Diagnostics string `json:"diagnostics"`
+	}
+	b, _ := json.Marshal(struct {
+		ResourceType string  `json:"resourceType"`
+		Issue        []issue `json:"issue"`
+	}{"OperationOutcome", []issue{{"error", code, text}}})
+	return b
+}
+
+const fhirJSON = "application/fhir+json"
