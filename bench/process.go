@@ -98,7 +98,7 @@ func FindPID(addr string) (int, error) {
 	}
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
-		if err != nil || pid == os.Getpid() {
+		if err != nil {
 			continue
 		}
 		fds, err := os.ReadDir(filepath.Join("/proc", p.Name(), "fd"))
