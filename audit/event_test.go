@@ -1,0 +1,192 @@
+package audit
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phigate/phigate/authz"
+)
+
+func codesOf(cs []Coding) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Code)
+	}
+	return out
+}
+
+func TestDecisionEventShape(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	search := testRequest(2, "u2", "p9")
+	search.FHIR = authz.FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: []string{"p9"}}
+	search.Query = map[string][]string{"patient": {"p9"}, "code": {"8867-4"}}
+	bg := testDecision(3, true)
+	bg.BreakGlass = authz.BreakGlass{Active: true, Reason: "unconscious patient", Expires: "2026-03-01T13:00:00Z"}
+	bg.Audit.Patients = []string{"p7"}
+	failed := testDecision(4, false)
+	failed.Status, failed.Reason = 503, "policy_error"
+	anon := testRequest(5, "", "p1")
+	anon.Identity = authz.Identity{Error: "missing_token"}
+
+	cases := []struct {
+		name        string
+		req         *authz.Request
+		d           *authz.Decision
+		stopped     bool
+		action      string
+		outcome     string
+		subtypes    []string
+		patients    []string
+		resource    string
+		query       string
+		user        string
+		profile     string
+		purposes    []string
+		wantDetails []string
+	}{
+		{name: "allowed read", req: testRequest(1, "u1", "p1"), d: testDecision(1, true),
+			action: "R", outcome: "0", subtypes: []string{"read"}, patients: []string{"p1"}, resource: "Patient/p1",
+			user: "u1", profile: "IHE.BasicAudit.PatientRead", purposes: []string{"TREAT"},
+			wantDetails: []string{"status=200", "rule=data.phigate.rbac.allow"}},
+		{name: "denied search", req: search, d: testDecision(2, false),
+			action: "E", outcome: "4", subtypes: []string{"search-type"}, patients: []string{"p9"},
+			query: "code=8867-4&patient=p9", user: "u2", purposes: []string{"TREAT"}, wantDetails: []string{"status=403"}},
+		{name: "break-glass", req: testRequest(3, "u3", "p1"), d: bg,
+			action: "R", outcome: "0", subtypes: []string{"read", CodeOverrideStarted}, patients: []string{"p1", "p7"},
+			resource: "Patient/p1", user: "u3", profile: "IHE.BasicAudit.PatientRead", purposes: []string{"TREAT", "BTG"},
+			wantDetails: []string{"break-glass-expires=2026-03-01T13:00:00Z"}},
+		{name: "override ended", req: testRequest(6, "u3", "p1"), d: testDecision(6, true), stopped: true,
+			action: "R", outcome: "0", subtypes: []string{"read", CodeOverrideStopped}, patients: []string{"p1"},
+			resource: "Patient/p1", user: "u3", profile: "IHE.BasicAudit.PatientRead", purposes: []string{"TREAT"}},
+		{name: "our failure", req: testRequest(4, "u4", "p1"), d: failed,
+			action: "R", outcome: "8", subtypes: []string{"read"}, patients: []string{"p1"}, resource: "Patient/p1",
+			user: "u4", purposes: []string{"TREAT"}},
+		{name: "unauthenticated", req: anon, d: testDecision(5, false),
+			action: "R", outcome: "4", subtypes: []string{"read"}, patients: []string{"p1"}, resource: "Patient/p1",
+			purposes: []string{"TREAT"}},
+	}
+	b := Builder{Server: "phigate-test"}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := b.Decision(tc.req, tc.d, at, tc.stopped)
+			if ev.ResourceType != "AuditEvent" || ev.ID != tc.d.ID || ev.Type.Code != "rest" {
+				t.Fatalf("header = %s/%s type %s", ev.ResourceType, ev.ID, ev.Type.Code)
+			}
+			if ev.Action != tc.action || ev.Outcome != tc.outcome {
+				t.Fatalf("action/outcome = %s/%s, want %s/%s", ev.Action, ev.Outcome, tc.action, tc.outcome)
+			}
+			if got := codesOf(ev.Subtype); !slices.Equal(got, tc.subtypes) {
+				t.Fatalf("subtypes = %v, want %v", got, tc.subtypes)
+			}
+			if got := ev.Patients(); !slices.Equal(got, tc.patients) {
+				t.Fatalf("patients = %v, want %v", got, tc.patients)
+			}
+			if sub, _ := ev.User(); sub != tc.user {
+				t.Fatalf("user = %q, want %q", sub, tc.user)
+			}
+			if ev.Recorded != "2026-03-01T12:00:00Z" {
+				t.Fatalf("recorded = %s", ev.Recorded)
+			}
+			var res, q string
+			for _, e := range ev.Entity {
+				if e.Role != nil && e.Role.Code == "4" {
+					res = e.What.Reference
+				}
+				if e.Role != nil && e.Role.Code == "24" {
+					raw, _ := base64.StdEncoding.DecodeString(e.Query)
+					q = string(raw)
+				}
+			}
+			if res != tc.resource || q != tc.query {
+				t.Fatalf("resource/query = %q/%q, want %q/%q", res, q, tc.resource, tc.query)
+			}
+			var purposes []string
+			for _, p := range ev.PurposeOfEvent {
+				purposes = append(purposes, p.Coding[0].Code)
+			}
+			if !slices.Equal(purposes, tc.purposes) {
+				t.Fatalf("purposes = %v, want %v", purposes, tc.purposes)
+			}
+			profile := ""
+			if ev.Meta != nil {
+				profile = ev.Meta.Profile[0]
+			}
+			if !strings.HasSuffix(profile, tc.profile) || (tc.profile == "") != (profile == "") {
+				t.Fatalf("profile = %q, want %q", profile, tc.profile)
+			}
+			if ev.RequestID() != tc.req.ID || ev.DecisionID() != tc.d.ID {
+				t.Fatalf("ids = %s/%s", ev.RequestID(), ev.DecisionID())
+			}
+			details := map[string]bool{}
+			for _, e := range ev.Entity {
+				for _, d := range e.Detail {
+					details[d.Type+"="+d.ValueString] = true
+				}
+			}
+			for _, w := range tc.wantDetails {
+				if !details[w] {
+					t.Fatalf("detail %s missing from %v", w, details)
+				}
+			}
+			// Agents: the user (requestor), the client (110153) and phigate (110152).
+			if len(ev.Agent) != 3 || !ev.Agent[0].Requestor || ev.Agent[1].Type.Coding[0].Code != "110153" ||
+				ev.Agent[2].Type.Coding[0].Code != "110152" || ev.Agent[2].Who.Display != "phigate-test" {
+				t.Fatalf("agents = %+v", ev.Agent)
+			}
+			if tc.user != "" && (ev.Agent[1].Who.Identifier.Value != "ehr-app" || ev.Agent[0].Network.Address != "10.1.2.3" ||
+				ev.Agent[0].Who.Reference != "Practitioner/"+tc.user) {
+				t.Fatalf("user/client agent = %+v / %+v", ev.Agent[0], ev.Agent[1])
+			}
+		})
+	}
+}
+
+func TestPolicyInputDropsCredentials(t *testing.T) {
+	req := testRequest(1, "u1", "p1")
+	req.Headers["cookie"] = "session=abc"
+	req.Headers["x-custom-auth"] = "Bearer leaked"
+	req.Headers["accept"] = "application/fhir+json"
+	in, err := PolicyInput(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(in)
+	for _, bad := range []string{"secret-token", "session=abc", "leaked", `"authorization"`} {
+		if strings.Contains(s, bad) {
+			t.Fatalf("policy input keeps %q: %s", bad, s)
+		}
+	}
+	var back authz.Request
+	if err := json.Unmarshal(in, &back); err != nil || back.Headers["accept"] != "application/fhir+json" || back.Identity.Subject != "u1" {
+		t.Fatalf("input does not round-trip: %v %+v", err, back)
+	}
+	if req.Headers["authorization"] == "" {
+		t.Fatal("PolicyInput modified the caller's request")
+	}
+}
+
+func TestFilteringEvent(t *testing.T) {
+	ev := Builder{Server: "p"}.Filtering(FilterEvent{RequestID: "r1", DecisionID: "d1",
+		Removed: []string{"Patient.telecom", "Patient.identifier"}, Withheld: 2}, time.Now())
+	if ev.DecisionID() != "d1" || ev.RequestID() != "r1" || ev.Outcome != "0" || ev.ID != "d1-f" {
+		t.Fatalf("event = %+v", ev)
+	}
+	var removed []string
+	for _, e := range ev.Entity {
+		for _, d := range e.Detail {
+			if d.Type == "removed" {
+				removed = append(removed, d.ValueString)
+			}
+		}
+	}
+	if !slices.Equal(removed, []string{"Patient.telecom", "Patient.identifier"}) {
+		t.Fatalf("removed = %v", removed)
+	}
+	if ev := (Builder{}).Filtering(FilterEvent{DecisionID: "d2", Forbidden: true}, time.Now()); ev.Outcome != "4" {
+		t.Fatalf("forbidden outcome = %s, want 4", ev.Outcome)
+	}
+}
