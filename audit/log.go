@@ -161,7 +161,7 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 	// A recovered or previously unterminated tail is covered by a fresh
 	// checkpoint before anything new is appended.
 	if l.seq > l.lastCP {
-		if err := l.checkpoint(); err != nil {
+		if err := l.checkpoint(l.now()); err != nil {
 			l.closeFiles()
 			return nil, err
 		}
@@ -257,7 +257,7 @@ func (l *Log) Close() error {
 	<-l.done
 	var err error
 	if l.failed == nil && l.seq > l.lastCP {
-		err = l.checkpoint()
+		err = l.checkpoint(l.now())
 	}
 	for _, s := range l.sinks {
 		s.close()
@@ -315,8 +315,8 @@ func (l *Log) run() {
 				return
 			}
 		case <-tick.C:
-			if l.failed == nil && l.segSize > 0 && l.now().Sub(l.segOpened) >= l.cfg.SegmentMaxAge {
-				if err := l.rotate(); err != nil {
+			if now := l.now(); l.failed == nil && l.segSize > 0 && now.Sub(l.segOpened) >= l.cfg.SegmentMaxAge {
+				if err := l.rotate(now); err != nil {
 					l.fail(err)
 				}
 			}
@@ -350,7 +350,10 @@ func (l *Log) commit(batch []*pending) {
 		buf, head = appendFrame(buf, seq, head, flags, payload)
 	}
 	l.buf = buf
-	start := l.now()
+	// One clock reading per batch: rotation and checkpoint times refer to
+	// when the batch was committed, not to when the committer got to them.
+	now := l.now()
+	start := time.Now()
 	_, err := l.seg.Write(buf)
 	if err == nil {
 		err = l.seg.Sync()
@@ -387,10 +390,10 @@ func (l *Log) commit(batch []*pending) {
 		l.buf = nil
 	}
 	switch {
-	case l.segSize >= l.cfg.SegmentMaxBytes || l.now().Sub(l.segOpened) >= l.cfg.SegmentMaxAge:
-		err = l.rotate()
+	case l.segSize >= l.cfg.SegmentMaxBytes || now.Sub(l.segOpened) >= l.cfg.SegmentMaxAge:
+		err = l.rotate(now)
 	case l.seq-l.lastCP >= uint64(l.cfg.CheckpointEvery):
-		err = l.checkpoint()
+		err = l.checkpoint(now)
 	}
 	if err != nil {
 		l.fail(err)
@@ -398,8 +401,8 @@ func (l *Log) commit(batch []*pending) {
 }
 
 // checkpoint signs and durably appends a checkpoint of the current head.
-func (l *Log) checkpoint() error {
-	cp := signCheckpoint(l.priv, l.seq, l.head, l.segName, l.segSize, l.now())
+func (l *Log) checkpoint(now time.Time) error {
+	cp := signCheckpoint(l.priv, l.seq, l.head, l.segName, l.segSize, now)
 	line, err := json.Marshal(&cp)
 	if err != nil {
 		return errf(CodeEncode, nil, err, "checkpoint")
@@ -420,18 +423,18 @@ func (l *Log) checkpoint() error {
 }
 
 // rotate checkpoints the current segment's end and starts the next segment.
-func (l *Log) rotate() error {
-	if err := l.checkpoint(); err != nil {
+func (l *Log) rotate(now time.Time) error {
+	if err := l.checkpoint(now); err != nil {
 		return err
 	}
 	if err := l.seg.Close(); err != nil {
 		return errf(CodeIO, &Position{File: l.segName}, err, "close segment")
 	}
 	l.seg = nil
-	return l.createSegment(l.seq + 1)
+	return l.createSegment(l.seq+1, now)
 }
 
-func (l *Log) createSegment(first uint64) error {
+func (l *Log) createSegment(first uint64, now time.Time) error {
 	name := segmentName(first)
 	f, err := os.OpenFile(filepath.Join(l.cfg.Dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -443,7 +446,7 @@ func (l *Log) createSegment(first uint64) error {
 		f.Close()
 		return errf(CodeIO, &Position{File: name}, err, "sync directory")
 	}
-	l.seg, l.segName, l.segSize, l.segOpened = f, name, 0, l.now()
+	l.seg, l.segName, l.segSize, l.segOpened = f, name, 0, now
 	l.m.segments.Inc()
 	return nil
 }
@@ -495,7 +498,7 @@ func (l *Log) recover() error {
 		if last != nil {
 			return errf(CodeTruncated, &Position{File: dir}, nil, "checkpoint says %d records but there are no segments", last.Size)
 		}
-		return l.createSegment(1)
+		return l.createSegment(1, l.now())
 	}
 	// Walk back from the newest segment to the newest record; only the
 	// newest segment can hold a torn write, because rotation fsyncs a

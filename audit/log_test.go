@@ -492,3 +492,50 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestRotation(t *testing.T) {
+	cases := []struct {
+		name         string
+		maxBytes     int64
+		advance      time.Duration
+		records      int
+		wantSegments int
+	}{
+		{"by size", 16 << 10, 0, 20, 5},
+		// r1 and r2 share a segment (r2 finds it 2h old and rotates), r3
+		// rotates again: seg 1, seg 3, and an empty seg 4.
+		{"by age", 1 << 20, 2 * time.Hour, 3, 3},
+		{"neither", 1 << 20, time.Minute, 3, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			l, cfg := openTest(t, func(c *Config) {
+				c.SegmentMaxBytes, c.SegmentMaxAge, c.CheckpointEvery = tc.maxBytes, time.Hour, 1000
+			}, WithClock(clock))
+			for i := 1; i <= tc.records; i++ {
+				fill(t, l, i, 1)
+				mu.Lock()
+				now = now.Add(tc.advance)
+				mu.Unlock()
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{RequireCheckpointedTail: true})
+			if err != nil || int(rep.Records) != tc.records {
+				t.Fatalf("Verify: %+v %v", rep, err)
+			}
+			if rep.Segments != tc.wantSegments {
+				names := segNames(t, cfg.Dir)
+				t.Fatalf("%d segments, want %d: %v", rep.Segments, tc.wantSegments, names)
+			}
+			// Every rotation left a checkpoint naming the segment it closed.
+			if rep.Checkpoints < tc.wantSegments-1 {
+				t.Fatalf("%d checkpoints for %d segments", rep.Checkpoints, tc.wantSegments)
+			}
+		})
+	}
+}
