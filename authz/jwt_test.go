@@ -421,4 +421,3 @@ func TestParseScope(t *testing.T) {
 		})
 	}
 }
-

@@ -337,7 +337,6 @@ func TestRequestConfigValidate(t *testing.T) {
 	}
 }
 
-
 // canonicalTarget rebuilds a request target from a parsed request, for the
 // idempotence check: parsing it again must give the same result.
 func canonicalTarget(req *Request) string {

@@ -1,0 +1,113 @@
+package authz
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+)
+
+// echoEvaluator allows authenticated callers and keeps the input it saw,
+// standing in for the policy engine at the Evaluator seam.
+type echoEvaluator struct{ seen *Request }
+
+func (e *echoEvaluator) Evaluate(_ context.Context, req *Request) (Decision, error) {
+	e.seen = req
+	if !req.Identity.Authenticated {
+		return Decision{Status: 401}, nil
+	}
+	return Decision{Allow: true}, nil
+}
+
+func TestAuthorizeIdentityAndPurpose(t *testing.T) {
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	k := newTestKey(t, "k1", jwa.RS256)
+	writeJWKS(t, jwks, k)
+	v := newVerifier(t, jwks, nil)
+	now := time.Now()
+	claims := func(mod map[string]any) string {
+		c := baseClaims(now)
+		for n, val := range mod {
+			if val == nil {
+				delete(c, n)
+			} else {
+				c[n] = val
+			}
+		}
+		return "Bearer " + mint(t, k, c)
+	}
+	const spiffe = "spiffe://phigate.local/ns/billing/sa/exporter"
+	services := ServiceAccounts{spiffe: {"billing-export"}}
+	if err := services.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		path      string
+		headers   map[string]string
+		principal string
+		status    int
+		subject   string
+		service   bool
+		purpose   string
+	}{
+		{"bearer token", "/fhir/Patient/1", map[string]string{"authorization": claims(nil)}, "", 200, "user-1", false, "TREAT"},
+		{"purpose header agrees", "/fhir/Patient/1", map[string]string{"authorization": claims(nil), "x-purpose-of-use": "TREAT"}, "", 200, "user-1", false, "TREAT"},
+		{"purpose header disagrees", "/fhir/Patient/1", map[string]string{"authorization": claims(nil), "x-purpose-of-use": "HMARKT"}, "", 400, "", false, ""},
+		{"purpose only in header", "/fhir/Patient/1", map[string]string{"authorization": claims(map[string]any{"purpose_of_use": nil}), "x-purpose-of-use": "HPAYMT"}, "", 200, "user-1", false, "HPAYMT"},
+		{"unknown purpose in token", "/fhir/Patient/1", map[string]string{"authorization": claims(map[string]any{"purpose_of_use": "FUN"})}, "", 400, "", false, ""},
+		{"token in query string", "/fhir/Patient/1?access_token=x", nil, "", 400, "", false, ""},
+		{"expired token", "/fhir/Patient/1", map[string]string{"authorization": claims(map[string]any{"exp": now.Add(-time.Hour).Unix()})}, "", 401, "", false, ""},
+		{"no credentials", "/fhir/Patient/1", nil, "", 401, "", false, ""},
+		{"mTLS service account", "/fhir/Patient/1", nil, spiffe, 200, spiffe, true, ""},
+		{"mTLS unknown principal", "/fhir/Patient/1", nil, "spiffe://phigate.local/ns/x/sa/y", 401, "", false, ""},
+		{"bearer wins over mTLS and must verify", "/fhir/Patient/1", map[string]string{"authorization": "Bearer not.a.jwt"}, spiffe, 401, "", false, ""},
+		{"bearer wins over mTLS", "/fhir/Patient/1", map[string]string{"authorization": claims(nil)}, spiffe, 200, "user-1", false, "TREAT"},
+	}
+	p := newTestParser(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := &echoEvaluator{}
+			a := NewAuthorizer(Options{Verifier: v, Parser: p, Evaluator: ev, ServiceAccounts: services})
+			h := map[string]string{}
+			for k, v := range tc.headers {
+				h[k] = v
+			}
+			req, d, _ := a.Authorize(t.Context(), &CheckInput{Method: "GET", Path: tc.path, Headers: h,
+				Source: Peer{Address: "127.0.0.1:1", Principal: tc.principal}})
+			if d.Status != tc.status {
+				t.Fatalf("status = %d, want %d (reason %s)", d.Status, tc.status, d.Reason)
+			}
+			if tc.status != 200 {
+				return
+			}
+			id := req.Identity
+			if id.Subject != tc.subject || id.Service != tc.service || req.Purpose != tc.purpose {
+				t.Fatalf("identity %+v purpose %q; want subject %q service %v purpose %q", id, req.Purpose, tc.subject, tc.service, tc.purpose)
+			}
+		})
+	}
+}
+
+func TestServiceAccountsValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		s    ServiceAccounts
+		ok   bool
+	}{
+		{"spiffe", ServiceAccounts{"spiffe://td/ns/a/sa/b": {"r"}}, true},
+		{"subject DN", ServiceAccounts{"CN=exporter,O=Example": {"r"}}, true},
+		{"no roles", ServiceAccounts{"spiffe://td/x": nil}, false},
+		{"bad spiffe", ServiceAccounts{"spiffe:///x": {"r"}}, false},
+		{"padded", ServiceAccounts{" CN=x": {"r"}}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.s.Validate(); (err == nil) != tc.ok {
+				t.Fatalf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
