@@ -26,6 +26,8 @@ precedence := {
 	"request.malformed": 100,
 	"request.unknown_interaction": 101,
 	"request.malformed_patients": 102,
+	"request.malformed_compartment": 109,
+	"request.malformed_purpose": 110,
 	"request.missing_resource_type": 103,
 	"request.missing_id": 104,
 	"request.missing_operation": 105,
@@ -89,6 +91,8 @@ request_denies contains r if {
 	request.fhir.malformed != ""
 	r := request.fhir.malformed
 }
+
+request_denies contains "request.malformed_purpose" if request.malformed_purpose
 
 request_denies contains "request.empty_bundle" if {
 	request.is_bundle

