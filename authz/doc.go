@@ -7,4 +7,19 @@
 // the Recorder (the audit trail) and only then returns the Decision. Every
 // step fails closed: an error anywhere becomes a denial with a status, never
 // an allow.
+//
+// Identity: a bearer JWT (JWTVerifier: keys from a JWKS file or URL,
+// asymmetric algorithms only, a key's type must implement the header's alg,
+// verified tokens cached by SHA-256 until exp) always wins; without one, an
+// mTLS principal listed in ServiceAccounts speaks for a workload.
+//
+// Request model: RequestParser refuses with CodeAmbiguous (400) whatever two
+// reasonable implementations could read differently — encoded delimiters,
+// dot segments, repeated or trailing slashes, path parameters, control
+// bytes, resource types not spelled exactly as in R4, disagreeing repeats of
+// a patient parameter, override headers, tokens in the query, duplicate JSON
+// keys — so the upstream acts on exactly the request the policy saw. It
+// lists every patient a request touches, per the R4 Patient
+// CompartmentDefinition, and sets AllPatients when a request on patient data
+// is not pinned to named patients.
 package authz

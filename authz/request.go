@@ -710,7 +710,7 @@ func (p *RequestParser) searchPatients(rt string, q map[string][]string, fr *FHI
 		}
 		var first []string
 		for i, v := range vals {
-			ids, ok := resolveRefs(v, "", true, p.base)
+			ids, ok := resolveRefs(v, true, p.base)
 			if !ok {
 				fr.AllPatients = true
 			}
@@ -789,16 +789,16 @@ func (p *RequestParser) paramPatients(name, mod, chain, v string) ([]string, boo
 	}
 	if chain != "" {
 		if chain == "_id" && patientOnly {
-			return resolveRefs(v, "", true, p.base)
+			return resolveRefs(v, true, p.base)
 		}
 		return nil, false // subject.name=..., patient.identifier=...: unresolvable
 	}
-	return resolveRefs(v, "", patientOnly, p.base)
+	return resolveRefs(v, patientOnly, p.base)
 }
 
 // resolveRefs resolves a comma-separated (OR) list of references to patient
 // ids. ok is false when any alternative is not a resolvable patient.
-func resolveRefs(v, _ string, bareIsPatient bool, base string) (ids []string, ok bool) {
+func resolveRefs(v string, bareIsPatient bool, base string) (ids []string, ok bool) {
 	ok = true
 	for item := range strings.SplitSeq(v, ",") {
 		id, good := patientRef(item, bareIsPatient, base)
