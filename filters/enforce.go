@@ -188,6 +188,7 @@ func arrayOf(n *node) []*node {
 	if n == nil {
 		return nil
 	}
+	n.x()
 	if n.kind == kArr {
 		return n.arr
 	}
@@ -200,6 +201,7 @@ func eachAt(n *node, names []string, fn func(*node)) {
 	if n == nil || n.kind != kObj {
 		return
 	}
+	n.x()
 	for i := range n.mem {
 		if n.mem[i].name() != names[0] {
 			continue
@@ -269,7 +271,7 @@ func (r *run) bundle(b *node) (changed, withheld bool) {
 	}
 	var entries []*node
 	if entryNode != nil {
-		entries = entryNode.arr
+		entries = entryNode.x().arr
 	}
 	kept := entries[:0]
 	nWithheld, nMatches := 0, 0

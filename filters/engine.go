@@ -72,6 +72,7 @@ type rule struct {
 	key  *tokenKey
 	ff1  bool
 	keep map[string]bool
+	fn   func(v *node) (changed, drop bool)
 }
 
 func (e *Engine) compile(ds []Directive) ([]rule, error) {
@@ -125,6 +126,15 @@ func (e *Engine) compile(ds []Directive) ([]rule, error) {
 		default:
 			return nil, errorf(CodeBadDirective, "directive %d: unknown action %q", i, d.Action)
 		}
+		switch d.Action {
+		case ActionRemove:
+			r.fn = func(*node) (bool, bool) { return false, true }
+		case ActionMask:
+			r.fn = func(v *node) (bool, bool) { return maskNode(v), false }
+		case ActionTokenize:
+			k, ff := r.key, r.ff1
+			r.fn = func(v *node) (bool, bool) { return tokenizeNode(v, k, ff), false }
+		}
 		rules = append(rules, r)
 	}
 	return rules, nil
@@ -147,7 +157,7 @@ func (e *Engine) Apply(mediaType string, body []byte, p Plan) (Result, error) {
 	if p.Empty() {
 		return Result{Body: body}, nil
 	}
-	r := &run{e: e, rules: rules, plan: p, removed: map[string]struct{}{}}
+	r := &run{e: e, rules: rules, plan: p, removed: map[string]struct{}{}, ruleNotes: map[ruleNote]struct{}{}}
 	if p.Enforce != nil {
 		r.enf = newEnforcer(p.Enforce)
 	}
@@ -159,16 +169,34 @@ func (e *Engine) Apply(mediaType string, body []byte, p Plan) (Result, error) {
 
 // run is the state of one Apply.
 type run struct {
-	e        *Engine
-	rules    []rule
-	plan     Plan
-	enf      *enforcer
-	removed  map[string]struct{}
-	withheld int
-	err      error
+	e         *Engine
+	rules     []rule
+	plan      Plan
+	enf       *enforcer
+	removed   map[string]struct{}
+	ruleNotes map[ruleNote]struct{}
+	withheld  int
+	err       error
 }
 
 func (r *run) note(path string) { r.removed[path] = struct{}{} }
+
+// noteRule records rule i's path for resource type rt once; the path
+// string is only built the first time.
+func (r *run) noteRule(i int, rt string) {
+	k := ruleNote{i, rt}
+	if _, ok := r.ruleNotes[k]; ok {
+		return
+	}
+	r.ruleNotes[k] = struct{}{}
+	rl := &r.rules[i]
+	r.note(rt + strings.TrimPrefix(rl.Path, rl.path.rtype))
+}
+
+type ruleNote struct {
+	rule int
+	rt   string
+}
 
 func (r *run) fail(err error) {
 	if r.err == nil {
@@ -235,6 +263,10 @@ func (r *run) resource(res *node) bool {
 // Bundles inside resources) and filters them. At the top (the resource
 // itself) n's own resourceType is not a nested resource.
 func (r *run) nested(n *node, top bool) bool {
+	if !n.mayHoldResource() {
+		return false
+	}
+	n.x()
 	switch n.kind {
 	case kObj:
 		if !top {
@@ -302,22 +334,15 @@ func (r *run) applyRules(res *node, rt string) bool {
 		if !rl.applies(rt) {
 			continue
 		}
-		var fn func(v *node) (bool, bool)
-		switch rl.Action {
-		case ActionRemove:
-			fn = func(*node) (bool, bool) { return false, true }
-		case ActionMask:
-			fn = func(v *node) (bool, bool) { return maskNode(v), false }
-		case ActionTokenize:
-			fn = func(v *node) (bool, bool) { return tokenizeNode(v, rl.key, rl.ff1), false }
-		}
-		if visit(res, rl.path.steps, fn) {
+		if visit(res, rl.path.steps, rl.fn) {
 			changed = true
-			r.note(rt + strings.TrimPrefix(rl.Path, rl.path.rtype))
+			r.noteRule(i, rt)
 		}
 	}
 	return changed
 }
+
+const redactedCoding = `{"system":"` + systemObservationValue + `","code":"REDACTED","display":"redacted"}`
 
 const (
 	systemObservationValue = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
@@ -329,26 +354,25 @@ const (
 func (r *run) markRedacted(res *node) {
 	meta := res.get("meta")
 	if meta == nil {
-		meta = objNode()
 		after := "resourceType"
 		if res.get("id") != nil {
 			after = "id"
 		}
-		res.insertAfter(after, "meta", meta)
+		res.insertAfter(after, "meta", rawNode(`{"security":[`+redactedCoding+`]}`))
+		return
 	} else if meta.kind != kObj {
 		r.fail(errorf(CodeMalformed, "meta is not an object"))
 		return
 	}
-	coding := func() *node {
-		return objNode("system", systemObservationValue, "code", "REDACTED", "display", "redacted")
-	}
+	coding := func() *node { return rawNode(redactedCoding) }
 	sec := meta.get("security")
 	switch {
 	case sec == nil:
-		meta.set("security", arrNode(coding()))
+		meta.set("security", rawNode(`[`+redactedCoding+`]`))
 	case sec.kind != kArr:
 		r.fail(errorf(CodeMalformed, "meta.security is not an array"))
 	default:
+		sec.x()
 		for _, c := range sec.arr {
 			if c.get("system").strIs(systemObservationValue) && c.get("code").strIs("REDACTED") {
 				return

@@ -1,6 +1,7 @@
 package filters
 
 import (
+	"bytes"
 	"strconv"
 	"unicode/utf8"
 )
@@ -28,11 +29,17 @@ const (
 
 // node is one JSON value. raw is the value's text (for parsed nodes, a slice
 // of the input; for synthesized scalars, their encoding). dirty marks a node
-// whose children changed, so raw is stale for containers.
+// whose children changed, so raw is stale for containers. A lazy container
+// has not been split into children yet: most of a Bundle (codes, values,
+// notes) is never looked at, so it is never materialised and is written
+// back from raw.
 type node struct {
 	kind  kind
 	dirty bool
 	esc   bool // string raw holds escapes, so its content must be decoded
+	lazy  bool
+	ord   int32 // lazy container: its ordinal in idx
+	idx   *docIndex
 	raw   []byte
 	mem   []member // kObj
 	arr   []*node  // kArr
@@ -48,46 +55,95 @@ type member struct {
 
 func (m *member) name() string { return string(m.key) }
 
-// parser turns bytes into a node tree. Nodes and slices are carved out of
-// slabs so a 1 MB Bundle costs a few dozen allocations, not tens of
-// thousands.
-type parser struct {
-	buf      []byte
-	pos      int
-	maxDepth int
-	slab     []node
-	mslab    []member
-	aslab    []*node
-	mstack   []member
-	astack   []*node
-}
-
+// parseJSON validates the whole document against the JSON grammar once, then
+// returns the root as a lazy node. Expansion later trusts the grammar, which
+// is why it cannot fail.
 func parseJSON(buf []byte, maxDepth int) (*node, error) {
 	p := &parser{buf: buf, maxDepth: maxDepth}
-	est := len(buf)/24 + 16
-	p.slab = make([]node, 0, est)
+	p.idx.c = make([]container, 0, len(buf)/48+8)
 	p.skipWS()
-	n, err := p.value(0)
-	if err != nil {
+	start := p.pos
+	if _, err := p.value(0); err != nil {
 		return nil, err
 	}
+	end := p.pos
 	p.skipWS()
 	if p.pos != len(p.buf) {
 		return nil, p.fail("trailing data")
 	}
+	n := &node{}
+	fillNode(n, buf[start:end], &p.idx, 0)
 	return n, nil
+}
+
+// docIndex records, for every container in document order, where it ends,
+// the ordinal of the first container after its subtree, and whether a
+// "resourceType" key occurs anywhere inside. Validation fills it in its one
+// pass, so expanding a node never rescans bytes and the search for nested
+// resources skips whole subtrees in O(1).
+type docIndex struct {
+	c []container
+	// Slabs the expanded nodes are carved from: a few large allocations
+	// instead of two per expanded container.
+	ns []node
+	ms []member
+	ps []*node
+}
+
+const slabSize = 512
+
+func (d *docIndex) nodes(n int) []node {
+	if d == nil || n > slabSize {
+		return make([]node, n)
+	}
+	if len(d.ns)+n > cap(d.ns) {
+		d.ns = make([]node, 0, slabSize)
+	}
+	i := len(d.ns)
+	d.ns = d.ns[:i+n]
+	return d.ns[i : i+n : i+n]
+}
+
+func (d *docIndex) members(n int) []member {
+	if d == nil || n > slabSize {
+		return make([]member, n)
+	}
+	if len(d.ms)+n > cap(d.ms) {
+		d.ms = make([]member, 0, slabSize)
+	}
+	i := len(d.ms)
+	d.ms = d.ms[:i+n]
+	return d.ms[i : i+n : i+n]
+}
+
+func (d *docIndex) ptrs(n int) []*node {
+	if d == nil || n > slabSize {
+		return make([]*node, n)
+	}
+	if len(d.ps)+n > cap(d.ps) {
+		d.ps = make([]*node, 0, slabSize)
+	}
+	i := len(d.ps)
+	d.ps = d.ps[:i+n]
+	return d.ps[i : i+n : i+n]
+}
+
+type container struct {
+	end      int32
+	next     int32
+	resource bool
+}
+
+// parser is the validating scanner. It builds nothing but the index.
+type parser struct {
+	buf      []byte
+	pos      int
+	maxDepth int
+	idx      docIndex
 }
 
 func (p *parser) fail(what string) error {
 	return errorf(CodeMalformed, "json: %s at offset %d", what, p.pos)
-}
-
-func (p *parser) newNode() *node {
-	if len(p.slab) == cap(p.slab) {
-		p.slab = make([]node, 0, 1024)
-	}
-	p.slab = p.slab[:len(p.slab)+1]
-	return &p.slab[len(p.slab)-1]
 }
 
 func (p *parser) skipWS() {
@@ -101,52 +157,55 @@ func (p *parser) skipWS() {
 	}
 }
 
-func (p *parser) value(depth int) (*node, error) {
+// value validates one value and reports whether a "resourceType" key occurs
+// in it.
+func (p *parser) value(depth int) (bool, error) {
 	if depth > p.maxDepth {
-		return nil, p.fail("nesting too deep")
+		return false, p.fail("nesting too deep")
 	}
 	if p.pos >= len(p.buf) {
-		return nil, p.fail("unexpected end")
+		return false, p.fail("unexpected end")
 	}
-	start := p.pos
 	switch c := p.buf[p.pos]; {
-	case c == '{':
-		return p.object(depth)
-	case c == '[':
-		return p.array(depth)
-	case c == '"':
-		esc, err := p.str()
+	case c == '{' || c == '[':
+		if len(p.buf) > 1<<31-1 {
+			return false, p.fail("document too large")
+		}
+		ord := len(p.idx.c)
+		p.idx.c = append(p.idx.c, container{})
+		var res bool
+		var err error
+		if c == '{' {
+			res, err = p.object(depth)
+		} else {
+			res, err = p.array(depth)
+		}
 		if err != nil {
-			return nil, err
+			return false, err
 		}
-		n := p.newNode()
-		n.kind, n.raw, n.esc = kStr, p.buf[start:p.pos], esc
-		return n, nil
+		p.idx.c[ord] = container{end: int32(p.pos), next: int32(len(p.idx.c)), resource: res}
+		return res, nil
+	case c == '"':
+		_, err := p.str()
+		return false, err
 	case c == '-' || (c >= '0' && c <= '9'):
-		if err := p.num(); err != nil {
-			return nil, err
-		}
-		n := p.newNode()
-		n.kind, n.raw = kNum, p.buf[start:p.pos]
-		return n, nil
+		return false, p.num()
 	case c == 't':
-		return p.lit("true", kBool)
+		return false, p.lit("true")
 	case c == 'f':
-		return p.lit("false", kBool)
+		return false, p.lit("false")
 	case c == 'n':
-		return p.lit("null", kNull)
+		return false, p.lit("null")
 	}
-	return nil, p.fail("unexpected character")
+	return false, p.fail("unexpected character")
 }
 
-func (p *parser) lit(word string, k kind) (*node, error) {
+func (p *parser) lit(word string) error {
 	if len(p.buf)-p.pos < len(word) || string(p.buf[p.pos:p.pos+len(word)]) != word {
-		return nil, p.fail("invalid literal")
+		return p.fail("invalid literal")
 	}
-	n := p.newNode()
-	n.kind, n.raw = k, p.buf[p.pos:p.pos+len(word)]
 	p.pos += len(word)
-	return n, nil
+	return nil
 }
 
 // str scans a string starting at the opening quote and reports whether it
@@ -156,7 +215,6 @@ func (p *parser) str() (bool, error) {
 	p.pos++
 	esc := false
 	for {
-		// Fast path over plain bytes.
 		for p.pos < len(p.buf) {
 			c := p.buf[p.pos]
 			if c == '"' || c == '\\' || c < 0x20 {
@@ -174,7 +232,6 @@ func (p *parser) str() (bool, error) {
 		case c < 0x20:
 			return false, p.fail("control character in string")
 		}
-		// backslash
 		esc = true
 		if p.pos+1 >= len(p.buf) {
 			return false, p.fail("unterminated escape")
@@ -237,112 +294,268 @@ func (p *parser) num() error {
 	return nil
 }
 
-func (p *parser) object(depth int) (*node, error) {
-	start := p.pos
+func (p *parser) object(depth int) (bool, error) {
 	p.pos++ // {
-	base := len(p.mstack)
 	p.skipWS()
 	if p.pos < len(p.buf) && p.buf[p.pos] == '}' {
 		p.pos++
-		n := p.newNode()
-		n.kind, n.raw = kObj, p.buf[start:p.pos]
-		return n, nil
+		return false, nil
 	}
+	res := false
 	for {
 		p.skipWS()
 		if p.pos >= len(p.buf) || p.buf[p.pos] != '"' {
-			return nil, p.fail("expected key")
+			return false, p.fail("expected key")
 		}
 		ks := p.pos
 		esc, err := p.str()
 		if err != nil {
-			return nil, err
+			return false, err
 		}
-		rawKey := p.buf[ks:p.pos]
-		key := rawKey[1 : len(rawKey)-1]
-		if esc {
-			key = decodeString(rawKey)
+		if k := p.buf[ks:p.pos]; esc {
+			res = res || string(decodeString(k)) == "resourceType"
+		} else {
+			res = res || string(k) == `"resourceType"`
 		}
 		p.skipWS()
 		if p.pos >= len(p.buf) || p.buf[p.pos] != ':' {
-			return nil, p.fail("expected colon")
+			return false, p.fail("expected colon")
 		}
 		p.pos++
 		p.skipWS()
-		v, err := p.value(depth + 1)
+		r, err := p.value(depth + 1)
 		if err != nil {
-			return nil, err
+			return false, err
 		}
-		p.mstack = append(p.mstack, member{rawKey: rawKey, key: key, val: v})
+		res = res || r
 		p.skipWS()
 		if p.pos >= len(p.buf) {
-			return nil, p.fail("unterminated object")
+			return false, p.fail("unterminated object")
 		}
-		if p.buf[p.pos] == ',' {
+		switch p.buf[p.pos] {
+		case ',':
 			p.pos++
 			continue
-		}
-		if p.buf[p.pos] == '}' {
+		case '}':
 			p.pos++
-			break
+			return res, nil
 		}
-		return nil, p.fail("expected comma or brace")
+		return false, p.fail("expected comma or brace")
 	}
-	cnt := len(p.mstack) - base
-	if len(p.mslab)+cnt > cap(p.mslab) {
-		p.mslab = make([]member, 0, max(4096, cnt))
-	}
-	i := len(p.mslab)
-	p.mslab = append(p.mslab, p.mstack[base:]...)
-	p.mstack = p.mstack[:base]
-	n := p.newNode()
-	n.kind, n.raw, n.mem = kObj, p.buf[start:p.pos], p.mslab[i:i+cnt:i+cnt]
-	return n, nil
 }
 
-func (p *parser) array(depth int) (*node, error) {
-	start := p.pos
+func (p *parser) array(depth int) (bool, error) {
 	p.pos++ // [
-	base := len(p.astack)
 	p.skipWS()
 	if p.pos < len(p.buf) && p.buf[p.pos] == ']' {
 		p.pos++
-		n := p.newNode()
-		n.kind, n.raw = kArr, p.buf[start:p.pos]
-		return n, nil
+		return false, nil
 	}
+	res := false
 	for {
 		p.skipWS()
-		v, err := p.value(depth + 1)
+		r, err := p.value(depth + 1)
 		if err != nil {
-			return nil, err
+			return false, err
 		}
-		p.astack = append(p.astack, v)
+		res = res || r
 		p.skipWS()
 		if p.pos >= len(p.buf) {
-			return nil, p.fail("unterminated array")
+			return false, p.fail("unterminated array")
 		}
-		if p.buf[p.pos] == ',' {
+		switch p.buf[p.pos] {
+		case ',':
 			p.pos++
 			continue
-		}
-		if p.buf[p.pos] == ']' {
+		case ']':
 			p.pos++
-			break
+			return res, nil
 		}
-		return nil, p.fail("expected comma or bracket")
+		return false, p.fail("expected comma or bracket")
 	}
-	cnt := len(p.astack) - base
-	if len(p.aslab)+cnt > cap(p.aslab) {
-		p.aslab = make([]*node, 0, max(4096, cnt))
+}
+
+// The functions below run only over validated bytes.
+
+func wsEnd(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
 	}
-	i := len(p.aslab)
-	p.aslab = append(p.aslab, p.astack[base:]...)
-	clear(p.astack[base:])
-	p.astack = p.astack[:base]
-	n := p.newNode()
-	n.kind, n.raw, n.arr = kArr, p.buf[start:p.pos], p.aslab[i:i+cnt:i+cnt]
-	return n, nil
+	return i
+}
+
+// strEnd returns the index after the closing quote of the string opening at
+// i, and whether it holds escapes.
+func strEnd(b []byte, i int) (int, bool) {
+	esc := false
+	i++
+	for {
+		switch b[i] {
+		case '"':
+			return i + 1, esc
+		case '\\':
+			esc = true
+			i += 2
+		default:
+			i++
+		}
+	}
+}
+
+// containerEnd returns the index after the bracket closing the container
+// opening at i, and whether any string inside holds escapes.
+func containerEnd(b []byte, i int) (int, bool) {
+	depth, esc := 0, false
+	for {
+		switch b[i] {
+		case '"':
+			var e bool
+			i, e = strEnd(b, i)
+			esc = esc || e
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return i + 1, esc
+			}
+		}
+		i++
+	}
+}
+
+// scalarEnd returns the end of a number or literal at i.
+func scalarEnd(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return i
+		}
+		i++
+	}
+	return i
+}
+
+// rawNode wraps a constant, valid JSON text; containers expand by
+// scanning because they have no index.
+func rawNode(text string) *node {
+	n := &node{}
+	fillNode(n, []byte(text), nil, 0)
+	return n
+}
+
+// fillNode makes n the value raw; containers stay lazy. ord is the
+// container's ordinal in idx.
+func fillNode(n *node, raw []byte, idx *docIndex, ord int32) {
+	n.raw = raw
+	switch raw[0] {
+	case '{':
+		n.kind, n.lazy, n.idx, n.ord = kObj, true, idx, ord
+	case '[':
+		n.kind, n.lazy, n.idx, n.ord = kArr, true, idx, ord
+	case '"':
+		n.kind = kStr
+		n.esc = bytes.IndexByte(raw, '\\') >= 0
+	case 't', 'f':
+		n.kind = kBool
+	case 'n':
+		n.kind = kNull
+	default:
+		n.kind = kNum
+	}
+}
+
+// mayHoldResource reports whether a resourceType key may occur in n's
+// subtree; false is certain.
+func (n *node) mayHoldResource() bool {
+	if !n.lazy {
+		return true
+	}
+	if n.idx != nil {
+		return n.idx.c[n.ord].resource
+	}
+	return bytes.Contains(n.raw, []byte("resourceType")) || bytes.IndexByte(n.raw, '\\') >= 0
+}
+
+// x expands a lazy container one level and returns it.
+func (n *node) x() *node {
+	if n == nil || !n.lazy {
+		return n
+	}
+	n.lazy = false
+	b := n.raw
+	i := wsEnd(b, 1)
+	if b[i] == '}' || b[i] == ']' {
+		return n
+	}
+	// Offsets in the index are absolute; raw starts at base in the document.
+	var base int
+	next := n.ord + 1
+	if n.idx != nil {
+		base = int(n.idx.c[n.ord].end) - len(b)
+	}
+	// Collect children first so nodes and members come from one allocation each.
+	type span struct {
+		ks, ke, vs, ve int
+		ord            int32
+	}
+	var stack [32]span
+	spans := stack[:0]
+	for {
+		var sp span
+		i = wsEnd(b, i)
+		if n.kind == kObj {
+			sp.ks = i
+			i, _ = strEnd(b, i)
+			sp.ke = i
+			i = wsEnd(b, i) + 1 // colon
+			i = wsEnd(b, i)
+		}
+		sp.vs = i
+		switch b[i] {
+		case '{', '[':
+			if n.idx != nil {
+				sp.ord = next
+				c := n.idx.c[next]
+				i, next = int(c.end)-base, c.next
+			} else {
+				i, _ = containerEnd(b, i)
+			}
+		case '"':
+			i, _ = strEnd(b, i)
+		default:
+			i = scalarEnd(b, i)
+		}
+		sp.ve = i
+		spans = append(spans, sp)
+		i = wsEnd(b, i)
+		if b[i] == ',' {
+			i++
+			continue
+		}
+		break
+	}
+	nodes := n.idx.nodes(len(spans))
+	if n.kind == kObj {
+		n.mem = n.idx.members(len(spans))
+		for j, sp := range spans {
+			fillNode(&nodes[j], b[sp.vs:sp.ve], n.idx, sp.ord)
+			rk := b[sp.ks:sp.ke]
+			key := rk[1 : len(rk)-1]
+			if bytes.IndexByte(key, '\\') >= 0 {
+				key = decodeString(rk)
+			}
+			n.mem[j] = member{rawKey: rk, key: key, val: &nodes[j]}
+		}
+		return n
+	}
+	n.arr = n.idx.ptrs(len(spans))
+	for j, sp := range spans {
+		fillNode(&nodes[j], b[sp.vs:sp.ve], n.idx, sp.ord)
+		n.arr[j] = &nodes[j]
+	}
+	return n
 }
 
 // decodeString returns the content of a JSON string literal (with quotes)
@@ -435,6 +648,7 @@ func (n *node) get(key string) *node {
 	if n == nil || n.kind != kObj {
 		return nil
 	}
+	n.x()
 	var v *node
 	for i := range n.mem {
 		if string(n.mem[i].key) == key {
@@ -450,6 +664,7 @@ func (n *node) del(key string) bool {
 	if n == nil || n.kind != kObj {
 		return false
 	}
+	n.x()
 	out := n.mem[:0]
 	for _, m := range n.mem {
 		if string(m.key) != key {
@@ -468,7 +683,7 @@ func (n *node) del(key string) bool {
 // set appends a member or replaces every existing member of that name.
 func (n *node) set(key string, v *node) {
 	n.del(key)
-	n.mem = append(n.mem, member{rawKey: encodeString(nil, key), key: []byte(key), val: v})
+	n.mem = append(n.mem, newMember(key, v))
 	n.dirty = true
 }
 
@@ -482,11 +697,16 @@ func (n *node) insertAfter(after, key string, v *node) {
 			at = i + 1
 		}
 	}
-	m := member{rawKey: encodeString(nil, key), key: []byte(key), val: v}
+	m := newMember(key, v)
 	n.mem = append(n.mem, member{})
 	copy(n.mem[at+1:], n.mem[at:])
 	n.mem[at] = m
 	n.dirty = true
+}
+
+func newMember(key string, v *node) member {
+	rk := encodeString(make([]byte, 0, len(key)+2), key)
+	return member{rawKey: rk, key: []byte(key), val: v}
 }
 
 func strNode(s string) *node {
@@ -504,7 +724,7 @@ func objNode(kv ...any) *node {
 		case *node:
 			v = x
 		}
-		n.mem = append(n.mem, member{rawKey: encodeString(nil, k), key: []byte(k), val: v})
+		n.mem = append(n.mem, newMember(k, v))
 	}
 	return n
 }
@@ -527,6 +747,9 @@ func (n *node) setNum(text string) {
 // mark the node they touch; one pass here is cheaper than bookkeeping
 // parents during the walk.
 func settle(n *node) bool {
+	if n.lazy {
+		return false
+	}
 	d := n.dirty || n.raw == nil
 	switch n.kind {
 	case kObj:

@@ -164,6 +164,7 @@ func visit(obj *node, steps []step, fn func(v *node) (changed, drop bool)) bool 
 	if obj == nil || obj.kind != kObj || len(steps) == 0 {
 		return false
 	}
+	obj.x()
 	s, last := steps[0], len(steps) == 1
 	changed := false
 	out := obj.mem[:0]
@@ -189,6 +190,7 @@ func visit(obj *node, steps []step, fn func(v *node) (changed, drop bool)) bool 
 			return false
 		}
 		if m.val.kind == kArr {
+			m.val.x()
 			orig := len(m.val.arr)
 			elems := m.val.arr[:0]
 			for _, e := range m.val.arr {

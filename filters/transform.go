@@ -31,6 +31,7 @@ var structural = map[string]bool{"system": true, "use": true, "type": true, "url
 var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
 
 func maskNode(v *node) bool {
+	v.x()
 	switch v.kind {
 	case kStr:
 		s := v.str()
@@ -74,6 +75,7 @@ func maskNode(v *node) bool {
 }
 
 func tokenizeNode(v *node, k *tokenKey, useFF1 bool) bool {
+	v.x()
 	switch v.kind {
 	case kStr:
 		s := v.str()
