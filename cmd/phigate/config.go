@@ -10,6 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/policy"
 )
@@ -24,7 +25,7 @@ type Config struct {
 	Request  authz.RequestConfig `yaml:"request"`
 	Policy   policy.Config       `yaml:"policy"`
 	Filters  FiltersConfig       `yaml:"filters"`
-	Audit    AuditConfig         `yaml:"audit"`
+	Audit    audit.Config        `yaml:"audit"`
 	Shutdown ShutdownConfig      `yaml:"shutdown"`
 }
 
@@ -57,11 +58,6 @@ type FiltersConfig struct {
 	// TokenKeys maps a tokenization key id to a file holding the secret.
 	TokenKeys map[string]string `yaml:"token_keys"`
 	MaxBody   int               `yaml:"max_body"`
-}
-
-// AuditConfig configures the audit trail.
-type AuditConfig struct {
-	Dir string `yaml:"dir"`
 }
 
 // ShutdownConfig controls draining on SIGTERM.
@@ -149,6 +145,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Filters.MaxBody == 0 {
 		c.Filters.MaxBody = 8 << 20
+	}
+	if err := c.Audit.Validate(); err != nil {
+		return fmt.Errorf("audit: %w", err)
 	}
 	if c.Shutdown.Grace == 0 {
 		c.Shutdown.Grace = 20 * time.Second

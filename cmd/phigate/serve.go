@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/envoy"
 	"github.com/phigate/phigate/filters"
@@ -89,6 +90,11 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { _ = s.verifier.Close() })
+	trail, err := audit.Open(cfg.Audit, audit.WithLogger(log.Named("audit")), audit.WithRegisterer(reg))
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() { _ = trail.Close() })
 	parser, err := authz.NewRequestParser(cfg.Request)
 	if err != nil {
 		return nil, err
@@ -97,6 +103,7 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 		Verifier:  s.verifier,
 		Parser:    parser,
 		Evaluator: s.engine,
+		Recorder:  trail,
 		Logger:    log.Named("authz"),
 	})
 	authSrv, err := envoy.NewAuthServer(az, log.Named("ext_authz"), reg)
@@ -115,7 +122,7 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 	if err != nil {
 		return nil, err
 	}
-	procSrv, err := envoy.NewProcServer(engine, nil, log.Named("ext_proc"), reg)
+	procSrv, err := envoy.NewProcServer(engine, filterAudit{trail}, log.Named("ext_proc"), reg)
 	if err != nil {
 		return nil, err
 	}
@@ -253,4 +260,12 @@ func (s *server) close() {
 	if s.cfg.Listen.GRPCUnix != "" {
 		_ = os.Remove(s.cfg.Listen.GRPCUnix)
 	}
+}
+
+// filterAudit writes the ext_proc adapter's filtering events to the trail.
+type filterAudit struct{ log *audit.Log }
+
+func (f filterAudit) RecordFiltering(ctx context.Context, ev envoy.FilterEvent) error {
+	return f.log.RecordFiltering(ctx, audit.FilterEvent{RequestID: ev.RequestID, DecisionID: ev.DecisionID,
+		Removed: ev.Removed, Withheld: ev.Withheld, Forbidden: ev.Forbidden || ev.Refused != ""})
 }

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/demo/demokeys"
+	"github.com/phigate/phigate/demo/fhirdata"
+	"github.com/phigate/phigate/demo/upstream"
+	"github.com/phigate/phigate/envoy"
+)
+
+// demoUpstreamHandler is the legacy FHIR service over the default
+// synthetic data set.
+func demoUpstreamHandler() (*upstream.Server, error) {
+	return upstream.New(fhirdata.Default(), upstream.Config{})
+}
+
+func cmdDemoUpstream(ctx context.Context, args []string, _, stderr io.Writer) int {
+	fs := flags("demo upstream", stderr)
+	addr := fs.String("listen", "127.0.0.1:8080", "FHIR listener")
+	admin := fs.String("admin", "127.0.0.1:8081", "request-log listener")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	srv, err := demoUpstreamHandler()
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	if err := srv.Run(ctx, *addr, *admin); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	return 0
+}
+
+// demo stack addresses, all on loopback.
+const (
+	demoListen   = "127.0.0.1:10000"
+	demoEnvoyAdm = "127.0.0.1:9901"
+	demoGRPC     = "127.0.0.1:9191"
+	demoAdmin    = "127.0.0.1:9902"
+	demoUpstream = "127.0.0.1:8080"
+	demoUpLog    = "127.0.0.1:8081"
+)
+
+// cmdDemoUp starts the legacy service, phigate and Envoy, prints curl lines
+// with demo tokens, and runs until interrupted.
+func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("demo up", stderr)
+	dir := fs.String("dir", demoDir, "demo state directory (keys, configuration, bootstrap)")
+	once := fs.Bool("check", false, "start the stack, run the printed requests once, and exit")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	fail := func(err error) int { fmt.Fprintln(stderr, "phigate demo:", err); return 1 }
+	keys, err := demokeys.LoadOrCreate(*dir)
+	if err != nil {
+		return fail(err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	up, err := demoUpstreamHandler()
+	if err != nil {
+		return fail(err)
+	}
+	upDone := make(chan error, 1)
+	go func() { upDone <- up.Run(ctx, demoUpstream, demoUpLog) }()
+
+	cfg := &Config{
+		Listen: ListenConfig{GRPC: demoGRPC, Admin: demoAdmin},
+		Log:    LogConfig{Level: "warn", Format: "console"},
+		JWT: authz.JWTConfig{Issuer: demokeys.DefaultIssuer, Audiences: []string{demokeys.DefaultAudience},
+			JWKSFile: keys.JWKSPath()},
+	}
+	cfg.Audit.Dir = filepath.Join(*dir, "audit")
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
+	log, err := newLogger(cfg.Log)
+	if err != nil {
+		return fail(err)
+	}
+	srv, err := newServer(ctx, cfg, log)
+	if err != nil {
+		return fail(err)
+	}
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.run(ctx) }()
+
+	bootstrap, err := envoy.Bootstrap(envoy.BootstrapConfig{Listen: demoListen, Admin: demoEnvoyAdm,
+		Upstream: demoUpstream, Phigate: demoGRPC, Compress: true})
+	if err != nil {
+		return fail(err)
+	}
+	bpath := filepath.Join(*dir, "envoy.yaml")
+	if err := os.WriteFile(bpath, bootstrap, 0o600); err != nil {
+		return fail(err)
+	}
+	envoyLog, err := os.Create(filepath.Join(*dir, "envoy.log"))
+	if err != nil {
+		return fail(err)
+	}
+	defer envoyLog.Close()
+	proc, err := envoy.StartProcess(ctx, bpath, demoEnvoyAdm, envoyLog)
+	if err != nil {
+		cancel()
+		return fail(fmt.Errorf("%w (see %s)", err, envoyLog.Name()))
+	}
+	defer proc.Stop()
+
+	lines, err := demoLines(keys)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(stdout, "phigate demo stack is up on loopback:\n  Envoy  http://%s  (admin %s)\n  phigate gRPC %s, admin http://%s/metrics\n  legacy FHIR service http://%s/fhir  (request log http://%s)\n\nTry:\n",
+		demoListen, demoEnvoyAdm, demoGRPC, demoAdmin, demoUpstream, demoUpLog)
+	for _, l := range lines {
+		fmt.Fprintf(stdout, "\n# %s\n%s\n", l.title, l.curl)
+	}
+	fmt.Fprintf(stdout, "\nMint any persona: bin/phigate demo token --sub prac-007 --role physician --purpose TREAT\nCtrl-C stops the stack.\n")
+	if *once {
+		failed := 0
+		for _, l := range lines {
+			got, err := l.run()
+			mark := "ok"
+			if err != nil || got != l.want {
+				mark, failed = fmt.Sprintf("UNEXPECTED (got %d, %v)", got, err), failed+1
+			}
+			fmt.Fprintf(stdout, "%-55s want %d: %s\n", l.title, l.want, mark)
+		}
+		cancel()
+		<-srvDone
+		if failed > 0 {
+			return 1
+		}
+		return 0
+	}
+	select {
+	case <-ctx.Done():
+	case <-proc.Done():
+		fmt.Fprintln(stderr, "phigate demo: envoy exited; see", envoyLog.Name())
+	case err := <-srvDone:
+		fmt.Fprintln(stderr, "phigate demo: phigate stopped:", err)
+	case err := <-upDone:
+		fmt.Fprintln(stderr, "phigate demo: legacy service stopped:", err)
+	}
+	cancel()
+	<-srvDone
+	return 0
+}
+
+type demoLine struct {
+	title   string
+	curl    string
+	want    int
+	method  string
+	path    string
+	headers map[string]string
+}
+
+func (l demoLine) run() (int, error) {
+	req, err := http.NewRequest(l.method, "http://"+demoListen+l.path, nil)
+	if err != nil {
+		return 0, err
+	}
+	for k, v := range l.headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func demoLines(keys *demokeys.Keys) ([]demoLine, error) {
+	mint := func(s demokeys.TokenSpec) (string, error) { s.TTL = 12 * time.Hour; return keys.Mint(s) }
+	doc, err := mint(demokeys.TokenSpec{Subject: "prac-001", Roles: []string{"physician"}, FHIRUser: "Practitioner/prac-001", Purpose: "TREAT", AMR: []string{"pwd", "otp"}})
+	if err != nil {
+		return nil, err
+	}
+	billing, err := mint(demokeys.TokenSpec{Subject: "billing-01", Roles: []string{"billing"}, Purpose: "HPAYMT"})
+	if err != nil {
+		return nil, err
+	}
+	mk := func(title string, want int, method, path, token string, extra map[string]string) demoLine {
+		h := map[string]string{}
+		var b strings.Builder
+		fmt.Fprintf(&b, "curl -s -i")
+		if method != "GET" {
+			fmt.Fprintf(&b, " -X %s", method)
+		}
+		if token != "" {
+			h["authorization"] = "Bearer " + token
+			fmt.Fprintf(&b, " -H 'authorization: Bearer %s'", token)
+		}
+		for k, v := range extra {
+			h[k] = v
+			fmt.Fprintf(&b, " -H '%s: %s'", k, v)
+		}
+		fmt.Fprintf(&b, " 'http://%s%s'", demoListen, path)
+		return demoLine{title: title, curl: b.String(), want: want, method: method, path: path, headers: h}
+	}
+	return []demoLine{
+		mk("allow: prac-001 reads a patient on the care team", 200, "GET", "/fhir/Patient/pat-0001", doc, nil),
+		mk("deny 403: prac-001 reads a patient not on the care team", 403, "GET", "/fhir/Patient/pat-0002", doc, nil),
+		mk("deny 401: no token", 401, "GET", "/fhir/Patient/pat-0001", "", nil),
+		mk("deny 400: ambiguous path (encoded slash)", 400, "GET", "/fhir/Patient%2Fpat-0001", doc, nil),
+		mk("allow, redacted: billing sees no telecom or address", 200, "GET", "/fhir/Patient/pat-0001", billing, nil),
+		mk("break-glass: prac-001 reads pat-0002 in an emergency", 200, "GET", "/fhir/Patient/pat-0002", doc,
+			map[string]string{"x-break-glass": "unconscious patient in ED"}),
+	}, nil
+}

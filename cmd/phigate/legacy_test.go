@@ -1,0 +1,57 @@
+package main
+
+import (
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+)
+
+// legacy runs the demo's legacy FHIR service on a loopback port and records
+// every request that reaches it, so tests can prove what got through.
+type legacy struct {
+	addr string
+	mu   sync.Mutex
+	seen []seenRequest
+}
+
+type seenRequest struct {
+	method  string
+	path    string // with query
+	headers http.Header
+}
+
+func startLegacy(t *testing.T) *legacy {
+	t.Helper()
+	h, err := demoUpstreamHandler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &legacy{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.addr = ln.Addr().String()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.mu.Lock()
+		l.seen = append(l.seen, seenRequest{r.Method, r.URL.RequestURI(), r.Header.Clone()})
+		l.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return l
+}
+
+func (l *legacy) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seen = nil
+}
+
+func (l *legacy) requests() []seenRequest {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]seenRequest(nil), l.seen...)
+}
