@@ -56,7 +56,7 @@ mine contains p if {
 	some p in data.phigate.service_accounts[request.subject].patients
 }
 
-related(p) if any_patient
+related(_) if any_patient
 
 related(p) if p in mine
 

@@ -139,22 +139,29 @@ grants := [g |
 fhir := normalize(object.get(doc, "fhir", null))
 
 # normalize returns a FHIR request (top level or a bundle entry) with every
-# field present and typed, plus "malformed": the 400 reason when the shape
-# cannot be trusted ("" otherwise).
+# field present, plus "malformed": the 400 reason when the shape cannot be
+# trusted ("" otherwise). String fields of the wrong type make the request
+# malformed, so the other modules may compare them without type checks.
+# Builtins only, no helper functions: this runs on every request.
 normalize(raw) := {
-	"interaction": get_str(f, "interaction"),
-	"resource_type": get_str(f, "resource_type"),
-	"id": get_str(f, "id"),
-	"operation": get_str(f, "operation"),
-	"kind": get_str(f, "kind"),
-	"method": get_str(f, "method"),
-	"all_patients": object.get(f, "all_patients", false) == true,
-	"patients": patient_set(f),
-	"entries": entries_of(f),
+	"interaction": object.get(raw, "interaction", ""),
+	"resource_type": object.get(raw, "resource_type", ""),
+	"id": object.get(raw, "id", ""),
+	"operation": object.get(raw, "operation", ""),
+	"kind": object.get(raw, "kind", ""),
+	"method": object.get(raw, "method", ""),
+	"all_patients": object.get(raw, "all_patients", false) == true,
+	"patients": patient_set(raw),
+	"entries": entries_of(raw),
 	"malformed": malformed(raw),
-} if {
-	f := obj(raw)
+} if is_object(raw)
+
+else := {
+	"interaction": "", "resource_type": "", "id": "", "operation": "", "kind": "", "method": "",
+	"all_patients": false, "patients": set(), "entries": [], "malformed": "request.malformed",
 }
+
+string_fields := ["interaction", "resource_type", "id", "operation", "kind", "method"]
 
 # patient_set is every patient the request touches: the parser's list, the
 # compartment owner, and the Patient instance addressed.
@@ -165,9 +172,9 @@ listed_patients(f) := [p | some p in f.patients; is_string(p); p != ""] if is_ar
 else := []
 
 compartment_patient(f) := {id} if {
-	c := obj(object.get(f, "compartment", {}))
-	c.type == "Patient"
-	id := str(c.id)
+	f.compartment.type == "Patient"
+	id := f.compartment.id
+	is_string(id)
 	id != ""
 }
 
@@ -186,48 +193,39 @@ entries_of(f) := f.entries if is_array(f.entries)
 else := []
 
 # malformed names the first reason a request shape is not trusted.
-malformed(raw) := "request.malformed" if not is_object(raw)
-
-else := "request.unknown_interaction" if {
-	f := obj(raw)
-	not get_str(f, "interaction") in interactions
+malformed(raw) := "request.malformed" if {
+	some k in string_fields
+	not is_string(object.get(raw, k, ""))
 }
 
-else := "request.malformed_patients" if {
-	f := obj(raw)
-	ps := object.get(f, "patients", [])
-	not valid_patients(ps)
-}
+else := "request.unknown_interaction" if not raw.interaction in interactions
+
+else := "request.malformed_patients" if not valid_patients(object.get(raw, "patients", null))
 
 else := "request.malformed_compartment" if {
-	f := obj(raw)
-	c := object.get(f, "compartment", null)
+	c := object.get(raw, "compartment", null)
 	c != null
 	not is_object(c)
 }
 
 else := "request.missing_resource_type" if {
-	f := obj(raw)
-	get_str(f, "interaction") in type_interactions
-	get_str(f, "resource_type") == ""
+	raw.interaction in type_interactions
+	object.get(raw, "resource_type", "") == ""
 }
 
 else := "request.missing_id" if {
-	f := obj(raw)
-	get_str(f, "interaction") in instance_interactions
-	get_str(f, "id") == ""
+	raw.interaction in instance_interactions
+	object.get(raw, "id", "") == ""
 }
 
 else := "request.missing_operation" if {
-	f := obj(raw)
-	get_str(f, "interaction") == "operation"
-	get_str(f, "operation") == ""
+	raw.interaction == "operation"
+	object.get(raw, "operation", "") == ""
 }
 
 else := "request.missing_kind" if {
-	f := obj(raw)
-	get_str(f, "interaction") == "non-fhir"
-	get_str(f, "kind") == ""
+	raw.interaction == "non-fhir"
+	object.get(raw, "kind", "") == ""
 }
 
 else := ""

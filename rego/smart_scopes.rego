@@ -31,7 +31,7 @@ letter(f) := method_letters[upper(request.method)] if f.interaction == "non-fhir
 
 # System-level requests and legacy routes have no resource type: only a "*"
 # scope reaches them.
-resource_ok(s, f) if s.resource == "*"
+resource_ok(s, _) if s.resource == "*"
 
 resource_ok(s, f) if {
 	f.resource_type != ""
