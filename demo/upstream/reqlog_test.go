@@ -59,7 +59,6 @@ func TestRequestLog(t *testing.T) {
 	}
 }
 
-
 // TestServeAndAdmin runs real listeners on 127.0.0.1:0 and reads the log
 // over the admin API.
 func TestServeAndAdmin(t *testing.T) {
