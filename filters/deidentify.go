@@ -4,3 +4,5 @@ package filters
 const ProfileSafeHarbor = "safe-harbor"
 
 func (r *run) safeHarbor(res *node, rt string, rl *rule) bool { return false }
+
+func (r *run) hl7SafeHarbor(m *message) {}

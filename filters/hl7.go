@@ -1,5 +1,470 @@
 package filters
 
+import (
+	"bytes"
+	"strconv"
+	"strings"
+)
+
+// HL7 v2 ER7 messages are filtered field by field: the directive
+// vocabulary names FHIR elements, and v2Map says which PID and NK1 fields
+// (and components) carry them, following the HL7 v2-to-FHIR mapping of
+// PID to Patient and NK1 to Patient.contact / RelatedPerson. A directive
+// for an element with no v2 counterpart in the table is an error: the
+// engine cannot show that the element is absent from every segment, so it
+// fails closed rather than pass a message it did not redact.
+//
+// Only PID, NK1 and (for safe harbor) PV1 are rewritten; every other
+// segment is copied verbatim. Segment terminators are preserved (CR, LF or
+// CRLF), so the output is the input with field contents replaced.
+
+// v2Loc is one field (and optionally some components, 1-based) of a segment.
+type v2Loc struct {
+	seg   string
+	field int
+	comps []int
+}
+
+func loc(seg string, field int, comps ...int) v2Loc { return v2Loc{seg, field, comps} }
+
+const ssnWhere = ".where(system='http://hl7.org/fhir/sid/us-ssn')"
+
+var v2Map = func() map[string][]v2Loc {
+	m := map[string][]v2Loc{
+		"Patient.identifier":         {loc("PID", 2), loc("PID", 3), loc("PID", 4), loc("PID", 18), loc("PID", 19), loc("PID", 20)},
+		"Patient.identifier.value":   {loc("PID", 2, 1), loc("PID", 3, 1), loc("PID", 4, 1), loc("PID", 18, 1), loc("PID", 19), loc("PID", 20, 1)},
+		"Patient.name":               {loc("PID", 5), loc("PID", 9)},
+		"Patient.name.family":        {loc("PID", 5, 1), loc("PID", 9, 1)},
+		"Patient.name.given":         {loc("PID", 5, 2, 3), loc("PID", 9, 2, 3)},
+		"Patient.birthDate":          {loc("PID", 7)},
+		"Patient.gender":             {loc("PID", 8)},
+		"Patient.address":            {loc("PID", 11), loc("PID", 12)},
+		"Patient.address.line":       {loc("PID", 11, 1, 2)},
+		"Patient.address.city":       {loc("PID", 11, 3)},
+		"Patient.address.state":      {loc("PID", 11, 4)},
+		"Patient.address.postalCode": {loc("PID", 11, 5)},
+		"Patient.address.district":   {loc("PID", 11, 9), loc("PID", 12)},
+		"Patient.telecom":            {loc("PID", 13), loc("PID", 14), loc("PID", 40)},
+		"Patient.communication":      {loc("PID", 15)},
+		"Patient.maritalStatus":      {loc("PID", 16)},
+		"Patient.multipleBirth[x]":   {loc("PID", 24), loc("PID", 25)},
+		"Patient.deceased[x]":        {loc("PID", 29), loc("PID", 30)},
+		"Patient.deceasedDateTime":   {loc("PID", 29)},
+		"Patient.deceasedBoolean":    {loc("PID", 30)},
+		// Mother's maiden name, race, ethnicity and birth place travel as
+		// extensions in FHIR.
+		"Patient.extension":                        {loc("PID", 6), loc("PID", 10), loc("PID", 22), loc("PID", 23)},
+		"Patient.contact":                          {loc("NK1", 2), loc("NK1", 4), loc("NK1", 5), loc("NK1", 6), loc("NK1", 30), loc("NK1", 31), loc("NK1", 32), loc("NK1", 33), loc("NK1", 40)},
+		"Patient.contact.name":                     {loc("NK1", 2), loc("NK1", 30)},
+		"Patient.contact.telecom":                  {loc("NK1", 5), loc("NK1", 6), loc("NK1", 31), loc("NK1", 40)},
+		"Patient.contact.address":                  {loc("NK1", 4), loc("NK1", 32)},
+		"Patient.contact.relationship":             {loc("NK1", 3)},
+		"RelatedPerson.name":                       {loc("NK1", 2), loc("NK1", 30)},
+		"RelatedPerson.telecom":                    {loc("NK1", 5), loc("NK1", 6), loc("NK1", 31), loc("NK1", 40)},
+		"RelatedPerson.address":                    {loc("NK1", 4), loc("NK1", 32)},
+		"RelatedPerson.identifier":                 {loc("NK1", 33)},
+		"RelatedPerson.relationship":               {loc("NK1", 3)},
+		"Patient.identifier" + ssnWhere:            {loc("PID", 19)},
+		"Patient.identifier" + ssnWhere + ".value": {loc("PID", 19)},
+	}
+	return m
+}()
+
+// v2Absent are elements that have no v2 field at all, so a directive on
+// them has nothing to do in a message.
+var v2Absent = map[string]bool{
+	"*.text": true, "Patient.text": true, "Patient.photo": true, "Patient.link": true, "Patient.meta": true,
+	"Patient.generalPractitioner": true, "Patient.managingOrganization": true,
+}
+
+// pidElement names the Patient element each PID field carries, for allow
+// (fields whose element is not kept are emptied; fields not listed are
+// emptied unless PID-1).
+var pidElement = map[int]string{
+	2: "identifier", 3: "identifier", 4: "identifier", 5: "name", 6: "extension", 7: "birthDate",
+	8: "gender", 9: "name", 10: "extension", 11: "address", 12: "address", 13: "telecom", 14: "telecom",
+	15: "communication", 16: "maritalStatus", 18: "identifier", 19: "identifier", 20: "identifier",
+	22: "extension", 23: "extension", 24: "multipleBirth", 25: "multipleBirth", 29: "deceased", 30: "deceased",
+	40: "telecom",
+}
+
+type er7 struct {
+	fs, cs, rs, ec, ss byte
+}
+
+type segment struct {
+	fields [][]byte
+	term   []byte
+	dirty  bool
+}
+
+func (s *segment) name() string { return string(s.fields[0]) }
+
+func (s *segment) field(i int) []byte {
+	if i < len(s.fields) {
+		return s.fields[i]
+	}
+	return nil
+}
+
+func (s *segment) setField(i int, v []byte) {
+	for len(s.fields) <= i {
+		if len(v) == 0 {
+			return
+		}
+		s.fields = append(s.fields, nil)
+	}
+	if !bytes.Equal(s.fields[i], v) {
+		s.fields[i] = v
+		s.dirty = true
+	}
+}
+
+type message struct {
+	d    er7
+	segs []*segment
+	raw  [][]byte // original segment text, for verbatim output
+}
+
+func parseER7(body []byte) (*message, error) {
+	if len(body) < 8 {
+		return nil, errorf(CodeMalformed, "hl7: message too short")
+	}
+	hdr := string(body[:3])
+	if hdr != "MSH" && hdr != "FHS" && hdr != "BHS" {
+		return nil, errorf(CodeMalformed, "hl7: no MSH header")
+	}
+	d := er7{fs: body[3]}
+	enc := body[4:]
+	if i := bytes.IndexByte(enc, d.fs); i >= 0 {
+		enc = enc[:i]
+	} else {
+		return nil, errorf(CodeMalformed, "hl7: header has no encoding characters")
+	}
+	if len(enc) < 3 || len(enc) > 5 {
+		return nil, errorf(CodeMalformed, "hl7: MSH-2 must hold 3 to 5 encoding characters")
+	}
+	d.cs, d.rs, d.ec = enc[0], enc[1], enc[2]
+	if len(enc) >= 4 {
+		d.ss = enc[3]
+	}
+	seen := map[byte]bool{}
+	for _, c := range append([]byte{d.fs}, enc...) {
+		if seen[c] || c == '\r' || c == '\n' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') {
+			return nil, errorf(CodeMalformed, "hl7: invalid or repeated delimiter")
+		}
+		seen[c] = true
+	}
+	m := &message{d: d}
+	for i := 0; i < len(body); {
+		j := i
+		for j < len(body) && body[j] != '\r' && body[j] != '\n' {
+			j++
+		}
+		k := j
+		if k < len(body) && body[k] == '\r' {
+			k++
+		}
+		if k < len(body) && body[k] == '\n' {
+			k++
+		}
+		line := body[i:j]
+		if len(line) > 0 {
+			if len(line) < 3 {
+				return nil, errorf(CodeMalformed, "hl7: segment %d has no name", len(m.segs)+1)
+			}
+			var fields [][]byte
+			if isHeader(line) {
+				// MSH-1 is the separator itself; keep the header whole.
+				fields = [][]byte{line}
+			} else {
+				fields = bytes.Split(line, []byte{d.fs})
+			}
+			m.segs = append(m.segs, &segment{fields: fields, term: body[j:k]})
+			m.raw = append(m.raw, line)
+		} else if j < len(body) || k > j {
+			// blank line between segments: keep its terminator
+			if len(m.segs) > 0 {
+				last := m.segs[len(m.segs)-1]
+				last.term = body[i-len(last.term) : k]
+			}
+		}
+		i = k
+	}
+	return m, nil
+}
+
+func isHeader(line []byte) bool {
+	n := string(line[:3])
+	return n == "MSH" || n == "FHS" || n == "BHS"
+}
+
+func (m *message) bytes() []byte {
+	var out []byte
+	for i, s := range m.segs {
+		if s.dirty {
+			out = append(out, bytes.Join(s.fields, []byte{m.d.fs})...)
+		} else {
+			out = append(out, m.raw[i]...)
+		}
+		out = append(out, s.term...)
+	}
+	return out
+}
+
+// unescape decodes the v2 escape sequences of one leaf value.
+func (d er7) unescape(v []byte) string {
+	if bytes.IndexByte(v, d.ec) < 0 {
+		return string(v)
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] != d.ec {
+			b.WriteByte(v[i])
+			continue
+		}
+		j := bytes.IndexByte(v[i+1:], d.ec)
+		if j < 0 {
+			b.Write(v[i:])
+			break
+		}
+		seq := string(v[i+1 : i+1+j])
+		switch {
+		case seq == "F":
+			b.WriteByte(d.fs)
+		case seq == "S":
+			b.WriteByte(d.cs)
+		case seq == "R":
+			b.WriteByte(d.rs)
+		case seq == "E":
+			b.WriteByte(d.ec)
+		case seq == "T":
+			b.WriteByte(d.ss)
+		case seq == ".br":
+			b.WriteByte('\n')
+		case len(seq) > 1 && seq[0] == 'X':
+			for k := 1; k+1 < len(seq); k += 2 {
+				if x, err := strconv.ParseUint(seq[k:k+2], 16, 8); err == nil {
+					b.WriteByte(byte(x))
+				}
+			}
+		default:
+			// formatting or character-set escapes: keep as text
+			b.WriteByte(d.ec)
+			b.WriteString(seq)
+			b.WriteByte(d.ec)
+		}
+		i += j + 1
+	}
+	return b.String()
+}
+
+// escape encodes s so that none of the message's delimiters appear raw.
+func (d er7) escape(s string) []byte {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == d.fs:
+			out = append(out, d.ec, 'F', d.ec)
+		case c == d.cs:
+			out = append(out, d.ec, 'S', d.ec)
+		case c == d.rs:
+			out = append(out, d.ec, 'R', d.ec)
+		case c == d.ec:
+			out = append(out, d.ec, 'E', d.ec)
+		case d.ss != 0 && c == d.ss:
+			out = append(out, d.ec, 'T', d.ec)
+		case c == '\r' || c == '\n':
+			out = append(out, d.ec, '.', 'b', 'r', d.ec)
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// mapLeaves rewrites every non-empty leaf (subcomponent) of the selected
+// components of a field. comps nil selects all.
+func (d er7) mapLeaves(field []byte, comps []int, fn func(string) string) []byte {
+	if len(field) == 0 {
+		return field
+	}
+	reps := bytes.Split(field, []byte{d.rs})
+	for r, rep := range reps {
+		cs := bytes.Split(rep, []byte{d.cs})
+		for c := range cs {
+			if comps != nil && !containsInt(comps, c+1) {
+				continue
+			}
+			var subs [][]byte
+			if d.ss != 0 {
+				subs = bytes.Split(cs[c], []byte{d.ss})
+			} else {
+				subs = [][]byte{cs[c]}
+			}
+			for s, v := range subs {
+				if len(v) == 0 || string(v) == `""` {
+					continue
+				}
+				subs[s] = d.escape(fn(d.unescape(v)))
+			}
+			cs[c] = bytes.Join(subs, []byte{d.ss})
+		}
+		reps[r] = bytes.Join(cs, []byte{d.cs})
+	}
+	return bytes.Join(reps, []byte{d.rs})
+}
+
+// clearComps empties the selected components in every repetition.
+func (d er7) clearComps(field []byte, comps []int) []byte {
+	if len(field) == 0 {
+		return field
+	}
+	reps := bytes.Split(field, []byte{d.rs})
+	for r, rep := range reps {
+		cs := bytes.Split(rep, []byte{d.cs})
+		for c := range cs {
+			if containsInt(comps, c+1) {
+				cs[c] = nil
+			}
+		}
+		reps[r] = bytes.TrimRight(bytes.Join(cs, []byte{d.cs}), string([]byte{d.cs}))
+	}
+	return bytes.TrimRight(bytes.Join(reps, []byte{d.rs}), string([]byte{d.rs}))
+}
+
+func containsInt(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// v2Mask masks one value '*' per character; v2MaskTS keeps the year of a
+// timestamp field (PID-7 birth, PID-29 death), as mask does for FHIR dates.
+func v2Mask(s string) string { return strings.Repeat("*", len([]rune(s))) }
+
+func v2MaskTS(s string) string {
+	if len(s) >= 4 && digitsAt(s, 0, 4) {
+		return s[:4]
+	}
+	return v2Mask(s)
+}
+
+func isTSField(l v2Loc) bool { return l.seg == "PID" && (l.field == 7 || l.field == 29) }
+
 func (r *run) hl7(body []byte) (Result, error) {
-	return Result{}, errorf(CodeUnsupportedMedia, "hl7 v2 not yet supported")
+	m, err := parseER7(body)
+	if err != nil {
+		return Result{}, err
+	}
+	if r.enf != nil && !r.enf.any {
+		for _, s := range m.segs {
+			if s.name() != "PID" {
+				continue
+			}
+			granted := false
+			for _, rep := range bytes.Split(s.field(3), []byte{m.d.rs}) {
+				id, _, _ := bytes.Cut(rep, []byte{m.d.cs})
+				if len(id) > 0 && r.enf.patients[m.d.unescape(id)] {
+					granted = true
+				}
+			}
+			if !granted {
+				return Result{Forbidden: true}, nil
+			}
+		}
+	}
+	for i := range r.rules {
+		if err := r.hl7Rule(m, &r.rules[i]); err != nil {
+			return Result{}, err
+		}
+	}
+	changed := false
+	for _, s := range m.segs {
+		changed = changed || s.dirty
+	}
+	if !changed {
+		return r.result(body, false), nil
+	}
+	return r.result(m.bytes(), true), nil
+}
+
+func (r *run) hl7Rule(m *message, rl *rule) error {
+	switch rl.Action {
+	case ActionDeidentify:
+		r.hl7SafeHarbor(m)
+		return nil
+	case ActionAllow:
+		if rl.path.rtype != "Patient" && rl.path.rtype != "*" {
+			return errorf(CodeBadDirective, "allow on %s has no HL7 v2 mapping", rl.path.rtype)
+		}
+		for _, s := range m.segs {
+			switch s.name() {
+			case "PID":
+				for f := 2; f < len(s.fields); f++ {
+					if el, ok := pidElement[f]; !ok || !rl.keep[el] {
+						r.clearField(s, f)
+					}
+				}
+			case "NK1":
+				if !rl.keep["contact"] {
+					for f := 2; f < len(s.fields); f++ {
+						r.clearField(s, f)
+					}
+				}
+			}
+		}
+		return nil
+	}
+	if v2Absent[rl.Path] {
+		return nil
+	}
+	locs, ok := v2Map[rl.Path]
+	if !ok {
+		return errorf(CodeBadDirective, "path %q has no HL7 v2 mapping", rl.Path)
+	}
+	for _, l := range locs {
+		for _, s := range m.segs {
+			if s.name() != l.seg {
+				continue
+			}
+			f := s.field(l.field)
+			if len(f) == 0 {
+				continue
+			}
+			var nv []byte
+			switch rl.Action {
+			case ActionRemove:
+				if l.comps == nil {
+					nv = nil
+				} else {
+					nv = m.d.clearComps(f, l.comps)
+				}
+			case ActionMask:
+				fn := v2Mask
+				if isTSField(l) {
+					fn = v2MaskTS
+				}
+				nv = m.d.mapLeaves(f, l.comps, fn)
+			case ActionTokenize:
+				nv = m.d.mapLeaves(f, l.comps, func(v string) string { return rl.key.token(v, rl.ff1) })
+			}
+			if !bytes.Equal(nv, f) {
+				s.setField(l.field, nv)
+				r.note(l.seg + "-" + strconv.Itoa(l.field))
+			}
+		}
+	}
+	return nil
+}
+
+func (r *run) clearField(s *segment, f int) {
+	if len(s.field(f)) > 0 {
+		s.setField(f, nil)
+		r.note(s.name() + "-" + strconv.Itoa(f))
+	}
 }
