@@ -62,6 +62,7 @@ func WithSink(s Sink) Option { return func(o *options) { o.sinks = append(o.sink
 type pending struct {
 	payload []byte
 	event   *AuditEvent
+	json    []byte // the event for sinks, encoded by the caller so the committer stays lean
 	done    chan error
 }
 
@@ -221,6 +222,9 @@ func (l *Log) trackOverride(subject string, active bool) (stopped bool) {
 
 func (l *Log) append(ctx context.Context, payload []byte, ev *AuditEvent) error {
 	p := &pending{payload: payload, event: ev, done: make(chan error, 1)}
+	if len(l.sinks) > 0 {
+		p.json, _ = json.Marshal(ev)
+	}
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
@@ -377,12 +381,8 @@ func (l *Log) commit(batch []*pending) {
 	if len(l.sinks) > 0 {
 		first := seq - uint64(len(batch)) + 1
 		for i, p := range batch {
-			line, jerr := json.Marshal(p.event)
-			if jerr != nil {
-				continue
-			}
 			for _, s := range l.sinks {
-				s.enqueue(SinkRecord{Seq: first + uint64(i), Event: p.event, JSON: line})
+				s.enqueue(SinkRecord{Seq: first + uint64(i), Event: p.event, JSON: p.json})
 			}
 		}
 	}

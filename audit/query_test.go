@@ -277,3 +277,31 @@ decision := {"allow": true, "status": 200} if input.nothing
 		t.Fatalf("broken policy replay: %+v %v", changes, err)
 	}
 }
+
+func TestReportWriters(t *testing.T) {
+	cfg := queryLog(t, nil)
+	pub, _ := LoadPublicKey(PublicKeyPath(cfg.SigningKeyFile))
+	rep, err := Verify(cfg.Dir, pub, VerifyOptions{})
+	var out bytes.Buffer
+	if werr := WriteVerifyReport(&out, rep, err, false); werr != nil || !strings.HasPrefix(out.String(), "OK 5 records") {
+		t.Fatalf("report %q %v %v", out.String(), err, werr)
+	}
+	out.Reset()
+	bad := &Error{Code: CodeChainBroken, Pos: &Position{File: "seg-x", Seq: 3, Offset: 99}}
+	if werr := WriteVerifyReport(&out, VerifyReport{Code: CodeChainBroken}, bad, true); werr != nil {
+		t.Fatal(werr)
+	}
+	var js struct {
+		OK    bool
+		Code  string
+		Error string
+	}
+	if err := json.Unmarshal(out.Bytes(), &js); err != nil || js.OK || js.Code != "chain_broken" || !strings.Contains(js.Error, "seg-x seq 3 offset 99") {
+		t.Fatalf("json report %s: %v", out.String(), err)
+	}
+	out.Reset()
+	if err := WriteChanges(&out, []Change{{Seq: 2, DecisionID: "d", WasAllow: true, WasStatus: 200, NowStatus: 403}}, false); err != nil ||
+		!strings.Contains(out.String(), "allow 200") || !strings.Contains(out.String(), "deny 403") {
+		t.Fatalf("changes table %q %v", out.String(), err)
+	}
+}

@@ -1,0 +1,59 @@
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+)
+
+// WriteVerifyReport prints the outcome of Verify for people; with asJSON it
+// writes the report as one JSON object instead. err is Verify's error.
+func WriteVerifyReport(w io.Writer, rep VerifyReport, err error, asJSON bool) error {
+	if asJSON {
+		out := struct {
+			VerifyReport
+			OK    bool   `json:"ok"`
+			Error string `json:"error,omitempty"`
+		}{VerifyReport: rep, OK: err == nil}
+		if err != nil {
+			out.Error = err.Error()
+		}
+		return json.NewEncoder(w).Encode(&out)
+	}
+	if err != nil {
+		_, werr := fmt.Fprintf(w, "FAILED %s: %v\nchecked %d records in %d segments and %d checkpoints before the problem\n",
+			rep.Code, err, rep.Records, rep.Segments, rep.Checkpoints)
+		return werr
+	}
+	_, werr := fmt.Fprintf(w, "OK %d records in %d segments, %d signed checkpoints (newest covers %d records), head %s, decrypted=%v\n",
+		rep.Records, rep.Segments, rep.Checkpoints, rep.Checkpointed, rep.Head, rep.Decrypted)
+	return werr
+}
+
+// WriteChanges prints Replay's result: a table, or JSON lines with asJSON.
+func WriteChanges(w io.Writer, changes []Change, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		for i := range changes {
+			if err := enc.Encode(&changes[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tRECORDED\tDECISION\tREQUEST\tWAS\tNOW\tERROR")
+	for _, c := range changes {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Seq, c.Recorded, c.DecisionID, dash(c.RequestID),
+			verdict(c.WasAllow, c.WasStatus), verdict(c.NowAllow, c.NowStatus), dash(c.NowError))
+	}
+	return tw.Flush()
+}
+
+func verdict(allow bool, status int) string {
+	if allow {
+		return fmt.Sprintf("allow %d", status)
+	}
+	return fmt.Sprintf("deny %d", status)
+}
