@@ -132,6 +132,9 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if *once {
 		failed := 0
 		for _, l := range lines {
+			if l.method == "" {
+				continue
+			}
 			got, err := l.run()
 			mark := "ok"
 			if err != nil || got != l.want {
@@ -167,6 +170,7 @@ type demoLine struct {
 	method  string
 	path    string
 	headers map[string]string
+	absent  string // a field the response body must not carry
 }
 
 func (l demoLine) run() (int, error) {
@@ -181,8 +185,14 @@ func (l demoLine) run() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
+	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if err != nil {
+		return 0, err
+	}
+	if l.absent != "" && strings.Contains(string(body), l.absent) {
+		return resp.StatusCode, fmt.Errorf("the response still carries %q", l.absent)
+	}
 	return resp.StatusCode, nil
 }
 
@@ -196,6 +206,7 @@ func demoLines(keys *demokeys.Keys) ([]demoLine, error) {
 	if err != nil {
 		return nil, err
 	}
+	vars := map[string]string{doc: "$DOC", billing: "$BILLING"}
 	mk := func(title string, want int, method, path, token string, extra map[string]string) demoLine {
 		h := map[string]string{}
 		var b strings.Builder
@@ -205,7 +216,7 @@ func demoLines(keys *demokeys.Keys) ([]demoLine, error) {
 		}
 		if token != "" {
 			h["authorization"] = "Bearer " + token
-			fmt.Fprintf(&b, " -H 'authorization: Bearer %s'", token)
+			fmt.Fprintf(&b, " -H \"authorization: Bearer %s\"", vars[token])
 		}
 		for k, v := range extra {
 			h[k] = v
@@ -214,12 +225,15 @@ func demoLines(keys *demokeys.Keys) ([]demoLine, error) {
 		fmt.Fprintf(&b, " 'http://%s%s'", demoListen, path)
 		return demoLine{title: title, curl: b.String(), want: want, method: method, path: path, headers: h}
 	}
+	redacted := mk("allow, redacted: billing sees no telecom or address", 200, "GET", "/fhir/Patient/pat-0001", billing, nil)
+	redacted.absent = `"telecom"`
 	return []demoLine{
+		{title: "tokens (physician prac-001 with MFA; billing clerk)", curl: "export DOC=" + doc + "\nexport BILLING=" + billing},
 		mk("allow: prac-001 reads a patient on the care team", 200, "GET", "/fhir/Patient/pat-0001", doc, nil),
 		mk("deny 403: prac-001 reads a patient not on the care team", 403, "GET", "/fhir/Patient/pat-0002", doc, nil),
 		mk("deny 401: no token", 401, "GET", "/fhir/Patient/pat-0001", "", nil),
 		mk("deny 400: ambiguous path (encoded slash)", 400, "GET", "/fhir/Patient%2Fpat-0001", doc, nil),
-		mk("allow, redacted: billing sees no telecom or address", 200, "GET", "/fhir/Patient/pat-0001", billing, nil),
+		redacted,
 		mk("break-glass: prac-001 reads pat-0002 in an emergency", 200, "GET", "/fhir/Patient/pat-0002", doc,
 			map[string]string{"x-break-glass": "unconscious patient in ED"}),
 	}, nil
