@@ -247,10 +247,12 @@ func (s *Server) sendResource(w http.ResponseWriter, r *http.Request, status int
 		body, ct = renderXML(res), ContentTypeXML
 	} else {
 		var err error
-		if r.URL.Query().Get("_pretty") == "true" {
-			body, err = json.MarshalIndent(res, "", "  ")
-		} else {
-			body, err = json.Marshal(res)
+		body, err = encodeJSON(res)
+		if err == nil && r.URL.Query().Get("_pretty") == "true" {
+			var ind bytes.Buffer
+			if err = json.Indent(&ind, body, "", "  "); err == nil {
+				body = ind.Bytes()
+			}
 		}
 		if err != nil {
 			s.log.Error("encode response", zap.Error(err))
