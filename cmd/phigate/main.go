@@ -31,6 +31,7 @@ func commands() map[string]command {
 		"policy check":    {"compile a policy strictly and check its decision shape", cmdPolicyCheck},
 		"policy eval":     {"evaluate one request against a policy, optionally explained", cmdPolicyEval},
 		"demo token":      {"mint a token the demo stack trusts", cmdDemoToken},
+		"bench":           {"load-test the authorization path (phigate bench --baseline)", cmdBench},
 		"demo up":         {"start Envoy, phigate and the legacy service on loopback", cmdDemoUp},
 		"demo upstream":   {"serve the legacy FHIR service alone", cmdDemoUpstream},
 	}
