@@ -46,3 +46,21 @@ func BenchmarkAppendDurable(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEncodeDecision is the per-record CPU cost on the caller's side:
+// building the AuditEvent and encoding it with the policy input.
+func BenchmarkEncodeDecision(b *testing.B) {
+	req, d := testRequest(1, "u1", "p1"), testDecision(1, true)
+	bld := Builder{Server: "phigate"}
+	now := time.Now()
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		p, err := encodeDecision(bld.Decision(req, d, now, false), req, d)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(p)
+	}
+	b.ReportMetric(float64(n), "bytes/record")
+}

@@ -11,6 +11,10 @@ import (
 	"time"
 )
 
+// checkpointTime is RFC 3339 with a fixed nine-digit fraction, so the text
+// has one spelling per instant.
+const checkpointTime = "2006-01-02T15:04:05.000000000Z07:00"
+
 // Checkpoint is a signed statement of the log's size and head.
 type Checkpoint struct {
 	KeyID   string `json:"key_id"`
@@ -32,7 +36,7 @@ func (c *Checkpoint) SignedBytes() []byte {
 func signCheckpoint(priv ed25519.PrivateKey, size uint64, head [32]byte, segment string, offset int64, now time.Time) Checkpoint {
 	c := Checkpoint{
 		KeyID: KeyID(priv.Public().(ed25519.PublicKey)), Size: size, Head: hex.EncodeToString(head[:]),
-		Segment: segment, Offset: offset, Time: now.UTC().Format(time.RFC3339Nano),
+		Segment: segment, Offset: offset, Time: now.UTC().Format(checkpointTime),
 	}
 	c.Sig = base64.StdEncoding.EncodeToString(ed25519.Sign(priv, c.SignedBytes()))
 	return c
