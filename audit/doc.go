@@ -53,6 +53,14 @@
 // keeps each frame independently readable (Query can stop anywhere) at a cost
 // of 28 bytes a record.
 //
+// # Tools
+//
+// Verify, Query and Replay read a directory without opening it for writing,
+// so they can run beside a live phigate. WriteVerifyReport, WriteTable,
+// WriteJSON, WriteBundle and WriteChanges render their results; ExitCode
+// maps an error to a distinct process exit status per failure class
+// (chain broken, checkpoint mismatch, bad signature, truncated, decrypt).
+//
 // # Record shape decisions
 //
 // The request id is carried the BALP way, as an entity of type XrequestId
