@@ -10,9 +10,16 @@ import (
 // legacy runs the demo's legacy FHIR service on a loopback port and records
 // every request that reaches it, so tests can prove what got through.
 type legacy struct {
-	addr string
-	mu   sync.Mutex
-	seen []seenRequest
+	addr      string
+	mu        sync.Mutex
+	seen      []seenRequest
+	overrides map[string]cannedResponse
+}
+
+// cannedResponse replaces the legacy service's answer for one path, to
+// show what phigate does with bodies a real service might send.
+type cannedResponse struct {
+	contentType, encoding, body string
 }
 
 type seenRequest struct {
@@ -36,7 +43,16 @@ func startLegacy(t *testing.T) *legacy {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		l.mu.Lock()
 		l.seen = append(l.seen, seenRequest{r.Method, r.URL.RequestURI(), r.Header.Clone()})
+		canned, ok := l.overrides[r.URL.Path]
 		l.mu.Unlock()
+		if ok {
+			w.Header().Set("content-type", canned.contentType)
+			if canned.encoding != "" {
+				w.Header().Set("content-encoding", canned.encoding)
+			}
+			_, _ = w.Write([]byte(canned.body))
+			return
+		}
 		h.ServeHTTP(w, r)
 	})}
 	go func() { _ = srv.Serve(ln) }()
@@ -54,4 +70,17 @@ func (l *legacy) requests() []seenRequest {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]seenRequest(nil), l.seen...)
+}
+
+func (l *legacy) override(path, contentType, body string) {
+	l.overrideEncoded(path, contentType, "", body)
+}
+
+func (l *legacy) overrideEncoded(path, contentType, encoding, body string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.overrides == nil {
+		l.overrides = map[string]cannedResponse{}
+	}
+	l.overrides[path] = cannedResponse{contentType, encoding, body}
 }
