@@ -155,7 +155,8 @@ func TestEncryptionAtRest(t *testing.T) {
 	}
 	for _, name := range segNames(t, cfg.Dir) {
 		data, _ := os.ReadFile(filepath.Join(cfg.Dir, name))
-		for _, leak := range []string{"Patient/p1", "u1", "AuditEvent"} {
+		// Markers long enough that random ciphertext cannot contain them by chance.
+		for _, leak := range []string{"Patient/p1", "Practitioner/u1", "AuditEvent", "role_not_permitted"} {
 			if bytes.Contains(data, []byte(leak)) {
 				t.Fatalf("%s holds %q in clear", name, leak)
 			}
