@@ -301,7 +301,7 @@ func (p *parser) object(depth int) (bool, error) {
 		p.pos++
 		return false, nil
 	}
-	res := false
+	res, own := false, false
 	for {
 		p.skipWS()
 		if p.pos >= len(p.buf) || p.buf[p.pos] != '"' {
@@ -312,10 +312,14 @@ func (p *parser) object(depth int) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if k := p.buf[ks:p.pos]; esc {
-			res = res || string(decodeString(k)) == "resourceType"
-		} else {
-			res = res || string(k) == `"resourceType"`
+		k := p.buf[ks:p.pos]
+		if (esc && string(decodeString(k)) == "resourceType") || (!esc && string(k) == `"resourceType"`) {
+			// Parsers disagree on which duplicate wins; a resource whose
+			// type depends on the reader cannot be filtered safely.
+			if own {
+				return false, p.fail("duplicate resourceType")
+			}
+			own, res = true, true
 		}
 		p.skipWS()
 		if p.pos >= len(p.buf) || p.buf[p.pos] != ':' {
@@ -622,7 +626,7 @@ func hexVal(h []byte) int {
 
 // str returns the decoded content of a string node.
 func (n *node) str() string {
-	if n.kind != kStr {
+	if n == nil || n.kind != kStr {
 		return ""
 	}
 	if n.esc {
