@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -84,6 +85,17 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			JWKSFile: keys.JWKSPath()},
 	}
 	cfg.Audit.Dir = filepath.Join(*dir, "audit")
+	tokenKey := filepath.Join(*dir, "token-demo-1.key")
+	if _, err := os.Stat(tokenKey); err != nil {
+		secret := make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return fail(err)
+		}
+		if err := os.WriteFile(tokenKey, secret, 0o600); err != nil {
+			return fail(err)
+		}
+	}
+	cfg.Filters.TokenKeys = map[string]string{"demo-1": tokenKey}
 	if err := cfg.Validate(); err != nil {
 		return fail(err)
 	}

@@ -20,7 +20,7 @@
 //     Observations and Encounters.
 //   - Organizations: "org-001" … "org-003"; patient n is managed by
 //     org-((n-1)%3+1), practitioner K belongs to org-((K-1)%3+1).
-//   - RelatedPerson: every patient with n % 10 == 1 (pat-0001, pat-0011, …)
+//   - RelatedPerson: every patient with n % 10 == 0 (pat-0010, pat-0020, …)
 //     has one RelatedPerson "rp-NNNN" (same number as the patient) whose
 //     patient is that patient (HasRelatedPerson, RelatedPersonID).
 //   - Observations per patient: four vital signs "obs-pat-NNNN-01" … "-04"

@@ -103,7 +103,7 @@ func PatientsOf(k, patients, practitioners int) []string {
 }
 
 // HasRelatedPerson reports whether patient n has a RelatedPerson.
-func HasRelatedPerson(n int) bool { return n%10 == 1 }
+func HasRelatedPerson(n int) bool { return n%10 == 0 }
 
 // Labels lists the sensitivity labels of patient n's labelled Observations,
 // in the order PSY, ETH, HIV, SDV.

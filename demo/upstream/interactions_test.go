@@ -29,8 +29,8 @@ func TestIncludeRevinclude(t *testing.T) {
 			[]string{"Patient/pat-0001"}, []string{"Observation/obs-pat-0001-psy", "Observation/obs-pat-0001-01"}, []string{"Observation/obs-pat-0002-01"}},
 		{"revinclude care teams of a practitioner", "/fhir/Practitioner?_id=prac-001&_revinclude=CareTeam:participant",
 			[]string{"Practitioner/prac-001"}, []string{"CareTeam/ct-pat-0001", "CareTeam/ct-pat-1141"}, []string{"CareTeam/ct-pat-0002"}},
-		{"revinclude related person", "/fhir/Patient?_id=pat-0011&_revinclude=RelatedPerson:patient",
-			[]string{"Patient/pat-0011"}, []string{"RelatedPerson/rp-0011"}, nil},
+		{"revinclude related person", "/fhir/Patient?_id=pat-0010&_revinclude=RelatedPerson:patient",
+			[]string{"Patient/pat-0010"}, []string{"RelatedPerson/rp-0010"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -72,7 +72,7 @@ func TestEverything(t *testing.T) {
 	}{
 		{"all of pat-0001", "/fhir/Patient/pat-0001/$everything", 200,
 			[]string{"Patient/pat-0001", "Observation/obs-pat-0001-psy", "Condition/cond-pat-0001-psy", "Encounter/enc-pat-0001-1",
-				"CareTeam/ct-pat-0001", "RelatedPerson/rp-0001", "Practitioner/prac-001", "Organization/org-001"},
+				"CareTeam/ct-pat-0001", "Practitioner/prac-001", "Organization/org-001"},
 			[]string{"Patient/pat-0002", "Observation/obs-pat-0002-01", "Patient/pat-0061"}},
 		{"_type filter", "/fhir/Patient/pat-0001/$everything?_type=Condition", 200,
 			[]string{"Patient/pat-0001", "Condition/cond-pat-0001-psy"}, []string{"Observation/obs-pat-0001-psy", "Practitioner/prac-001"}},

@@ -30,7 +30,7 @@ func TestRead(t *testing.T) {
 		{"patch not allowed", "PATCH", "/fhir/Patient/pat-0001", 405, "OperationOutcome", ""},
 		{"metadata", "GET", "/fhir/metadata", 200, "CapabilityStatement", ""},
 		{"practitioner", "GET", "/fhir/Practitioner/prac-060", 200, "Practitioner", "prac-060"},
-		{"related person", "GET", "/fhir/RelatedPerson/rp-0011", 200, "RelatedPerson", "rp-0011"},
+		{"related person", "GET", "/fhir/RelatedPerson/rp-0010", 200, "RelatedPerson", "rp-0010"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
