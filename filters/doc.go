@@ -2,4 +2,19 @@
 // client: FHIR R4 JSON (single resources and Bundles) and HL7 v2 messages.
 // It receives the directives a decision carried and applies them; it never
 // decides who may see what.
+//
+// The ext_proc adapter builds one Engine at start-up (NewEngine with the
+// tokenization keys) and calls Apply per buffered response body with the
+// decision's Plan. Every error means fail closed: no byte of the original
+// body reaches the client. Result.Forbidden means the body is a single
+// resource the caller may not see and the answer must be 403.
+//
+// FHIR JSON is never decoded into map[string]any: a validating scanner
+// indexes the body in one pass, resources are expanded only where a
+// directive or a check looks, and untouched spans are copied verbatim (see
+// jsontree.go). Every resource a directive changed loses its narrative and
+// gains meta.security REDACTED; Bundle entries outside the grant or with a
+// non-permitted sensitivity label are withheld and explained by an
+// OperationOutcome (issue code suppressed) that names no patient and no
+// count.
 package filters
