@@ -16,6 +16,7 @@ type Authorizer struct {
 	parser    Parser
 	evaluator Evaluator
 	recorder  Recorder
+	grants    GrantStore
 	services  ServiceAccounts
 	log       *zap.Logger
 	now       func() time.Time
@@ -28,6 +29,9 @@ type Options struct {
 	Parser    Parser
 	Evaluator Evaluator
 	Recorder  Recorder
+	// Grants keeps break-glass grants between requests; nil means a grant
+	// lasts for the one request that declared the emergency.
+	Grants GrantStore
 	// ServiceAccounts are the mTLS principals accepted as callers when a
 	// request carries no bearer token. Validate it before use.
 	ServiceAccounts ServiceAccounts
@@ -44,7 +48,7 @@ func NewAuthorizer(o Options) *Authorizer {
 		o.Now = time.Now
 	}
 	return &Authorizer{verifier: o.Verifier, parser: o.Parser, evaluator: o.Evaluator,
-		recorder: o.Recorder, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
+		recorder: o.Recorder, grants: o.Grants, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
 }
 
 // Authorize decides one request. It always returns a Decision; when any step
@@ -93,6 +97,7 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 	if req.Identity.Scopes == nil {
 		req.Identity.Scopes = []Scope{}
 	}
+	a.loadGrants(ctx, req)
 	d, err := a.evaluator.Evaluate(ctx, req)
 	if err != nil {
 		return req, a.finish(ctx, req, deny(&Error{Code: CodePolicy, Err: err})), err
@@ -103,7 +108,42 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 		err = &Error{Code: CodeCanceled, Err: cerr}
 		return req, a.finish(ctx, req, deny(err)), err
 	}
-	return req, a.finish(ctx, req, d), nil
+	d = a.finish(ctx, req, d)
+	a.storeGrant(ctx, req, &d)
+	return req, d, nil
+}
+
+// loadGrants puts the caller's active break-glass grants into the input. A
+// store that cannot answer leaves none: the caller gets less, never more.
+func (a *Authorizer) loadGrants(ctx context.Context, req *Request) {
+	if a.grants == nil || !req.Identity.Authenticated || req.Identity.Subject == "" {
+		return
+	}
+	gs, err := a.grants.Active(ctx, req.Identity.Subject, req.Time)
+	if err != nil {
+		a.log.Warn("break-glass grant lookup failed; evaluating without grants", zap.Error(err))
+		return
+	}
+	if gs != nil {
+		req.BreakGlass.Grants = gs
+	}
+}
+
+// storeGrant keeps a new emergency grant: the request declared break-glass,
+// the policy granted it, and it concerns exactly one patient.
+func (a *Authorizer) storeGrant(ctx context.Context, req *Request, d *Decision) {
+	if a.grants == nil || !d.Allow || !d.BreakGlass.Active || !req.BreakGlass.Requested || len(req.FHIR.Patients) != 1 {
+		return
+	}
+	exp, err := time.Parse(time.RFC3339Nano, d.BreakGlass.Expires)
+	if err != nil || !exp.After(req.Time) {
+		return
+	}
+	g := Grant{Patient: req.FHIR.Patients[0], Reason: d.BreakGlass.Reason, ExpiresNS: exp.UnixNano()}
+	if err := a.grants.Put(ctx, req.Identity.Subject, g); err != nil {
+		a.log.Warn("break-glass grant not kept; later requests must declare it again",
+			zap.String("decision_id", d.ID), zap.Error(err))
+	}
 }
 
 // finish assigns the decision id and writes the audit record. A record that

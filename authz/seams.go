@@ -1,6 +1,9 @@
 package authz
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Verifier turns a bearer token into a verified Identity. An invalid token is
 // an error whose Code (see Error) says why, in a word safe to log.
@@ -24,4 +27,12 @@ type Recorder interface {
 // proxy saw. Anything ambiguous is an error with CodeAmbiguous.
 type Parser interface {
 	Parse(in *CheckInput) (*Request, error)
+}
+
+// GrantStore keeps break-glass grants between requests: a grant, once
+// given, covers later requests of the same subject for the same patient
+// until it expires. Implementations must drop expired grants.
+type GrantStore interface {
+	Active(ctx context.Context, subject string, now time.Time) ([]Grant, error)
+	Put(ctx context.Context, subject string, g Grant) error
 }

@@ -18,15 +18,15 @@ import (
 // Config is phigate.yaml. Every section validates itself and names the bad
 // field in its error.
 type Config struct {
-	Listen   ListenConfig        `yaml:"listen"`
-	Log      LogConfig           `yaml:"log"`
-	JWT      authz.JWTConfig     `yaml:"jwt"`
-	Services map[string][]string `yaml:"service_accounts"` // mTLS principal → roles
-	Request  authz.RequestConfig `yaml:"request"`
-	Policy   policy.Config       `yaml:"policy"`
-	Filters  FiltersConfig       `yaml:"filters"`
-	Audit    audit.Config        `yaml:"audit"`
-	Shutdown ShutdownConfig      `yaml:"shutdown"`
+	Listen   ListenConfig          `yaml:"listen"`
+	Log      LogConfig             `yaml:"log"`
+	JWT      authz.JWTConfig       `yaml:"jwt"`
+	Services authz.ServiceAccounts `yaml:"service_accounts"` // mTLS principal → roles
+	Request  authz.RequestConfig   `yaml:"request"`
+	Policy   policy.Config         `yaml:"policy"`
+	Filters  FiltersConfig         `yaml:"filters"`
+	Audit    audit.Config          `yaml:"audit"`
+	Shutdown ShutdownConfig        `yaml:"shutdown"`
 }
 
 // ListenConfig names phigate's listeners.
@@ -124,10 +124,8 @@ func (c *Config) Validate() error {
 	if err := c.JWT.Validate(); err != nil {
 		return err
 	}
-	for p, roles := range c.Services {
-		if p == "" || len(roles) == 0 {
-			return fmt.Errorf("service_accounts[%q]: a principal needs at least one role", p)
-		}
+	if err := c.Services.Validate(); err != nil {
+		return err
 	}
 	if c.Request.Base == "" {
 		c.Request.Base = "/fhir"

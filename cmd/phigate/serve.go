@@ -30,6 +30,7 @@ import (
 	"github.com/phigate/phigate/envoy"
 	"github.com/phigate/phigate/filters"
 	"github.com/phigate/phigate/policy"
+	"github.com/phigate/phigate/store"
 )
 
 // server is one running phigate: both gRPC services, the admin listener
@@ -100,11 +101,13 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 		return nil, err
 	}
 	az := authz.NewAuthorizer(authz.Options{
-		Verifier:  s.verifier,
-		Parser:    parser,
-		Evaluator: s.engine,
-		Recorder:  trail,
-		Logger:    log.Named("authz"),
+		Verifier:        s.verifier,
+		Parser:          parser,
+		Evaluator:       s.engine,
+		Recorder:        trail,
+		Grants:          store.NewMemory(0),
+		ServiceAccounts: cfg.Services,
+		Logger:          log.Named("authz"),
 	})
 	authSrv, err := envoy.NewAuthServer(az, log.Named("ext_authz"), reg)
 	if err != nil {
