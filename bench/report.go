@@ -50,13 +50,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if len(r.Ratios) > 0 {
 		fmt.Fprintf(ew, "\n%s ÷ %s\n", r.Targets[0].Name, r.Targets[1].Name)
 		tw = tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "%s\tthroughput\tp50\tp99\tp99.9\t\n", step)
+		fmt.Fprintf(tw, "%s\tthroughput\tp50\tp99\tp99.9\tadded p50 ms\tadded p99 ms\tadded p99.9 ms\t\n", step)
 		for _, x := range r.Ratios {
 			lbl := fmt.Sprintf("%g", x.Rate)
 			if r.Config.Mode == Closed {
 				lbl = fmt.Sprintf("%d", x.Concurrency)
 			}
-			fmt.Fprintf(tw, "%s\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", lbl, x.Throughput, x.P50, x.P99, x.P999)
+			fmt.Fprintf(tw, "%s\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%+.3f\t%+.3f\t%+.3f\t\n", lbl, x.Throughput, x.P50, x.P99, x.P999,
+				x.AddedP50, x.AddedP99, x.AddedP999)
 		}
 		_ = tw.Flush()
 	}

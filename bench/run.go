@@ -49,6 +49,13 @@ type Ratio struct {
 	P50         float64 `json:"p50"`
 	P99         float64 `json:"p99"`
 	P999        float64 `json:"p999"`
+	// Added is target minus reference in milliseconds: with Envoy and phigate
+	// as the target and the same Envoy without phigate as the reference, what
+	// phigate's filters add to each percentile. A ratio alone hides that a
+	// 3x slower p50 may be 0.4 ms.
+	AddedP50  float64 `json:"added_p50_ms"`
+	AddedP99  float64 `json:"added_p99_ms"`
+	AddedP999 float64 `json:"added_p999_ms"`
 }
 
 // Saturation is the best closed-loop throughput of each target.
@@ -247,6 +254,9 @@ func (r *Report) computeRatios() {
 			P50:        div(a.Latency.P50, b.Latency.P50),
 			P99:        div(a.Latency.P99, b.Latency.P99),
 			P999:       div(a.Latency.P999, b.Latency.P999),
+			AddedP50:   a.Latency.P50 - b.Latency.P50,
+			AddedP99:   a.Latency.P99 - b.Latency.P99,
+			AddedP999:  a.Latency.P999 - b.Latency.P999,
 		})
 	}
 	if r.Config.Mode == Closed {

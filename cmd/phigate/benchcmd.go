@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -15,14 +19,21 @@ import (
 
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/bench"
+	"github.com/phigate/phigate/policy"
+	regolib "github.com/phigate/phigate/rego"
 )
 
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flags("bench", stderr)
 	var cfg bench.Config
+	var o benchOptions
 	fs.StringVar(&cfg.Target, "target", "", "ext_authz address (host:port or unix:///path), or an http:// URL for the end-to-end mode; empty starts phigate in-process")
 	fs.StringVar(&cfg.Compare, "compare", "", "a second target of the same kind, measured in the same run (e.g. Envoy without phigate)")
 	fs.BoolVar(&cfg.Baseline, "baseline", false, "also run the same load against a built-in no-op ext_authz server")
+	fs.BoolVar(&o.envoy, "envoy", false, "end to end: start the legacy service, phigate and two Envoys (with and without phigate's filters) and compare them in one run")
+	fs.IntVar(&o.careTeams, "care-teams", 0, "load a generated policy whose data holds this many practitioner→patient care-team pairs (0: the shipped data)")
+	fs.IntVar(&o.teamSize, "team-size", 50, "with --care-teams: patients per practitioner")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process (generator and in-process phigate) to this file")
 	mode := fs.String("mode", "open", "open (constant rates, coordinated-omission corrected) or closed (fixed concurrency)")
 	rates := fs.String("rates", "500,1000,2000", "open loop: requests per second per step")
 	conc := fs.String("concurrency", "1,4,16,64", "closed loop: concurrency per step")
@@ -45,6 +56,10 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "phigate bench: --concurrency:", err)
 		return 2
 	}
+	if err := o.validate(cfg); err != nil {
+		fmt.Fprintln(stderr, "phigate bench:", err)
+		return 2
+	}
 	if *smoke {
 		return benchSmoke(ctx, stdout, stderr)
 	}
@@ -52,7 +67,20 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "phigate bench:", err)
 		return 1
 	}
-	rep, err := runBench(ctx, cfg, *out, stderr)
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "phigate bench: --cpuprofile:", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "phigate bench: --cpuprofile:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	rep, err := runBench(ctx, cfg, o, *out, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate bench:", err)
 		return 1
@@ -64,9 +92,36 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return 0
 }
 
-// runBench runs one configuration; with no target it starts phigate
-// in-process, trusting the bench's signing key.
-func runBench(ctx context.Context, cfg bench.Config, dir string, progress io.Writer) (*bench.Report, error) {
+// benchOptions are what `phigate bench` sets up around the load generator:
+// which targets it starts itself and with what policy data.
+type benchOptions struct {
+	envoy      bool
+	careTeams  int
+	teamSize   int
+	cpuProfile string
+}
+
+// validate names the bad flag; the generator's own settings are checked by
+// bench.Config.Validate.
+func (o benchOptions) validate(cfg bench.Config) error {
+	if o.envoy && (cfg.Target != "" || cfg.Compare != "" || cfg.Baseline) {
+		return errors.New("--envoy: starts its own targets; drop --target, --compare and --baseline")
+	}
+	if o.careTeams != 0 && cfg.Target != "" {
+		return errors.New("--care-teams: the generated policy is loaded by the in-process phigate; drop --target")
+	}
+	if o.careTeams < 0 || o.careTeams > 10_000_000 {
+		return fmt.Errorf("--care-teams: must be in [0, 10000000], got %d", o.careTeams)
+	}
+	if o.teamSize < 1 || o.teamSize > 100_000 {
+		return fmt.Errorf("--team-size: must be in [1, 100000], got %d", o.teamSize)
+	}
+	return nil
+}
+
+// benchIdentity fills the bench's token settings so the target and the
+// generator agree on key, issuer and audience.
+func benchIdentity(cfg *bench.Config, dir string) {
 	cfg.KeyFile = filepath.Join(dir, "bench.jwk")
 	cfg.JWKSFile = filepath.Join(dir, "bench-jwks.json")
 	if cfg.Issuer == "" {
@@ -75,43 +130,167 @@ func runBench(ctx context.Context, cfg bench.Config, dir string, progress io.Wri
 	if cfg.Audience == "" {
 		cfg.Audience = "phigate"
 	}
+}
+
+// runBench runs one configuration; with no target it starts phigate
+// in-process, trusting the bench's signing key.
+func runBench(ctx context.Context, cfg bench.Config, o benchOptions, dir string, progress io.Writer) (*bench.Report, error) {
+	benchIdentity(&cfg, dir)
+	if o.envoy {
+		return runBenchEnvoy(ctx, cfg, o, dir, progress)
+	}
 	if strings.HasPrefix(cfg.Target, "http://") || strings.HasPrefix(cfg.Target, "https://") {
 		if err := cfg.Validate(); err != nil {
 			return nil, err
 		}
 		return bench.RunHTTP(ctx, cfg, progress)
 	}
+	var notes []string
 	if cfg.Target == "" {
-		signer, err := bench.NewSigner(cfg.KeyFile, cfg.Issuer, cfg.Audience)
+		ph, err := startBenchPhigate(ctx, cfg, o, dir)
 		if err != nil {
 			return nil, err
 		}
-		if err := signer.WriteJWKS(cfg.JWKSFile); err != nil {
-			return nil, err
-		}
-		pc := &Config{
-			Listen: ListenConfig{GRPC: "127.0.0.1:0", Admin: "127.0.0.1:0"},
-			JWT:    authz.JWTConfig{Issuer: cfg.Issuer, Audiences: []string{cfg.Audience}, JWKSFile: cfg.JWKSFile},
-		}
-		pc.Audit.Dir = filepath.Join(dir, "audit")
-		if err := pc.Validate(); err != nil {
-			return nil, err
-		}
-		sctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		srv, err := newServer(sctx, pc, zap.NewNop())
-		if err != nil {
-			return nil, err
-		}
-		done := make(chan error, 1)
-		go func() { done <- srv.run(sctx) }()
-		defer func() { cancel(); <-done }()
-		cfg.Target, cfg.TargetName, cfg.PID = srv.GRPCAddr, "phigate", os.Getpid()
+		defer ph.stop()
+		cfg.Target, cfg.TargetName, cfg.PID = ph.addr, "phigate", os.Getpid()
+		notes = append(ph.notes, "phigate runs inside the bench process: its pid is the generator's, so CPU and RSS include the generator's own (request pool, histograms, goroutines)")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return bench.Run(ctx, cfg, progress)
+	rep, err := bench.Run(ctx, cfg, progress)
+	if err != nil {
+		return nil, err
+	}
+	rep.Notes = append(rep.Notes, notes...)
+	return rep, nil
+}
+
+// benchPhigate is phigate started inside the bench process.
+type benchPhigate struct {
+	addr  string
+	notes []string
+	stop  func()
+}
+
+// startBenchPhigate starts phigate in-process on loopback, trusting the
+// bench's signing key, with a tokenization key for the policy's
+// tokenize directives and, when asked, the generated care-team data.
+func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, dir string) (*benchPhigate, error) {
+	signer, err := bench.NewSigner(cfg.KeyFile, cfg.Issuer, cfg.Audience)
+	if err != nil {
+		return nil, err
+	}
+	if err := signer.WriteJWKS(cfg.JWKSFile); err != nil {
+		return nil, err
+	}
+	pc := &Config{
+		Listen: ListenConfig{GRPC: "127.0.0.1:0", Admin: "127.0.0.1:0"},
+		Log:    LogConfig{Level: "error"},
+		JWT:    authz.JWTConfig{Issuer: cfg.Issuer, Audiences: []string{cfg.Audience}, JWKSFile: cfg.JWKSFile},
+	}
+	pc.Audit.Dir = filepath.Join(dir, "audit")
+	tokenKey := filepath.Join(dir, "token-demo-1.key")
+	if _, err := os.Stat(tokenKey); err != nil {
+		secret := make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(tokenKey, secret, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	pc.Filters.TokenKeys = map[string]string{"demo-1": tokenKey}
+	ph := &benchPhigate{}
+	if o.careTeams > 0 {
+		pdir := filepath.Join(dir, "policy-care-teams")
+		pairs, err := writeCareTeamPolicy(pdir, o.careTeams, o.teamSize)
+		if err != nil {
+			return nil, fmt.Errorf("--care-teams: %w", err)
+		}
+		pc.Policy.Source = policy.Source{Dir: pdir}
+		ph.notes = append(ph.notes, fmt.Sprintf("policy: the shipped library with %d care-team pairs (%d per practitioner) from %s", pairs, o.teamSize, pdir))
+	}
+	if err := pc.Validate(); err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	srv, err := newServer(sctx, pc, zap.NewNop())
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.run(sctx) }()
+	ph.addr = srv.GRPCAddr
+	ph.stop = func() { cancel(); <-done }
+	return ph, nil
+}
+
+// writeCareTeamPolicy writes the shipped policy library into dir with its
+// data.json's care_teams grown to exactly pairs practitioner→patient pairs.
+// The demo population's pairs are kept, so the bench's requests get the same
+// decisions; every practitioner, the bench's callers included, is topped up
+// to teamSize patients with synthetic ones (pat-1201 and up), because the
+// policy looks a patient up in the caller's list and a short list would
+// flatter it. It returns the number of pairs written.
+func writeCareTeamPolicy(dir string, pairs, teamSize int) (int, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	var data map[string]any
+	err := fs.WalkDir(regolib.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := regolib.FS.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if path == "data.json" {
+			return json.Unmarshal(b, &data)
+		}
+		return os.WriteFile(filepath.Join(dir, filepath.FromSlash(path)), b, 0o644)
+	})
+	if err != nil {
+		return 0, err
+	}
+	ph, _ := data["phigate"].(map[string]any)
+	if ph == nil {
+		return 0, errors.New("the shipped data.json has no phigate object")
+	}
+	teams := map[string][]string{}
+	total := 0
+	if old, ok := ph["care_teams"].(map[string]any); ok {
+		for who, v := range old {
+			list, _ := v.([]any)
+			for _, p := range list {
+				if s, ok := p.(string); ok {
+					teams[who] = append(teams[who], s)
+					total++
+				}
+			}
+		}
+	}
+	if pairs < total {
+		return 0, fmt.Errorf("must be at least the %d pairs the shipped data already holds, got %d", total, pairs)
+	}
+	synthetic := max(teamSize, pairs/2) // each synthetic patient is on about two teams
+	next := 0
+	for k := 1; total < pairs; k++ {
+		who := "Practitioner/" + bench.PractitionerID(k)
+		for len(teams[who]) < teamSize && total < pairs {
+			teams[who] = append(teams[who], bench.PatientID(bench.Patients+1+next%synthetic))
+			next++
+			total++
+		}
+	}
+	ph["care_teams"] = teams
+	b, err := json.Marshal(data)
+	if err != nil {
+		return 0, err
+	}
+	return total, os.WriteFile(filepath.Join(dir, "data.json"), b, 0o644)
 }
 
 func writeReports(rep *bench.Report, dir string, stdout io.Writer) error {
@@ -149,7 +328,7 @@ func benchSmoke(ctx context.Context, stdout, stderr io.Writer) int {
 		{Mode: bench.Closed, Concurrency: []int{2}, Baseline: true},
 	} {
 		cfg.Step, cfg.Warmup, cfg.Scenario, cfg.Seed, cfg.MaxDuration = time.Second, 200*time.Millisecond, "mixed", 1, time.Minute
-		rep, err := runBench(ctx, cfg, dir, io.Discard)
+		rep, err := runBench(ctx, cfg, benchOptions{teamSize: 50}, dir, io.Discard)
 		if err == nil {
 			err = writeReports(rep, dir, stdout)
 		}
