@@ -14,6 +14,9 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/policy"
 )
 
 // command is one subcommand. run returns the process exit code.
@@ -34,6 +37,9 @@ func commands() map[string]command {
 		"bench":           {"load-test the authorization path (phigate bench --baseline)", cmdBench},
 		"demo up":         {"start Envoy, phigate and the legacy service on loopback", cmdDemoUp},
 		"demo upstream":   {"serve the legacy FHIR service alone", cmdDemoUpstream},
+		"audit verify":    {"verify the audit trail's hash chain and signed checkpoints", cmdAuditVerify},
+		"audit query":     {"list audit records (who accessed a patient, denials, break-glass)", cmdAuditQuery},
+		"audit replay":    {"re-evaluate recorded decisions under another policy, list changes", cmdAuditReplay},
 	}
 }
 
@@ -133,7 +139,9 @@ func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	return 0
 }
 
-func cmdConfigCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
+// cmdConfigCheck validates a file as serve would start with it: every field,
+// the policy compiled and shape-checked, and the JWKS readable.
+func cmdConfigCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flags("config check", stderr)
 	if code, ok := parse(fs, args); !ok {
 		return code
@@ -142,10 +150,24 @@ func cmdConfigCheck(_ context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "usage: phigate config check <phigate.yaml>")
 		return 2
 	}
-	if _, err := LoadConfig(fs.Arg(0)); err != nil {
+	cfg, err := LoadConfig(fs.Arg(0))
+	if err != nil {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: ok\n", fs.Arg(0))
+	cfg.Policy.ReloadInterval = 0
+	engine, err := policy.NewEngine(ctx, cfg.Policy, nil, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	defer engine.Close()
+	verifier, err := authz.NewJWTVerifier(ctx, cfg.JWT, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	}
+	_ = verifier.Close()
+	fmt.Fprintf(stdout, "%s: ok (policy revision %s)\n", fs.Arg(0), engine.Status().Revision)
 	return 0
 }

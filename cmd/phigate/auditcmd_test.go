@@ -1,0 +1,422 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/phigate/phigate/audit"
+	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/demo/demokeys"
+	"github.com/phigate/phigate/policy"
+)
+
+// trailFixture is an audit trail written by a real audit.Log from decisions
+// of the real Authorizer and the shipped policy.
+type trailFixture struct {
+	dir       string
+	encKey    []byte // nil when records are not sealed
+	decisions map[string]authz.Decision
+	bgID      string // the break-glass decision
+}
+
+type trailCall struct {
+	name    string
+	method  string
+	path    string
+	spec    *demokeys.TokenSpec
+	headers map[string]string
+}
+
+func breakGlassSpec() *demokeys.TokenSpec {
+	s := physician(1)
+	s.AMR = []string{"pwd", "otp"}
+	return &s
+}
+
+func ptrSpec(s demokeys.TokenSpec) *demokeys.TokenSpec { return &s }
+
+var trailCalls = []trailCall{
+	{name: "allowed read", method: "GET", path: "/fhir/Patient/pat-0001", spec: ptrSpec(physician(1))},
+	{name: "outside care team", method: "GET", path: "/fhir/Patient/pat-0002", spec: ptrSpec(physician(1))},
+	{name: "no token", method: "GET", path: "/fhir/Patient/pat-0001"},
+	{name: "break glass", method: "GET", path: "/fhir/Patient/pat-0002", spec: breakGlassSpec(),
+		headers: map[string]string{"x-break-glass": "cardiac arrest in ED"}},
+	{name: "other physician read", method: "GET", path: "/fhir/Patient/pat-0061", spec: ptrSpec(physician(2))},
+	{name: "search", method: "GET", path: "/fhir/Observation?patient=pat-0001", spec: ptrSpec(physician(1))},
+}
+
+// writeTrail authorizes trailCalls through a real Authorizer whose
+// Recorder is a real audit.Log in a fresh directory, then closes the log.
+func writeTrail(t *testing.T, encrypted bool) *trailFixture {
+	t.Helper()
+	ctx := t.Context()
+	keys, err := demokeys.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx := &trailFixture{dir: filepath.Join(t.TempDir(), "audit"), decisions: map[string]authz.Decision{}}
+	cfg := audit.Config{Dir: fx.dir, CheckpointEvery: 4}
+	if encrypted {
+		fx.encKey = bytes.Repeat([]byte{0x42}, 32)
+		p := filepath.Join(t.TempDir(), "audit.key")
+		if err := os.WriteFile(p, []byte(hex.EncodeToString(fx.encKey)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg.EncryptionKeyFile = p
+	}
+	trail, err := audit.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jc := authz.JWTConfig{Issuer: demokeys.DefaultIssuer, Audiences: []string{demokeys.DefaultAudience}, JWKSFile: keys.JWKSPath()}
+	if err := jc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := authz.NewJWTVerifier(ctx, jc, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = verifier.Close() }()
+	rc := authz.RequestConfig{Base: "/fhir"}
+	if err := rc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	parser, err := authz.NewRequestParser(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := policy.NewEngine(ctx, policy.Config{}, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	az := authz.NewAuthorizer(authz.Options{Verifier: verifier, Parser: parser, Evaluator: engine, Recorder: trail})
+	for i, c := range trailCalls {
+		h := map[string]string{":method": c.method, ":path": c.path, "x-request-id": "req-" + c.name}
+		if c.spec != nil {
+			tok, err := keys.Mint(*c.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h["authorization"] = "Bearer " + tok
+		}
+		for k, v := range c.headers {
+			h[k] = v
+		}
+		_, d, _ := az.Authorize(ctx, &authz.CheckInput{ID: "req-" + c.name, Method: c.method, Path: c.path,
+			Headers: h, Source: authz.Peer{Address: "127.0.0.1:4000"}, Received: time.Now()})
+		if d.ID == "" {
+			t.Fatalf("call %d (%s): decision without id", i, c.name)
+		}
+		fx.decisions[c.name] = d
+		if c.name == "break glass" {
+			fx.bgID = d.ID
+		}
+	}
+	if err := trail.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Sanity: the calls decided as the fixture's names say.
+	for name, wantAllow := range map[string]bool{"allowed read": true, "outside care team": false, "no token": false, "break glass": true} {
+		if got := fx.decisions[name]; got.Allow != wantAllow {
+			t.Fatalf("fixture call %q: allow = %v (status %d, reason %s), want %v", name, got.Allow, got.Status, got.Reason, wantAllow)
+		}
+	}
+	if !fx.decisions["break glass"].BreakGlass.Active {
+		t.Fatal("fixture break-glass call did not activate an override")
+	}
+	return fx
+}
+
+// runCmd runs one command function with captured output.
+func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = dispatch(t.Context(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestAuditCommandFlagErrors(t *testing.T) {
+	fx := writeTrail(t, false)
+	cases := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{"verify without dir", []string{"audit", "verify"}, 2, "usage: phigate audit verify"},
+		{"verify with two dirs", []string{"audit", "verify", fx.dir, fx.dir}, 2, "usage:"},
+		{"verify unknown flag", []string{"audit", "verify", fx.dir, "--nope"}, 2, "flag provided but not defined"},
+		{"verify both key sources", []string{"audit", "verify", fx.dir, "--encryption-key-file", "x", "--encryption-key-env", "Y"}, audit.ExitConfig, "mutually exclusive"},
+		{"verify key env unset", []string{"audit", "verify", fx.dir, "--encryption-key-env", "PHIGATE_TEST_UNSET_KEY"}, audit.ExitConfig, "PHIGATE_TEST_UNSET_KEY is not set"},
+		{"verify missing public key", []string{"audit", "verify", fx.dir, "--key", filepath.Join(fx.dir, "nope.pub")}, audit.ExitIO, "nope.pub"},
+		{"query bad outcome", []string{"audit", "query", fx.dir, "--outcome", "maybe"}, 2, "--outcome"},
+		{"query bad since", []string{"audit", "query", fx.dir, "--since", "yesterday"}, 2, "--since"},
+		{"query negative duration", []string{"audit", "query", fx.dir, "--since", "-5m"}, 2, "--since"},
+		{"query until before since", []string{"audit", "query", fx.dir, "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"}, 2, "--until"},
+		{"query json and bundle", []string{"audit", "query", fx.dir, "--json", "--bundle"}, 2, "mutually exclusive"},
+		{"query bad kind", []string{"audit", "query", fx.dir, "--kind", "other"}, 2, "--kind"},
+		{"query missing dir", []string{"audit", "query", "--patient", "pat-0001"}, 2, "usage: phigate audit query"},
+		{"replay without policy", []string{"audit", "replay", fx.dir}, 2, "--policy is required"},
+		{"replay with deny filter", []string{"audit", "replay", fx.dir, "--policy", "x", "--outcome", "deny"}, 2, "do not apply to replay"},
+		{"replay with unloadable policy", []string{"audit", "replay", fx.dir, "--policy", filepath.Join(t.TempDir(), "missing")}, 1, "phigate audit replay:"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCmd(t, tc.args...)
+			if code != tc.wantCode {
+				t.Fatalf("exit = %d, want %d; stdout %q stderr %q", code, tc.wantCode, stdout, stderr)
+			}
+			// verify reports its own failures on stdout, in the report.
+			if !strings.Contains(stderr+stdout, tc.wantErr) {
+				t.Errorf("output %q %q does not contain %q", stdout, stderr, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestAuditVerifyCommand(t *testing.T) {
+	plain := writeTrail(t, false)
+	sealed := writeTrail(t, true)
+	keyFile := filepath.Join(t.TempDir(), "k.hex")
+	if err := os.WriteFile(keyFile, []byte(hex.EncodeToString(sealed.encKey)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrongKey := filepath.Join(t.TempDir(), "wrong.hex")
+	if err := os.WriteFile(wrongKey, []byte(strings.Repeat("07", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PHIGATE_TEST_AUDIT_KEY", hex.EncodeToString(sealed.encKey))
+	otherPub := filepath.Join(writeTrail(t, false).dir, "signing.key.pub")
+
+	// tampered: one byte of the first segment's second record flipped.
+	tampered := copyDir(t, plain.dir)
+	seg := firstSegment(t, tampered)
+	entries, err := audit.Query(plain.dir, audit.Filter{}, audit.QueryOptions{})
+	if err != nil || len(entries) < 3 {
+		t.Fatalf("fixture query: %d entries, %v", len(entries), err)
+	}
+	raw, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := entries[1].Offset + 100
+	raw[at] ^= 0x01
+	if err := os.WriteFile(seg, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// truncated: the newest checkpoint vouches for bytes that are gone.
+	truncated := copyDir(t, plain.dir)
+	tseg := firstSegment(t, truncated)
+	if err := os.Truncate(tseg, entries[len(entries)-1].Offset+10); err != nil {
+		t.Fatal(err)
+	}
+
+	cases := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantOut  []string
+	}{
+		{"clean trail", []string{plain.dir}, 0, []string{"OK 6 records", "decrypted=false"}},
+		{"clean trail as JSON", []string{plain.dir, "--json"}, 0, []string{`"ok":true`, `"records":6`}},
+		{"sealed trail without key checks integrity only", []string{sealed.dir}, 0, []string{"OK 6 records", "decrypted=false"}},
+		{"sealed trail with key file", []string{sealed.dir, "--encryption-key-file", keyFile}, 0, []string{"decrypted=true"}},
+		{"sealed trail with key variable", []string{"--encryption-key-env", "PHIGATE_TEST_AUDIT_KEY", sealed.dir}, 0, []string{"decrypted=true"}},
+		{"sealed trail with wrong key", []string{sealed.dir, "--encryption-key-file", wrongKey}, audit.ExitDecrypt, []string{"FAILED decrypt_failed", "seq 1"}},
+		{"another log's public key", []string{plain.dir, "--key", otherPub}, audit.ExitSignature, []string{"FAILED bad_signature", "checkpoints.jsonl"}},
+		{"flipped byte names the record", []string{tampered, "--json"}, audit.ExitChainBroken,
+			[]string{`"ok":false`, `"code":"chain_broken"`, `"seq":2`, `"file":"` + filepath.Base(seg) + `"`}},
+		{"cut segment", []string{truncated}, audit.ExitTruncated, []string{"FAILED truncated", filepath.Base(tseg)}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCmd(t, append([]string{"audit", "verify"}, tc.args...)...)
+			if code != tc.wantCode {
+				t.Fatalf("exit = %d, want %d; stdout %q stderr %q", code, tc.wantCode, stdout, stderr)
+			}
+			for _, w := range tc.wantOut {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("stdout %q lacks %q", stdout, w)
+				}
+			}
+		})
+	}
+}
+
+func TestAuditQueryCommand(t *testing.T) {
+	fx := writeTrail(t, false)
+	allowRead := fx.decisions["allowed read"].ID
+	denied := fx.decisions["outside care team"].ID
+	cases := []struct {
+		name    string
+		args    []string
+		wantIDs []string // AuditEvent ids expected, in order (JSON output)
+	}{
+		{"who looked at pat-0002", []string{"--patient", "pat-0002"}, []string{denied, fx.bgID}},
+		{"break-glass only", []string{"--break-glass"}, []string{fx.bgID}},
+		{"denials of pat-0002", []string{"--patient", "pat-0002", "--outcome", "deny"}, []string{denied}},
+		{"allowed for pat-0002", []string{"--patient", "pat-0002", "--outcome", "allow"}, []string{fx.bgID}},
+		{"by decision id", []string{"--decision", allowRead}, []string{allowRead}},
+		{"by user and patient", []string{"--user", "Practitioner/prac-002", "--patient", "pat-0001"}, nil},
+		{"since the future", []string{"--since", time.Now().Add(time.Hour).Format(time.RFC3339)}, nil},
+		{"in the last hour, limited", []string{"--since", "1h", "--limit", "2"}, []string{allowRead, denied}},
+		{"first outcome-4 record", []string{"--outcome", "4", "--limit", "1"}, []string{denied}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"audit", "query", fx.dir, "--json"}, tc.args...)
+			code, stdout, stderr := runCmd(t, args...)
+			if code != 0 {
+				t.Fatalf("exit = %d; stderr %q", code, stderr)
+			}
+			var got []string
+			sc := bufio.NewScanner(strings.NewReader(stdout))
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				var ev audit.AuditEvent
+				if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+					t.Fatalf("line is not an AuditEvent: %v: %s", err, sc.Text())
+				}
+				if ev.ResourceType != "AuditEvent" {
+					t.Errorf("resourceType = %q", ev.ResourceType)
+				}
+				got = append(got, ev.ID)
+			}
+			if strings.Join(got, ",") != strings.Join(tc.wantIDs, ",") {
+				t.Errorf("ids = %v, want %v", got, tc.wantIDs)
+			}
+		})
+	}
+
+	t.Run("table answers who looked at the patient", func(t *testing.T) {
+		code, stdout, stderr := runCmd(t, "audit", "query", fx.dir, "--patient", "pat-0002")
+		if code != 0 {
+			t.Fatalf("exit = %d; stderr %q", code, stderr)
+		}
+		lines := strings.Split(strings.TrimSpace(stdout), "\n")
+		if len(lines) != 3 || !strings.HasPrefix(lines[0], "SEQ") {
+			t.Fatalf("want a header and two rows, got:\n%s", stdout)
+		}
+		if !strings.Contains(lines[2], "prac-001") || !strings.Contains(lines[2], "yes") || !strings.Contains(lines[2], fx.bgID) {
+			t.Errorf("break-glass row lacks user, flag or decision id: %q", lines[2])
+		}
+	})
+
+	t.Run("bundle", func(t *testing.T) {
+		code, stdout, stderr := runCmd(t, "audit", "query", fx.dir, "--break-glass", "--bundle")
+		if code != 0 {
+			t.Fatalf("exit = %d; stderr %q", code, stderr)
+		}
+		var b struct {
+			ResourceType string
+			Total        int
+			Entry        []struct{ Resource audit.AuditEvent }
+		}
+		if err := json.Unmarshal([]byte(stdout), &b); err != nil {
+			t.Fatal(err)
+		}
+		if b.ResourceType != "Bundle" || b.Total != 1 || len(b.Entry) != 1 || !b.Entry[0].Resource.BreakGlass() {
+			t.Errorf("bundle = %+v", b)
+		}
+	})
+
+	t.Run("sealed trail needs the key", func(t *testing.T) {
+		sealed := writeTrail(t, true)
+		code, _, stderr := runCmd(t, "audit", "query", sealed.dir)
+		if code == 0 {
+			t.Fatalf("query of a sealed trail without the key succeeded; stderr %q", stderr)
+		}
+		t.Setenv("PHIGATE_TEST_AUDIT_KEY", hex.EncodeToString(sealed.encKey))
+		code, stdout, stderr := runCmd(t, "audit", "query", sealed.dir, "--encryption-key-env", "PHIGATE_TEST_AUDIT_KEY", "--patient", "pat-0002", "--break-glass", "--json")
+		if code != 0 || !strings.Contains(stdout, sealed.bgID) {
+			t.Fatalf("exit %d, stdout %q, stderr %q; want the break-glass record", code, stdout, stderr)
+		}
+	})
+}
+
+func TestAuditReplayCommand(t *testing.T) {
+	fx := writeTrail(t, false)
+	denyAll := t.TempDir()
+	if err := os.WriteFile(filepath.Join(denyAll, "authz.rego"), []byte(`package phigate.authz
+
+decision := {"allow": false, "status": 403, "reason": "maintenance"}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Under deny-all every decision that was not already "deny 403" changes,
+	// the 401 of the unauthenticated call included.
+	var allowed []string
+	for _, c := range trailCalls {
+		if d := fx.decisions[c.name]; d.Allow || d.Status != 403 {
+			allowed = append(allowed, d.ID)
+		}
+	}
+	cases := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantIDs  []string
+		wantOut  string
+	}{
+		{"shipped policy changes nothing", []string{"--policy", "../../rego"}, 0, nil, "replayed 6 decisions"},
+		{"deny-all policy changes every allow", []string{"--policy", denyAll, "--json"}, ExitReplayChanged, allowed, ""},
+		{"deny-all, one patient", []string{"--policy", denyAll, "--patient", "pat-0002", "--json"}, ExitReplayChanged, []string{fx.bgID}, ""},
+		{"deny-all, table", []string{"--policy", denyAll, "--break-glass"}, ExitReplayChanged, nil, "allow 200  deny 403"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCmd(t, append([]string{"audit", "replay", fx.dir}, tc.args...)...)
+			if code != tc.wantCode {
+				t.Fatalf("exit = %d, want %d; stdout %q stderr %q", code, tc.wantCode, stdout, stderr)
+			}
+			if tc.wantOut != "" && !strings.Contains(stdout, tc.wantOut) {
+				t.Errorf("stdout %q lacks %q", stdout, tc.wantOut)
+			}
+			if tc.wantIDs == nil {
+				return
+			}
+			var got []string
+			for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+				var c audit.Change
+				if err := json.Unmarshal([]byte(line), &c); err != nil {
+					t.Fatalf("not a change line: %v: %q", err, line)
+				}
+				if c.NowAllow || c.NowStatus != 403 || (!c.WasAllow && c.WasStatus == 403) {
+					t.Errorf("change %+v is not a change to deny 403", c)
+				}
+				got = append(got, c.DecisionID)
+			}
+			if strings.Join(got, ",") != strings.Join(tc.wantIDs, ",") {
+				t.Errorf("changed = %v, want %v", got, tc.wantIDs)
+			}
+		})
+	}
+}
+
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "copy")
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func firstSegment(t *testing.T, dir string) string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "seg-*.pga"))
+	if err != nil || len(m) == 0 {
+		t.Fatalf("no segment in %s: %v", dir, err)
+	}
+	return m[0]
+}
