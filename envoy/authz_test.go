@@ -1,0 +1,156 @@
+package envoy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/codes"
+
+	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/filters"
+)
+
+// fakeAuthorizer records the input and answers with a fixed decision.
+type fakeAuthorizer struct {
+	got *authz.CheckInput
+	d   authz.Decision
+	err error
+}
+
+func (f *fakeAuthorizer) Authorize(_ context.Context, in *authz.CheckInput) (*authz.Request, authz.Decision, error) {
+	f.got = in
+	return &authz.Request{ID: in.ID}, f.d, f.err
+}
+
+func TestCheckInputMapping(t *testing.T) {
+	f := &fakeAuthorizer{d: authz.Decision{Allow: true, Status: 200, ID: "d1"}}
+	s, err := NewAuthServer(f, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Check(t.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{
+			Address:   &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "10.1.2.3", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 5555}}}},
+			Principal: "spiffe://cluster.local/ns/billing/sa/batch",
+		},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "req-1", Method: "POST", Path: "/fhir?x=1", Headers: map[string]string{"content-type": "application/fhir+json"},
+			RawBody: []byte(`{"resourceType":"Bundle"}`),
+		}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := f.got
+	checks := []struct{ name, got, want string }{
+		{"id", in.ID, "req-1"},
+		{"method", in.Method, "POST"},
+		{"path", in.Path, "/fhir?x=1"},
+		{"header", in.Headers["content-type"], "application/fhir+json"},
+		{"body", string(in.Body), `{"resourceType":"Bundle"}`},
+		{"source address", in.Source.Address, "10.1.2.3:5555"},
+		{"principal", in.Source.Principal, "spiffe://cluster.local/ns/billing/sa/batch"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
+		}
+	}
+	if in.Received.IsZero() {
+		t.Error("received time not set")
+	}
+}
+
+func TestCheckResponseMapping(t *testing.T) {
+	plan := []filters.Directive{{Path: "Patient.telecom", Action: filters.ActionRemove}}
+	cases := []struct {
+		name       string
+		d          authz.Decision
+		err        error
+		wantCode   codes.Code
+		wantStatus int
+		wantPlan   bool
+	}{
+		{"allow without plan", authz.Decision{Allow: true, Status: 200, ID: "d1",
+			Headers: map[string]string{"x-phigate-user": "u1"}, RemoveHeaders: []string{"x-phigate-roles"},
+			ResponseHeaders: map[string]string{"cache-control": "no-store"}}, nil, codes.OK, 0, false},
+		{"allow with redaction plan", authz.Decision{Allow: true, Status: 200, ID: "d2", Redact: plan}, nil, codes.OK, 0, true},
+		{"allow with enforcement only", authz.Decision{Allow: true, Status: 200, ID: "d3", Enforce: &filters.Enforcement{Patients: []string{"p1"}}}, nil, codes.OK, 0, true},
+		{"unauthenticated", authz.Decision{Status: 401, ID: "d4", Reason: "identity.expired_token"}, nil, codes.Unauthenticated, 401, false},
+		{"forbidden", authz.Decision{Status: 403, ID: "d5", Reason: "relationship.not_on_care_team"}, nil, codes.PermissionDenied, 403, false},
+		{"ambiguous", authz.Decision{Status: 400, ID: "d6", Reason: "ambiguous_request"}, errors.New("detail with pat-0001"), codes.PermissionDenied, 400, false},
+		{"policy failure", authz.Decision{Status: 503, ID: "d7", Reason: "policy_error"}, errors.New("boom"), codes.PermissionDenied, 503, false},
+		{"deny with a non-error status is still a denial", authz.Decision{Status: 200, ID: "d8"}, nil, codes.PermissionDenied, 403, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := NewAuthServer(&fakeAuthorizer{d: tc.d, err: tc.err}, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := s.Check(t.Context(), &authv3.CheckRequest{})
+			if err != nil {
+				t.Fatalf("Check returned a gRPC error %v; every outcome must be a CheckResponse", err)
+			}
+			if got := codes.Code(resp.GetStatus().GetCode()); got != tc.wantCode {
+				t.Fatalf("status code = %v, want %v", got, tc.wantCode)
+			}
+			if tc.wantCode != codes.OK {
+				dr := resp.GetDeniedResponse()
+				if int(dr.GetStatus().GetCode()) != tc.wantStatus {
+					t.Errorf("http status = %d, want %d", dr.GetStatus().GetCode(), tc.wantStatus)
+				}
+				var oo map[string]any
+				if err := json.Unmarshal([]byte(dr.GetBody()), &oo); err != nil || oo["resourceType"] != "OperationOutcome" {
+					t.Errorf("body is not an OperationOutcome: %s", dr.GetBody())
+				}
+				for _, leak := range []string{tc.d.Reason, "pat-0001", "boom"} {
+					if leak != "" && strings.Contains(dr.GetBody(), leak) {
+						t.Errorf("denial body reveals %q: %s", leak, dr.GetBody())
+					}
+				}
+				if !strings.Contains(dr.GetBody(), tc.d.ID) {
+					t.Errorf("denial body lacks the reference %s", tc.d.ID)
+				}
+				return
+			}
+			ok := resp.GetOkResponse()
+			hdr := map[string]string{}
+			for _, h := range ok.GetHeaders() {
+				hdr[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+			}
+			if hdr[DecisionHeader] != tc.d.ID {
+				t.Errorf("decision header = %q, want %q", hdr[DecisionHeader], tc.d.ID)
+			}
+			for k, v := range tc.d.Headers {
+				if hdr[k] != v {
+					t.Errorf("header %s = %q, want %q", k, hdr[k], v)
+				}
+			}
+			if strings.Join(ok.GetHeadersToRemove(), ",") != strings.Join(tc.d.RemoveHeaders, ",") {
+				t.Errorf("headers to remove = %v, want %v", ok.GetHeadersToRemove(), tc.d.RemoveHeaders)
+			}
+			if len(ok.GetResponseHeadersToAdd()) != len(tc.d.ResponseHeaders) {
+				t.Errorf("response headers = %v, want %v", ok.GetResponseHeadersToAdd(), tc.d.ResponseHeaders)
+			}
+			md := resp.GetDynamicMetadata().GetFields()[MetadataKey]
+			if (md != nil) != tc.wantPlan {
+				t.Fatalf("plan in metadata = %v, want %v", md != nil, tc.wantPlan)
+			}
+			if md != nil {
+				var p Plan
+				if err := json.Unmarshal([]byte(md.GetStringValue()), &p); err != nil {
+					t.Fatal(err)
+				}
+				if p.DecisionID != tc.d.ID || len(p.Redact) != len(tc.d.Redact) || (p.Enforce == nil) != (tc.d.Enforce == nil) {
+					t.Errorf("plan = %+v, want the decision's directives", p)
+				}
+			}
+		})
+	}
+}
