@@ -48,9 +48,19 @@ fuzz:
 bench-smoke: build
 	bin/phigate bench --smoke
 
-# Go benchmarks of the hot paths, comparable with benchstat.
+# Go benchmarks of the hot paths (JWT parse and verify, policy decision,
+# redaction, audit append, ext_authz Check), written to bench/out/go-bench.txt
+# in the format benchstat compares:
+#   make bench && cp bench/out/go-bench.txt old.txt   # before a change
+#   make bench && benchstat old.txt bench/out/go-bench.txt
+# The file is written even when a benchmark fails, and make then fails too.
+BENCH_PKGS  ?= ./authz ./policy ./rego ./filters ./audit ./envoy/... ./cmd/phigate
+BENCH_COUNT ?= 6
+BENCH_TIME  ?= 1s
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -count=6 ./authz ./policy ./filters ./audit ./envoy | tee bench/out/go-bench.txt
+	@mkdir -p bench/out
+	@{ $(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCH_COUNT) -benchtime=$(BENCH_TIME) $(BENCH_PKGS); echo $$? > bench/out/.go-bench.status; } | tee bench/out/go-bench.txt; \
+	  exit $$(cat bench/out/.go-bench.status)
 
 clean:
 	rm -rf bin
