@@ -329,7 +329,12 @@ func (r *run) bundle(b *node) (changed, withheld bool) {
 			oe.set("search", objNode("mode", "outcome"))
 		}
 		entryNode.arr = append(entryNode.arr, oe)
-		if total := b.get("total"); total != nil && total.kind == kNum && (typ == "searchset" || typ == "history") {
+		if typ == "searchset" && paged(b) {
+			// Other pages hold matches outside the grant too, in numbers
+			// this response cannot know: a total would be a guess, and
+			// the unadjusted one counts patients the caller may not see.
+			b.del("total")
+		} else if total := b.get("total"); total != nil && total.kind == kNum && (typ == "searchset" || typ == "history") {
 			removed := nMatches
 			if typ == "history" {
 				removed = nWithheld
@@ -340,6 +345,24 @@ func (r *run) bundle(b *node) (changed, withheld bool) {
 		}
 	}
 	return true, true
+}
+
+// paged reports whether a Bundle is one page of several (a next or previous link).
+func paged(b *node) bool {
+	links := b.get("link")
+	if links == nil || links.kind != kArr {
+		return false
+	}
+	links.x()
+	for _, l := range links.arr {
+		if l == nil || l.kind != kObj {
+			continue
+		}
+		if rel := l.get("relation"); rel != nil && (rel.strIs("next") || rel.strIs("previous") || rel.strIs("prev")) {
+			return true
+		}
+	}
+	return false
 }
 
 func atoiNum(raw []byte) (int, bool) {

@@ -56,6 +56,14 @@ func TestEnforceBundles(t *testing.T) {
 			enf:  grantA, withheld: 2, total: 3.0, ids: []string{"A", "oa"}, outcome: true,
 		},
 		{
+			// Other pages may hold more patients outside the grant: the
+			// total cannot be known, so it goes.
+			name: "paged searchset loses its total",
+			body: strings.Replace(bundleOf("searchset", 1200, entry(patA, "match"), entry(obsB, "match")), `"entry":[`,
+				`"link":[{"relation":"self","url":"u"},{"relation":"next","url":"u2"}],"entry":[`, 1),
+			enf: grantA, withheld: 1, total: nil, ids: []string{"A"}, outcome: true,
+		},
+		{
 			name: "compartment elements per type",
 			body: bundleOf("searchset", 5, entry(encA, ""), entry(covB, ""), entry(rsB, ""), entry(prac, ""), entry(condQ, "")),
 			enf:  grantA, withheld: 3, total: 2.0, ids: []string{"ea", "d"}, outcome: true,

@@ -129,6 +129,26 @@ func TestEndToEndRedaction(t *testing.T) {
 		}
 	})
 
+	t.Run("a paged search drops the total it cannot know", func(t *testing.T) {
+		r := s.do("GET", "/fhir/Patient?_count=100", doc, nil, nil)
+		if r.status != 200 {
+			t.Fatalf("status %d: %.300s", r.status, r.body)
+		}
+		b := decodeJSON(t, r.body)
+		if _, ok := b["total"]; ok {
+			t.Errorf("paged Bundle still states total %v, which counts patients outside the care team", b["total"])
+		}
+		for _, e := range entries(b) {
+			res, _ := e["resource"].(map[string]any)
+			if res["resourceType"] != "Patient" {
+				continue
+			}
+			if n, _ := fhirdata.PatientNumber(res["id"].(string)); (n-1)%60 != 0 {
+				t.Errorf("entry %v is not on prac-001's care team", res["id"])
+			}
+		}
+	})
+
 	t.Run("PSY observation withheld without a permitting purpose", func(t *testing.T) {
 		psy := fhirdata.LabelledObservationID(1, fhirdata.LabelPSY)
 		r := s.do("GET", "/fhir/Observation?patient=pat-0001", doc, nil, nil)
