@@ -14,9 +14,6 @@ import (
 	"sort"
 	"strings"
 	"syscall"
-
-	"github.com/phigate/phigate/authz"
-	"github.com/phigate/phigate/policy"
 )
 
 // command is one subcommand. run returns the process exit code.
@@ -155,18 +152,12 @@ func cmdConfigCheck(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
 	}
-	cfg.Policy.ReloadInterval = 0
-	engine, err := policy.NewEngine(ctx, cfg.Policy, nil, nil)
+	engine, verifier, err := decisionPath(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
 	}
 	defer engine.Close()
-	verifier, err := authz.NewJWTVerifier(ctx, cfg.JWT, nil)
-	if err != nil {
-		fmt.Fprintln(stderr, "phigate:", err)
-		return 1
-	}
 	_ = verifier.Close()
 	fmt.Fprintf(stdout, "%s: ok (policy revision %s)\n", fs.Arg(0), engine.Status().Revision)
 	return 0

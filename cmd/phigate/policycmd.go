@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/bundle"
+
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/policy"
 )
@@ -19,6 +21,36 @@ func policySource(dir string) policy.Source {
 	return policy.Source{Dir: dir}
 }
 
+// loadBundle reads the policy named by the first argument (a directory or a
+// .tar.gz bundle), or the embedded library when there is none.
+func loadBundle(args []string) (policy.Source, *bundle.Bundle, error) {
+	src := policy.Source{}
+	if len(args) > 0 {
+		src = policySource(args[0])
+	}
+	if err := src.Validate(); err != nil {
+		return src, nil, err
+	}
+	b, err := src.Load()
+	return src, b, err
+}
+
+// decisionPath builds the engine and verifier a configuration names, for the
+// commands that decide outside serve. The caller closes both.
+func decisionPath(ctx context.Context, cfg *Config) (*policy.Engine, *authz.JWTVerifier, error) {
+	cfg.Policy.ReloadInterval = 0
+	engine, err := policy.NewEngine(ctx, cfg.Policy, nil, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	verifier, err := authz.NewJWTVerifier(ctx, cfg.JWT, nil)
+	if err != nil {
+		engine.Close()
+		return nil, nil, err
+	}
+	return engine, verifier, nil
+}
+
 func cmdPolicyTest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flags("policy test", stderr)
 	run := fs.String("run", "", "only tests whose name matches this regular expression")
@@ -26,15 +58,7 @@ func cmdPolicyTest(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
-	src := policy.Source{}
-	if fs.NArg() > 0 {
-		src = policySource(fs.Arg(0))
-	}
-	if err := src.Validate(); err != nil {
-		fmt.Fprintln(stderr, "phigate:", err)
-		return 1
-	}
-	b, err := src.Load()
+	src, b, err := loadBundle(fs.Args())
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
@@ -76,15 +100,7 @@ func cmdPolicyCheck(ctx context.Context, args []string, stdout, stderr io.Writer
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
-	src := policy.Source{}
-	if fs.NArg() > 0 {
-		src = policySource(fs.Arg(0))
-	}
-	if err := src.Validate(); err != nil {
-		fmt.Fprintln(stderr, "phigate:", err)
-		return 1
-	}
-	b, err := src.Load()
+	src, b, err := loadBundle(fs.Args())
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
@@ -135,18 +151,12 @@ func cmdPolicyEval(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *dir != "" {
 		cfg.Policy.Source = policySource(*dir)
 	}
-	cfg.Policy.ReloadInterval = 0
-	engine, err := policy.NewEngine(ctx, cfg.Policy, nil, nil)
+	engine, verifier, err := decisionPath(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
 	}
 	defer engine.Close()
-	verifier, err := authz.NewJWTVerifier(ctx, cfg.JWT, nil)
-	if err != nil {
-		fmt.Fprintln(stderr, "phigate:", err)
-		return 1
-	}
 	defer verifier.Close()
 	if *token != "" {
 		headers["authorization"] = "Bearer " + *token
