@@ -33,6 +33,8 @@ type ReplayOptions struct {
 type ReplayReport struct {
 	Evaluated int `json:"evaluated"`
 	Changed   int `json:"changed"`
+	// Skipped counts decisions the policy never made (see decidedByPolicy).
+	Skipped int `json:"skipped"`
 }
 
 // Replay re-evaluates each recorded decision's policy input (matching f)
@@ -50,6 +52,10 @@ func Replay(ctx context.Context, dir string, eval authz.Evaluator, f Filter, opt
 		}
 		if inner = ctx.Err(); inner != nil {
 			return false
+		}
+		if !decidedByPolicy(e.Decision) {
+			rep.Skipped++
+			return true
 		}
 		var req authz.Request
 		if err := json.Unmarshal(e.Input, &req); err != nil {
@@ -89,4 +95,23 @@ func normalStatus(d authz.Decision) int {
 	default:
 		return d.Status
 	}
+}
+
+// decidedByPolicy reports whether the policy's answer is what was recorded.
+// The Authorizer denies some requests itself, with its own error code as
+// the reason: a request it could not parse (the recorded input is then
+// partial, so re-evaluating it would report a change no policy made), a
+// malformed Authorization header, or an answer discarded because the call
+// was canceled or could not be audited. A policy error is kept: whether
+// another policy would answer is exactly what a replay should show.
+func decidedByPolicy(d *authz.Decision) bool {
+	if d.Allow {
+		return true
+	}
+	switch authz.Code(d.Reason) {
+	case authz.CodeAmbiguous, authz.CodeUnsupported, authz.CodeMissingToken, authz.CodeInvalidToken,
+		authz.CodeExpiredToken, authz.CodeCanceled, authz.CodeAudit:
+		return false
+	}
+	return true
 }

@@ -310,8 +310,8 @@ func cmdAuditReplay(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *asJSON {
 		summary = stderr // keep stdout pure JSON lines
 	}
-	fmt.Fprintf(summary, "replayed %d decisions under %s: %d would change\n", rep.Evaluated,
-		strings.TrimPrefix(policySource(*policyDir).String(), "dir:"), rep.Changed)
+	fmt.Fprintf(summary, "replayed %d decisions under %s: %d would change (%d skipped: denied before the policy ran)\n",
+		rep.Evaluated, strings.TrimPrefix(policySource(*policyDir).String(), "dir:"), rep.Changed, rep.Skipped)
 	if rep.Changed > 0 {
 		return ExitReplayChanged
 	}

@@ -52,6 +52,7 @@ var trailCalls = []trailCall{
 		headers: map[string]string{"x-break-glass": "cardiac arrest in ED"}},
 	{name: "other physician read", method: "GET", path: "/fhir/Patient/pat-0061", spec: ptrSpec(physician(2))},
 	{name: "search", method: "GET", path: "/fhir/Observation?patient=pat-0001", spec: ptrSpec(physician(1))},
+	{name: "ambiguous path", method: "GET", path: "/fhir/Patient%2Fpat-0001", spec: ptrSpec(physician(1))},
 }
 
 // writeTrail authorizes trailCalls through a real Authorizer whose
@@ -130,6 +131,9 @@ func writeTrail(t *testing.T, encrypted bool) *trailFixture {
 		if got := fx.decisions[name]; got.Allow != wantAllow {
 			t.Fatalf("fixture call %q: allow = %v (status %d, reason %s), want %v", name, got.Allow, got.Status, got.Reason, wantAllow)
 		}
+	}
+	if d := fx.decisions["ambiguous path"]; d.Status != 400 || d.Reason != string(authz.CodeAmbiguous) {
+		t.Fatalf("fixture ambiguous call decided %d %q, want 400 %s", d.Status, d.Reason, authz.CodeAmbiguous)
 	}
 	if !fx.decisions["break glass"].BreakGlass.Active {
 		t.Fatal("fixture break-glass call did not activate an override")
@@ -227,9 +231,9 @@ func TestAuditVerifyCommand(t *testing.T) {
 		wantCode int
 		wantOut  []string
 	}{
-		{"clean trail", []string{plain.dir}, 0, []string{"OK 6 records", "decrypted=false"}},
-		{"clean trail as JSON", []string{plain.dir, "--json"}, 0, []string{`"ok":true`, `"records":6`}},
-		{"sealed trail without key checks integrity only", []string{sealed.dir}, 0, []string{"OK 6 records", "decrypted=false"}},
+		{"clean trail", []string{plain.dir}, 0, []string{"OK 7 records", "decrypted=false"}},
+		{"clean trail as JSON", []string{plain.dir, "--json"}, 0, []string{`"ok":true`, `"records":7`}},
+		{"sealed trail without key checks integrity only", []string{sealed.dir}, 0, []string{"OK 7 records", "decrypted=false"}},
 		{"sealed trail with key file", []string{sealed.dir, "--encryption-key-file", keyFile}, 0, []string{"decrypted=true"}},
 		{"sealed trail with key variable", []string{"--encryption-key-env", "PHIGATE_TEST_AUDIT_KEY", sealed.dir}, 0, []string{"decrypted=true"}},
 		{"sealed trail with wrong key", []string{sealed.dir, "--encryption-key-file", wrongKey}, audit.ExitDecrypt, []string{"FAILED decrypt_failed", "seq 1"}},
@@ -354,10 +358,11 @@ decision := {"allow": false, "status": 403, "reason": "maintenance"}
 		t.Fatal(err)
 	}
 	// Under deny-all every decision that was not already "deny 403" changes,
-	// the 401 of the unauthenticated call included.
+	// the 401 of the unauthenticated call included; the unparsable request
+	// was denied before any policy ran and is not replayed.
 	var allowed []string
 	for _, c := range trailCalls {
-		if d := fx.decisions[c.name]; d.Allow || d.Status != 403 {
+		if d := fx.decisions[c.name]; d.Reason != string(authz.CodeAmbiguous) && (d.Allow || d.Status != 403) {
 			allowed = append(allowed, d.ID)
 		}
 	}
@@ -368,7 +373,7 @@ decision := {"allow": false, "status": 403, "reason": "maintenance"}
 		wantIDs  []string
 		wantOut  string
 	}{
-		{"shipped policy changes nothing", []string{"--policy", "../../rego"}, 0, nil, "replayed 6 decisions"},
+		{"shipped policy changes nothing", []string{"--policy", "../../rego"}, 0, nil, "replayed 6 decisions under ../../rego: 0 would change (1 skipped"},
 		{"deny-all policy changes every allow", []string{"--policy", denyAll, "--json"}, ExitReplayChanged, allowed, ""},
 		{"deny-all, one patient", []string{"--policy", denyAll, "--patient", "pat-0002", "--json"}, ExitReplayChanged, []string{fx.bgID}, ""},
 		{"deny-all, table", []string{"--policy", denyAll, "--break-glass"}, ExitReplayChanged, nil, "allow 200  deny 403"},
