@@ -40,6 +40,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&cfg.Step, "step", 10*time.Second, "duration of each step")
 	fs.StringVar(&cfg.Scenario, "scenario", "mixed", "built-in mix (read-mostly, mixed, adversarial) or a scenario YAML file")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the request sequence")
+	fs.IntVar(&cfg.Connections, "connections", 0, "gRPC connections, or HTTP connections per target (default 4; 64 with --envoy)")
 	fs.DurationVar(&cfg.MaxDuration, "max", 10*time.Minute, "hard limit for the whole run")
 	out := fs.String("out", "bench/out", "directory for report.json and report.svg")
 	smoke := fs.Bool("smoke", false, "a seconds-long low-rate run of every mode against in-process phigate and the baseline")
