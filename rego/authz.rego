@@ -72,29 +72,15 @@ public if {
 	count(request.fhir.patients) == 0
 }
 
-# Request-level reasons (not tied to one entry).
-request_denies contains r if some r in rbac.deny
+# Request-level reasons (not tied to one entry), one union of the modules'
+# complete sets rather than a rule per module copying elements one by one.
+request_denies := ((((((rbac.deny | purpose.deny) | timing.deny) | mfa.deny) | break_glass.deny) | break_glass.bad_request) | minimum_necessary.deny) | own_denies
 
-request_denies contains r if some r in purpose.deny
+own_denies contains request.fhir.malformed if request.fhir.malformed != ""
 
-request_denies contains r if some r in timing.deny
+own_denies contains "request.malformed_purpose" if request.malformed_purpose
 
-request_denies contains r if some r in mfa.deny
-
-request_denies contains r if some r in break_glass.deny
-
-request_denies contains r if some r in break_glass.bad_request
-
-request_denies contains r if some r in minimum_necessary.deny
-
-request_denies contains r if {
-	request.fhir.malformed != ""
-	r := request.fhir.malformed
-}
-
-request_denies contains "request.malformed_purpose" if request.malformed_purpose
-
-request_denies contains "request.empty_bundle" if {
+own_denies contains "request.empty_bundle" if {
 	request.is_bundle
 	request.fhir.malformed == ""
 	count(request.targets) == 0
@@ -172,7 +158,7 @@ owned_headers := ["x-phigate-user", "x-phigate-purpose", "x-phigate-roles", "x-p
 
 default headers := {}
 
-headers := object.filter(all_headers, {k | some k, v in all_headers; v != ""}) if allow
+headers := {k: v | some k, v in all_headers; v != ""} if allow
 
 all_headers := {
 	"x-phigate-user": request.subject,
@@ -185,7 +171,9 @@ default break_glass_header := ""
 
 break_glass_header := "true" if break_glass.active
 
-remove_headers := [h | some h in owned_headers; not headers[h]]
+remove_headers := [h | some h in owned_headers; all_headers[h] == ""] if allow
+
+else := owned_headers
 
 # Responses carrying PHI must not be stored by shared caches.
 default response_headers := {}
@@ -250,24 +238,11 @@ obligations := [o | some o in break_glass.obligations] if allow
 
 # The rules that decided: on allow every grant that took part, on deny the
 # winning reason.
-allow_rules contains r if {
-	some f in request.targets
-	some r in rbac.allow_rules(f)
-}
+allow_rules := ((((((rbac_rules | relationship.rules) | purpose.rules) | break_glass.rules) | smart_scopes.rules) | timing.rules) | sensitivity.rules) | minimum_necessary.rules
 
-allow_rules contains r if some r in relationship.rules
+rbac_rules := rbac.allow_rules(request.fhir) if not request.is_bundle
 
-allow_rules contains r if some r in purpose.rules
-
-allow_rules contains r if some r in break_glass.rules
-
-allow_rules contains r if some r in smart_scopes.rules
-
-allow_rules contains r if some r in timing.rules
-
-allow_rules contains r if some r in sensitivity.rules
-
-allow_rules contains r if some r in minimum_necessary.rules
+else := {r | some f in request.targets; some r in rbac.allow_rules(f)}
 
 audit_rules := ["public.capabilities"] if public
 

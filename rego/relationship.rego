@@ -58,7 +58,31 @@ mine contains p if {
 
 related(_) if any_patient
 
-related(p) if p in mine
+# related(p) asks the one keyed lookup its mode needs instead of building
+# mine: a request naming a patient never materialises the caller's list.
+related(p) if {
+	"care_team" in modes
+	startswith(request.fhir_user, "Practitioner/")
+	p in data.phigate.care_teams[request.fhir_user]
+}
+
+related(p) if {
+	"self" in modes
+	startswith(request.fhir_user, "Patient/")
+	p != ""
+	p == trim_prefix(request.fhir_user, "Patient/")
+}
+
+related(p) if {
+	"delegation" in modes
+	startswith(request.fhir_user, "RelatedPerson/")
+	p in data.phigate.delegations[request.fhir_user]
+}
+
+related(p) if {
+	"service" in modes
+	p in data.phigate.service_accounts[request.subject].patients
+}
 
 # covered(p): related, or reached through break glass.
 covered(p) if related(p)

@@ -22,50 +22,55 @@ instance_interactions := {"read", "vread", "update", "patch", "delete", "history
 # Interactions that address a resource type.
 type_interactions := instance_interactions | {"create", "search-type", "history-type", "search-compartment"}
 
-obj(x) := x if is_object(x)
-
-else := {}
-
-str(x) := x if is_string(x)
-
-else := ""
-
-get_str(o, k) := str(object.get(o, k, ""))
-
-# doc is input when input is an object, else an empty object.
-default doc := {}
-
-doc := input if is_object(input)
-
-identity := obj(object.get(doc, "identity", {}))
+# Fields are read from input directly, each with one type check: a path
+# that does not exist (input not an object, identity a string) is simply
+# undefined, which the defaults below turn into the empty value. Every rule
+# here is complete, so it is computed once per decision however many modules
+# read it.
 
 # Only the literal boolean true authenticates; "true" or 1 do not.
-authenticated if identity.authenticated == true
+authenticated if input.identity.authenticated == true
 
 default identity_error := "missing"
 
 # The error word from the verifier, kept only when it is a short code so it
 # is safe as an audit reason and a metric label.
 identity_error := e if {
-	e := get_str(identity, "error")
+	e := input.identity.error
+	is_string(e)
 	regex.match(`^[a-z0-9_.-]{1,64}$`, e)
 }
 
-subject := get_str(identity, "subject")
+default subject := ""
 
-fhir_user := get_str(identity, "fhir_user")
+subject := s if {
+	s := input.identity.subject
+	is_string(s)
+}
 
-launch_patient := get_str(identity, "patient")
+default fhir_user := ""
 
-mfa if identity.mfa == true
+fhir_user := s if {
+	s := input.identity.fhir_user
+	is_string(s)
+}
 
-service if identity.service == true
+default launch_patient := ""
+
+launch_patient := s if {
+	s := input.identity.patient
+	is_string(s)
+}
+
+mfa if input.identity.mfa == true
+
+service if input.identity.service == true
 
 # role_list keeps the token's order: the first role with a default purpose
 # decides the default.
 default role_list := []
 
-role_list := [r | some r in identity.roles; is_string(r)] if is_array(identity.roles)
+role_list := [r | some r in input.identity.roles; is_string(r)] if is_array(input.identity.roles)
 
 roles := {r | some r in role_list}
 
@@ -75,74 +80,94 @@ known_roles := {r | some r in role_list; data.phigate.roles[r]}
 
 default scopes := []
 
-# Only well-formed resource scopes count; a scope the parser could not read
-# is not a permission.
 # scopes_present: the token carries scopes at all. A scope list the parser
 # could not read still narrows (to nothing), it never widens.
 scopes_present if {
-	is_array(identity.scopes)
-	count(identity.scopes) > 0
+	is_array(input.identity.scopes)
+	count(input.identity.scopes) > 0
 }
 
 scopes_present if {
-	identity.scopes != null
-	not is_array(identity.scopes)
+	input.identity.scopes != null
+	not is_array(input.identity.scopes)
 }
 
+# Only well-formed resource scopes count; a scope the parser could not read
+# is not a permission.
 scopes := [s |
-	some s in identity.scopes
+	some s in input.identity.scopes
 	is_object(s)
 	s.context in {"patient", "user", "system"}
 	is_string(s.resource)
 	s.resource != ""
 	is_string(s.permissions)
-] if is_array(identity.scopes)
+] if is_array(input.identity.scopes)
 
-purpose := get_str(doc, "purpose_of_use")
+default purpose := ""
+
+purpose := p if {
+	p := input.purpose_of_use
+	is_string(p)
+}
 
 # A purpose that is not a string is not "no purpose": it is refused rather
 # than replaced by the role's default.
 malformed_purpose if {
-	p := doc.purpose_of_use
+	p := input.purpose_of_use
 	p != null
 	not is_string(p)
 }
 
-method := get_str(doc, "method")
+default method := ""
+
+method := m if {
+	m := input.method
+	is_string(m)
+}
 
 default time_ns := 0
 
 time_ns := t if {
-	t := doc.time_ns
+	t := input.time_ns
 	is_number(t)
 	t > 0
 }
 
 time_valid if time_ns > 0
 
-break_glass := obj(object.get(doc, "break_glass", {}))
+bg_requested if input.break_glass.requested == true
 
-bg_requested if break_glass.requested == true
+default bg_reason := ""
 
-bg_reason := trim_space(get_str(break_glass, "reason"))
+bg_reason := trim_space(r) if {
+	r := input.break_glass.reason
+	is_string(r)
+}
 
 default grants := []
 
 grants := [g |
-	some g in break_glass.grants
+	some g in input.break_glass.grants
 	is_object(g)
 	is_string(g.patient)
 	g.patient != ""
 	is_number(g.expires_ns)
-] if is_array(break_glass.grants)
+] if is_array(input.break_glass.grants)
 
-fhir := normalize(object.get(doc, "fhir", null))
+default fhir := {
+	"interaction": "", "resource_type": "", "id": "", "operation": "", "kind": "", "method": "",
+	"all_patients": false, "patients": set(), "entries": [], "malformed": "request.malformed",
+}
+
+fhir := normalize(input.fhir) if is_object(input.fhir)
 
 # normalize returns a FHIR request (top level or a bundle entry) with every
 # field present, plus "malformed": the 400 reason when the shape cannot be
 # trusted ("" otherwise). String fields of the wrong type make the request
 # malformed, so the other modules may compare them without type checks.
-# Builtins only, no helper functions: this runs on every request.
+# The body is inline (no helper calls taking raw): a call with an object
+# argument is keyed on the whole object and this runs for every request
+# and every bundle entry.
 normalize(raw) := {
 	"interaction": object.get(raw, "interaction", ""),
 	"resource_type": object.get(raw, "resource_type", ""),
@@ -151,8 +176,15 @@ normalize(raw) := {
 	"kind": object.get(raw, "kind", ""),
 	"method": object.get(raw, "method", ""),
 	"all_patients": object.get(raw, "all_patients", false) == true,
-	"patients": patient_set(raw),
-	"entries": entries_of(raw),
+	# Every patient the request touches: the parser's list, the
+	# compartment owner, and the Patient instance addressed.
+	"patients": ({p | is_array(raw.patients); some p in raw.patients; is_string(p); p != ""} | {c |
+		raw.compartment.type == "Patient"
+		c := raw.compartment.id
+		is_string(c)
+		c != ""
+	}) | {i | raw.resource_type == "Patient"; i := raw.id; is_string(i); i != ""},
+	"entries": [e | is_array(raw.entries); some e in raw.entries],
 	"malformed": malformed(raw),
 } if is_object(raw)
 
@@ -163,39 +195,11 @@ else := {
 
 string_fields := ["interaction", "resource_type", "id", "operation", "kind", "method"]
 
-# patient_set is every patient the request touches: the parser's list, the
-# compartment owner, and the Patient instance addressed.
-patient_set(f) := {p | some p in listed_patients(f)} | compartment_patient(f) | instance_patient(f)
-
-listed_patients(f) := [p | some p in f.patients; is_string(p); p != ""] if is_array(f.patients)
-
-else := []
-
-compartment_patient(f) := {id} if {
-	f.compartment.type == "Patient"
-	id := f.compartment.id
-	is_string(id)
-	id != ""
-}
-
-else := set()
-
-instance_patient(f) := {f.id} if {
-	f.resource_type == "Patient"
-	is_string(f.id)
-	f.id != ""
-}
-
-else := set()
-
-entries_of(f) := f.entries if is_array(f.entries)
-
-else := []
-
 # malformed names the first reason a request shape is not trusted.
+# An absent field is the empty string; only a present one can be mistyped.
 malformed(raw) := "request.malformed" if {
-	some k in string_fields
-	not is_string(object.get(raw, k, ""))
+	some v in object.filter(raw, string_fields)
+	not is_string(v)
 }
 
 else := "request.unknown_interaction" if not raw.interaction in interactions

@@ -16,11 +16,10 @@ import data.phigate.request
 
 vocabulary := {l | some l in data.phigate.labels}
 
-by_role contains l if {
+by_role := {l |
 	some r in purpose.active_roles
 	some l in data.phigate.label_permits[r][purpose.effective]
-	l in vocabulary
-}
+} & vocabulary
 
 # consented(p) is the set of labels patient p released to one of the
 # caller's active roles for the effective purpose ("*" matches any).
@@ -37,12 +36,15 @@ consented(p) := {l |
 
 # Consent counts only when the request names its patients: one list of
 # labels covers the whole response, so it must hold for every patient in it.
-by_consent contains l if {
+# Most patients have no consent on file: one of them empties the
+# intersection without computing the others'.
+default by_consent := set()
+
+by_consent := intersection({consented(p) | some p in request.touched}) if {
 	not request.any_all_patients
 	count(request.touched) > 0
-	some l in vocabulary
 	every p in request.touched {
-		l in consented(p)
+		data.phigate.consents[p]
 	}
 }
 
