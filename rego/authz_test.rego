@@ -100,3 +100,12 @@ test_garbage_input if {
 
 # A denial enforces nothing open: no patients, no labels.
 test_deny_enforce_closed if decide(fx.req(fx.physician, fx.read_patient("pat-0002"))).enforce == {"patients": [], "any_patient": false, "permitted_labels": []}
+
+# An allowed caller without a subject sends no user header, and the header
+# is removed so a client cannot supply it.
+test_allow_without_subject_removes_user_header if {
+	d := decide(fx.req(fx.ident("", ["physician"], "Practitioner/prac-001"), fx.read_patient("pat-0001")))
+	d.allow
+	not d.headers["x-phigate-user"]
+	d.remove_headers == ["x-phigate-user", "x-phigate-break-glass"]
+}

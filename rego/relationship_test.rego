@@ -82,3 +82,6 @@ test_billing_any if relationship.any_patient with input as fx.req(fx.billing, fx
 
 # The care-team audit id names the practitioner.
 test_care_team_rule if "relationship.care_team:Practitioner/prac-001" in decide(fx.req(fx.physician, fx.read_patient("pat-0001"))).audit.rules
+
+# "Patient/" with no id names nobody: it is not the caller's own record.
+test_patient_empty_reference if decide(fx.req(fx.ident("u", ["patient"], "Patient/"), fx.read_patient("pat-0001"))).reason == "relationship.not_self"

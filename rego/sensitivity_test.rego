@@ -49,3 +49,13 @@ test_vocabulary_only if labels(fx.req(fx.physician, fx.read_patient("pat-0061"))
 
 # A denial permits no label at all.
 test_denied_none if labels(fx.req(fx.physician, fx.read_patient("pat-0002"))) == []
+
+# Two patients with consents on file: only the labels both released count.
+test_consent_two_patients_intersect if {
+	l := labels(fx.req(fx.physician, fx.search("Observation", ["pat-0001", "pat-0061"])))
+		with data.phigate.consents as {
+			"pat-0001": [{"labels": ["ETH", "SUD"], "roles": ["physician"], "purposes": ["TREAT"]}],
+			"pat-0061": [{"labels": ["SUD", "PSY"], "roles": ["physician"], "purposes": ["*"]}],
+		}
+	l == ["HIV", "SDV", "SEX", "STD", "SUD"]
+}
