@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -72,8 +74,12 @@ func startStack(t *testing.T, o stackOptions) *stack {
 	}
 	go func() { _ = s.phigate.run(ctx); close(s.stopped) }()
 	t.Cleanup(s.stopPhigate)
+	target := s.phigate.GRPCAddr
+	if cfg.Listen.GRPC == "" {
+		target = "unix://" + cfg.Listen.GRPCUnix
+	}
 	s.envoy = envoytest.Start(t, envoy.BootstrapConfig{
-		Upstream: s.up.addr, Phigate: s.phigate.GRPCAddr, Compress: o.compress, MaxResponseBody: o.maxBody,
+		Upstream: s.up.addr, Phigate: target, Compress: o.compress, MaxResponseBody: o.maxBody,
 	})
 	return s
 }
@@ -215,4 +221,33 @@ func TestEndToEndSpine(t *testing.T) {
 			t.Fatalf("legacy service saw %d requests with phigate down", len(seen))
 		}
 	})
+}
+
+// TestEndToEndUnixSocket runs the sidecar with phigate on a Unix socket
+// only: the same allow and deny answers, and fail closed when it stops.
+func TestEndToEndUnixSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "phigate.sock")
+	s := startStack(t, stackOptions{mutate: func(c *Config) { c.Listen.GRPC, c.Listen.GRPCUnix = "", sock }})
+	good := s.token(physician(1))
+	for _, tc := range []struct {
+		path  string
+		token string
+		want  int
+	}{
+		{"/fhir/Patient/pat-0001", good, 200},
+		{"/fhir/Patient/pat-0002", good, 403},
+		{"/fhir/Patient/pat-0001", "", 401},
+	} {
+		if r := s.do("GET", tc.path, tc.token, nil, nil); r.status != tc.want {
+			t.Errorf("GET %s: status %d, want %d", tc.path, r.status, tc.want)
+		}
+	}
+	s.stopPhigate()
+	s.up.reset()
+	if r := s.do("GET", "/fhir/Patient/pat-0001", good, nil, nil); r.status < 500 || len(s.up.requests()) != 0 {
+		t.Fatalf("with phigate stopped: status %d, legacy saw %d requests", r.status, len(s.up.requests()))
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket %s left behind after shutdown", sock)
+	}
 }
