@@ -22,6 +22,9 @@ type BootstrapConfig struct {
 	Upstream string `yaml:"upstream"`
 	// Phigate is phigate's gRPC address: host:port or unix:///path.
 	Phigate string `yaml:"phigate"`
+	// PhigateTLS makes Envoy speak TLS to phigate's TCP listener, and mTLS
+	// when it names a client certificate.
+	PhigateTLS *UpstreamTLS `yaml:"phigate_tls"`
 	// NoAuthz leaves phigate's filters out: the same Envoy without
 	// authorization, for comparisons in benchmarks. Never for production.
 	NoAuthz bool `yaml:"-"`
@@ -37,6 +40,14 @@ type BootstrapConfig struct {
 	// Compress re-applies gzip for clients after redaction. The upstream is
 	// never asked for a compressed body.
 	Compress bool `yaml:"compress"`
+}
+
+// UpstreamTLS names the files Envoy uses to reach phigate over TLS.
+type UpstreamTLS struct {
+	CA         string `yaml:"ca"`          // verifies phigate's certificate
+	Cert       string `yaml:"cert"`        // Envoy's client certificate (mTLS), optional
+	Key        string `yaml:"key"`         // its key
+	ServerName string `yaml:"server_name"` // SNI and the DNS name phigate's certificate must carry
 }
 
 // Validate fills defaults and checks every address.
@@ -75,6 +86,16 @@ func (c *BootstrapConfig) Validate() error {
 			if _, _, err := splitHostPort(c.Phigate); err != nil {
 				return fmt.Errorf("envoy.phigate: %w", err)
 			}
+		}
+	}
+	if t := c.PhigateTLS; t != nil {
+		switch {
+		case strings.HasPrefix(c.Phigate, "unix://"):
+			return errors.New("envoy.phigate_tls: TLS is for the TCP listener; a Unix socket is protected by its file mode")
+		case t.CA == "" || t.ServerName == "":
+			return errors.New("envoy.phigate_tls: ca and server_name are required")
+		case (t.Cert == "") != (t.Key == ""):
+			return errors.New("envoy.phigate_tls: cert and key go together")
 		}
 	}
 	if c.MaxRequestBody < 0 || c.MaxResponseBody < 1024 {
@@ -237,6 +258,25 @@ static_resources:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config:
           http2_protocol_options: {}
+{{- with .C.PhigateTLS}}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: "{{.ServerName}}"
+        common_tls_context:
+          alpn_protocols: ["h2"]
+          validation_context:
+            trusted_ca: {filename: "{{.CA}}"}
+            match_typed_subject_alt_names:
+            - san_type: DNS
+              matcher: {exact: "{{.ServerName}}"}
+{{- if .Cert}}
+          tls_certificates:
+          - certificate_chain: {filename: "{{.Cert}}"}
+            private_key: {filename: "{{.Key}}"}
+{{- end}}
+{{- end}}
     load_assignment:
       cluster_name: phigate
       endpoints:

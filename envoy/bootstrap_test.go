@@ -9,6 +9,8 @@ import (
 )
 
 func TestBootstrapValidatesWithEnvoy(t *testing.T) {
+	// TLS to phigate is validated by a real Envoy in the end-to-end mTLS
+	// test, which has real certificates.
 	cases := []struct {
 		name string
 		cfg  envoy.BootstrapConfig
@@ -45,6 +47,10 @@ func TestBootstrapConfigErrors(t *testing.T) {
 		{"admin off loopback", envoy.BootstrapConfig{Upstream: "127.0.0.1:1", Phigate: "127.0.0.1:2", Admin: "0.0.0.0:9901"}, "envoy.admin"},
 		{"no phigate", envoy.BootstrapConfig{Upstream: "127.0.0.1:1"}, "envoy.phigate"},
 		{"bad phigate port", envoy.BootstrapConfig{Upstream: "127.0.0.1:1", Phigate: "127.0.0.1:x"}, "envoy.phigate"},
+		{"tls over a unix socket", envoy.BootstrapConfig{Upstream: "127.0.0.1:1", Phigate: "unix:///s",
+			PhigateTLS: &envoy.UpstreamTLS{CA: "ca", ServerName: "p"}}, "envoy.phigate_tls"},
+		{"tls without a ca", envoy.BootstrapConfig{Upstream: "127.0.0.1:1", Phigate: "127.0.0.1:2",
+			PhigateTLS: &envoy.UpstreamTLS{ServerName: "p"}}, "envoy.phigate_tls"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

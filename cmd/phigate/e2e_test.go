@@ -33,9 +33,10 @@ type stack struct {
 }
 
 type stackOptions struct {
-	compress bool
-	maxBody  int
-	mutate   func(*Config)
+	compress   bool
+	maxBody    int
+	mutate     func(*Config)
+	phigateTLS *envoy.UpstreamTLS
 }
 
 func testConfig(t *testing.T, keys *demokeys.Keys) *Config {
@@ -79,7 +80,7 @@ func startStack(t *testing.T, o stackOptions) *stack {
 		target = "unix://" + cfg.Listen.GRPCUnix
 	}
 	s.envoy = envoytest.Start(t, envoy.BootstrapConfig{
-		Upstream: s.up.addr, Phigate: target, Compress: o.compress, MaxResponseBody: o.maxBody,
+		Upstream: s.up.addr, Phigate: target, Compress: o.compress, MaxResponseBody: o.maxBody, PhigateTLS: o.phigateTLS,
 	})
 	return s
 }
@@ -112,6 +113,23 @@ type response struct {
 	header  http.Header
 	body    []byte
 	outcome map[string]any
+}
+
+// doURL sends a GET with a bearer token and returns the status.
+func doURL(t *testing.T, url, token string) int {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func (s *stack) do(method, path, token string, headers map[string]string, body io.Reader) response {
