@@ -18,9 +18,17 @@ func cmdEnvoyBootstrap(_ context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&c.Phigate, "phigate", "127.0.0.1:9191", "phigate gRPC: host:port or unix:///path")
 	fs.BoolVar(&c.Compress, "gzip", true, "gzip responses for clients after redaction")
 	fs.IntVar(&c.MaxResponseBody, "max-response-body", 8<<20, "largest response body phigate will read")
+	var tls envoy.UpstreamTLS
+	fs.StringVar(&tls.CA, "phigate-ca", "", "CA that verifies phigate's certificate (enables TLS to phigate)")
+	fs.StringVar(&tls.Cert, "phigate-client-cert", "", "Envoy's client certificate for mTLS to phigate")
+	fs.StringVar(&tls.Key, "phigate-client-key", "", "its private key")
+	fs.StringVar(&tls.ServerName, "phigate-server-name", "", "DNS name in phigate's certificate (SNI)")
 	out := fs.String("o", "-", "output file (- for stdout)")
 	if code, ok := parse(fs, args); !ok {
 		return code
+	}
+	if tls != (envoy.UpstreamTLS{}) {
+		c.PhigateTLS = &tls
 	}
 	y, err := envoy.Bootstrap(c)
 	if err != nil {
