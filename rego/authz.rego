@@ -16,7 +16,6 @@ import data.phigate.purpose
 import data.phigate.rbac
 import data.phigate.relationship
 import data.phigate.request
-import data.phigate.request.req
 import data.phigate.sensitivity
 import data.phigate.smart_scopes
 import data.phigate.time as timing
@@ -58,76 +57,98 @@ precedence := {
 	"minimum_necessary.invalid_directive": 290,
 }
 
-# Request-level reasons (not tied to one entry).
-request_denies := ((((((rbac.deny | purpose.ctx.deny) | timing.ctx.deny) | mfa.deny) | break_glass.ctx.deny) | break_glass.ctx.bad_request) | minimum_necessary.ctx.deny) | {r |
-	some [bad, r] in [
-		[req.fhir.malformed != "", req.fhir.malformed],
-		[req.malformed_purpose, "request.malformed_purpose"],
-		[[req.is_bundle, req.fhir.malformed, count(req.targets)] == [true, "", 0], "request.empty_bundle"],
-	]
-	bad
+status_of(reason) := 400 if startswith(reason, "request.")
+
+else := 400 if reason == "break_glass.patient_ambiguous"
+
+else := 403
+
+# Requests anyone may make, signed in or not (the capability statement a
+# SMART client reads before it can log in). They touch no patient data.
+public if {
+	not request.is_bundle
+	request.fhir.malformed == ""
+	request.fhir.interaction in data.phigate.public_interactions
+	count(request.fhir.patients) == 0
 }
 
-# Candidates are [precedence, entry index, reason]: the least puts the
+# Request-level reasons (not tied to one entry), one union of the modules'
+# complete sets rather than a rule per module copying elements one by one.
+request_denies := ((((((rbac.deny | purpose.deny) | timing.deny) | mfa.deny) | break_glass.deny) | break_glass.bad_request) | minimum_necessary.deny) | own_denies
+
+own_denies contains request.fhir.malformed if request.fhir.malformed != ""
+
+own_denies contains "request.malformed_purpose" if request.malformed_purpose
+
+own_denies contains "request.empty_bundle" if {
+	request.is_bundle
+	request.fhir.malformed == ""
+	count(request.targets) == 0
+}
+
+# target_denies(f) is every reason one request or entry is refused.
+target_denies(f) := {f.malformed} if f.malformed != ""
+
+else := {"request.nested_bundle"} if f.interaction in request.bundle_interactions
+
+else := ((rbac.deny_target(f) | smart_scopes.deny_target(f)) | mfa.deny_target(f)) | relationship.deny_target(f)
+
+# Candidates are [precedence, entry index, reason]: sorting them puts the
 # winning reason first; among entries the lowest index wins. Index -1 is the
-# request itself. A target (the request, or each bundle entry) is refused
-# for its own shape first, then for being a nested bundle, and only then
-# for what the modules find; the modules answer for every target in one
-# rule each.
-candidates := {[object.get(precedence, r, 999), -1, r] | some r in request_denies} | {[object.get(precedence, r, 999), idx, r] |
-	req.fhir.malformed == ""
-	bundle := req.is_bundle
-	uncovered := relationship.ctx.uncovered
-	rel_reason := relationship.ctx.deny_reason
-	smart_denied := smart_scopes.deny
-	some i, f in req.targets
-	idx := {true: i, false: -1}[bundle]
-	module_denies := (({"rbac.not_permitted" | count(rbac.grants[i]) == 0} | {"smart_scopes.not_permitted" | i in smart_denied}) | {r | some r in mfa.target_deny[i]}) | {rel_reason | count(f.patients & uncovered) > 0}
-	denies := {true: {f.malformed}, false: {true: {"request.nested_bundle"}, false: module_denies}[f.interaction in request.bundle_interactions]}[f.malformed != ""]
-	some r in denies
+# request itself.
+candidates contains [object.get(precedence, r, 999), -1, r] if some r in request_denies
+
+candidates contains [object.get(precedence, r, 999), -1, r] if {
+	not request.is_bundle
+	request.fhir.malformed == ""
+	some r in target_denies(request.fhir)
 }
 
-# verdict is allow, status and reason in one body. Requests anyone may make,
-# signed in or not (the capability statement a SMART client reads before it
-# can log in), touch no patient data and are allowed; without a verified
-# identity the answer is 401 whatever else is wrong; otherwise the first
-# candidate decides (400 for an ambiguous request, 403 for the rest).
-verdict := {"public": pub, "allow": allow, "status": status, "reason": reason} if {
-	pub := [1 |
-		not req.is_bundle
-		req.fhir.malformed == ""
-		req.fhir.interaction in data.phigate.public_interactions
-		count(req.fhir.patients) == 0
-	] != []
-	auth := req.authenticated
-	first := [c | not pub; auth; count(candidates) > 0; c := min(candidates)]
-	allow := true in [pub, [auth, first] == [true, []]]
-	denied_status := array.concat([st |
-		some c in first
-		st := {true: 400, false: 403}[[startswith(c[2], "request."), c[2] == "break_glass.patient_ambiguous"] != [false, false]]
-	], [403])[0]
-	status := {true: 200, false: {true: denied_status, false: 401}[auth]}[allow]
-	denied_reason := array.concat(
-		[r | some c in first; r := {true: c[2], false: concat("", ["entry[", format_int(c[1], 10), "].", c[2]])}[c[1] == -1]],
-		["policy.default"],
-	)[0]
-	reason := array.concat([r |
-		some [ok, r] in [
-			[pub, "public.capabilities"],
-			[allow, "allow"],
-			[auth == false, concat(".", ["identity", req.identity_error])],
-		]
-		ok
-	], [denied_reason])[0]
+candidates contains [object.get(precedence, r, 999), i, r] if {
+	request.is_bundle
+	request.fhir.malformed == ""
+	some i, f in request.targets
+	some r in target_denies(f)
 }
 
-public := verdict.public
+# The first reason in precedence order, or "" when nothing denies.
+default deny_reason := ""
 
-allow := verdict.allow
+deny_reason := reason if {
+	not public
+	not request.authenticated
+	reason := concat(".", ["identity", request.identity_error])
+}
 
-status := verdict.status
+else := reason if {
+	not public
+	first := sort(candidates)[0]
+	reason := entry_reason(first[1], first[2])
+}
 
-reason := verdict.reason
+entry_reason(-1, r) := r
+
+entry_reason(i, r) := concat("", ["entry[", format_int(i, 10), "].", r]) if i >= 0
+
+default status := 403
+
+status := 200 if allow
+
+else := 401 if not request.authenticated
+
+else := s if {
+	first := sort(candidates)[0]
+	s := status_of(first[2])
+}
+
+default allow := false
+
+allow if public
+
+allow if {
+	request.authenticated
+	deny_reason == ""
+}
 
 # ---- the decision document -------------------------------------------------
 
@@ -135,74 +156,124 @@ reason := verdict.reason
 # the policy did not set, so those not set are removed.
 owned_headers := ["x-phigate-user", "x-phigate-purpose", "x-phigate-roles", "x-phigate-break-glass"]
 
-# The parts of the decision only an allow fills in.
-default granted := {
-	"headers": {}, "response_headers": {}, "redact": [],
-	"remove_headers": ["x-phigate-user", "x-phigate-purpose", "x-phigate-roles", "x-phigate-break-glass"],
-	"enforce": {"patients": [], "any_patient": false, "permitted_labels": []},
-	"break_glass": {"active": false, "reason": "", "expires": ""}, "obligations": [],
+default headers := {}
+
+headers := {k: v | some k, v in all_headers; v != ""} if allow
+
+all_headers := {
+	"x-phigate-user": request.subject,
+	"x-phigate-purpose": purpose.effective,
+	"x-phigate-roles": concat(",", sort(purpose.active_roles)),
+	"x-phigate-break-glass": break_glass_header,
 }
 
-granted := {
-	"headers": {k: v | some k, v in all_headers; v != ""},
-	"remove_headers": [h | some h in owned_headers; all_headers[h] == ""],
-	# Responses carrying PHI must not be stored by shared caches.
-	"response_headers": {true: {}, false: {"cache-control": "no-store"}}[pub],
-	"redact": array.concat([r | not pub; r := minimum_necessary.ctx.redact], [[]])[0],
-	"enforce": array.concat([e | not pub; e := enforce], [{"patients": [], "any_patient": false, "permitted_labels": []}])[0],
-	"break_glass": {true: {"active": true, "reason": break_glass.reason, "expires": break_glass.expires}, false: {"active": false, "reason": "", "expires": ""}}[bg_active],
-	"obligations": [o | some o in break_glass.obligations],
-} if {
-	verdict.allow
-	pub := verdict.public
-	bg_active := break_glass.ctx.active
-	all_headers := {
-		"x-phigate-user": req.subject,
-		"x-phigate-purpose": purpose.ctx.effective,
-		"x-phigate-roles": concat(",", sort(purpose.ctx.active_roles)),
-		"x-phigate-break-glass": {true: "true", false: ""}[bg_active],
-	}
+default break_glass_header := ""
+
+break_glass_header := "true" if break_glass.active
+
+remove_headers := [h | some h in owned_headers; all_headers[h] == ""] if allow
+
+else := owned_headers
+
+# Responses carrying PHI must not be stored by shared caches.
+default response_headers := {}
+
+response_headers := {"cache-control": "no-store"} if {
+	allow
+	not public
+}
+
+default redact := []
+
+redact := minimum_necessary.redact if {
+	allow
+	not public
 }
 
 # The patients a response may carry. Named patients narrow it to exactly
 # those (each already checked); otherwise it is every patient the caller is
 # related to, so a search over all patients returns only the caller's own.
 # A patient-context SMART scope narrows further, to the launch patient.
+enforce_patients := request.touched if {
+	count(request.touched) > 0
+	not request.any_all_patients
+} else := relationship.mine
+
+narrowed_patients := {p | some p in enforce_patients; p == request.launch_patient} if smart_scopes.narrowed
+
+else := enforce_patients
+
+default enforce := {"patients": [], "any_patient": false, "permitted_labels": []}
+
 enforce := {
-	"patients": sort({true: {p | some p in patients; p == req.launch_patient}, false: patients}[narrowed]),
-	"any_patient": [relationship.reach.any_patient, narrowed] == [true, false],
-	"permitted_labels": sort(sensitivity.ctx.permitted),
+	"patients": sort(narrowed_patients),
+	"any_patient": any_patient,
+	"permitted_labels": sort(sensitivity.permitted),
 } if {
-	named := [count(req.touched) > 0, req.any_all_patients] == [true, false]
-	patients := array.concat([req.touched | named], [m | not named; m := relationship.mine])[0]
-	narrowed := [1 | smart_scopes.narrowed] != []
+	allow
+	not public
 }
+
+default any_patient := false
+
+any_patient if {
+	relationship.any_patient
+	not smart_scopes.narrowed
+}
+
+default break_glass_doc := {"active": false, "reason": "", "expires": ""}
+
+break_glass_doc := {
+	"active": true,
+	"reason": break_glass.reason,
+	"expires": break_glass.expires,
+} if {
+	allow
+	break_glass.active
+}
+
+default obligations := []
+
+obligations := [o | some o in break_glass.obligations] if allow
 
 # The rules that decided: on allow every grant that took part, on deny the
 # winning reason.
-audit_rules := ["public.capabilities"] if verdict.public
+allow_rules := ((((((rbac_rules | relationship.rules) | purpose.rules) | break_glass.rules) | smart_scopes.rules) | timing.rules) | sensitivity.rules) | minimum_necessary.rules
 
-else := sort(((((((({r | some g in rbac.grants; some r in g} | relationship.rules) | purpose.ctx.rules) | break_glass.rules) | smart_scopes.rules) | timing.ctx.rules) | sensitivity.ctx.rules) | minimum_necessary.ctx.rules)) if verdict.allow
+rbac_rules := rbac.allow_rules(request.fhir) if not request.is_bundle
 
-else := [concat(":", ["deny", verdict.reason])]
+else := {r | some f in request.targets; some r in rbac.allow_rules(f)}
+
+audit_rules := ["public.capabilities"] if public
+
+else := sort(allow_rules) if allow
+
+else := [concat(":", ["deny", deny_reason])] if deny_reason != ""
+
+else := ["deny:policy.default"]
+
+reason := "public.capabilities" if public
+
+else := "allow" if allow
+
+else := deny_reason if deny_reason != ""
+
+else := "policy.default"
 
 decision := {
-	"allow": v.allow,
-	"status": v.status,
-	"reason": v.reason,
-	"headers": g.headers,
-	"remove_headers": g.remove_headers,
-	"response_headers": g.response_headers,
-	"redact": g.redact,
-	"enforce": g.enforce,
-	"break_glass": g.break_glass,
-	"obligations": g.obligations,
+	"allow": allow,
+	"status": status,
+	"reason": reason,
+	"headers": headers,
+	"remove_headers": remove_headers,
+	"response_headers": response_headers,
+	"redact": redact,
+	"enforce": enforce,
+	"break_glass": break_glass_doc,
+	"obligations": obligations,
 	"audit": {
-		"patients": sort(req.touched),
-		"purpose": purpose.ctx.effective,
+		"patients": sort(request.touched),
+		"purpose": purpose.effective,
 		"rules": audit_rules,
 	},
-} if {
-	v := verdict
-	g := granted
 }

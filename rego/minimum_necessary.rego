@@ -17,49 +17,36 @@ shape := {"path": "", "action": "", "key_id": "", "format": "", "keep": [], "pro
 
 actions := {"remove", "mask", "tokenize", "allow", "deidentify"}
 
-# by_role maps each active role to its directives for the effective purpose
-# (its "*" directives when it has none for that purpose).
-by_role := {r: ds |
-	effective := purpose.ctx.effective
-	some r in purpose.ctx.active_roles
-	ds := array.concat(
-		array.concat(
-			[d | d := data.phigate.redaction[r][effective]],
-			[d | d := data.phigate.redaction[r]["*"]],
-		),
-		[[]],
-	)[0]
+for_role(r) := ds if {
+	ds := data.phigate.redaction[r][purpose.effective]
+} else := ds if {
+	ds := data.phigate.redaction[r]["*"]
+} else := []
+
+directives := {object.union(shape, d) |
+	some r in purpose.active_roles
+	some d in for_role(r)
+	is_object(d)
+	d.action in actions
 }
 
-for_role(r) := by_role[r]
-
-# ctx is the module's answer:
-#   deny   - a directive the response filter would not understand must not
-#            silently mean "no redaction": the authz module denies instead;
-#   redact - the directives, a sorted array (sets of objects iterate in a
-#            fixed order);
-#   rules  - audit ids naming role and purpose of each set applied.
-ctx := {
-	"deny": {"minimum_necessary.invalid_directive" |
-		some ds in by_role
-		some d in ds
-		o := {true: d, false: {}}[is_object(d)]
-		[is_object(d), object.get(o, "action", null) in actions] != [true, true]
-	},
-	"redact": [d | some d in {object.union(shape, d) |
-		some ds in by_role
-		some d in ds
-		is_object(d)
-		d.action in actions
-	}],
-	"rules": {concat(":", ["minimum_necessary", r, purpose.ctx.effective]) |
-		some r, ds in by_role
-		count(ds) > 0
-	},
+# A directive the response filter would not understand must not silently
+# mean "no redaction": the authz module denies instead.
+deny contains "minimum_necessary.invalid_directive" if {
+	some r in purpose.active_roles
+	some d in for_role(r)
+	not valid(d)
 }
 
-deny := ctx.deny
+valid(d) if {
+	is_object(d)
+	d.action in actions
+}
 
-redact := ctx.redact
+# A sorted array: sets of objects iterate in a fixed order.
+redact := [d | some d in directives]
 
-rules := ctx.rules
+rules contains concat(":", ["minimum_necessary", r, purpose.effective]) if {
+	some r in purpose.active_roles
+	count(for_role(r)) > 0
+}

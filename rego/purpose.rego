@@ -8,45 +8,42 @@
 # for that request, with the researcher's minimum-necessary redaction.
 package phigate.purpose
 
-import data.phigate.request.req
+import data.phigate.request
 
-# ctx is the module's whole answer, computed in one body:
-#   effective    - the purpose the request is evaluated under, "" when none:
-#                  the stated one, else the emergency purpose under break
-#                  glass, else the default of the first of the caller's roles
-#                  (token order) that has one, taking the first keeps the
-#                  answer unique;
-#   active_roles - the known roles that allow the effective purpose;
-#   deny         - purpose.required / purpose.not_permitted;
-#   rules        - the audit id naming the purpose that took part.
-ctx := {
-	"effective": effective,
-	"active_roles": active,
-	"deny": {r |
-		some [bad, r] in [
-			[[known, effective] == [true, ""], "purpose.required"],
-			[[known, effective != "", count(active)] == [true, true, 0], "purpose.not_permitted"],
-		]
-		bad
-	},
-	"rules": {concat(":", ["purpose", effective]) | count(active) > 0},
-} if {
-	stated := req.purpose
-	effective := array.concat(
-		array.concat([stated | stated != ""], [p | req.bg_requested; p := data.phigate.emergency.purpose]),
-		array.concat([d | some r in req.role_list; d := data.phigate.default_purposes[r]; is_string(d)], [""]),
-	)[0]
-	active := {r | some r in req.known_roles; effective in data.phigate.purposes[r]}
-	known := count(req.known_roles) > 0
-}
+# The first of the caller's roles (token order) with a default purpose
+# decides the default; taking the first keeps the answer unique.
+defaults := [d |
+	some r in request.role_list
+	d := data.phigate.default_purposes[r]
+	is_string(d)
+]
 
-effective := ctx.effective
+# effective is the purpose the request is evaluated under, "" when none.
+effective := request.purpose if request.purpose != ""
+
+else := data.phigate.emergency.purpose if request.bg_requested
+
+else := defaults[0] if count(defaults) > 0
+
+else := ""
 
 # stated is true when the purpose came from the request, not a default.
-stated if req.purpose != ""
+stated if request.purpose != ""
 
-active_roles := ctx.active_roles
+active_roles := {r |
+	some r in request.known_roles
+	effective in data.phigate.purposes[r]
+}
 
-deny := ctx.deny
+deny contains "purpose.required" if {
+	count(request.known_roles) > 0
+	effective == ""
+}
 
-rules := ctx.rules
+deny contains "purpose.not_permitted" if {
+	count(request.known_roles) > 0
+	effective != ""
+	count(active_roles) == 0
+}
+
+rules contains concat(":", ["purpose", effective]) if count(active_roles) > 0

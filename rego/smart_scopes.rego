@@ -4,67 +4,88 @@
 #
 # A scope permits a request when its resource is the request's resource type
 # (or "*"), its permissions hold the letter the interaction needs (c, r, u,
-# d, s; the request module computes it), and, for patient-context scopes,
-# every patient the request touches is the launch patient (identity.patient).
+# d, s), and, for patient-context scopes, every patient the request touches
+# is the launch patient (identity.patient).
 package phigate.smart_scopes
 
 import data.phigate.request
-import data.phigate.request.req
 
-applies if req.scopes_present
+applies if request.scopes_present
 
-# per_target holds, for each of request.targets (same index):
-#   matching     - the scopes that permit it by resource and letter;
-#   broad        - a user or system scope permits it;
-#   patient_only - only a patient-context scope permits it; the response is
-#                  then limited to the launch patient.
-# System-level requests and legacy routes have no resource type: only a "*"
-# scope reaches them.
-default per_target := []
-
-per_target := [{"matching": matching, "broad": broad, "patient_only": patient_only} |
-	some f in req.targets
-	matching := [s |
-		some s in req.scopes
-		s.resource in {"*", f.resource_type}
-		contains(s.permissions, f.letter)
-	]
-	contexts := {c | some s in matching; c := s.context}
-	broad := count(contexts - {"patient"}) > 0
-	patient_only := [
-		broad,
-		launch != "",
-		"patient" in contexts,
-		count(f.patients - {launch}),
-	] == [false, true, true, 0]
-] if {
-	applies
-	launch := req.launch_patient
+letters := {
+	"read": "r", "vread": "r", "history-instance": "r",
+	"search-type": "s", "search-system": "s", "search-compartment": "s",
+	"history-type": "s", "history-system": "s",
+	"create": "c", "update": "u", "patch": "u", "delete": "d",
 }
 
-# deny holds the indexes of request.targets no scope permits.
-deny := {i |
-	some i, f in req.targets
-	f.interaction != "capabilities"
-	t := per_target[i]
-	[t.broad, t.patient_only] == [false, false]
-}
-
-# narrowed: some target is allowed only through a patient-context scope.
-narrowed if {
-	some t in per_target
-	t.patient_only
-}
-
-rules := {concat(":", ["smart_scopes.allow", s.raw]) |
-	some t in per_target
-	some s in t.matching
-	is_string(s.raw)
-}
+method_letters := {"GET": "r", "HEAD": "r", "POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
 
 # letter is the permission a request needs; undefined (so no scope matches)
 # for operations the data does not map.
-letter(f) := l if {
-	l := request.normalize(f, req.method).letter
-	l != null
+letter(f) := letters[f.interaction]
+
+letter(f) := data.phigate.smart.operations[f.operation] if f.interaction == "operation"
+
+letter(f) := method_letters[upper(request.method)] if f.interaction == "non-fhir"
+
+# System-level requests and legacy routes have no resource type: only a "*"
+# scope reaches them.
+resource_ok(s, _) if s.resource == "*"
+
+resource_ok(s, f) if {
+	f.resource_type != ""
+	s.resource == f.resource_type
+}
+
+matches(s, f) if {
+	resource_ok(s, f)
+	contains(s.permissions, letter(f))
+}
+
+# broad: a user or system scope permits the request.
+broad(f) if {
+	some s in request.scopes
+	s.context != "patient"
+	matches(s, f)
+}
+
+# patient_only: only a patient-context scope permits it; the response is
+# then limited to the launch patient.
+patient_only(f) if {
+	not broad(f)
+	request.launch_patient != ""
+	some s in request.scopes
+	s.context == "patient"
+	matches(s, f)
+	every p in f.patients {
+		p == request.launch_patient
+	}
+}
+
+permits(f) if broad(f)
+
+permits(f) if patient_only(f)
+
+deny_target(f) := {"smart_scopes.not_permitted"} if {
+	applies
+	f.interaction != "capabilities"
+	not permits(f)
+}
+
+else := set()
+
+# narrowed: some target is allowed only through a patient-context scope.
+narrowed if {
+	applies
+	some f in request.targets
+	patient_only(f)
+}
+
+rules contains concat(":", ["smart_scopes.allow", s.raw]) if {
+	applies
+	some f in request.targets
+	some s in request.scopes
+	matches(s, f)
+	is_string(s.raw)
 }

@@ -9,7 +9,7 @@
 package phigate.time
 
 import data.phigate.purpose
-import data.phigate.request.req
+import data.phigate.request
 
 # A window "HH:MM" is read as minutes after local midnight.
 minutes(hhmm) := (to_number(parts[0]) * 60) + to_number(parts[1]) if {
@@ -17,82 +17,115 @@ minutes(hhmm) := (to_number(parts[0]) * 60) + to_number(parts[1]) if {
 	count(parts) == 2
 }
 
-# shift is the caller's shift regime: restricted when the user has windows of
-# their own, or every active role has some; windows are the ones that apply.
-shift := {"restricted": true, "windows": user_windows} if {
-	user_windows := data.phigate.shifts.users[req.subject]
-	user_windows
-} else := {"restricted": restricted, "windows": windows} if {
-	active := purpose.ctx.active_roles
-	by_role := [ws | some r in active; ws := data.phigate.shifts.roles[r]; ws]
-	restricted := [count(active) > 0, count(by_role) == count(active)] == [true, true]
-	windows := [w | some ws in by_role; some w in ws]
+user_windows := data.phigate.shifts.users[request.subject]
+
+restricted if user_windows
+
+restricted if {
+	not user_windows
+	count(purpose.active_roles) > 0
+	every r in purpose.active_roles {
+		data.phigate.shifts.roles[r]
+	}
 }
 
-restricted if shift.restricted
+windows := user_windows
+
+windows := ws if {
+	not user_windows
+	ws := [w | some r in purpose.active_roles; some w in data.phigate.shifts.roles[r]]
+}
 
 # in_window is true when the request time falls inside window w. A window
 # whose end is before its start runs overnight and belongs to the day it
 # starts on. An unknown time zone makes time.clock fail, so the request is
-# outside every window: closed, not open. One body for the three cases: a
-# shift check costs one evaluation per window.
+# outside every window: closed, not open.
 in_window(w) if {
-	ns := req.time_ns
-	[h, m, s] := time.clock([ns, w.tz])
+	[h, m, _] := time.clock([request.time_ns, w.tz])
 	now := (h * 60) + m
-	sp := split(w.start, ":")
-	ep := split(w.end, ":")
-	[count(sp), count(ep)] == [2, 2]
-	start := (to_number(sp[0]) * 60) + to_number(sp[1])
-	end := (to_number(ep[0]) * 60) + to_number(ep[1])
-	today := substring(time.weekday([ns, w.tz]), 0, 3) in w.days
-
-	# The shift started yesterday (local): one second before local midnight.
-	yesterday := substring(time.weekday([ns - ((((h * 3600) + (m * 60)) + s) + 1) * 1000000000, w.tz]), 0, 3) in w.days
-	true in [
-		[start < end, now >= start, now < end, today] == [true, true, true, true],
-		[start > end, now >= start, today] == [true, true, true],
-		[start > end, now < end, yesterday] == [true, true, true],
-	]
+	start := minutes(w.start)
+	end := minutes(w.end)
+	start < end
+	now >= start
+	now < end
+	day_ok(w, request.time_ns)
 }
 
+in_window(w) if {
+	[h, m, _] := time.clock([request.time_ns, w.tz])
+	now := (h * 60) + m
+	start := minutes(w.start)
+	end := minutes(w.end)
+	start > end
+	now >= start
+	day_ok(w, request.time_ns)
+}
+
+in_window(w) if {
+	[h, m, s] := time.clock([request.time_ns, w.tz])
+	now := (h * 60) + m
+	start := minutes(w.start)
+	end := minutes(w.end)
+	start > end
+	now < end
+	# The shift started yesterday (local): one second before local midnight.
+	day_ok(w, request.time_ns - ((((h * 3600) + (m * 60)) + s) + 1) * 1000000000)
+}
+
+day_ok(w, ns) if substring(time.weekday([ns, w.tz]), 0, 3) in w.days
+
 on_shift if {
-	req.time_valid
-	some w in shift.windows
+	request.time_valid
+	some w in windows
 	in_window(w)
 }
 
-# ctx is the module's verdict: deny reasons and audit rules.
-ctx := {
-	"deny": shift_deny | account_deny,
-	"rules": {"time.on_shift" | shift.restricted; on_shift},
-}
-
-shift_deny := {r |
-	shift.restricted
-	r := {true: "time.outside_shift", false: "time.request_time_missing"}[req.time_valid]
+deny contains "time.outside_shift" if {
+	request.time_valid
+	restricted
 	not on_shift
 }
 
-default account_deny := set()
+account := data.phigate.accounts[request.subject]
+
+not_before_ns := time.parse_rfc3339_ns(account.not_before)
+
+not_after_ns := time.parse_rfc3339_ns(account.not_after)
 
 # Without a trustworthy request time neither shifts nor validity can be
-# checked; restricted accounts are then refused. A bound that does not parse
-# must not silently mean "no bound".
-account_deny := {r |
-	some [bad, r] in [
-		[req.time_valid == false, "time.request_time_missing"],
-		[[b | b := account.not_before; not time.parse_rfc3339_ns(b)] != [], "time.account_invalid"],
-		[[b | b := account.not_after; not time.parse_rfc3339_ns(b)] != [], "time.account_invalid"],
-		[[b | req.time_valid; b := time.parse_rfc3339_ns(account.not_before); req.time_ns < b] != [], "time.account_not_yet_valid"],
-		[[b | req.time_valid; b := time.parse_rfc3339_ns(account.not_after); req.time_ns >= b] != [], "time.account_expired"],
-	]
-	bad
-} if {
-	account := data.phigate.accounts[req.subject]
+# checked; restricted accounts are then refused.
+deny contains "time.request_time_missing" if {
+	not request.time_valid
 	account
 }
 
-deny := ctx.deny
+deny contains "time.request_time_missing" if {
+	not request.time_valid
+	restricted
+}
 
-rules := ctx.rules
+# A bound that does not parse must not silently mean "no bound".
+deny contains "time.account_invalid" if {
+	_ := account.not_before
+	not not_before_ns
+}
+
+deny contains "time.account_invalid" if {
+	_ := account.not_after
+	not not_after_ns
+}
+
+deny contains "time.account_not_yet_valid" if {
+	request.time_valid
+	request.time_ns < not_before_ns
+}
+
+deny contains "time.account_expired" if {
+	request.time_valid
+	request.time_ns >= not_after_ns
+}
+
+rules contains "time.on_shift" if {
+	restricted
+	on_shift
+}
