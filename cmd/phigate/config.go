@@ -26,6 +26,7 @@ type Config struct {
 	Policy   policy.Config         `yaml:"policy"`
 	Filters  FiltersConfig         `yaml:"filters"`
 	Audit    audit.Config          `yaml:"audit"`
+	Runtime  RuntimeConfig         `yaml:"runtime"`
 	Shutdown ShutdownConfig        `yaml:"shutdown"`
 }
 
@@ -58,6 +59,16 @@ type FiltersConfig struct {
 	// TokenKeys maps a tokenization key id to a file holding the secret.
 	TokenKeys map[string]string `yaml:"token_keys"`
 	MaxBody   int               `yaml:"max_body"`
+}
+
+// RuntimeConfig tunes the Go runtime for a sidecar. Policy evaluation
+// allocates heavily and short-lived; collecting less often buys throughput,
+// and the soft memory limit keeps the heap bounded all the same.
+type RuntimeConfig struct {
+	// GCPercent is GOGC; the GOGC environment variable wins. Default 400.
+	GCPercent int `yaml:"gc_percent"`
+	// MemoryLimitMB is a soft heap limit; GOMEMLIMIT wins. Default 384.
+	MemoryLimitMB int `yaml:"memory_limit_mb"`
 }
 
 // ShutdownConfig controls draining on SIGTERM.
@@ -146,6 +157,15 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Audit.Validate(); err != nil {
 		return fmt.Errorf("audit: %w", err)
+	}
+	if c.Runtime.GCPercent == 0 {
+		c.Runtime.GCPercent = 400
+	}
+	if c.Runtime.MemoryLimitMB == 0 {
+		c.Runtime.MemoryLimitMB = 384
+	}
+	if c.Runtime.GCPercent < 25 || c.Runtime.MemoryLimitMB < 64 {
+		return errors.New("runtime.gc_percent: at least 25, and runtime.memory_limit_mb at least 64")
 	}
 	if c.Shutdown.Grace == 0 {
 		c.Shutdown.Grace = 20 * time.Second

@@ -99,6 +99,7 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := cfg.Validate(); err != nil {
 		return fail(err)
 	}
+	applyRuntime(cfg.Runtime)
 	log, err := newLogger(cfg.Log)
 	if err != nil {
 		return fail(err)

@@ -118,6 +118,7 @@ func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
 	}
+	applyRuntime(cfg.Runtime)
 	log, err := newLogger(cfg.Log)
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate: log:", err)

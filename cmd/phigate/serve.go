@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +52,17 @@ type server struct {
 	AdminAddr string
 	listeners []net.Listener
 	adminLn   net.Listener
+}
+
+// applyRuntime sets the collector's pace and soft memory limit for the
+// process, unless the operator set GOGC or GOMEMLIMIT.
+func applyRuntime(c RuntimeConfig) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(c.GCPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(c.MemoryLimitMB) << 20)
+	}
 }
 
 func newLogger(c LogConfig) (*zap.Logger, error) {
