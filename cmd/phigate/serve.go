@@ -162,6 +162,7 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 			return nil, fmt.Errorf("listen.grpc: %w", err)
 		}
 		s.listeners = append(s.listeners, ln)
+		s.closers = append(s.closers, func() { _ = ln.Close() })
 		s.GRPCAddr = ln.Addr().String()
 	}
 	if cfg.Listen.GRPCUnix != "" {
@@ -171,11 +172,13 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 			return nil, fmt.Errorf("listen.grpc_unix: %w", err)
 		}
 		s.listeners = append(s.listeners, ln)
+		s.closers = append(s.closers, func() { _ = ln.Close() })
 	}
 	s.adminLn, err = net.Listen("tcp", cfg.Listen.Admin)
 	if err != nil {
 		return nil, fmt.Errorf("listen.admin: %w", err)
 	}
+	s.closers = append(s.closers, func() { _ = s.adminLn.Close() })
 	s.AdminAddr = s.adminLn.Addr().String()
 	s.admin = &http.Server{Handler: s.adminMux(reg), ReadHeaderTimeout: 5 * time.Second}
 	ok = true
