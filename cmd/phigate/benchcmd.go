@@ -31,6 +31,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.Compare, "compare", "", "a second target of the same kind, measured in the same run (e.g. Envoy without phigate)")
 	fs.BoolVar(&cfg.Baseline, "baseline", false, "also run the same load against a built-in no-op ext_authz server")
 	fs.BoolVar(&o.envoy, "envoy", false, "end to end: start the legacy service, phigate and two Envoys (with and without phigate's filters) and compare them in one run")
+	fs.StringVar(&o.policyDir, "policy", "", "policy directory or bundle for the in-process phigate (default: the embedded library)")
 	fs.IntVar(&o.careTeams, "care-teams", 0, "load a generated policy whose data holds this many practitioner→patient care-team pairs (0: the shipped data)")
 	fs.IntVar(&o.teamSize, "team-size", 50, "with --care-teams: patients per practitioner")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process (generator and in-process phigate) to this file")
@@ -99,6 +100,7 @@ type benchOptions struct {
 	envoy      bool
 	careTeams  int
 	teamSize   int
+	policyDir  string
 	cpuProfile string
 }
 
@@ -110,6 +112,9 @@ func (o benchOptions) validate(cfg bench.Config) error {
 	}
 	if o.careTeams != 0 && cfg.Target != "" {
 		return errors.New("--care-teams: the generated policy is loaded by the in-process phigate; drop --target")
+	}
+	if o.policyDir != "" && (o.careTeams != 0 || cfg.Target != "") {
+		return errors.New("--policy: the in-process phigate loads it; drop --care-teams and --target")
 	}
 	if o.careTeams < 0 || o.careTeams > 10_000_000 {
 		return fmt.Errorf("--care-teams: must be in [0, 10000000], got %d", o.careTeams)
@@ -211,6 +216,10 @@ func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, di
 		}
 		pc.Policy.Source = policy.Source{Dir: pdir}
 		ph.notes = append(ph.notes, fmt.Sprintf("policy: the shipped library with %d care-team pairs (%d per practitioner) from %s", pairs, o.teamSize, pdir))
+	}
+	if o.policyDir != "" {
+		pc.Policy.Source = policySource(o.policyDir)
+		ph.notes = append(ph.notes, "policy: "+o.policyDir)
 	}
 	if err := pc.Validate(); err != nil {
 		return nil, err
