@@ -84,6 +84,7 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		JWT: authz.JWTConfig{Issuer: demokeys.DefaultIssuer, Audiences: []string{demokeys.DefaultAudience},
 			JWKSFile: keys.JWKSPath()},
 	}
+	cfg.Request.LegacyRoutes = []authz.LegacyRoute{{Method: "GET", Pattern: "/hl7/patients/{id}/adt", Kind: "hl7-adt", PatientFrom: "path:id"}}
 	cfg.Audit.Dir = filepath.Join(*dir, "audit")
 	tokenKey := filepath.Join(*dir, "token-demo-1.key")
 	if _, err := os.Stat(tokenKey); err != nil {
@@ -240,6 +241,8 @@ func demoLines(keys *demokeys.Keys) ([]demoLine, error) {
 	}
 	redacted := mk("allow, redacted: billing sees no telecom or address", 200, "GET", "/fhir/Patient/pat-0001", billing, nil)
 	redacted.absent = `"telecom"`
+	hl7 := mk("allow, redacted: billing reads the legacy HL7 v2 feed without phone numbers", 200, "GET", "/hl7/patients/pat-0001/adt", billing, nil)
+	hl7.absent = "^PRN^PH"
 	return []demoLine{
 		{title: "tokens (physician prac-001 with MFA; billing clerk)", curl: "export DOC=" + doc + "\nexport BILLING=" + billing},
 		mk("allow: prac-001 reads a patient on the care team", 200, "GET", "/fhir/Patient/pat-0001", doc, nil),
@@ -247,6 +250,7 @@ func demoLines(keys *demokeys.Keys) ([]demoLine, error) {
 		mk("deny 401: no token", 401, "GET", "/fhir/Patient/pat-0001", "", nil),
 		mk("deny 400: ambiguous path (encoded slash)", 400, "GET", "/fhir/Patient%2Fpat-0001", doc, nil),
 		redacted,
+		hl7,
 		mk("break-glass: prac-001 reads pat-0002 in an emergency", 200, "GET", "/fhir/Patient/pat-0002", doc,
 			map[string]string{"x-break-glass": "unconscious patient in ED"}),
 	}, nil

@@ -132,6 +132,21 @@ func doURL(t *testing.T, url, token string) int {
 	return resp.StatusCode
 }
 
+// getBody fetches url directly and returns its status and body.
+func getBody(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
 func (s *stack) do(method, path, token string, headers map[string]string, body io.Reader) response {
 	s.t.Helper()
 	req, err := http.NewRequest(method, s.envoy.URL(path), body)

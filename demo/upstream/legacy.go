@@ -182,7 +182,10 @@ func (s *Server) adtA08(id string, p Resource) string {
 	}
 	mrn := identifierValue(p, fhirdata.SystemMRN)
 	ssn := identifierValue(p, fhirdata.SystemSSN)
-	ids := []string{hl7Escape(mrn) + "^^^HOSP&" + fhirdata.SystemMRN + "&URI^MR"}
+	// PID-3 carries the record's FHIR logical id too (type PI, patient
+	// internal identifier), as systems that expose both interfaces do, so a
+	// gateway can match the message to the patient its FHIR grant names.
+	ids := []string{hl7Escape(mrn) + "^^^HOSP&" + fhirdata.SystemMRN + "&URI^MR", hl7Escape(id) + "^^^DEMOFHIR^PI"}
 	if ssn != "" {
 		ids = append(ids, hl7Escape(ssn)+"^^^USSSA&2.16.840.1.113883.4.1&ISO^SS")
 	}
