@@ -80,5 +80,5 @@ func (s *Snapshot) checkShape(ctx context.Context) error {
 func (s *Snapshot) Explain(ctx context.Context, req *authz.Request) (authz.Decision, []string, error) {
 	buf := newTraceBuffer()
 	d, err := s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult), rego.EvalQueryTracer(buf.tracer))
-	return d, buf.lines(s.modules), err
+	return d, buf.lines(), err
 }

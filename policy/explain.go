@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"strings"
 
-	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
@@ -14,9 +13,9 @@ type traceBuffer struct {
 
 func newTraceBuffer() *traceBuffer { return &traceBuffer{tracer: topdown.NewBufferTracer()} }
 
-// lines renders the evaluation trace of the serving modules only, as OPA's
-// pretty trace does, with locations so an author can find each rule.
-func (t *traceBuffer) lines(_ map[string]*ast.Module) []string {
+// lines renders the evaluation trace as OPA's pretty trace does, with
+// locations so an author can find each rule.
+func (t *traceBuffer) lines() []string {
 	var b bytes.Buffer
 	topdown.PrettyTraceWithLocation(&b, *t.tracer)
 	return strings.Split(strings.TrimRight(b.String(), "\n"), "\n")

@@ -27,10 +27,7 @@ type Snapshot struct {
 	// Tests is the number of policy tests that passed when the snapshot was built.
 	Tests int
 
-	query    rego.PreparedEvalQuery
-	compiler *ast.Compiler
-	store    storage.Store
-	modules  map[string]*ast.Module // serving modules, tests excluded
+	query rego.PreparedEvalQuery
 }
 
 // BuildOptions control how a bundle becomes a Snapshot.
@@ -61,7 +58,7 @@ func Build(ctx context.Context, src string, b *bundle.Bundle, o BuildOptions) (*
 		return nil, &Error{Code: CodeShape, Source: src, Err: fmt.Errorf("no rule defines %s", DecisionQuery)}
 	}
 	store := inmem.NewFromObjectWithOpts(b.Data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
-	s := &Snapshot{Revision: revision(b), Source: src, LoadedAt: time.Now(), compiler: compiler, store: store, modules: serving}
+	s := &Snapshot{Revision: revision(b), Source: src, LoadedAt: time.Now()}
 	if o.RunTests {
 		n, err := runTests(ctx, store, all, "")
 		if err != nil {

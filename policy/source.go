@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"sort"
 	"strings"
@@ -96,5 +95,3 @@ func revision(b *bundle.Bundle) string {
 
 // isTest reports whether a module file holds policy tests only.
 func isTest(path string) bool { return strings.HasSuffix(path, "_test.rego") }
-
-var _ fs.FS = regolib.FS
