@@ -34,10 +34,8 @@ type Authorizer interface {
 // Plan is what the response side needs from a decision. It travels as JSON
 // in Envoy's dynamic metadata, so the ext_proc stream needs no shared state.
 type Plan struct {
-	DecisionID string               `json:"decision_id"`
-	RequestID  string               `json:"request_id,omitempty"`
-	Redact     []filters.Directive  `json:"redact,omitempty"`
-	Enforce    *filters.Enforcement `json:"enforce,omitempty"`
+	filters.Plan
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // AuthServer is the ext_authz Authorization service.
@@ -166,8 +164,7 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
 	}
-	if len(d.Redact) > 0 || d.Enforce != nil {
-		p := Plan{DecisionID: d.ID, Redact: d.Redact, Enforce: d.Enforce}
+	if p := (Plan{Plan: filters.Plan{DecisionID: d.ID, Redact: d.Redact, Enforce: d.Enforce}}); !p.Empty() {
 		if r != nil {
 			p.RequestID = r.ID
 		}

@@ -135,7 +135,7 @@ func (s *ProcServer) handle(ctx context.Context, st *stream, req *extprocv3.Proc
 }
 
 func (s *ProcServer) responseHeaders(ctx context.Context, st *stream, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	if st.plan == nil || (len(st.plan.Redact) == 0 && st.plan.Enforce == nil) {
+	if st.plan == nil || st.plan.Empty() {
 		// Nothing to do for this response: one header round trip, and the
 		// body streams past without being buffered.
 		s.outcomes.WithLabelValues("passed").Inc()
@@ -182,9 +182,7 @@ func (s *ProcServer) responseBody(ctx context.Context, st *stream, b *extprocv3.
 		// means the buffer limit was reached.
 		return s.refuse(ctx, st, http.StatusBadGateway, "partial body")
 	}
-	res, err := s.filter.Apply(st.mediaType, b.GetBody(), filters.Plan{
-		Redact: st.plan.Redact, Enforce: st.plan.Enforce, DecisionID: st.plan.DecisionID,
-	})
+	res, err := s.filter.Apply(st.mediaType, b.GetBody(), st.plan.Plan)
 	if err != nil {
 		return s.refuse(ctx, st, http.StatusBadGateway, "filter: "+string(filters.CodeOf(err)))
 	}

@@ -71,8 +71,8 @@ func headers(kv ...string) *extprocv3.HttpHeaders {
 
 func TestProcess(t *testing.T) {
 	client, rec := startProc(t)
-	removeTelecom, _ := json.Marshal(Plan{DecisionID: "d1", Redact: []filters.Directive{{Path: "Patient.telecom", Action: filters.ActionRemove}}})
-	otherPatient, _ := json.Marshal(Plan{DecisionID: "d2", Enforce: &filters.Enforcement{Patients: []string{"pat-0001"}}})
+	removeTelecom, _ := json.Marshal(Plan{Plan: filters.Plan{DecisionID: "d1", Redact: []filters.Directive{{Path: "Patient.telecom", Action: filters.ActionRemove}}}})
+	otherPatient, _ := json.Marshal(Plan{Plan: filters.Plan{DecisionID: "d2", Enforce: &filters.Enforcement{Patients: []string{"pat-0001"}}}})
 	patient := `{"resourceType":"Patient","id":"pat-0002","telecom":[{"system":"phone","value":"555-0100"}],"gender":"female"}`
 	cases := []struct {
 		name       string

@@ -11,9 +11,9 @@ import (
 // result to the audit record and appears in the OperationOutcome that
 // explains withheld entries.
 type Plan struct {
-	Redact     []Directive
-	Enforce    *Enforcement
-	DecisionID string
+	Redact     []Directive  `json:"redact,omitempty"`
+	Enforce    *Enforcement `json:"enforce,omitempty"`
+	DecisionID string       `json:"decision_id"`
 }
 
 // Empty reports whether the plan asks for nothing, so the caller may pass
