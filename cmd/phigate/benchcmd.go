@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -196,17 +195,9 @@ func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, di
 		JWT:    authz.JWTConfig{Issuer: cfg.Issuer, Audiences: []string{cfg.Audience}, JWKSFile: cfg.JWKSFile},
 	}
 	pc.Audit.Dir = filepath.Join(dir, "audit")
-	tokenKey := filepath.Join(dir, "token-demo-1.key")
-	if _, err := os.Stat(tokenKey); err != nil {
-		secret := make([]byte, 32)
-		if _, err := rand.Read(secret); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(tokenKey, secret, 0o600); err != nil {
-			return nil, err
-		}
+	if pc.Filters.TokenKeys, err = demoTokenKeys(dir); err != nil {
+		return nil, err
 	}
-	pc.Filters.TokenKeys = map[string]string{"demo-1": tokenKey}
 	ph := &benchPhigate{}
 	if o.careTeams > 0 {
 		pdir := filepath.Join(dir, "policy-care-teams")

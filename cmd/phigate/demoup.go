@@ -86,17 +86,9 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	cfg.Request.LegacyRoutes = []authz.LegacyRoute{{Method: "GET", Pattern: "/hl7/patients/{id}/adt", Kind: "hl7-adt", PatientFrom: "path:id"}}
 	cfg.Audit.Dir = filepath.Join(*dir, "audit")
-	tokenKey := filepath.Join(*dir, "token-demo-1.key")
-	if _, err := os.Stat(tokenKey); err != nil {
-		secret := make([]byte, 32)
-		if _, err := rand.Read(secret); err != nil {
-			return fail(err)
-		}
-		if err := os.WriteFile(tokenKey, secret, 0o600); err != nil {
-			return fail(err)
-		}
+	if cfg.Filters.TokenKeys, err = demoTokenKeys(*dir); err != nil {
+		return fail(err)
 	}
-	cfg.Filters.TokenKeys = map[string]string{"demo-1": tokenKey}
 	if err := cfg.Validate(); err != nil {
 		return fail(err)
 	}
@@ -175,6 +167,22 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	cancel()
 	<-srvDone
 	return 0
+}
+
+// demoTokenKeys returns the tokenization keys the shipped policy names (key
+// id demo-1), creating a random secret in dir on first use.
+func demoTokenKeys(dir string) (map[string]string, error) {
+	path := filepath.Join(dir, "token-demo-1.key")
+	if _, err := os.Stat(path); err != nil {
+		secret := make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, secret, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]string{"demo-1": path}, nil
 }
 
 type demoLine struct {
