@@ -75,7 +75,7 @@ func (c *BootstrapConfig) Validate() error {
 			return fmt.Errorf("%s: %w", f.name, err)
 		}
 	}
-	if host, _, _ := splitHostPort(c.Admin); !isLoopback(host) {
+	if host, _, _ := splitHostPort(c.Admin); !net.ParseIP(host).IsLoopback() {
 		return fmt.Errorf("envoy.admin: %q is not a loopback address; Envoy's admin must not be reachable from the network", c.Admin)
 	}
 	if !c.NoAuthz {
@@ -117,11 +117,6 @@ func splitHostPort(hp string) (string, int, error) {
 		return "", 0, fmt.Errorf("%q: the host must be an IP address (Envoy's static clusters do not resolve names)", hp)
 	}
 	return h, port, nil
-}
-
-func isLoopback(host string) bool {
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Bootstrap renders Envoy's static bootstrap configuration as YAML.

@@ -76,16 +76,7 @@ log:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary(t), "serve", "--config", cfgPath)
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() { _ = cmd.Process.Kill() }()
-	waitReady(t, "http://"+adminAddr+"/readyz", exited)
+	p := startPhigateProc(t, cfgPath, adminAddr)
 
 	tok, err := keys.Mint(physician(1))
 	if err != nil {
@@ -139,13 +130,13 @@ log:
 	}
 	time.Sleep(time.Second)
 	sigAt.Store(time.Now().UnixNano())
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
+	case err := <-p.exited:
 		if err != nil {
-			t.Fatalf("phigate exited with %v, want 0; log:\n%s", err, logs.String())
+			t.Fatalf("phigate exited with %v, want 0; log:\n%s", err, p.logs.String())
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("phigate did not exit within 15s of SIGTERM")
