@@ -23,6 +23,10 @@ type Decision struct {
 	Audit       AuditInfo            `json:"audit"`
 	// ID identifies this decision in the audit trail and response metadata.
 	ID string `json:"-"`
+	// CacheUntilNS is decision.cache.until_ns: the same request (every
+	// input field the policy reads but the time) gets the same decision
+	// until this instant (Unix nanoseconds). 0: never reuse.
+	CacheUntilNS int64 `json:"-"`
 }
 
 // BreakGlass reports an emergency-access grant in effect for this request.

@@ -84,6 +84,20 @@ func decodeDecision(v ast.Value) (authz.Decision, error) {
 	if d.Obligations, err = decodeObligations(field("obligations")); err != nil {
 		return d, err
 	}
+	if x := field("cache"); x != nil {
+		o, ok := x.(ast.Object)
+		if !ok {
+			return d, &shapeError{"decision.cache", "object", x}
+		}
+		if u := termValue(o.Get(ast.InternedTerm("until_ns"))); u != nil {
+			n, isNum := u.(ast.Number)
+			i, isInt := n.Int64()
+			if !isNum || !isInt || i < 0 {
+				return d, &shapeError{"decision.cache.until_ns", "non-negative integer", u}
+			}
+			d.CacheUntilNS = i
+		}
+	}
 	if x := field("audit"); x != nil {
 		o, ok := x.(ast.Object)
 		if !ok {

@@ -26,6 +26,29 @@ type Config struct {
 	RunTests bool `yaml:"run_tests"`
 	// EvalTimeout bounds one evaluation.
 	EvalTimeout time.Duration `yaml:"eval_timeout"`
+	// DecisionCache reuses decisions the policy marks as lasting
+	// (decision.cache.until_ns) for identical later requests.
+	DecisionCache DecisionCacheConfig `yaml:"decision_cache"`
+}
+
+// DecisionCacheConfig sizes the decision cache.
+type DecisionCacheConfig struct {
+	// Disabled evaluates the policy for every request.
+	Disabled bool `yaml:"disabled"`
+	// Entries is how many decisions are kept (default 8192). While the
+	// cache turns over, up to twice as many may be held.
+	Entries int `yaml:"entries"`
+}
+
+// DefaultDecisionCacheEntries is the decision cache size when none is configured.
+const DefaultDecisionCacheEntries = 8192
+
+// entries is the cache size to build snapshots with (0: no cache).
+func (c DecisionCacheConfig) entries() int {
+	if c.Disabled {
+		return 0
+	}
+	return c.Entries
 }
 
 // Validate fills defaults and checks the source.
@@ -44,6 +67,14 @@ func (c *Config) Validate() error {
 	}
 	if c.EvalTimeout < 0 {
 		return errors.New("policy.eval_timeout: must be positive")
+	}
+	switch {
+	case c.DecisionCache.Entries < 0:
+		return errors.New("policy.decision_cache.entries: must not be negative")
+	case c.DecisionCache.Entries > 10_000_000:
+		return errors.New("policy.decision_cache.entries: at most 10000000")
+	case c.DecisionCache.Entries == 0:
+		c.DecisionCache.Entries = DefaultDecisionCacheEntries
 	}
 	return nil
 }
@@ -70,11 +101,12 @@ type Engine struct {
 	lastErrAt time.Time
 	stamp     string // change stamp of the source at the last load attempt
 
-	revision *prometheus.GaugeVec
-	reloads  *prometheus.CounterVec
-	stop     chan struct{}
-	done     chan struct{}
-	closeOne sync.Once
+	cacheStats *CacheStats
+	revision   *prometheus.GaugeVec
+	reloads    *prometheus.CounterVec
+	stop       chan struct{}
+	done       chan struct{}
+	closeOne   sync.Once
 }
 
 var _ authz.Evaluator = (*Engine)(nil)
@@ -98,6 +130,10 @@ func NewEngine(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.
 			Name: "phigate_policy_reloads_total", Help: "Policy load attempts by result.",
 		}, []string{"result"}),
 	}
+	var err error
+	if e.cacheStats, err = NewCacheStats(reg); err != nil {
+		return nil, err
+	}
 	if reg != nil {
 		if err := reg.Register(e.revision); err != nil {
 			return nil, err
@@ -115,6 +151,12 @@ func NewEngine(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.
 		close(e.done)
 	}
 	return e, nil
+}
+
+// CacheCounts reports the decision cache's outcomes since the Engine started.
+func (e *Engine) CacheCounts() CacheCounts {
+	n := &e.cacheStats.n
+	return CacheCounts{Hits: n[cacheHit].Load(), Misses: n[cacheMiss].Load(), NotReusable: n[cacheNotReusable].Load()}
 }
 
 // Snapshot returns the policy being served.
@@ -147,7 +189,9 @@ func (e *Engine) load(ctx context.Context) error {
 	b, err := e.cfg.Source.Load()
 	var s *Snapshot
 	if err == nil {
-		s, err = Build(ctx, e.cfg.Source.String(), b, BuildOptions{RunTests: e.cfg.RunTests})
+		s, err = Build(ctx, e.cfg.Source.String(), b, BuildOptions{
+			RunTests: e.cfg.RunTests, DecisionCache: e.cfg.DecisionCache.entries(), CacheStats: e.cacheStats,
+		})
 	}
 	if err != nil {
 		e.lastErr, e.lastErrAt = err, time.Now()

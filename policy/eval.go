@@ -22,10 +22,32 @@ func decodeResult(t *ast.Term, _ *rego.EvalContext) (any, error) {
 	return d, nil
 }
 
-// Evaluate runs the decision query for one request. The caller's context
-// reaches the evaluator, so a deadline stops a runaway policy.
+// Evaluate runs the decision query for one request, or reuses the decision
+// of an identical earlier request that the policy said still holds. The
+// caller's context reaches the evaluator, so a deadline stops a runaway
+// policy. A returned Decision may share its maps and slices with other
+// requests' decisions: callers treat it as read-only.
 func (s *Snapshot) Evaluate(ctx context.Context, req *authz.Request) (authz.Decision, error) {
-	return s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult))
+	in := inputValue(req)
+	if s.cache == nil {
+		return s.evaluate(ctx, in, rego.EvalGenerateJSON(decodeResult))
+	}
+	key := s.cache.key(in)
+	if d, ok := s.cache.get(key, req.TimeNS); ok {
+		s.stats.count(cacheHit)
+		return d, nil
+	}
+	d, err := s.evaluate(ctx, in, rego.EvalGenerateJSON(decodeResult))
+	if err != nil {
+		return d, err
+	}
+	if req.TimeNS > 0 && d.CacheUntilNS > req.TimeNS {
+		s.cache.put(key, d, req.TimeNS, d.CacheUntilNS)
+		s.stats.count(cacheMiss)
+	} else {
+		s.stats.count(cacheNotReusable)
+	}
+	return d, nil
 }
 
 func (s *Snapshot) evaluate(ctx context.Context, input ast.Value, opts ...rego.EvalOption) (authz.Decision, error) {

@@ -28,12 +28,19 @@ type Snapshot struct {
 	Tests int
 
 	query rego.PreparedEvalQuery
+	cache *decisionCache
+	stats *CacheStats
 }
 
 // BuildOptions control how a bundle becomes a Snapshot.
 type BuildOptions struct {
 	// RunTests runs the bundle's *_test.rego before accepting it.
 	RunTests bool
+	// DecisionCache is how many decisions the snapshot may keep for reuse
+	// (see decisionCache); 0 evaluates every request.
+	DecisionCache int
+	// CacheStats counts cache outcomes; nil counts nothing.
+	CacheStats *CacheStats
 }
 
 // Build compiles a bundle strictly, prepares the decision query and, when
@@ -76,9 +83,11 @@ func Build(ctx context.Context, src string, b *bundle.Bundle, o BuildOptions) (*
 		return nil, &Error{Code: CodeCompile, Source: src, Err: err}
 	}
 	s.query = pq
+	// The shape probes run before the cache exists: they must evaluate.
 	if err := s.checkShape(ctx); err != nil {
 		return nil, &Error{Code: CodeShape, Source: src, Err: err}
 	}
+	s.cache, s.stats = newDecisionCache(compiler, o.DecisionCache), o.CacheStats
 	return s, nil
 }
 

@@ -260,6 +260,25 @@ else := deny_reason if deny_reason != ""
 
 else := "policy.default"
 
+# ---- reuse -------------------------------------------------------------------
+
+# cache_until_ns tells phigate until when this same decision holds for the
+# same request (every input field the policy reads, except the request
+# time): a later identical request before that instant may be answered
+# without evaluating again. 0 means never reuse. The time module's answer
+# holds to the next minute or account bound, a held grant until it
+# expires. A break-glass request writes its grant's expiry (derived from
+# the request time) into the decision, so it is never reused.
+default cache_until_ns := 0
+
+cache_until_ns := min({timing.stable_until_ns} | grant_expiries_ahead) if not request.bg_requested
+
+grant_expiries_ahead contains e if {
+	some g in request.grants
+	e := g.expires_ns
+	e > request.time_ns
+}
+
 decision := {
 	"allow": allow,
 	"status": status,
@@ -276,4 +295,5 @@ decision := {
 		"purpose": purpose.effective,
 		"rules": audit_rules,
 	},
+	"cache": {"until_ns": cache_until_ns},
 }

@@ -91,3 +91,22 @@ test_denied_not_active if {
 
 # Activation needs every check to pass: without MFA nothing is activated.
 test_not_activated_without_mfa if not break_glass.activated with input as fx.with_bg(fx.req(fx.physician, fx.read_patient("pat-0002")), "x")
+
+# A break-glass decision carries an expiry computed from the request time,
+# so it is never reused.
+test_bg_request_not_cached if {
+	d := decide(emergency)
+	d.allow
+	d.cache.until_ns == 0
+}
+
+# A held grant expires on its own clock: a decision made while it is held
+# lasts no longer than the grant (here 20 s, inside the minute)...
+test_bg_grant_bounds_cache if {
+	d := decide(fx.with_grant(fx.req(fx.physician, fx.read_patient("pat-0002")), "pat-0002", fx.wed_11_ny + 20000000000))
+	d.allow
+	d.cache.until_ns == fx.wed_11_ny + 20000000000
+}
+
+# ...and a grant expiring later leaves the minute as the bound.
+test_bg_grant_later_expiry if decide(fx.with_grant(fx.req(fx.physician, fx.read_patient("pat-0002")), "pat-0002", fx.wed_11_ny + 600000000000)).cache.until_ns == fx.wed_11_ny + 60000000000

@@ -17,6 +17,7 @@ func checkComplete(t testing.TB, d map[string]any) {
 		"allow": "bool", "status": "number", "reason": "string", "headers": "object",
 		"remove_headers": "array", "response_headers": "object", "redact": "array",
 		"enforce": "object", "break_glass": "object", "obligations": "array", "audit": "object",
+		"cache": "object",
 	}
 	for k, typ := range want {
 		v, ok := d[k]
@@ -42,6 +43,7 @@ func checkComplete(t testing.TB, d map[string]any) {
 	sub := map[string]map[string]string{
 		"enforce":     {"patients": "array", "any_patient": "bool", "permitted_labels": "array"},
 		"break_glass": {"active": "bool", "reason": "string", "expires": "string"},
+		"cache":       {"until_ns": "number"},
 		"audit":       {"patients": "array", "purpose": "string", "rules": "array"},
 	}
 	for k, fields := range sub {

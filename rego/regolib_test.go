@@ -277,4 +277,7 @@ type decision struct {
 		Purpose  string   `json:"purpose"`
 		Rules    []string `json:"rules"`
 	} `json:"audit"`
+	Cache struct {
+		UntilNS int64 `json:"until_ns"`
+	} `json:"cache"`
 }

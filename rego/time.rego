@@ -129,3 +129,25 @@ rules contains "time.on_shift" if {
 	restricted
 	on_shift
 }
+
+# ---- how long the answer holds ---------------------------------------------
+
+minute_ns := 60000000000
+
+# stable_until_ns is the first instant after the request time at which this
+# module's answer can change: the next whole minute (shift windows are
+# whole minutes, and so is every UTC offset a time zone uses today, so a
+# local minute begins with a UTC minute), or an account bound still ahead.
+stable_until_ns := min({next_minute_ns} | bounds_ahead) if request.time_valid
+
+bounds_ahead contains b if {
+	b := not_before_ns
+	b > request.time_ns
+}
+
+bounds_ahead contains b if {
+	b := not_after_ns
+	b > request.time_ns
+}
+
+next_minute_ns := (request.time_ns - (request.time_ns % minute_ns)) + minute_ns

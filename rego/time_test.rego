@@ -73,3 +73,28 @@ test_bad_time_zone if decide(desk).reason == "time.outside_shift" with data.phig
 
 # "HH:MM" is read as minutes after midnight.
 test_minutes if tm.minutes("07:30") == 450
+
+# ---- how long a decision holds ----------------------------------------------
+
+# Mid-minute, a decision holds until the next whole minute.
+test_cache_until_next_minute if decide(fx.with_time(desk, at("2025-03-12T15:00:30Z"))).cache.until_ns == at("2025-03-12T15:01:00Z")
+
+# On the minute itself, it holds for the whole minute.
+test_cache_until_on_the_minute if decide(fx.with_time(desk, at("2025-03-12T15:00:00Z"))).cache.until_ns == at("2025-03-12T15:01:00Z")
+
+# An account bound inside the minute ends the decision's life there.
+test_cache_until_account_bound if {
+	d := decide(fx.with_time(fx.req(fx.ident("u9", ["physician"], "Practitioner/prac-001"), fx.read_patient("pat-0001")), at("2025-03-12T15:00:10Z"))) with data.phigate.accounts as {"u9": {"not_after": "2025-03-12T15:00:42Z"}}
+	d.allow
+	d.cache.until_ns == at("2025-03-12T15:00:42Z")
+}
+
+# A bound already passed does not shorten it.
+test_cache_until_past_bound if {
+	d := decide(fx.with_time(fx.req(fx.ident("u9", ["physician"], "Practitioner/prac-001"), fx.read_patient("pat-0001")), at("2025-03-12T15:00:10Z"))) with data.phigate.accounts as {"u9": {"not_before": "2025-03-12T15:00:05Z"}}
+	d.allow
+	d.cache.until_ns == at("2025-03-12T15:01:00Z")
+}
+
+# Without a request time nothing is reused.
+test_cache_no_time if decide(object.remove(desk, {"time_ns"})).cache.until_ns == 0

@@ -291,7 +291,10 @@ func cmdAuditReplay(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stderr, "phigate audit replay:", err)
 		return audit.ExitCode(err)
 	}
-	engine, err := policy.NewEngine(ctx, policy.Config{Source: policySource(*policyDir)}, zap.NewNop(), nil)
+	// Every recorded decision is evaluated afresh: a review must not rest
+	// on the candidate policy's own promise of how long a decision holds.
+	engine, err := policy.NewEngine(ctx, policy.Config{Source: policySource(*policyDir),
+		DecisionCache: policy.DecisionCacheConfig{Disabled: true}}, zap.NewNop(), nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate audit replay:", err)
 		return audit.ExitOther

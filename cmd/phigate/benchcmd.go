@@ -151,8 +151,10 @@ func runBench(ctx context.Context, cfg bench.Config, o benchOptions, dir string,
 		return bench.RunHTTP(ctx, cfg, progress)
 	}
 	var notes []string
+	var ph *benchPhigate
 	if cfg.Target == "" {
-		ph, err := startBenchPhigate(ctx, cfg, o, dir)
+		var err error
+		ph, err = startBenchPhigate(ctx, cfg, o, dir)
 		if err != nil {
 			return nil, err
 		}
@@ -168,14 +170,18 @@ func runBench(ctx context.Context, cfg bench.Config, o benchOptions, dir string,
 		return nil, err
 	}
 	rep.Notes = append(rep.Notes, notes...)
+	if ph != nil {
+		rep.Notes = append(rep.Notes, "phigate "+ph.engine.CacheCounts().String())
+	}
 	return rep, nil
 }
 
 // benchPhigate is phigate started inside the bench process.
 type benchPhigate struct {
-	addr  string
-	notes []string
-	stop  func()
+	addr   string
+	engine *policy.Engine
+	notes  []string
+	stop   func()
 }
 
 // startBenchPhigate starts phigate in-process on loopback, trusting the
@@ -223,7 +229,7 @@ func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, di
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.run(sctx) }()
-	ph.addr = srv.GRPCAddr
+	ph.addr, ph.engine = srv.GRPCAddr, srv.engine
 	ph.stop = func() { cancel(); <-done }
 	return ph, nil
 }

@@ -23,7 +23,7 @@ func (allowAll) Authorize(_ context.Context, in *authz.CheckInput) (*authz.Reque
 // checkServer wires the real decision path the way serve does: JWT
 // verification with its cache, the request model, the embedded policy and,
 // when withAudit, the durable audit trail.
-func checkServer(b *testing.B, withAudit bool) (*envoy.AuthServer, *authv3.CheckRequest) {
+func checkServer(b *testing.B, withAudit, cached bool) (*envoy.AuthServer, *authv3.CheckRequest) {
 	b.Helper()
 	keys, err := demokeys.LoadOrCreate(b.TempDir())
 	if err != nil {
@@ -35,7 +35,7 @@ func checkServer(b *testing.B, withAudit bool) (*envoy.AuthServer, *authv3.Check
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = verifier.Close() })
-	engine, err := policy.NewEngine(b.Context(), policy.Config{}, nil, nil)
+	engine, err := policy.NewEngine(b.Context(), policy.Config{DecisionCache: policy.DecisionCacheConfig{Disabled: !cached}}, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -86,14 +86,27 @@ func BenchmarkCheckNoop(b *testing.B) {
 	runChecks(b, srv, checkRequest("GET", "/fhir/Patient/pat-0001", "t"))
 }
 
-// BenchmarkCheck is the full decision path without the audit trail.
+// BenchmarkCheck is the full decision path without the audit trail; the
+// request repeats, so after the first the decision comes from the cache.
 func BenchmarkCheck(b *testing.B) {
-	srv, req := checkServer(b, false)
+	srv, req := checkServer(b, false, true)
+	runChecks(b, srv, req)
+}
+
+// BenchmarkCheckUncached evaluates the policy for every Check.
+func BenchmarkCheckUncached(b *testing.B) {
+	srv, req := checkServer(b, false, false)
 	runChecks(b, srv, req)
 }
 
 // BenchmarkCheckAudited adds the durable audit append (fsync, group commit).
 func BenchmarkCheckAudited(b *testing.B) {
-	srv, req := checkServer(b, true)
+	srv, req := checkServer(b, true, true)
+	runChecks(b, srv, req)
+}
+
+// BenchmarkCheckAuditedUncached is the audited path evaluating every Check.
+func BenchmarkCheckAuditedUncached(b *testing.B) {
+	srv, req := checkServer(b, true, false)
 	runChecks(b, srv, req)
 }

@@ -1,0 +1,336 @@
+package policy
+
+import (
+	"fmt"
+	"hash/maphash"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/phigate/phigate/authz"
+)
+
+// The decision cache reuses a decision for a later request that is the same
+// in every input field the policy reads, for as long as the policy itself
+// says the decision holds (decision.cache.until_ns). It adds no policy
+// semantics of its own:
+//
+//   - The key is the projection of the input on the paths the compiled
+//     policy references (found by walking its modules), so a field the
+//     policy never reads (request id, source port, user agent) cannot make
+//     two requests differ and a field it does read always does. A policy
+//     that reads the input as a whole, or through a computed key at the top
+//     level, gets no cache.
+//   - The request time is the one field left out of the key. The policy
+//     answers for it with until_ns: the decision holds for requests at or
+//     after the instant it was evaluated for and before until_ns. A policy
+//     that does not set until_ns is never reused.
+//   - A cache belongs to one compiled Snapshot: a reload (new rules, new
+//     data) starts empty.
+//
+// Entries live in two generations per shard: when the current one is full
+// it becomes the previous one and the older is dropped, so memory is bounded
+// by twice the configured size and recently used entries survive.
+
+// timePath is the input field the policy's until_ns answers for.
+const timePath = "time_ns"
+
+type cacheEntry struct {
+	d           authz.Decision
+	from, until int64
+}
+
+const cacheShards = 16
+
+type cacheShard struct {
+	mu        sync.Mutex
+	cur, prev map[string]cacheEntry
+}
+
+type decisionCache struct {
+	paths    [][]string // sorted, none a prefix of another, timePath left out
+	perShard int
+	seed     maphash.Seed
+	shards   [cacheShards]cacheShard
+}
+
+// newDecisionCache returns a cache for the compiled policy, or nil when the
+// policy's reads of the input cannot be bounded or entries is 0.
+func newDecisionCache(c *ast.Compiler, entries int) *decisionCache {
+	if entries <= 0 {
+		return nil
+	}
+	paths, ok := inputPaths(c)
+	if !ok {
+		return nil
+	}
+	dc := &decisionCache{paths: paths, perShard: max(1, entries/cacheShards), seed: maphash.MakeSeed()}
+	for i := range dc.shards {
+		dc.shards[i].cur = map[string]cacheEntry{}
+	}
+	return dc
+}
+
+// inputPaths lists the paths below input that the compiled modules read:
+// the longest constant prefix of every reference rooted at input. ok is
+// false when some reference has no constant first step (input itself,
+// input[x]), since then any field may matter.
+func inputPaths(c *ast.Compiler) (paths [][]string, ok bool) {
+	ok = true
+	var visit func(x any) bool
+	walk := func(x any) { ast.NewGenericVisitor(visit).Walk(x) }
+	visit = func(x any) bool {
+		switch v := x.(type) {
+		case ast.Ref:
+			if v.HasPrefix(ast.InputRootRef) {
+				var p []string
+				for _, t := range v[1:] {
+					s, isStr := t.Value.(ast.String)
+					if !isStr {
+						break
+					}
+					p = append(p, string(s))
+				}
+				if len(p) == 0 {
+					ok = false
+				}
+				paths = append(paths, p)
+			} else if _, isVar := v[0].Value.(ast.Var); !isVar {
+				walk(v[0])
+			}
+			for _, t := range v[1:] {
+				walk(t)
+			}
+			return true
+		case ast.Var:
+			if v.Equal(ast.InputRootDocument.Value) {
+				ok = false
+			}
+		}
+		return false
+	}
+	for _, name := range sortedModuleNames(c) {
+		walk(c.Modules[name])
+	}
+	if !ok {
+		return nil, false
+	}
+	return minimalPaths(paths), true
+}
+
+func sortedModuleNames(c *ast.Compiler) []string {
+	names := make([]string, 0, len(c.Modules))
+	for n := range c.Modules {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// minimalPaths sorts and deduplicates paths, drops every path below
+// another one (reading input.a covers input.a.b) and drops timePath.
+func minimalPaths(paths [][]string) [][]string {
+	slices.SortFunc(paths, func(a, b []string) int { return slices.Compare(a, b) })
+	var out [][]string
+	for _, p := range paths {
+		if n := len(out); n > 0 && hasPathPrefix(p, out[n-1]) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return slices.DeleteFunc(out, func(p []string) bool { return len(p) == 1 && p[0] == timePath })
+}
+
+func hasPathPrefix(p, prefix []string) bool {
+	return len(p) >= len(prefix) && slices.Equal(p[:len(prefix)], prefix)
+}
+
+// key is the canonical text of the input's projection on the cached paths.
+// Distinct projections give distinct keys: every value is written with its
+// type and length-delimited strings.
+func (dc *decisionCache) key(input ast.Value) string {
+	var b []byte
+	for _, p := range dc.paths {
+		v := input
+		for _, seg := range p {
+			o, isObj := v.(ast.Object)
+			if !isObj {
+				v = nil
+				break
+			}
+			t := o.Get(ast.InternedTerm(seg))
+			if t == nil {
+				v = nil
+				break
+			}
+			v = t.Value
+		}
+		b = appendCanonical(b, v)
+	}
+	return string(b)
+}
+
+// appendCanonical writes v so that two values have the same text exactly
+// when they are equal as Rego values (object keys and set members sorted).
+func appendCanonical(b []byte, v ast.Value) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(b, 'u')
+	case ast.Null:
+		return append(b, 'n')
+	case ast.Boolean:
+		if x {
+			return append(b, 't')
+		}
+		return append(b, 'f')
+	case ast.Number:
+		// An integer is written in one canonical form; any other number
+		// by its literal text, so 1.0 and 1.00 merely miss each other.
+		if i, ok := x.Int64(); ok {
+			return append(strconv.AppendInt(append(b, 'i'), i, 10), ';')
+		}
+		return appendString(append(b, 'N'), string(x))
+	case ast.String:
+		return appendString(append(b, 's'), string(x))
+	case *ast.Array:
+		b = strconv.AppendInt(append(b, 'a'), int64(x.Len()), 10)
+		b = append(b, ':')
+		for i := range x.Len() {
+			b = appendCanonical(b, x.Elem(i).Value)
+		}
+		return b
+	case ast.Set:
+		sorted := x.Sorted()
+		b = strconv.AppendInt(append(b, 'S'), int64(sorted.Len()), 10)
+		b = append(b, ':')
+		for i := range sorted.Len() {
+			b = appendCanonical(b, sorted.Elem(i).Value)
+		}
+		return b
+	case ast.Object:
+		keys := x.Keys()
+		slices.SortFunc(keys, func(a, c *ast.Term) int { return a.Value.Compare(c.Value) })
+		b = strconv.AppendInt(append(b, 'o'), int64(len(keys)), 10)
+		b = append(b, ':')
+		for _, k := range keys {
+			b = appendCanonical(b, k.Value)
+			b = appendCanonical(b, x.Get(k).Value)
+		}
+		return b
+	default:
+		// Any other term (a ref or call cannot occur in an input) is
+		// written by its string form behind a marker of its own.
+		return appendString(append(b, '?'), strings.Clone(v.String()))
+	}
+}
+
+func appendString(b []byte, s string) []byte {
+	b = strconv.AppendInt(b, int64(len(s)), 10)
+	b = append(b, ':')
+	return append(b, s...)
+}
+
+func (dc *decisionCache) shard(key string) *cacheShard {
+	return &dc.shards[maphash.String(dc.seed, key)%cacheShards]
+}
+
+// get returns the decision cached under key that holds at instant t.
+func (dc *decisionCache) get(key string, t int64) (authz.Decision, bool) {
+	s := dc.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.cur[key]
+	if !ok {
+		if e, ok = s.prev[key]; ok {
+			s.putLocked(dc.perShard, key, e)
+		}
+	}
+	if !ok || t < e.from || t >= e.until {
+		return authz.Decision{}, false
+	}
+	return e.d, true
+}
+
+// put keeps d for requests in [from, until).
+func (dc *decisionCache) put(key string, d authz.Decision, from, until int64) {
+	s := dc.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.putLocked(dc.perShard, key, cacheEntry{d: d, from: from, until: until})
+}
+
+func (s *cacheShard) putLocked(limit int, key string, e cacheEntry) {
+	if _, ok := s.cur[key]; !ok && len(s.cur) >= limit {
+		s.prev, s.cur = s.cur, make(map[string]cacheEntry, limit)
+	}
+	s.cur[key] = e
+}
+
+// len reports the number of entries held (both generations).
+func (dc *decisionCache) len() int {
+	n := 0
+	for i := range dc.shards {
+		s := &dc.shards[i]
+		s.mu.Lock()
+		n += len(s.cur) + len(s.prev)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// CacheStats counts what the decision cache did, by outcome.
+type CacheStats struct {
+	vec *prometheus.CounterVec
+	by  [3]prometheus.Counter
+	n   [3]atomic.Uint64
+}
+
+const (
+	cacheHit = iota
+	cacheMiss
+	cacheNotReusable
+)
+
+// NewCacheStats registers phigate_policy_decision_cache_total with reg
+// (nil: counted but not exported).
+func NewCacheStats(reg prometheus.Registerer) (*CacheStats, error) {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "phigate_policy_decision_cache_total",
+		Help: "Decisions by cache outcome: hit (reused), miss (evaluated and kept), not_reusable (evaluated; the policy set no lifetime).",
+	}, []string{"result"})
+	if reg != nil {
+		if err := reg.Register(vec); err != nil {
+			return nil, err
+		}
+	}
+	cs := &CacheStats{vec: vec}
+	for i, r := range []string{"hit", "miss", "not_reusable"} {
+		cs.by[i] = vec.WithLabelValues(r)
+	}
+	return cs, nil
+}
+
+func (cs *CacheStats) count(outcome int) {
+	if cs != nil {
+		cs.by[outcome].Inc()
+		cs.n[outcome].Add(1)
+	}
+}
+
+// CacheCounts is what the decision cache did since the Engine started.
+type CacheCounts struct{ Hits, Misses, NotReusable uint64 }
+
+// String summarises the counts for a report.
+func (c CacheCounts) String() string {
+	total := c.Hits + c.Misses + c.NotReusable
+	if total == 0 {
+		return "decision cache: no decisions"
+	}
+	return fmt.Sprintf("decision cache: %d hits, %d misses, %d not reusable (hit ratio %.1f%%)",
+		c.Hits, c.Misses, c.NotReusable, 100*float64(c.Hits)/float64(total))
+}
