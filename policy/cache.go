@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,13 +56,14 @@ type cacheShard struct {
 type decisionCache struct {
 	paths    [][]string // sorted, none a prefix of another, timePath left out
 	perShard int
+	maxAge   int64 // nanoseconds; 0: no cap
 	seed     maphash.Seed
 	shards   [cacheShards]cacheShard
 }
 
 // newDecisionCache returns a cache for the compiled policy, or nil when the
 // policy's reads of the input cannot be bounded or entries is 0.
-func newDecisionCache(c *ast.Compiler, entries int) *decisionCache {
+func newDecisionCache(c *ast.Compiler, entries int, maxAge time.Duration) *decisionCache {
 	if entries <= 0 {
 		return nil
 	}
@@ -69,7 +71,7 @@ func newDecisionCache(c *ast.Compiler, entries int) *decisionCache {
 	if !ok {
 		return nil
 	}
-	dc := &decisionCache{paths: paths, perShard: max(1, entries/cacheShards), seed: maphash.MakeSeed()}
+	dc := &decisionCache{paths: paths, perShard: max(1, entries/cacheShards), seed: maphash.MakeSeed(), maxAge: int64(maxAge)}
 	for i := range dc.shards {
 		dc.shards[i].cur = map[string]cacheEntry{}
 	}
@@ -152,12 +154,24 @@ func hasPathPrefix(p, prefix []string) bool {
 
 // key is the canonical text of the input's projection on the cached paths.
 // Distinct projections give distinct keys: every value is written with its
-// type and length-delimited strings.
-func (dc *decisionCache) key(input ast.Value) string {
+// type and length-delimited strings. Only the top-level fields the paths
+// start with are built, each once (paths are sorted).
+func (dc *decisionCache) key(r *authz.Request) string {
+	return dc.keyFrom(func(name string) ast.Value { return inputField(r, name) })
+}
+
+// keyFrom builds the key over the input whose top-level fields field returns.
+func (dc *decisionCache) keyFrom(field func(name string) ast.Value) string {
 	var b []byte
+	var top string
+	var topV ast.Value
+	built := false
 	for _, p := range dc.paths {
-		v := input
-		for _, seg := range p {
+		if !built || p[0] != top {
+			top, topV, built = p[0], field(p[0]), true
+		}
+		v := topV
+		for _, seg := range p[1:] {
 			o, isObj := v.(ast.Object)
 			if !isObj {
 				v = nil
@@ -256,8 +270,11 @@ func (dc *decisionCache) get(key string, t int64) (authz.Decision, bool) {
 	return e.d, true
 }
 
-// put keeps d for requests in [from, until).
+// put keeps d for requests in [from, until), shortened to maxAge.
 func (dc *decisionCache) put(key string, d authz.Decision, from, until int64) {
+	if dc.maxAge > 0 && until-from > dc.maxAge {
+		until = from + dc.maxAge
+	}
 	s := dc.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()

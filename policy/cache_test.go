@@ -104,7 +104,19 @@ func TestEmbeddedLibraryCacheKey(t *testing.T) {
 	b.ID, b.TimeNS, b.Source.Address = "other", a.TimeNS+5, "10.9.9.9:4444"
 	b.Headers = map[string]string{"user-agent": "other", "x-request-id": "r2"}
 	b.Path, b.Query = a.Path+"?x=1", map[string][]string{"x": {"1"}}
-	if dc.key(inputValue(a)) != dc.key(inputValue(b)) {
+	// The key built field by field is the key of the whole input document.
+	for _, r := range []*authz.Request{a, b} {
+		whole := inputValue(r).(ast.Object)
+		if dc.key(r) != dc.keyFrom(func(name string) ast.Value {
+			if t := whole.Get(ast.InternedTerm(name)); t != nil {
+				return t.Value
+			}
+			return nil
+		}) {
+			t.Fatalf("key(%s) differs from the key of its input document", r.ID)
+		}
+	}
+	if dc.key(a) != dc.key(b) {
 		t.Fatal("requests differing only in fields the policy never reads have different keys")
 	}
 	for name, mut := range map[string]func(r *authz.Request){
@@ -121,7 +133,7 @@ func TestEmbeddedLibraryCacheKey(t *testing.T) {
 	} {
 		c := cacheRequest(1)
 		mut(c)
-		if dc.key(inputValue(a)) == dc.key(inputValue(c)) {
+		if dc.key(a) == dc.key(c) {
 			t.Errorf("changing %s leaves the key unchanged", name)
 		}
 	}
@@ -300,4 +312,19 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// MaxAge shortens what the policy allows.
+func TestDecisionCacheMaxAge(t *testing.T) {
+	dc := &decisionCache{perShard: 4, seed: maphash.MakeSeed(), maxAge: 10}
+	for i := range dc.shards {
+		dc.shards[i].cur = map[string]cacheEntry{}
+	}
+	dc.put("k", authz.Decision{Reason: "r"}, 100, 1000)
+	if _, ok := dc.get("k", 109); !ok {
+		t.Fatal("miss inside max age")
+	}
+	if _, ok := dc.get("k", 110); ok {
+		t.Fatal("hit at max age, though the policy allowed longer")
+	}
 }

@@ -38,6 +38,9 @@ type DecisionCacheConfig struct {
 	// Entries is how many decisions are kept (default 8192). While the
 	// cache turns over, up to twice as many may be held.
 	Entries int `yaml:"entries"`
+	// MaxAge caps how long one decision is reused, whatever the policy's
+	// until_ns says (default 10m).
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // DefaultDecisionCacheEntries is the decision cache size when none is configured.
@@ -75,6 +78,12 @@ func (c *Config) Validate() error {
 		return errors.New("policy.decision_cache.entries: at most 10000000")
 	case c.DecisionCache.Entries == 0:
 		c.DecisionCache.Entries = DefaultDecisionCacheEntries
+	}
+	switch {
+	case c.DecisionCache.MaxAge < 0:
+		return errors.New("policy.decision_cache.max_age: must not be negative")
+	case c.DecisionCache.MaxAge == 0:
+		c.DecisionCache.MaxAge = 10 * time.Minute
 	}
 	return nil
 }
@@ -190,7 +199,8 @@ func (e *Engine) load(ctx context.Context) error {
 	var s *Snapshot
 	if err == nil {
 		s, err = Build(ctx, e.cfg.Source.String(), b, BuildOptions{
-			RunTests: e.cfg.RunTests, DecisionCache: e.cfg.DecisionCache.entries(), CacheStats: e.cacheStats,
+			RunTests: e.cfg.RunTests, DecisionCache: e.cfg.DecisionCache.entries(),
+			CacheMaxAge: e.cfg.DecisionCache.MaxAge, CacheStats: e.cacheStats,
 		})
 	}
 	if err != nil {

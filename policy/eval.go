@@ -28,16 +28,15 @@ func decodeResult(t *ast.Term, _ *rego.EvalContext) (any, error) {
 // policy. A returned Decision may share its maps and slices with other
 // requests' decisions: callers treat it as read-only.
 func (s *Snapshot) Evaluate(ctx context.Context, req *authz.Request) (authz.Decision, error) {
-	in := inputValue(req)
 	if s.cache == nil {
-		return s.evaluate(ctx, in, rego.EvalGenerateJSON(decodeResult))
+		return s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult))
 	}
-	key := s.cache.key(in)
+	key := s.cache.key(req)
 	if d, ok := s.cache.get(key, req.TimeNS); ok {
 		s.stats.count(cacheHit)
 		return d, nil
 	}
-	d, err := s.evaluate(ctx, in, rego.EvalGenerateJSON(decodeResult))
+	d, err := s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult))
 	if err != nil {
 		return d, err
 	}

@@ -10,19 +10,50 @@ import (
 // JSON tags of authz.Request field for field; TestInputMatchesJSON keeps the
 // two in step.
 func inputValue(r *authz.Request) ast.Value {
-	return obj(
-		item("id", ast.String(r.ID)),
-		item("time_ns", ast.Number(itoa(r.TimeNS))),
-		item("method", ast.String(r.Method)),
-		item("path", ast.String(r.Path)),
-		item("query", queryValue(r.Query)),
-		item("headers", stringMap(r.Headers)),
-		item("source", sourceValue(r.Source)),
-		item("identity", identityValue(&r.Identity)),
-		item("fhir", fhirValue(&r.FHIR)),
-		optString("purpose_of_use", r.Purpose),
-		item("break_glass", breakGlassValue(&r.BreakGlass)),
-	)
+	items := make([][2]*ast.Term, 0, len(inputFields))
+	for _, name := range inputFields {
+		if v := inputField(r, name); v != nil {
+			items = append(items, item(name, v))
+		}
+	}
+	return ast.NewObject(items...)
+}
+
+// inputFields are the top-level fields of the input, in document order.
+var inputFields = []string{"id", "time_ns", "method", "path", "query", "headers", "source",
+	"identity", "fhir", "purpose_of_use", "break_glass"}
+
+// inputField builds one top-level field of the input; nil when the input
+// has no such field (an omitted optional one or an unknown name).
+func inputField(r *authz.Request, name string) ast.Value {
+	switch name {
+	case "id":
+		return ast.String(r.ID)
+	case "time_ns":
+		return ast.Number(itoa(r.TimeNS))
+	case "method":
+		return ast.String(r.Method)
+	case "path":
+		return ast.String(r.Path)
+	case "query":
+		return queryValue(r.Query)
+	case "headers":
+		return stringMap(r.Headers)
+	case "source":
+		return sourceValue(r.Source)
+	case "identity":
+		return identityValue(&r.Identity)
+	case "fhir":
+		return fhirValue(&r.FHIR)
+	case "purpose_of_use":
+		if r.Purpose == "" {
+			return nil
+		}
+		return ast.String(r.Purpose)
+	case "break_glass":
+		return breakGlassValue(&r.BreakGlass)
+	}
+	return nil
 }
 
 func item(k string, v ast.Value) [2]*ast.Term {

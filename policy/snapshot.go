@@ -39,6 +39,9 @@ type BuildOptions struct {
 	// DecisionCache is how many decisions the snapshot may keep for reuse
 	// (see decisionCache); 0 evaluates every request.
 	DecisionCache int
+	// CacheMaxAge caps how long a decision is reused (0: as long as the
+	// policy says).
+	CacheMaxAge time.Duration
 	// CacheStats counts cache outcomes; nil counts nothing.
 	CacheStats *CacheStats
 }
@@ -87,7 +90,7 @@ func Build(ctx context.Context, src string, b *bundle.Bundle, o BuildOptions) (*
 	if err := s.checkShape(ctx); err != nil {
 		return nil, &Error{Code: CodeShape, Source: src, Err: err}
 	}
-	s.cache, s.stats = newDecisionCache(compiler, o.DecisionCache), o.CacheStats
+	s.cache, s.stats = newDecisionCache(compiler, o.DecisionCache, o.CacheMaxAge), o.CacheStats
 	return s, nil
 }
 

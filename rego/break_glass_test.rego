@@ -108,5 +108,6 @@ test_bg_grant_bounds_cache if {
 	d.cache.until_ns == fx.wed_11_ny + 20000000000
 }
 
-# ...and a grant expiring later leaves the minute as the bound.
-test_bg_grant_later_expiry if decide(fx.with_grant(fx.req(fx.physician, fx.read_patient("pat-0002")), "pat-0002", fx.wed_11_ny + 600000000000)).cache.until_ns == fx.wed_11_ny + 60000000000
+# ...and one expiring after the time module's horizon (a day for a
+# physician) leaves that horizon as the bound.
+test_bg_grant_later_expiry if decide(fx.with_grant(fx.req(fx.physician, fx.read_patient("pat-0002")), "pat-0002", fx.wed_11_ny + 90000000000000)).cache.until_ns == fx.wed_11_ny + 86400000000000

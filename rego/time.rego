@@ -134,11 +134,20 @@ rules contains "time.on_shift" if {
 
 minute_ns := 60000000000
 
+day_ns := 86400000000000
+
 # stable_until_ns is the first instant after the request time at which this
-# module's answer can change: the next whole minute (shift windows are
-# whole minutes, and so is every UTC offset a time zone uses today, so a
-# local minute begins with a UTC minute), or an account bound still ahead.
-stable_until_ns := min({next_minute_ns} | bounds_ahead) if request.time_valid
+# module's answer can change: an account bound still ahead, and, for a
+# caller whose shift windows apply, the next whole minute (windows are whole
+# minutes, and so is every UTC offset a time zone uses today, so a local
+# minute begins with a UTC minute). Nothing else here reads the clock, so
+# for any other caller the answer holds a day; a change of data or rules
+# comes as a new policy revision, which phigate evaluates afresh.
+stable_until_ns := min({horizon_ns} | bounds_ahead) if request.time_valid
+
+horizon_ns := next_minute_ns if restricted
+
+else := request.time_ns + day_ns
 
 bounds_ahead contains b if {
 	b := not_before_ns

@@ -76,7 +76,7 @@ test_minutes if tm.minutes("07:30") == 450
 
 # ---- how long a decision holds ----------------------------------------------
 
-# Mid-minute, a decision holds until the next whole minute.
+# Mid-minute, a shift-bound decision holds until the next whole minute.
 test_cache_until_next_minute if decide(fx.with_time(desk, at("2025-03-12T15:00:30Z"))).cache.until_ns == at("2025-03-12T15:01:00Z")
 
 # On the minute itself, it holds for the whole minute.
@@ -93,8 +93,12 @@ test_cache_until_account_bound if {
 test_cache_until_past_bound if {
 	d := decide(fx.with_time(fx.req(fx.ident("u9", ["physician"], "Practitioner/prac-001"), fx.read_patient("pat-0001")), at("2025-03-12T15:00:10Z"))) with data.phigate.accounts as {"u9": {"not_before": "2025-03-12T15:00:05Z"}}
 	d.allow
-	d.cache.until_ns == at("2025-03-12T15:01:00Z")
+	d.cache.until_ns == at("2025-03-13T15:00:10Z")
 }
+
+# A caller without shift windows (a physician) is answered the same for a
+# day, unless an account bound comes first.
+test_cache_unrestricted_day if decide(fx.with_time(fx.req(fx.physician, fx.read_patient("pat-0001")), at("2025-03-12T15:00:30Z"))).cache.until_ns == at("2025-03-13T15:00:30Z")
 
 # Without a request time nothing is reused.
 test_cache_no_time if decide(object.remove(desk, {"time_ns"})).cache.until_ns == 0
