@@ -47,20 +47,25 @@ func BenchmarkAppendDurable(b *testing.B) {
 	}
 }
 
-// BenchmarkEncodeDecision is the per-record CPU cost on the caller's side:
-// building the AuditEvent and encoding it with the policy input.
+// BenchmarkEncodeDecision is the per-record CPU cost on the caller's side of
+// Log.Record: building the AuditEvent and encoding the stored record (event,
+// policy input, decision) into a pooled buffer, which the committer returns
+// to the pool once framed. "read" is a plain allowed read; "search" is a
+// break-glass search whose decision carries headers, redaction directives,
+// response-side enforcement and an obligation.
 func BenchmarkEncodeDecision(b *testing.B) {
-	req, d := testRequest(1, "u1", "p1"), testDecision(1, true)
-	bld := Builder{Server: "phigate"}
-	now := time.Now()
-	b.ReportAllocs()
-	var n int
-	for b.Loop() {
-		p, err := encodeDecision(bld.Decision(req, d, now, false), req, d)
-		if err != nil {
-			b.Fatal(err)
-		}
-		n = len(p)
+	for _, bc := range benchDecisions() {
+		b.Run(bc.name, func(b *testing.B) {
+			bld := Builder{Server: "phigate"}
+			now := time.Now()
+			b.ReportAllocs()
+			var n int
+			for b.Loop() {
+				p := encodeDecision(getPayloadBuf(), bld.Decision(bc.req, bc.d, now, false), bc.req, bc.d)
+				n = len(p)
+				putPayloadBuf(p)
+			}
+			b.ReportMetric(float64(n), "bytes/record")
+		})
 	}
-	b.ReportMetric(float64(n), "bytes/record")
 }

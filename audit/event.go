@@ -2,9 +2,11 @@ package audit
 
 import (
 	"encoding/base64"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/phigate/phigate/authz"
@@ -145,6 +147,11 @@ var (
 	overrideStart  = Coding{System: SystemDCM, Code: CodeOverrideStarted, Display: "Emergency Override Started"}
 	overrideStop   = Coding{System: SystemDCM, Code: CodeOverrideStopped, Display: "Emergency Override Stopped"}
 	purposeBTG     = Coding{System: SystemActReason, Code: "BTG", Display: "break the glass"}
+
+	sourceApplicationServer = Coding{System: SystemSourceType, Code: "4", Display: "Application Server"}
+	agentRecipient          = Coding{System: SystemParticipation, Code: "IRCP", Display: "information recipient"}
+	agentSource             = Coding{System: SystemDCM, Code: "110153", Display: "Source Role ID"}
+	agentDestination        = Coding{System: SystemDCM, Code: "110152", Display: "Destination Role ID"}
 )
 
 // actionOf maps a FHIR interaction to AuditEvent.action the way BALP does:
@@ -188,10 +195,57 @@ func OutcomeOf(d *authz.Decision) string {
 	}
 }
 
+// decisionParts holds, in one allocation, a decision's AuditEvent and the
+// values its pointers and short slices refer to. The event is built on the
+// decision path of every Check, where some forty small allocations were a
+// measurable share of its cost. Slices that outgrow their array here (many
+// patients, many rules) spill to the heap as append does.
+type decisionParts struct {
+	ev           AuditEvent
+	subtype      [3]Coding
+	meta         Meta
+	profile      [1]string
+	purposes     [3]CodeableConcept
+	purposeCodes [3]Coding
+	sourceType   [1]Coding
+	network      Network
+	agents       [3]Agent
+	agentTypes   [3]CodeableConcept
+	agentCodes   [3]Coding
+	who          [3]Reference
+	ids          [4]Identifier // user, client, request id, decision id
+	roles        [2]CodeableConcept
+	entities     [5]Entity // one patient, resource, query, request id, decision
+	refs         [4]Reference
+	codings      [10]Coding // entity types and roles
+	details      [3]EntityDetail
+	nIDs, nRefs  int
+	nCodings     int
+}
+
+// slot stores v in the next free element of arr and returns a pointer to
+// it, or to a heap copy of v once arr is full.
+func slot[T any](arr []T, used *int, v T) *T {
+	if *used == len(arr) {
+		h := new(T) // only here: &v would move v to the heap on every call
+		*h = v
+		return h
+	}
+	arr[*used] = v
+	*used++
+	return &arr[*used-1]
+}
+
+func (p *decisionParts) identifier(v Identifier) *Identifier { return slot(p.ids[:], &p.nIDs, v) }
+func (p *decisionParts) reference(v Reference) *Reference    { return slot(p.refs[:], &p.nRefs, v) }
+func (p *decisionParts) coding(v Coding) *Coding             { return slot(p.codings[:], &p.nCodings, v) }
+
 // Decision builds the AuditEvent for one decision. stopped says the user's
 // emergency override ended with this decision (see the package comment).
 func (b Builder) Decision(req *authz.Request, d *authz.Decision, recorded time.Time, stopped bool) *AuditEvent {
-	ev := &AuditEvent{
+	p := new(decisionParts)
+	ev := &p.ev
+	*ev = AuditEvent{
 		ResourceType: "AuditEvent",
 		ID:           d.ID,
 		Type:         typeRest,
@@ -199,117 +253,152 @@ func (b Builder) Decision(req *authz.Request, d *authz.Decision, recorded time.T
 		Recorded:     recorded.UTC().Format(time.RFC3339Nano),
 		Outcome:      OutcomeOf(d),
 		OutcomeDesc:  outcomeDesc(d),
-		Source: Source{Site: b.Site, Observer: Reference{Display: b.Server},
-			Type: []Coding{{System: SystemSourceType, Code: "4", Display: "Application Server"}}},
+		Source:       Source{Site: b.Site, Observer: Reference{Display: b.Server}, Type: p.sourceType[:]},
 	}
+	p.sourceType[0] = sourceApplicationServer
+	subtype := p.subtype[:0]
 	if code := restCode(req.FHIR.Interaction); code != "" {
-		ev.Subtype = append(ev.Subtype, Coding{System: SystemRestInteraction, Code: code, Display: code})
+		subtype = append(subtype, Coding{System: SystemRestInteraction, Code: code, Display: code})
 	}
 	if d.BreakGlass.Active {
-		ev.Subtype = append(ev.Subtype, overrideStart)
+		subtype = append(subtype, overrideStart)
 	}
 	if stopped {
-		ev.Subtype = append(ev.Subtype, overrideStop)
+		subtype = append(subtype, overrideStop)
 	}
-	patients := patientsOf(req, d)
+	if len(subtype) > 0 {
+		ev.Subtype = subtype
+	}
+	var patientBuf [8]string
+	patients := patientsOf(patientBuf[:0], req, d)
 	if profile := balpProfile(ev.Action, len(patients) > 0, d.Allow); profile != "" {
-		ev.Meta = &Meta{Profile: []string{profile}}
+		p.profile[0] = profile
+		p.meta.Profile = p.profile[:]
+		ev.Meta = &p.meta
 	}
 
-	var purposes []CodeableConcept
-	for _, p := range uniq([]string{req.Purpose, d.Audit.Purpose}) {
-		purposes = append(purposes, CodeableConcept{Coding: []Coding{{System: SystemActReason, Code: p}}})
+	// The distinct purposes of the request and of the policy, sorted.
+	pc := [2]string{req.Purpose, d.Audit.Purpose}
+	if pc[0] > pc[1] {
+		pc[0], pc[1] = pc[1], pc[0]
+	}
+	n := 0
+	for i, code := range pc {
+		if code == "" || i == 1 && code == pc[0] {
+			continue
+		}
+		p.purposeCodes[n] = Coding{System: SystemActReason, Code: code}
+		p.purposes[n] = CodeableConcept{Coding: p.purposeCodes[n : n+1 : n+1]}
+		n++
 	}
 	if d.BreakGlass.Active {
-		purposes = append(purposes, CodeableConcept{Coding: []Coding{purposeBTG}, Text: d.BreakGlass.Reason})
+		p.purposeCodes[n] = purposeBTG
+		p.purposes[n] = CodeableConcept{Coding: p.purposeCodes[n : n+1 : n+1], Text: d.BreakGlass.Reason}
+		n++
+	}
+	var purposes []CodeableConcept
+	if n > 0 {
+		purposes = p.purposes[:n:n]
 	}
 	ev.PurposeOfEvent = purposes
 
 	id := req.Identity
 	var network *Network
 	if req.Source.Address != "" {
-		network = &Network{Address: hostOf(req.Source.Address), Type: "2"}
+		p.network = Network{Address: hostOf(req.Source.Address), Type: "2"}
+		network = &p.network
 	}
+	p.agentCodes = [3]Coding{agentRecipient, agentSource, agentDestination}
+	for i := range p.agentTypes {
+		p.agentTypes[i].Coding = p.agentCodes[i : i+1 : i+1]
+	}
+	p.who[0] = Reference{Reference: id.FHIRUser}
 	user := Agent{
-		Type:         &CodeableConcept{Coding: []Coding{{System: SystemParticipation, Code: "IRCP", Display: "information recipient"}}},
-		Who:          &Reference{Reference: id.FHIRUser},
+		Type:         &p.agentTypes[0],
+		Who:          &p.who[0],
 		Requestor:    true,
 		Network:      network,
 		PurposeOfUse: purposes,
 	}
 	switch {
 	case id.Subject != "":
-		user.Who.Identifier = &Identifier{System: id.Issuer, Value: id.Subject}
+		user.Who.Identifier = p.identifier(Identifier{System: id.Issuer, Value: id.Subject})
 	case id.Error != "":
 		user.Who.Display = "unauthenticated (" + id.Error + ")"
 	default:
 		user.Who.Display = "unauthenticated"
 	}
-	for _, r := range id.Roles {
-		user.Role = append(user.Role, CodeableConcept{Text: r})
+	if len(id.Roles) > 0 {
+		roles := p.roles[:0]
+		for _, r := range id.Roles {
+			roles = append(roles, CodeableConcept{Text: r})
+		}
+		user.Role = roles
 	}
 	client := Agent{
-		Type:    &CodeableConcept{Coding: []Coding{{System: SystemDCM, Code: "110153", Display: "Source Role ID"}}},
-		Who:     &Reference{},
+		Type:    &p.agentTypes[1],
+		Who:     &p.who[1],
 		Network: network,
 	}
 	switch {
 	case id.ClientID != "":
-		client.Who.Identifier = &Identifier{Value: id.ClientID}
+		client.Who.Identifier = p.identifier(Identifier{Value: id.ClientID})
 	case req.Source.Principal != "":
-		client.Who.Identifier = &Identifier{Value: req.Source.Principal}
+		client.Who.Identifier = p.identifier(Identifier{Value: req.Source.Principal})
 	default:
 		client.Who.Display = "unidentified client"
 	}
 	if req.Source.Principal != "" && id.ClientID != "" {
 		client.AltID = req.Source.Principal
 	}
-	server := Agent{
-		Type: &CodeableConcept{Coding: []Coding{{System: SystemDCM, Code: "110152", Display: "Destination Role ID"}}},
-		Who:  &Reference{Display: b.Server},
-	}
-	ev.Agent = []Agent{user, client, server}
+	p.who[2] = Reference{Display: b.Server}
+	server := Agent{Type: &p.agentTypes[2], Who: &p.who[2]}
+	p.agents = [3]Agent{user, client, server}
+	ev.Agent = p.agents[:]
 
-	for _, p := range patients {
-		ev.Entity = append(ev.Entity, Entity{What: &Reference{Reference: "Patient/" + p},
-			Type: ptr(entityPerson), Role: ptr(rolePatient)})
+	entities := p.entities[:0]
+	for _, pt := range patients {
+		entities = append(entities, Entity{What: p.reference(Reference{Reference: "Patient/" + pt}),
+			Type: p.coding(entityPerson), Role: p.coding(rolePatient)})
 	}
 	if req.FHIR.ResourceType != "" && req.FHIR.ID != "" {
 		ref := req.FHIR.ResourceType + "/" + req.FHIR.ID
 		if req.FHIR.Version != "" {
 			ref += "/_history/" + req.FHIR.Version
 		}
-		ev.Entity = append(ev.Entity, Entity{What: &Reference{Reference: ref}, Type: ptr(entitySystem), Role: ptr(roleDomain)})
+		entities = append(entities, Entity{What: p.reference(Reference{Reference: ref}), Type: p.coding(entitySystem), Role: p.coding(roleDomain)})
 	}
 	if len(req.Query) > 0 || ev.Action == "E" && req.FHIR.ResourceType != "" {
 		// BALP carries the query base64 encoded; url.Values.Encode sorts the
 		// keys, so the same search always yields the same bytes.
-		q := Entity{Type: ptr(entitySystem), Role: ptr(roleQuery),
+		q := Entity{Type: p.coding(entitySystem), Role: p.coding(roleQuery),
 			Query: base64.StdEncoding.EncodeToString([]byte(url.Values(req.Query).Encode()))}
 		if req.FHIR.ResourceType != "" {
 			q.Description = req.FHIR.ResourceType
 		}
 		if c := req.FHIR.Compartment; c != nil {
-			q.What = &Reference{Reference: c.Type + "/" + c.ID}
+			q.What = p.reference(Reference{Reference: c.Type + "/" + c.ID})
 		}
-		ev.Entity = append(ev.Entity, q)
+		entities = append(entities, q)
 	}
 	if req.ID != "" {
-		ev.Entity = append(ev.Entity, Entity{Type: ptr(entityXRequest), What: &Reference{Identifier: &Identifier{Value: req.ID}}})
+		entities = append(entities, Entity{Type: p.coding(entityXRequest),
+			What: p.reference(Reference{Identifier: p.identifier(Identifier{Value: req.ID})})})
 	}
-	dec := Entity{Type: ptr(entitySystem), Role: ptr(roleJob), Description: "policy decision",
-		What: &Reference{Identifier: &Identifier{System: SystemDecisionID, Value: d.ID}}}
-	dec.Detail = append(dec.Detail, EntityDetail{Type: "status", ValueString: strconv.Itoa(d.Status)})
+	dec := Entity{Type: p.coding(entitySystem), Role: p.coding(roleJob), Description: "policy decision",
+		What: p.reference(Reference{Identifier: p.identifier(Identifier{System: SystemDecisionID, Value: d.ID})})}
+	details := append(p.details[:0], EntityDetail{Type: "status", ValueString: strconv.Itoa(d.Status)})
 	for _, r := range d.Audit.Rules {
-		dec.Detail = append(dec.Detail, EntityDetail{Type: "rule", ValueString: r})
+		details = append(details, EntityDetail{Type: "rule", ValueString: r})
 	}
 	for _, o := range d.Obligations {
-		dec.Detail = append(dec.Detail, EntityDetail{Type: "obligation", ValueString: o.Type})
+		details = append(details, EntityDetail{Type: "obligation", ValueString: o.Type})
 	}
 	if d.BreakGlass.Active && d.BreakGlass.Expires != "" {
-		dec.Detail = append(dec.Detail, EntityDetail{Type: "break-glass-expires", ValueString: d.BreakGlass.Expires})
+		details = append(details, EntityDetail{Type: "break-glass-expires", ValueString: d.BreakGlass.Expires})
 	}
-	ev.Entity = append(ev.Entity, dec)
+	dec.Detail = details
+	ev.Entity = append(entities, dec)
 	return ev
 }
 
@@ -335,9 +424,9 @@ func (b Builder) Filtering(fe FilterEvent, recorded time.Time) *AuditEvent {
 		Outcome:      OutcomeSuccess,
 		OutcomeDesc:  "response redacted",
 		Source: Source{Site: b.Site, Observer: Reference{Display: b.Server},
-			Type: []Coding{{System: SystemSourceType, Code: "4", Display: "Application Server"}}},
+			Type: []Coding{sourceApplicationServer}},
 		Agent: []Agent{{
-			Type: &CodeableConcept{Coding: []Coding{{System: SystemDCM, Code: "110152", Display: "Destination Role ID"}}},
+			Type: &CodeableConcept{Coding: []Coding{agentDestination}},
 			Who:  &Reference{Display: b.Server},
 		}},
 	}
@@ -379,7 +468,7 @@ func balpProfile(action string, patient, ok bool) string {
 	if !ok {
 		return ""
 	}
-	base := "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
+	const base = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
 	switch {
 	case action == "R" && patient:
 		return base + "PatientRead"
@@ -404,23 +493,24 @@ func balpProfile(action string, patient, ok bool) string {
 	}
 }
 
-func patientsOf(req *authz.Request, d *authz.Decision) []string {
-	all := append(slices.Clone(req.FHIR.Patients), d.Audit.Patients...)
-	return uniq(all)
-}
-
-func uniq(in []string) []string {
-	out := make([]string, 0, len(in))
-	for _, s := range in {
-		if s != "" && !slices.Contains(out, s) {
-			out = append(out, s)
-		}
+// patientsOf appends to buf the distinct patient ids of the request and of
+// the policy's audit, sorted.
+func patientsOf(buf []string, req *authz.Request, d *authz.Decision) []string {
+	all := append(append(buf, req.FHIR.Patients...), d.Audit.Patients...)
+	slices.Sort(all)
+	all = slices.Compact(all)
+	if len(all) > 0 && all[0] == "" {
+		all = all[1:]
 	}
-	slices.Sort(out)
-	return out
+	return all
 }
 
+// hostOf returns the host of a peer address. An IPv4 address with a port,
+// the usual case, is cut without parsing it as a URL, which answers the same.
 func hostOf(addr string) string {
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Is4() {
+		return addr[:strings.LastIndexByte(addr, ':')]
+	}
 	u, err := url.Parse("//" + addr)
 	if err != nil || u.Hostname() == "" {
 		return addr

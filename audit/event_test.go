@@ -29,6 +29,8 @@ func TestDecisionEventShape(t *testing.T) {
 	bg.Audit.Patients = []string{"p7"}
 	failed := testDecision(4, false)
 	failed.Status, failed.Reason = 503, "policy_error"
+	repeats := testDecision(7, true)
+	repeats.Audit.Purpose, repeats.Audit.Patients = "TREAT", []string{"p1", "", "p0", "p1"}
 	anon := testRequest(5, "", "p1")
 	anon.Identity = authz.Identity{Error: "missing_token"}
 
@@ -65,6 +67,9 @@ func TestDecisionEventShape(t *testing.T) {
 		{name: "our failure", req: testRequest(4, "u4", "p1"), d: failed,
 			action: "R", outcome: "8", subtypes: []string{"read"}, patients: []string{"p1"}, resource: "Patient/p1",
 			user: "u4", purposes: []string{"TREAT"}},
+		{name: "policy repeats purpose and patients", req: testRequest(7, "u7", "p1"), d: repeats,
+			action: "R", outcome: "0", subtypes: []string{"read"}, patients: []string{"p0", "p1"}, resource: "Patient/p1",
+			user: "u7", profile: "IHE.BasicAudit.PatientRead", purposes: []string{"TREAT"}},
 		{name: "unauthenticated", req: anon, d: testDecision(5, false),
 			action: "R", outcome: "4", subtypes: []string{"read"}, patients: []string{"p1"}, resource: "Patient/p1",
 			purposes: []string{"TREAT"}},

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/filters"
 )
 
 // testRequest builds a policy input for patient p read by user u.
@@ -102,5 +103,37 @@ func writeFile(t *testing.T, path string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+type benchDecision struct {
+	name string
+	req  *authz.Request
+	d    *authz.Decision
+}
+
+// benchDecisions are the records BenchmarkEncodeDecision encodes.
+func benchDecisions() []benchDecision {
+	search := testRequest(2, "u2", "p9")
+	search.Method, search.Path = "GET", "/fhir/Observation"
+	search.Query = map[string][]string{"patient": {"p9"}, "code": {"8867-4", "8480-6"}, "_count": {"50"}}
+	search.Headers["accept"] = "application/fhir+json"
+	search.Headers["x-purpose-of-use"] = "ETREAT"
+	search.Headers["x-break-glass"] = "unconscious patient"
+	search.Headers["user-agent"] = "ehr/4.2"
+	search.FHIR = authz.FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: []string{"p9"}}
+	search.Identity.Scopes = []authz.Scope{{Raw: "user/Observation.rs", Context: "user", Resource: "Observation", Permissions: "rs"}}
+	search.BreakGlass = authz.BreakGlassRequest{Requested: true, Reason: "unconscious patient", Grants: []authz.Grant{}}
+	bg := testDecision(2, true)
+	bg.Headers = map[string]string{"x-phigate-decision": "dec-2", "x-phigate-purpose": "ETREAT"}
+	bg.Redact = []filters.Directive{{Path: "Patient.telecom", Action: filters.ActionRemove},
+		{Path: "Patient.identifier.where(system='http://hl7.org/fhir/sid/us-ssn').value", Action: filters.ActionTokenize, KeyID: "k1"}}
+	bg.Enforce = &filters.Enforcement{Patients: []string{"p9"}, PermittedLabels: []string{"PSY"}}
+	bg.BreakGlass = authz.BreakGlass{Active: true, Reason: "unconscious patient", Expires: "2026-03-01T13:00:00Z"}
+	bg.Obligations = []authz.Obligation{{Type: "notify-privacy-office", Params: map[string]string{"patient": "p9"}}}
+	bg.Audit.Rules = append(bg.Audit.Rules, "data.phigate.breakglass.allow")
+	return []benchDecision{
+		{"read", testRequest(1, "u1", "p1"), testDecision(1, true)},
+		{"search", search, bg},
 	}
 }

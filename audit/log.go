@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/cipher"
 	"crypto/ed25519"
@@ -185,22 +186,14 @@ func (l *Log) Record(ctx context.Context, req *authz.Request, d *authz.Decision)
 	}
 	stopped := l.trackOverride(req.Identity.Subject, d.BreakGlass.Active)
 	ev := l.builder.Decision(req, d, l.now(), stopped)
-	payload, err := encodeDecision(ev, req, d)
-	if err != nil {
-		return err
-	}
-	return l.append(ctx, payload, ev)
+	return l.append(ctx, encodeDecision(getPayloadBuf(), ev, req, d), ev)
 }
 
 // RecordFiltering appends the record of what the response side removed from
 // the response of decision fe.DecisionID.
 func (l *Log) RecordFiltering(ctx context.Context, fe FilterEvent) error {
 	ev := l.builder.Filtering(fe, l.now())
-	payload, err := encodeFiltering(ev, fe)
-	if err != nil {
-		return err
-	}
-	return l.append(ctx, payload, ev)
+	return l.append(ctx, encodeFiltering(getPayloadBuf(), ev, fe.DecisionID), ev)
 }
 
 func (l *Log) trackOverride(subject string, active bool) (stopped bool) {
@@ -220,20 +213,27 @@ func (l *Log) trackOverride(subject string, active bool) (stopped bool) {
 	return false
 }
 
+// append hands payload, a buffer from payloadPool, to the committer, which
+// returns it to the pool once it is framed; a record that is never queued
+// returns it here.
 func (l *Log) append(ctx context.Context, payload []byte, ev *AuditEvent) error {
 	p := &pending{payload: payload, event: ev, done: make(chan error, 1)}
 	if len(l.sinks) > 0 {
-		p.json, _ = json.Marshal(ev)
+		b := appendEvent(getPayloadBuf(), ev)
+		p.json = bytes.Clone(b)
+		putPayloadBuf(b)
 	}
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
+		putPayloadBuf(payload)
 		return ErrClosed
 	}
 	select {
 	case l.reqs <- p:
 	case <-ctx.Done():
 		l.mu.RUnlock()
+		putPayloadBuf(payload)
 		return errf(CodeIO, nil, ctx.Err(), "record not queued")
 	}
 	l.mu.RUnlock()
@@ -337,6 +337,8 @@ func (l *Log) fail(err error) {
 func (l *Log) commit(batch []*pending) {
 	if l.failed != nil {
 		for _, p := range batch {
+			putPayloadBuf(p.payload)
+			p.payload = nil
 			p.done <- errf(CodeClosed, nil, l.failed, "log failed earlier")
 		}
 		return
@@ -352,6 +354,9 @@ func (l *Log) commit(batch []*pending) {
 			payload, flags = sealBuf, flagSealed
 		}
 		buf, head = appendFrame(buf, seq, head, flags, payload)
+		// The frame holds a copy; nothing reads the caller's buffer again.
+		putPayloadBuf(p.payload)
+		p.payload = nil
 	}
 	l.buf = buf
 	// One clock reading per batch: rotation and checkpoint times refer to

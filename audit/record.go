@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
-	"strings"
 
 	"github.com/phigate/phigate/authz"
 )
@@ -34,22 +33,10 @@ var credentialHeaders = []string{"authorization", "proxy-authorization", "cookie
 // PolicyInput returns the policy input document as stored: req as JSON
 // with credential headers, and any header carrying a bearer token, removed.
 func PolicyInput(req *authz.Request) (json.RawMessage, error) {
-	cp := *req
-	if req.Headers != nil {
-		cp.Headers = make(map[string]string, len(req.Headers))
-		for k, v := range req.Headers {
-			lk := strings.ToLower(k)
-			if isCredentialHeader(lk) || strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)), "bearer ") {
-				continue
-			}
-			cp.Headers[lk] = v
-		}
+	if req == nil {
+		return nil, errf(CodeEncode, nil, nil, "policy input: nil request")
 	}
-	b, err := json.Marshal(&cp)
-	if err != nil {
-		return nil, errf(CodeEncode, nil, err, "policy input")
-	}
-	return b, nil
+	return appendPolicyInput(nil, req), nil
 }
 
 func isCredentialHeader(h string) bool {
@@ -59,26 +46,6 @@ func isCredentialHeader(h string) bool {
 		}
 	}
 	return false
-}
-
-func encodeDecision(ev *AuditEvent, req *authz.Request, d *authz.Decision) ([]byte, error) {
-	in, err := PolicyInput(req)
-	if err != nil {
-		return nil, err
-	}
-	b, err := json.Marshal(&storedRecord{V: 1, Kind: KindDecision, Event: ev, Input: in, DecisionID: d.ID, Decision: d})
-	if err != nil {
-		return nil, errf(CodeEncode, nil, err, "decision record")
-	}
-	return b, nil
-}
-
-func encodeFiltering(ev *AuditEvent, fe FilterEvent) ([]byte, error) {
-	b, err := json.Marshal(&storedRecord{V: 1, Kind: KindFiltering, Event: ev, DecisionID: fe.DecisionID})
-	if err != nil {
-		return nil, errf(CodeEncode, nil, err, "filtering record")
-	}
-	return b, nil
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {

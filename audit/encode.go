@@ -1,0 +1,666 @@
+package audit
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/filters"
+)
+
+// Record payloads are encoded by hand, not with encoding/json, because one
+// is encoded on the decision path of every Check and reflection was most of
+// its cost. The output is byte for byte what json.Marshal produces for the
+// same storedRecord (key order, omitempty, null for nil slices and maps,
+// sorted map keys, HTML-safe string escaping), so records written before and
+// after this encoder existed read and verify alike. encode_test.go holds the
+// encoder to that with varied records and with every field of every type set,
+// so a field added to authz.Request or authz.Decision fails the tests until it
+// is added here.
+//
+// Members are written with a leading comma, which comma leaves out when the
+// object or array was just opened: no JSON value ends in '{' or '[', so the
+// previous byte says so.
+
+// payloadPool holds record buffers between the caller that encodes a record
+// and the committer that frames it.
+var payloadPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// maxPooledPayload keeps a rare huge record (a large batch) from pinning
+// its buffer in the pool.
+const maxPooledPayload = 64 << 10
+
+func getPayloadBuf() []byte { return (*payloadPool.Get().(*[]byte))[:0] }
+
+func putPayloadBuf(b []byte) {
+	if cap(b) == 0 || cap(b) > maxPooledPayload {
+		return
+	}
+	b = b[:0]
+	payloadPool.Put(&b)
+}
+
+// encodeDecision appends the stored record of one decision.
+func encodeDecision(dst []byte, ev *AuditEvent, req *authz.Request, d *authz.Decision) []byte {
+	dst = append(dst, `{"v":1,"kind":"decision","event":`...)
+	dst = appendEvent(dst, ev)
+	dst = append(dst, `,"input":`...)
+	dst = appendPolicyInput(dst, req)
+	if d.ID != "" {
+		dst = append(dst, `,"decision_id":`...)
+		dst = appendString(dst, d.ID)
+	}
+	dst = append(dst, `,"decision":`...)
+	dst = appendDecision(dst, d)
+	return append(dst, '}')
+}
+
+// encodeFiltering appends the stored record of one filtering event.
+func encodeFiltering(dst []byte, ev *AuditEvent, decisionID string) []byte {
+	dst = append(dst, `{"v":1,"kind":"filtering","event":`...)
+	dst = appendEvent(dst, ev)
+	if decisionID != "" {
+		dst = append(dst, `,"decision_id":`...)
+		dst = appendString(dst, decisionID)
+	}
+	return append(dst, '}')
+}
+
+// comma appends the comma between members unless the enclosing object or
+// array was just opened.
+func comma(dst []byte) []byte {
+	if c := dst[len(dst)-1]; c != '{' && c != '[' {
+		dst = append(dst, ',')
+	}
+	return dst
+}
+
+// key appends the comma if one is due, then the quoted key and colon k (for
+// example `"id":`).
+func key(dst []byte, k string) []byte { return append(comma(dst), k...) }
+
+func appendBool(dst []byte, v bool) []byte {
+	if v {
+		return append(dst, "true"...)
+	}
+	return append(dst, "false"...)
+}
+
+// optString appends the field k when s is not empty (omitempty).
+func optString(dst []byte, k, s string) []byte {
+	if s == "" {
+		return dst
+	}
+	return appendString(key(dst, k), s)
+}
+
+// appendStrings appends a []string as encoding/json does: null when nil.
+func appendStrings(dst []byte, ss []string) []byte {
+	if ss == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for _, s := range ss {
+		dst = appendString(comma(dst), s)
+	}
+	return append(dst, ']')
+}
+
+// optStrings appends the field k when ss is not empty (omitempty).
+func optStrings(dst []byte, k string, ss []string) []byte {
+	if len(ss) == 0 {
+		return dst
+	}
+	return appendStrings(key(dst, k), ss)
+}
+
+// sortedKeys returns m's keys in encoding/json's order (bytewise), using
+// scratch when it is large enough.
+func sortedKeys[V any](m map[string]V, scratch []string) []string {
+	keys := scratch[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func appendStringMap(dst []byte, m map[string]string) []byte {
+	if m == nil {
+		return append(dst, "null"...)
+	}
+	var scratch [16]string
+	dst = append(dst, '{')
+	for _, k := range sortedKeys(m, scratch[:]) {
+		dst = appendString(comma(dst), k)
+		dst = append(dst, ':')
+		dst = appendString(dst, m[k])
+	}
+	return append(dst, '}')
+}
+
+// ---- AuditEvent ----
+
+// appendEvent appends ev as json.Marshal(ev) would.
+func appendEvent(dst []byte, ev *AuditEvent) []byte {
+	if ev == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, `{"resourceType":`...)
+	dst = appendString(dst, ev.ResourceType)
+	dst = optString(dst, `"id":`, ev.ID)
+	if ev.Meta != nil {
+		dst = append(dst, `,"meta":{`...)
+		dst = optStrings(dst, `"profile":`, ev.Meta.Profile)
+		dst = append(dst, '}')
+	}
+	dst = append(dst, `,"type":`...)
+	dst = appendCoding(dst, &ev.Type)
+	if len(ev.Subtype) > 0 {
+		dst = appendCodings(append(dst, `,"subtype":`...), ev.Subtype)
+	}
+	dst = optString(dst, `"action":`, ev.Action)
+	dst = append(dst, `,"recorded":`...)
+	dst = appendString(dst, ev.Recorded)
+	dst = optString(dst, `"outcome":`, ev.Outcome)
+	dst = optString(dst, `"outcomeDesc":`, ev.OutcomeDesc)
+	if len(ev.PurposeOfEvent) > 0 {
+		dst = appendConcepts(append(dst, `,"purposeOfEvent":`...), ev.PurposeOfEvent)
+	}
+	dst = append(dst, `,"agent":`...)
+	if ev.Agent == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, '[')
+		for i := range ev.Agent {
+			dst = appendAgent(comma(dst), &ev.Agent[i])
+		}
+		dst = append(dst, ']')
+	}
+	dst = append(dst, `,"source":{`...)
+	dst = optString(dst, `"site":`, ev.Source.Site)
+	dst = appendReference(key(dst, `"observer":`), &ev.Source.Observer)
+	if len(ev.Source.Type) > 0 {
+		dst = appendCodings(append(dst, `,"type":`...), ev.Source.Type)
+	}
+	dst = append(dst, '}')
+	if len(ev.Entity) > 0 {
+		dst = append(dst, `,"entity":[`...)
+		for i := range ev.Entity {
+			dst = appendEntity(comma(dst), &ev.Entity[i])
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}')
+}
+
+// fixedCodings are the codings the builder copies from package variables,
+// which most records repeat, encoded once.
+var fixedCodings = func() map[Coding]string {
+	m := map[Coding]string{}
+	for _, c := range []Coding{typeRest, entityPerson, entitySystem, rolePatient, roleDomain, roleQuery, roleJob,
+		entityXRequest, overrideStart, overrideStop, purposeBTG, sourceApplicationServer,
+		agentRecipient, agentSource, agentDestination} {
+		m[c] = string(appendCodingFields(nil, &c))
+	}
+	return m
+}()
+
+func appendCoding(dst []byte, c *Coding) []byte {
+	if enc, ok := fixedCodings[*c]; ok {
+		return append(dst, enc...)
+	}
+	return appendCodingFields(dst, c)
+}
+
+func appendCodingFields(dst []byte, c *Coding) []byte {
+	dst = append(dst, '{')
+	dst = optString(dst, `"system":`, c.System)
+	dst = optString(dst, `"code":`, c.Code)
+	dst = optString(dst, `"display":`, c.Display)
+	return append(dst, '}')
+}
+
+// appendCodings appends a non-nil []Coding.
+func appendCodings(dst []byte, cs []Coding) []byte {
+	dst = append(dst, '[')
+	for i := range cs {
+		dst = appendCoding(comma(dst), &cs[i])
+	}
+	return append(dst, ']')
+}
+
+func appendConcept(dst []byte, c *CodeableConcept) []byte {
+	dst = append(dst, '{')
+	if len(c.Coding) > 0 {
+		dst = appendCodings(append(dst, `"coding":`...), c.Coding)
+	}
+	dst = optString(dst, `"text":`, c.Text)
+	return append(dst, '}')
+}
+
+// appendConcepts appends a non-nil []CodeableConcept.
+func appendConcepts(dst []byte, cs []CodeableConcept) []byte {
+	dst = append(dst, '[')
+	for i := range cs {
+		dst = appendConcept(comma(dst), &cs[i])
+	}
+	return append(dst, ']')
+}
+
+func appendReference(dst []byte, r *Reference) []byte {
+	dst = append(dst, '{')
+	dst = optString(dst, `"reference":`, r.Reference)
+	if id := r.Identifier; id != nil {
+		dst = append(key(dst, `"identifier":`), '{')
+		dst = optString(dst, `"system":`, id.System)
+		dst = optString(dst, `"value":`, id.Value)
+		dst = append(dst, '}')
+	}
+	dst = optString(dst, `"display":`, r.Display)
+	return append(dst, '}')
+}
+
+func appendAgent(dst []byte, a *Agent) []byte {
+	dst = append(dst, '{')
+	if a.Type != nil {
+		dst = appendConcept(append(dst, `"type":`...), a.Type)
+	}
+	if len(a.Role) > 0 {
+		dst = appendConcepts(key(dst, `"role":`), a.Role)
+	}
+	if a.Who != nil {
+		dst = appendReference(key(dst, `"who":`), a.Who)
+	}
+	dst = optString(dst, `"altId":`, a.AltID)
+	dst = appendBool(key(dst, `"requestor":`), a.Requestor)
+	dst = optStrings(dst, `"policy":`, a.Policy)
+	if n := a.Network; n != nil {
+		dst = append(dst, `,"network":{`...)
+		dst = optString(dst, `"address":`, n.Address)
+		dst = optString(dst, `"type":`, n.Type)
+		dst = append(dst, '}')
+	}
+	if len(a.PurposeOfUse) > 0 {
+		dst = appendConcepts(append(dst, `,"purposeOfUse":`...), a.PurposeOfUse)
+	}
+	return append(dst, '}')
+}
+
+func appendEntity(dst []byte, e *Entity) []byte {
+	dst = append(dst, '{')
+	if e.What != nil {
+		dst = appendReference(append(dst, `"what":`...), e.What)
+	}
+	if e.Type != nil {
+		dst = appendCoding(key(dst, `"type":`), e.Type)
+	}
+	if e.Role != nil {
+		dst = appendCoding(key(dst, `"role":`), e.Role)
+	}
+	if e.Lifecycle != nil {
+		dst = appendCoding(key(dst, `"lifecycle":`), e.Lifecycle)
+	}
+	dst = optString(dst, `"description":`, e.Description)
+	dst = optString(dst, `"query":`, e.Query)
+	if len(e.Detail) > 0 {
+		dst = append(key(dst, `"detail":`), '[')
+		for i := range e.Detail {
+			dst = append(comma(dst), `{"type":`...)
+			dst = appendString(dst, e.Detail[i].Type)
+			dst = append(dst, `,"valueString":`...)
+			dst = appendString(dst, e.Detail[i].ValueString)
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}')
+}
+
+// ---- policy input (authz.Request) ----
+
+// appendPolicyInput appends the policy input document as stored: req with
+// credential headers, and any header carrying a bearer token, removed and
+// the remaining header names lower-cased.
+func appendPolicyInput(dst []byte, req *authz.Request) []byte {
+	dst = append(dst, `{"id":`...)
+	dst = appendString(dst, req.ID)
+	dst = append(dst, `,"time_ns":`...)
+	dst = strconv.AppendInt(dst, req.TimeNS, 10)
+	dst = append(dst, `,"method":`...)
+	dst = appendString(dst, req.Method)
+	dst = append(dst, `,"path":`...)
+	dst = appendString(dst, req.Path)
+	dst = append(dst, `,"query":`...)
+	dst = appendQuery(dst, req.Query)
+	dst = append(dst, `,"headers":`...)
+	dst = appendStoredHeaders(dst, req.Headers)
+	dst = append(dst, `,"source":{`...)
+	dst = optString(dst, `"address":`, req.Source.Address)
+	dst = optString(dst, `"principal":`, req.Source.Principal)
+	dst = append(dst, `},"identity":`...)
+	dst = appendIdentity(dst, &req.Identity)
+	dst = append(dst, `,"fhir":`...)
+	dst = appendFHIRRequest(dst, &req.FHIR)
+	dst = optString(dst, `"purpose_of_use":`, req.Purpose)
+	dst = append(dst, `,"break_glass":{"requested":`...)
+	dst = appendBool(dst, req.BreakGlass.Requested)
+	dst = optString(dst, `"reason":`, req.BreakGlass.Reason)
+	dst = append(dst, `,"grants":`...)
+	if req.BreakGlass.Grants == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, '[')
+		for _, g := range req.BreakGlass.Grants {
+			dst = append(comma(dst), `{"patient":`...)
+			dst = appendString(dst, g.Patient)
+			dst = append(dst, `,"reason":`...)
+			dst = appendString(dst, g.Reason)
+			dst = append(dst, `,"expires_ns":`...)
+			dst = strconv.AppendInt(dst, g.ExpiresNS, 10)
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, `}}`...)
+}
+
+func appendQuery(dst []byte, q map[string][]string) []byte {
+	if q == nil {
+		return append(dst, "null"...)
+	}
+	var scratch [16]string
+	dst = append(dst, '{')
+	for _, k := range sortedKeys(q, scratch[:]) {
+		dst = appendString(comma(dst), k)
+		dst = append(dst, ':')
+		dst = appendStrings(dst, q[k])
+	}
+	return append(dst, '}')
+}
+
+// storedHeader is one header kept in the policy input; key is its name as
+// given, name lower case.
+type storedHeader struct{ key, name, value string }
+
+// appendStoredHeaders appends the headers that may be stored, names lower
+// case, in sorted order. A nil map stays null, as it did when the filtered
+// copy was marshalled. Names are lower case by contract (authz.CheckInput);
+// should two differ only in case anyway, the value of the one whose name as
+// given sorts last is kept, where the filtered map kept whichever one map
+// iteration reached last.
+func appendStoredHeaders(dst []byte, h map[string]string) []byte {
+	if h == nil {
+		return append(dst, "null"...)
+	}
+	var scratch [24]storedHeader
+	kept := scratch[:0]
+	for k, v := range h {
+		lk := strings.ToLower(k)
+		if isCredentialHeader(lk) || hasBearerPrefix(v) {
+			continue
+		}
+		kept = append(kept, storedHeader{k, lk, v})
+	}
+	if len(kept) > 1 {
+		slices.SortFunc(kept, func(a, b storedHeader) int {
+			if c := strings.Compare(a.name, b.name); c != 0 {
+				return c
+			}
+			return strings.Compare(a.key, b.key)
+		})
+	}
+	dst = append(dst, '{')
+	for i, sh := range kept {
+		if i+1 < len(kept) && kept[i+1].name == sh.name {
+			continue // a later duplicate wins
+		}
+		dst = appendString(comma(dst), sh.name)
+		dst = append(dst, ':')
+		dst = appendString(dst, sh.value)
+	}
+	return append(dst, '}')
+}
+
+// hasBearerPrefix reports whether v, trimmed, starts with "bearer " in any
+// case. It answers as strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)),
+// "bearer ") does without allocating: no non-ASCII rune lower-cases to one of
+// the ASCII bytes of "bearer ", so comparing the leading bytes is exact.
+func hasBearerPrefix(v string) bool {
+	v = strings.TrimSpace(v)
+	const p = "bearer "
+	if len(v) < len(p) {
+		return false
+	}
+	for i := range len(p) {
+		c := v[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != p[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func appendIdentity(dst []byte, id *authz.Identity) []byte {
+	dst = append(dst, `{"authenticated":`...)
+	dst = appendBool(dst, id.Authenticated)
+	dst = optString(dst, `"error":`, id.Error)
+	dst = optString(dst, `"subject":`, id.Subject)
+	dst = optString(dst, `"issuer":`, id.Issuer)
+	dst = optString(dst, `"fhir_user":`, id.FHIRUser)
+	dst = append(dst, `,"roles":`...)
+	dst = appendStrings(dst, id.Roles)
+	dst = append(dst, `,"scopes":`...)
+	if id.Scopes == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, '[')
+		for i := range id.Scopes {
+			s := &id.Scopes[i]
+			dst = append(comma(dst), `{"raw":`...)
+			dst = appendString(dst, s.Raw)
+			dst = append(dst, `,"context":`...)
+			dst = appendString(dst, s.Context)
+			dst = append(dst, `,"resource":`...)
+			dst = appendString(dst, s.Resource)
+			dst = append(dst, `,"permissions":`...)
+			dst = appendString(dst, s.Permissions)
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
+	}
+	dst = optString(dst, `"patient":`, id.Patient)
+	dst = optString(dst, `"client_id":`, id.ClientID)
+	dst = append(dst, `,"mfa":`...)
+	dst = appendBool(dst, id.MFA)
+	dst = optStrings(dst, `"amr":`, id.AMR)
+	dst = optString(dst, `"acr":`, id.ACR)
+	if id.IssuedAt != 0 {
+		dst = strconv.AppendInt(append(dst, `,"iat":`...), id.IssuedAt, 10)
+	}
+	if id.Expires != 0 {
+		dst = strconv.AppendInt(append(dst, `,"exp":`...), id.Expires, 10)
+	}
+	dst = append(dst, `,"service":`...)
+	dst = appendBool(dst, id.Service)
+	dst = optString(dst, `"purpose_of_use":`, id.Purpose)
+	return append(dst, '}')
+}
+
+func appendFHIRRequest(dst []byte, f *authz.FHIRRequest) []byte {
+	dst = append(dst, `{"interaction":`...)
+	dst = appendString(dst, f.Interaction)
+	dst = optString(dst, `"resource_type":`, f.ResourceType)
+	dst = optString(dst, `"id":`, f.ID)
+	dst = optString(dst, `"version":`, f.Version)
+	if c := f.Compartment; c != nil {
+		dst = append(dst, `,"compartment":{"type":`...)
+		dst = appendString(dst, c.Type)
+		dst = append(dst, `,"id":`...)
+		dst = appendString(dst, c.ID)
+		dst = append(dst, '}')
+	}
+	dst = optString(dst, `"operation":`, f.Operation)
+	dst = append(dst, `,"patients":`...)
+	dst = appendStrings(dst, f.Patients)
+	dst = append(dst, `,"all_patients":`...)
+	dst = appendBool(dst, f.AllPatients)
+	dst = optStrings(dst, `"include":`, f.Include)
+	dst = optStrings(dst, `"revinclude":`, f.RevInclude)
+	if len(f.Entries) > 0 {
+		dst = append(dst, `,"entries":[`...)
+		for i := range f.Entries {
+			dst = appendFHIRRequest(comma(dst), &f.Entries[i])
+		}
+		dst = append(dst, ']')
+	}
+	dst = optString(dst, `"method":`, f.Method)
+	dst = optString(dst, `"kind":`, f.Kind)
+	return append(dst, '}')
+}
+
+// ---- authz.Decision ----
+
+func appendDecision(dst []byte, d *authz.Decision) []byte {
+	dst = append(dst, `{"allow":`...)
+	dst = appendBool(dst, d.Allow)
+	dst = append(dst, `,"status":`...)
+	dst = strconv.AppendInt(dst, int64(d.Status), 10)
+	dst = optString(dst, `"reason":`, d.Reason)
+	if len(d.Headers) > 0 {
+		dst = appendStringMap(append(dst, `,"headers":`...), d.Headers)
+	}
+	dst = optStrings(dst, `"remove_headers":`, d.RemoveHeaders)
+	if len(d.ResponseHeaders) > 0 {
+		dst = appendStringMap(append(dst, `,"response_headers":`...), d.ResponseHeaders)
+	}
+	if len(d.Redact) > 0 {
+		dst = append(dst, `,"redact":[`...)
+		for i := range d.Redact {
+			dst = appendDirective(comma(dst), &d.Redact[i])
+		}
+		dst = append(dst, ']')
+	}
+	if e := d.Enforce; e != nil {
+		dst = append(dst, `,"enforce":{`...)
+		dst = optStrings(dst, `"patients":`, e.Patients)
+		if e.AnyPatient {
+			dst = append(key(dst, `"any_patient":`), "true"...)
+		}
+		dst = optStrings(dst, `"permitted_labels":`, e.PermittedLabels)
+		dst = append(dst, '}')
+	}
+	dst = append(dst, `,"break_glass":{"active":`...)
+	dst = appendBool(dst, d.BreakGlass.Active)
+	dst = optString(dst, `"reason":`, d.BreakGlass.Reason)
+	dst = optString(dst, `"expires":`, d.BreakGlass.Expires)
+	dst = append(dst, '}')
+	if len(d.Obligations) > 0 {
+		dst = append(dst, `,"obligations":[`...)
+		for i := range d.Obligations {
+			o := &d.Obligations[i]
+			dst = append(comma(dst), `{"type":`...)
+			dst = appendString(dst, o.Type)
+			if len(o.Params) > 0 {
+				dst = appendStringMap(append(dst, `,"params":`...), o.Params)
+			}
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
+	}
+	dst = append(dst, `,"audit":{`...)
+	dst = optStrings(dst, `"patients":`, d.Audit.Patients)
+	dst = optString(dst, `"purpose":`, d.Audit.Purpose)
+	dst = optStrings(dst, `"rules":`, d.Audit.Rules)
+	return append(dst, `}}`...)
+}
+
+func appendDirective(dst []byte, r *filters.Directive) []byte {
+	dst = append(dst, '{')
+	dst = optString(dst, `"path":`, r.Path)
+	dst = appendString(key(dst, `"action":`), string(r.Action))
+	dst = optString(dst, `"key_id":`, r.KeyID)
+	dst = optString(dst, `"format":`, r.Format)
+	dst = optStrings(dst, `"keep":`, r.Keep)
+	dst = optString(dst, `"profile":`, r.Profile)
+	return append(dst, '}')
+}
+
+// ---- strings ----
+
+// appendString appends s as a JSON string exactly as encoding/json does with
+// HTML escaping on (its default): <, > and & become \u003c, \u003e and
+// \u0026, invalid UTF-8 becomes \ufffd, and U+2028 and U+2029 are escaped.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		// Most strings are plain ASCII: skip the bytes that are copied as
+		// they are with one table lookup each.
+		for i < len(s) && jsonPlain[s[i]] {
+			i++
+		}
+		if i == len(s) {
+			break
+		}
+		if b := s[i]; b < utf8.RuneSelf {
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		if c == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if c == '\u2028' || c == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// jsonPlain marks the bytes encoding/json copies unescaped when it escapes
+// HTML: ASCII 0x20 to 0x7f (DEL included) other than ", \, <, > and &.
+// Bytes from 0x80 up start multi-byte runes and are looked at one rune at a
+// time.
+var jsonPlain = func() (t [256]bool) {
+	for b := 0x20; b < utf8.RuneSelf; b++ {
+		t[b] = !strings.ContainsRune(`"\<>&`, rune(b))
+	}
+	return t
+}()
