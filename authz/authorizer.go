@@ -124,8 +124,35 @@ func (a *Authorizer) loadGrants(ctx context.Context, req *Request) {
 		a.log.Warn("break-glass grant lookup failed; evaluating without grants", zap.Error(err))
 		return
 	}
-	if gs != nil {
-		req.BreakGlass.Grants = gs
+	if len(gs) == 0 {
+		return
+	}
+	named := map[string]bool{}
+	namedPatients(&req.FHIR, named)
+	kept := make([]Grant, 0, len(gs))
+	for _, g := range gs {
+		if named[g.Patient] {
+			kept = append(kept, g)
+		}
+	}
+	req.BreakGlass.Grants = kept
+}
+
+// namedPatients adds every patient f names to set: its patient list, the
+// owner of a Patient compartment, a Patient instance, and the same for each
+// batch entry.
+func namedPatients(f *FHIRRequest, set map[string]bool) {
+	for _, p := range f.Patients {
+		set[p] = true
+	}
+	if f.Compartment != nil && f.Compartment.Type == "Patient" && f.Compartment.ID != "" {
+		set[f.Compartment.ID] = true
+	}
+	if f.ResourceType == "Patient" && f.ID != "" {
+		set[f.ID] = true
+	}
+	for i := range f.Entries {
+		namedPatients(&f.Entries[i], set)
 	}
 }
 

@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -107,6 +108,60 @@ func TestServiceAccountsValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.s.Validate(); (err == nil) != tc.ok {
 				t.Fatalf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+// heldGrants is a GrantStore holding fixed grants for every caller.
+type heldGrants []Grant
+
+func (h heldGrants) Active(context.Context, string, time.Time) ([]Grant, error) {
+	return append([]Grant(nil), h...), nil
+}
+func (heldGrants) Put(context.Context, string, Grant) error { return nil }
+
+// The policy sees only the caller's grants for patients the request names:
+// a grant opens one patient, so the others cannot change the decision.
+func TestAuthorizeNarrowsGrantsToNamedPatients(t *testing.T) {
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	k := newTestKey(t, "k1", jwa.RS256)
+	writeJWKS(t, jwks, k)
+	v := newVerifier(t, jwks, nil)
+	tok := "Bearer " + mint(t, k, baseClaims(time.Now()))
+	exp := time.Now().Add(time.Hour).UnixNano()
+	store := heldGrants{{Patient: "1", ExpiresNS: exp}, {Patient: "2", ExpiresNS: exp}, {Patient: "3", ExpiresNS: exp}}
+	batch := `{"resourceType":"Bundle","type":"batch","entry":[` +
+		`{"request":{"method":"GET","url":"Patient/1"}},{"request":{"method":"GET","url":"Observation?patient=3"}}]}`
+	for _, tc := range []struct {
+		name, method, path, body string
+		want                     []string
+	}{
+		{"read", "GET", "/fhir/Patient/2", "", []string{"2"}},
+		{"search by patient", "GET", "/fhir/Observation?patient=3", "", []string{"3"}},
+		{"compartment", "GET", "/fhir/Patient/1/Condition", "", []string{"1"}},
+		{"search over all patients", "GET", "/fhir/Observation", "", nil},
+		{"other patient", "GET", "/fhir/Patient/9", "", nil},
+		{"batch", "POST", "/fhir", batch, []string{"1", "3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := &echoEvaluator{}
+			a := NewAuthorizer(Options{Verifier: v, Parser: newTestParser(t), Evaluator: ev, Grants: store})
+			h := map[string]string{"authorization": tok}
+			if tc.body != "" {
+				h["content-type"] = "application/fhir+json"
+			}
+			_, d, err := a.Authorize(t.Context(), &CheckInput{Method: tc.method, Path: tc.path, Headers: h,
+				Body: []byte(tc.body), Source: Peer{Address: "127.0.0.1:1"}})
+			if err != nil || ev.seen == nil {
+				t.Fatalf("authorize: %v (status %d %s)", err, d.Status, d.Reason)
+			}
+			var got []string
+			for _, g := range ev.seen.BreakGlass.Grants {
+				got = append(got, g.Patient)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("grants for %v, want %v", got, tc.want)
 			}
 		})
 	}

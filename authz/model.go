@@ -106,7 +106,11 @@ type Compartment struct {
 }
 
 // BreakGlassRequest is the caller's declaration of an emergency, with the
-// emergency grants the caller already holds (looked up before the policy runs).
+// emergency grants the caller already holds for the patients this request
+// names (looked up before the policy runs). A grant opens one patient, so
+// grants for patients the request does not name cannot change its
+// decision; leaving them out keeps the input, and the decision cache key
+// built from it, the same while the caller collects grants elsewhere.
 type BreakGlassRequest struct {
 	Requested bool    `json:"requested"`
 	Reason    string  `json:"reason,omitempty"`
