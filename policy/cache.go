@@ -154,39 +154,54 @@ func hasPathPrefix(p, prefix []string) bool {
 
 // key is the canonical text of the input's projection on the cached paths.
 // Distinct projections give distinct keys: every value is written with its
-// type and length-delimited strings. Only the top-level fields the paths
-// start with are built, each once (paths are sorted).
+// type and length-delimited strings. Paths the shipped library reads are
+// written straight from the request (appendRequestPath); for any other the
+// top-level field is built as AST, once (paths are sorted).
 func (dc *decisionCache) key(r *authz.Request) string {
-	return dc.keyFrom(func(name string) ast.Value { return inputField(r, name) })
-}
-
-// keyFrom builds the key over the input whose top-level fields field returns.
-func (dc *decisionCache) keyFrom(field func(name string) ast.Value) string {
-	var b []byte
+	b := make([]byte, 0, 512)
 	var top string
 	var topV ast.Value
 	built := false
 	for _, p := range dc.paths {
+		if nb, ok := appendRequestPath(b, r, p); ok {
+			b = nb
+			continue
+		}
 		if !built || p[0] != top {
-			top, topV, built = p[0], field(p[0]), true
+			top, topV, built = p[0], inputField(r, p[0]), true
 		}
-		v := topV
-		for _, seg := range p[1:] {
-			o, isObj := v.(ast.Object)
-			if !isObj {
-				v = nil
-				break
-			}
-			t := o.Get(ast.InternedTerm(seg))
-			if t == nil {
-				v = nil
-				break
-			}
-			v = t.Value
-		}
-		b = appendCanonical(b, v)
+		b = appendProjected(b, topV, p[1:])
 	}
 	return string(b)
+}
+
+// keyFrom builds the key from the AST of the input whose top-level fields
+// field returns: the definition key must agree with.
+func (dc *decisionCache) keyFrom(field func(name string) ast.Value) string {
+	var b []byte
+	for _, p := range dc.paths {
+		b = appendProjected(b, field(p[0]), p[1:])
+	}
+	return string(b)
+}
+
+// appendProjected writes the value at rest below v (undefined when a step
+// is missing or not an object).
+func appendProjected(b []byte, v ast.Value, rest []string) []byte {
+	for _, seg := range rest {
+		o, isObj := v.(ast.Object)
+		if !isObj {
+			v = nil
+			break
+		}
+		t := o.Get(ast.InternedTerm(seg))
+		if t == nil {
+			v = nil
+			break
+		}
+		v = t.Value
+	}
+	return appendCanonical(b, v)
 }
 
 // appendCanonical writes v so that two values have the same text exactly

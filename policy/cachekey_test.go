@@ -1,0 +1,137 @@
+package policy
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/phigate/phigate/authz"
+)
+
+// fastPaths are every path appendRequestPath answers, and some it leaves
+// to the AST.
+var fastPaths = [][]string{
+	{"id"}, {"method"}, {"path"}, {"time_ns"}, {"purpose_of_use"}, {"fhir"},
+	{"identity", "authenticated"}, {"identity", "error"}, {"identity", "subject"}, {"identity", "issuer"},
+	{"identity", "fhir_user"}, {"identity", "patient"}, {"identity", "client_id"}, {"identity", "acr"},
+	{"identity", "mfa"}, {"identity", "service"}, {"identity", "roles"}, {"identity", "amr"},
+	{"identity", "iat"}, {"identity", "exp"}, {"identity", "scopes"}, {"identity", "nope"},
+	{"break_glass", "requested"}, {"break_glass", "reason"}, {"break_glass", "grants"}, {"break_glass", "nope"},
+	// Left to the AST:
+	{"identity"}, {"break_glass"}, {"headers", "x-a"}, {"query"}, {"source", "address"}, {"fhir", "patients"},
+	{"identity", "roles", "x"}, {"nope"},
+}
+
+// TestFastKeyMatchesAST: for generated requests, the key written straight
+// from the request is the key of the AST input, path by path.
+func TestFastKeyMatchesAST(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 11))
+	for i := range 3000 {
+		req := randomRequest(r, 0)
+		whole := inputValue(req).(ast.Object)
+		field := func(name string) ast.Value {
+			if t := whole.Get(ast.InternedTerm(name)); t != nil {
+				return t.Value
+			}
+			return nil
+		}
+		for _, p := range fastPaths {
+			dc := &decisionCache{paths: [][]string{p}}
+			if got, want := dc.key(req), dc.keyFrom(field); got != want {
+				t.Fatalf("request %d, path %s:\nfast %q\nAST  %q\nrequest %+v", i, strings.Join(p, "."), got, want, req)
+			}
+		}
+		dc := &decisionCache{paths: minimalPaths(append([][]string(nil), fastPaths...))}
+		if dc.key(req) != dc.keyFrom(field) {
+			t.Fatalf("request %d: the whole key differs", i)
+		}
+	}
+}
+
+func randomRequest(r *rand.Rand, depth int) *authz.Request {
+	str := func() string {
+		switch r.IntN(6) {
+		case 0:
+			return ""
+		case 1:
+			return "1:s3:x"
+		case 2:
+			return "Ünïcødé ✓"
+		default:
+			return []string{"a", "read", "Patient", "pat-0001", "dr-house", "TREAT", "u"}[r.IntN(7)]
+		}
+	}
+	strs := func() []string {
+		switch r.IntN(3) {
+		case 0:
+			return nil
+		case 1:
+			return []string{}
+		}
+		out := make([]string, 1+r.IntN(3))
+		for i := range out {
+			out[i] = str()
+		}
+		return out
+	}
+	num := func() int64 {
+		return []int64{0, 1, -5, 1741791600000000000}[r.IntN(4)]
+	}
+	req := &authz.Request{
+		ID: str(), Method: str(), Path: str(), TimeNS: num(), Purpose: str(),
+		Headers: map[string]string{"x-a": str()}, Query: map[string][]string{"q": strs()},
+		Source: authz.Peer{Address: str(), Principal: str()},
+		Identity: authz.Identity{Authenticated: r.IntN(2) == 0, Error: str(), Subject: str(), Issuer: str(),
+			FHIRUser: str(), Roles: strs(), Patient: str(), ClientID: str(), MFA: r.IntN(2) == 0, AMR: strs(),
+			ACR: str(), IssuedAt: num(), Expires: num(), Service: r.IntN(2) == 0},
+		BreakGlass: authz.BreakGlassRequest{Requested: r.IntN(2) == 0, Reason: str()},
+		FHIR:       randomFHIR(r, str, strs, depth),
+	}
+	for range r.IntN(3) {
+		req.Identity.Scopes = append(req.Identity.Scopes, authz.Scope{Raw: str(), Context: str(), Resource: str(), Permissions: str()})
+	}
+	for range r.IntN(3) {
+		req.BreakGlass.Grants = append(req.BreakGlass.Grants, authz.Grant{Patient: str(), Reason: str(), ExpiresNS: num()})
+	}
+	return req
+}
+
+func randomFHIR(r *rand.Rand, str func() string, strs func() []string, depth int) authz.FHIRRequest {
+	f := authz.FHIRRequest{Interaction: str(), ResourceType: str(), ID: str(), Version: str(), Operation: str(),
+		Patients: strs(), AllPatients: r.IntN(2) == 0, Include: strs(), RevInclude: strs(), Method: str(), Kind: str()}
+	if r.IntN(3) == 0 {
+		f.Compartment = &authz.Compartment{Type: str(), ID: str()}
+	}
+	if depth < 2 && r.IntN(3) == 0 {
+		for range 1 + r.IntN(3) {
+			f.Entries = append(f.Entries, randomFHIR(r, str, strs, depth+1))
+		}
+	}
+	return f
+}
+
+// BenchmarkCacheKey is the key of a typical read with the shipped
+// library's paths, written from the request and built through the AST.
+func BenchmarkCacheKey(b *testing.B) {
+	e, err := NewEngine(b.Context(), Config{}, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dc := e.Snapshot().cache
+	req := cacheRequest(1)
+	req.Identity.Scopes = []authz.Scope{{Raw: "user/*.rs", Context: "user", Resource: "*", Permissions: "rs"}}
+	b.Run("direct", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = dc.key(req)
+		}
+	})
+	b.Run("ast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = dc.keyFrom(func(name string) ast.Value { return inputField(req, name) })
+		}
+	})
+}
