@@ -177,12 +177,7 @@ func (e *Engine) Evaluate(ctx context.Context, req *authz.Request) (authz.Decisi
 	if s == nil {
 		return authz.Decision{}, &Error{Code: CodeEval, Err: errors.New("no policy loaded")}
 	}
-	if e.cfg.EvalTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, e.cfg.EvalTimeout)
-		defer cancel()
-	}
-	return s.Evaluate(ctx, req)
+	return s.evaluateWithin(ctx, req, e.cfg.EvalTimeout)
 }
 
 // Reload loads the source again and swaps it in when it is sound; on any

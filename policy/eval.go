@@ -28,15 +28,29 @@ func decodeResult(t *ast.Term, _ *rego.EvalContext) (any, error) {
 // policy. A returned Decision may share its maps and slices with other
 // requests' decisions: callers treat it as read-only.
 func (s *Snapshot) Evaluate(ctx context.Context, req *authz.Request) (authz.Decision, error) {
-	if s.cache == nil {
+	return s.evaluateWithin(ctx, req, 0)
+}
+
+// evaluateWithin is Evaluate with the evaluation (not a cache lookup)
+// bounded by timeout; 0 leaves ctx as it is.
+func (s *Snapshot) evaluateWithin(ctx context.Context, req *authz.Request, timeout time.Duration) (authz.Decision, error) {
+	eval := func() (authz.Decision, error) {
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
 		return s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult))
+	}
+	if s.cache == nil {
+		return eval()
 	}
 	key := s.cache.key(req)
 	if d, ok := s.cache.get(key, req.TimeNS); ok {
 		s.stats.count(cacheHit)
 		return d, nil
 	}
-	d, err := s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult))
+	d, err := eval()
 	if err != nil {
 		return d, err
 	}
