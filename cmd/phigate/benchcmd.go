@@ -33,6 +33,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&o.policyDir, "policy", "", "policy directory or bundle for the in-process phigate (default: the embedded library)")
 	fs.IntVar(&o.careTeams, "care-teams", 0, "load a generated policy whose data holds this many practitioner→patient care-team pairs (0: the shipped data)")
 	fs.IntVar(&o.teamSize, "team-size", 50, "with --care-teams: patients per practitioner")
+	fs.BoolVar(&o.noDecisionCache, "no-decision-cache", false, "the in-process phigate evaluates the policy for every request")
+	fs.DurationVar(&cfg.Warmup, "warmup", 0, "unrecorded load before each step (default 1s)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process (generator and in-process phigate) to this file")
 	mode := fs.String("mode", "open", "open (constant rates, coordinated-omission corrected) or closed (fixed concurrency)")
 	rates := fs.String("rates", "500,1000,2000", "open loop: requests per second per step")
@@ -96,11 +98,12 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // benchOptions are what `phigate bench` sets up around the load generator:
 // which targets it starts itself and with what policy data.
 type benchOptions struct {
-	envoy      bool
-	careTeams  int
-	teamSize   int
-	policyDir  string
-	cpuProfile string
+	envoy           bool
+	careTeams       int
+	teamSize        int
+	policyDir       string
+	cpuProfile      string
+	noDecisionCache bool
 }
 
 // validate names the bad flag; the generator's own settings are checked by
@@ -114,6 +117,9 @@ func (o benchOptions) validate(cfg bench.Config) error {
 	}
 	if o.policyDir != "" && (o.careTeams != 0 || cfg.Target != "") {
 		return errors.New("--policy: the in-process phigate loads it; drop --care-teams and --target")
+	}
+	if o.noDecisionCache && cfg.Target != "" {
+		return errors.New("--no-decision-cache: applies to the in-process phigate; drop --target (or set policy.decision_cache.disabled in the target's configuration)")
 	}
 	if o.careTeams < 0 || o.careTeams > 10_000_000 {
 		return fmt.Errorf("--care-teams: must be in [0, 10000000], got %d", o.careTeams)
@@ -217,6 +223,10 @@ func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, di
 	if o.policyDir != "" {
 		pc.Policy.Source = policySource(o.policyDir)
 		ph.notes = append(ph.notes, "policy: "+o.policyDir)
+	}
+	if o.noDecisionCache {
+		pc.Policy.DecisionCache.Disabled = true
+		ph.notes = append(ph.notes, "decision cache disabled: the policy is evaluated for every request")
 	}
 	if err := pc.Validate(); err != nil {
 		return nil, err

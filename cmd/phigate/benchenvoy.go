@@ -80,6 +80,7 @@ func runBenchEnvoy(ctx context.Context, cfg bench.Config, o benchOptions, dir st
 		"envoy+phigate and envoy are two Envoy processes (--concurrency 1) with the same bootstrap but for phigate's ext_authz and ext_proc filters, in front of the same legacy service; the added columns are what phigate's filters cost per request",
 		"cpu and rss columns are each Envoy's own; phigate and the legacy service run inside the bench process")
 	rep.Notes = append(rep.Notes, ph.notes...)
+	rep.Notes = append(rep.Notes, "phigate "+ph.engine.CacheCounts().String())
 	return rep, nil
 }
 
