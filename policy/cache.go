@@ -78,6 +78,19 @@ func newDecisionCache(c *ast.Compiler, entries int, maxAge time.Duration) *decis
 	return dc
 }
 
+// CacheKeyPaths names the input paths a cached decision is keyed on
+// ("identity.roles", …); nil when the snapshot has no decision cache.
+func (s *Snapshot) CacheKeyPaths() []string {
+	if s.cache == nil {
+		return nil
+	}
+	out := make([]string, len(s.cache.paths))
+	for i, p := range s.cache.paths {
+		out[i] = "input." + strings.Join(p, ".")
+	}
+	return out
+}
+
 // inputPaths lists the paths below input that the compiled modules read:
 // the longest constant prefix of every reference rooted at input. ok is
 // false when some reference has no constant first step (input itself,

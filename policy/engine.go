@@ -214,7 +214,8 @@ func (e *Engine) load(ctx context.Context) error {
 		e.revision.DeleteLabelValues(old.Revision)
 	}
 	e.revision.WithLabelValues(s.Revision).Set(1)
-	e.log.Info("policy loaded", zap.String("revision", s.Revision), zap.String("source", s.Source), zap.Int("tests_passed", s.Tests))
+	e.log.Info("policy loaded", zap.String("revision", s.Revision), zap.String("source", s.Source), zap.Int("tests_passed", s.Tests),
+		zap.Strings("decision_cache_key", s.CacheKeyPaths()))
 	return nil
 }
 

@@ -105,12 +105,17 @@ func cmdPolicyCheck(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
 	}
-	s, err := policy.Build(ctx, src.String(), b, policy.BuildOptions{RunTests: *tests})
+	s, err := policy.Build(ctx, src.String(), b, policy.BuildOptions{RunTests: *tests, DecisionCache: 1})
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok (revision %s, %d tests passed)\n", src, s.Revision, s.Tests)
+	if paths := s.CacheKeyPaths(); paths != nil {
+		fmt.Fprintf(stdout, "decision cache key (for decisions that set cache.until_ns): %s\n", strings.Join(paths, ", "))
+	} else {
+		fmt.Fprintln(stdout, "decision cache: none (the policy reads input as a whole or through a computed key)")
+	}
 	return 0
 }
 

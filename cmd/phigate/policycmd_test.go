@@ -24,8 +24,9 @@ func TestPolicyCommands(t *testing.T) {
 	if code, out := run(t, "policy", "test", lib); code != 0 || !strings.Contains(out, "0 failed") {
 		t.Fatalf("policy test on the shipped library: exit %d\n%s", code, out)
 	}
-	if code, out := run(t, "policy", "check", lib); code != 0 || !strings.Contains(out, "ok (revision") {
-		t.Fatalf("policy check on the shipped library: exit %d\n%s", code, out)
+	if code, out := run(t, "policy", "check", lib); code != 0 || !strings.Contains(out, "ok (revision") ||
+		!strings.Contains(out, "input.identity.roles") || strings.Contains(out, "input.time_ns") {
+		t.Fatalf("policy check on the shipped library: exit %d, want ok and a cache key with roles and without the time\n%s", code, out)
 	}
 
 	broken := t.TempDir()
