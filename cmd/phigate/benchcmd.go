@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -231,6 +232,14 @@ func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, di
 	if err := pc.Validate(); err != nil {
 		return nil, err
 	}
+	// The collector runs as serve would run it (runtime defaults, or GOGC
+	// and GOMEMLIMIT from the environment); it paces the whole process, so
+	// the generator and a --baseline server run under it too.
+	applyRuntime(pc.Runtime)
+	gc := debug.SetGCPercent(-1) // reads the setting; restored at once
+	debug.SetGCPercent(gc)
+	ph.notes = append(ph.notes, fmt.Sprintf("runtime: GOGC %d, soft memory limit %d MiB (serve's defaults unless GOGC/GOMEMLIMIT are set)",
+		gc, debug.SetMemoryLimit(-1)>>20))
 	sctx, cancel := context.WithCancel(ctx)
 	srv, err := newServer(sctx, pc, zap.NewNop())
 	if err != nil {
