@@ -68,7 +68,7 @@ type RuntimeConfig struct {
 	// GCPercent is GOGC; the GOGC environment variable wins. Default 400.
 	GCPercent int `yaml:"gc_percent"`
 	// MemoryLimitMB is a soft limit on the runtime's memory; GOMEMLIMIT wins.
-	// Default 128: with GOGC 400 the collector runs rarely until the heap
+	// Default 100: with GOGC 400 the collector runs rarely until the heap
 	// nears it. Raise it with the policy data (a live heap near the limit
 	// makes the collector run continuously).
 	MemoryLimitMB int `yaml:"memory_limit_mb"`
@@ -165,7 +165,7 @@ func (c *Config) Validate() error {
 		c.Runtime.GCPercent = 400
 	}
 	if c.Runtime.MemoryLimitMB == 0 {
-		c.Runtime.MemoryLimitMB = 128
+		c.Runtime.MemoryLimitMB = 100
 	}
 	if c.Runtime.GCPercent < 25 || c.Runtime.MemoryLimitMB < 64 {
 		return errors.New("runtime.gc_percent: at least 25, and runtime.memory_limit_mb at least 64")
