@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -232,14 +233,22 @@ func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, di
 	if err := pc.Validate(); err != nil {
 		return nil, err
 	}
-	// The collector runs as serve would run it (runtime defaults, or GOGC
-	// and GOMEMLIMIT from the environment); it paces the whole process, so
-	// the generator and a --baseline server run under it too.
-	applyRuntime(pc.Runtime)
+	// The collector is paced as serve paces it (GOGC from the runtime
+	// defaults unless the environment sets it). It paces the whole process,
+	// so the generator and a --baseline server run under it too. serve's
+	// soft memory limit is not applied: this process also holds the
+	// generator (and with --envoy the legacy service), and a limit sized
+	// for phigate alone would keep its collector running without pause.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(pc.Runtime.GCPercent)
+	}
 	gc := debug.SetGCPercent(-1) // reads the setting; restored at once
 	debug.SetGCPercent(gc)
-	ph.notes = append(ph.notes, fmt.Sprintf("runtime: GOGC %d, soft memory limit %d MiB (serve's defaults unless GOGC/GOMEMLIMIT are set)",
-		gc, debug.SetMemoryLimit(-1)>>20))
+	limit := "none"
+	if l := debug.SetMemoryLimit(-1); l < math.MaxInt64 {
+		limit = fmt.Sprintf("%d MiB", l>>20)
+	}
+	ph.notes = append(ph.notes, fmt.Sprintf("runtime: GOGC %d (as serve sets it), soft memory limit %s (serve's is not applied to this shared process)", gc, limit))
 	sctx, cancel := context.WithCancel(ctx)
 	srv, err := newServer(sctx, pc, zap.NewNop())
 	if err != nil {

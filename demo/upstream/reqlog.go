@@ -53,10 +53,12 @@ func logEntry(r *http.Request, status int, at time.Time) LoggedRequest {
 }
 
 // requestLog is a bounded in-memory log; when full, the oldest entries go.
+// It is a ring, so adding costs the same however full it is.
 type requestLog struct {
 	mu      sync.Mutex
 	cap     int
-	entries []LoggedRequest
+	entries []LoggedRequest // the ring, up to cap long
+	next    int             // where the next entry goes once the ring is full
 	dropped int
 }
 
@@ -65,26 +67,33 @@ func newRequestLog(capacity int) *requestLog { return &requestLog{cap: capacity}
 func (l *requestLog) add(e LoggedRequest) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.entries) == l.cap {
-		copy(l.entries, l.entries[1:])
-		l.entries = l.entries[:len(l.entries)-1]
+	if l.cap <= 0 {
 		l.dropped++
+		return
 	}
-	l.entries = append(l.entries, e)
+	if len(l.entries) < l.cap {
+		l.entries = append(l.entries, e)
+		return
+	}
+	l.entries[l.next] = e
+	l.next = (l.next + 1) % l.cap
+	l.dropped++
 }
 
+// snapshot returns the entries oldest first, and how many were dropped.
 func (l *requestLog) snapshot() ([]LoggedRequest, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]LoggedRequest, len(l.entries))
-	copy(out, l.entries)
+	out := make([]LoggedRequest, 0, len(l.entries))
+	out = append(out, l.entries[l.next:]...)
+	out = append(out, l.entries[:l.next]...)
 	return out, l.dropped
 }
 
 func (l *requestLog) reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.entries, l.dropped = nil, 0
+	l.entries, l.next, l.dropped = nil, 0, 0
 }
 
 // Requests returns a copy of the request log, oldest first.

@@ -3,8 +3,10 @@ package upstream
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,11 +53,19 @@ func TestRequestLog(t *testing.T) {
 		})
 	}
 	s.Reset()
-	for i := 0; i < 5; i++ {
-		do(t, s, "GET", "/fhir/metadata", nil, nil)
+	for i := 1; i <= 5; i++ {
+		do(t, s, "GET", fmt.Sprintf("/fhir/metadata?n=%d", i), nil, nil)
 	}
-	if got := len(s.Requests()); got != 3 {
-		t.Errorf("log holds %d entries, want capacity 3", got)
+	got := s.Requests()
+	var paths []string
+	for _, l := range got {
+		paths = append(paths, l.Path)
+	}
+	if want := []string{"/fhir/metadata?n=3", "/fhir/metadata?n=4", "/fhir/metadata?n=5"}; !slices.Equal(paths, want) {
+		t.Errorf("log holds %v, want the newest 3 oldest first %v", paths, want)
+	}
+	if _, dropped := s.reqs.snapshot(); dropped != 2 {
+		t.Errorf("dropped = %d, want 2", dropped)
 	}
 }
 
