@@ -174,11 +174,7 @@ func appendEvent(dst []byte, ev *AuditEvent) []byte {
 	if ev.Agent == nil {
 		dst = append(dst, "null"...)
 	} else {
-		dst = append(dst, '[')
-		for i := range ev.Agent {
-			dst = appendAgent(comma(dst), &ev.Agent[i])
-		}
-		dst = append(dst, ']')
+		dst = appendArray(dst, ev.Agent, appendAgent)
 	}
 	dst = append(dst, `,"source":{`...)
 	dst = optString(dst, `"site":`, ev.Source.Site)
@@ -188,11 +184,7 @@ func appendEvent(dst []byte, ev *AuditEvent) []byte {
 	}
 	dst = append(dst, '}')
 	if len(ev.Entity) > 0 {
-		dst = append(dst, `,"entity":[`...)
-		for i := range ev.Entity {
-			dst = appendEntity(comma(dst), &ev.Entity[i])
-		}
-		dst = append(dst, ']')
+		dst = appendArray(append(dst, `,"entity":`...), ev.Entity, appendEntity)
 	}
 	return append(dst, '}')
 }
@@ -224,14 +216,17 @@ func appendCodingFields(dst []byte, c *Coding) []byte {
 	return append(dst, '}')
 }
 
-// appendCodings appends a non-nil []Coding.
-func appendCodings(dst []byte, cs []Coding) []byte {
+// appendArray appends xs, present even when empty, each element by elem.
+func appendArray[T any](dst []byte, xs []T, elem func([]byte, *T) []byte) []byte {
 	dst = append(dst, '[')
-	for i := range cs {
-		dst = appendCoding(comma(dst), &cs[i])
+	for i := range xs {
+		dst = elem(comma(dst), &xs[i])
 	}
 	return append(dst, ']')
 }
+
+// appendCodings appends a non-nil []Coding.
+func appendCodings(dst []byte, cs []Coding) []byte { return appendArray(dst, cs, appendCoding) }
 
 func appendConcept(dst []byte, c *CodeableConcept) []byte {
 	dst = append(dst, '{')
@@ -244,11 +239,7 @@ func appendConcept(dst []byte, c *CodeableConcept) []byte {
 
 // appendConcepts appends a non-nil []CodeableConcept.
 func appendConcepts(dst []byte, cs []CodeableConcept) []byte {
-	dst = append(dst, '[')
-	for i := range cs {
-		dst = appendConcept(comma(dst), &cs[i])
-	}
-	return append(dst, ']')
+	return appendArray(dst, cs, appendConcept)
 }
 
 func appendReference(dst []byte, r *Reference) []byte {
@@ -514,11 +505,7 @@ func appendFHIRRequest(dst []byte, f *authz.FHIRRequest) []byte {
 	dst = optStrings(dst, `"include":`, f.Include)
 	dst = optStrings(dst, `"revinclude":`, f.RevInclude)
 	if len(f.Entries) > 0 {
-		dst = append(dst, `,"entries":[`...)
-		for i := range f.Entries {
-			dst = appendFHIRRequest(comma(dst), &f.Entries[i])
-		}
-		dst = append(dst, ']')
+		dst = appendArray(append(dst, `,"entries":`...), f.Entries, appendFHIRRequest)
 	}
 	dst = optString(dst, `"method":`, f.Method)
 	dst = optString(dst, `"kind":`, f.Kind)
@@ -541,11 +528,7 @@ func appendDecision(dst []byte, d *authz.Decision) []byte {
 		dst = appendStringMap(append(dst, `,"response_headers":`...), d.ResponseHeaders)
 	}
 	if len(d.Redact) > 0 {
-		dst = append(dst, `,"redact":[`...)
-		for i := range d.Redact {
-			dst = appendDirective(comma(dst), &d.Redact[i])
-		}
-		dst = append(dst, ']')
+		dst = appendArray(append(dst, `,"redact":`...), d.Redact, appendDirective)
 	}
 	if e := d.Enforce; e != nil {
 		dst = append(dst, `,"enforce":{`...)

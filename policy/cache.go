@@ -240,20 +240,9 @@ func appendCanonical(b []byte, v ast.Value) []byte {
 	case ast.String:
 		return appendString(append(b, 's'), string(x))
 	case *ast.Array:
-		b = strconv.AppendInt(append(b, 'a'), int64(x.Len()), 10)
-		b = append(b, ':')
-		for i := range x.Len() {
-			b = appendCanonical(b, x.Elem(i).Value)
-		}
-		return b
+		return appendCanonicalElems(append(b, 'a'), x)
 	case ast.Set:
-		sorted := x.Sorted()
-		b = strconv.AppendInt(append(b, 'S'), int64(sorted.Len()), 10)
-		b = append(b, ':')
-		for i := range sorted.Len() {
-			b = appendCanonical(b, sorted.Elem(i).Value)
-		}
-		return b
+		return appendCanonicalElems(append(b, 'S'), x.Sorted())
 	case ast.Object:
 		keys := x.Keys()
 		slices.SortFunc(keys, func(a, c *ast.Term) int { return a.Value.Compare(c.Value) })
@@ -269,6 +258,15 @@ func appendCanonical(b []byte, v ast.Value) []byte {
 		// written by its string form behind a marker of its own.
 		return appendString(append(b, '?'), strings.Clone(v.String()))
 	}
+}
+
+// appendCanonicalElems writes the length and the elements of a.
+func appendCanonicalElems(b []byte, a *ast.Array) []byte {
+	b = append(strconv.AppendInt(b, int64(a.Len()), 10), ':')
+	for i := range a.Len() {
+		b = appendCanonical(b, a.Elem(i).Value)
+	}
+	return b
 }
 
 func appendString(b []byte, s string) []byte {
