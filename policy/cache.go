@@ -7,11 +7,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/phigate/phigate/authz"
 )
@@ -188,16 +188,6 @@ func (dc *decisionCache) key(r *authz.Request) string {
 	return string(b)
 }
 
-// keyFrom builds the key from the AST of the input whose top-level fields
-// field returns: the definition key must agree with.
-func (dc *decisionCache) keyFrom(field func(name string) ast.Value) string {
-	var b []byte
-	for _, p := range dc.paths {
-		b = appendProjected(b, field(p[0]), p[1:])
-	}
-	return string(b)
-}
-
 // appendProjected writes the value at rest below v (undefined when a step
 // is missing or not an object).
 func appendProjected(b []byte, v ast.Value, rest []string) []byte {
@@ -256,7 +246,7 @@ func appendCanonical(b []byte, v ast.Value) []byte {
 	default:
 		// Any other term (a ref or call cannot occur in an input) is
 		// written by its string form behind a marker of its own.
-		return appendString(append(b, '?'), strings.Clone(v.String()))
+		return appendString(append(b, '?'), v.String())
 	}
 }
 
@@ -314,23 +304,9 @@ func (s *cacheShard) putLocked(limit int, key string, e cacheEntry) {
 	s.cur[key] = e
 }
 
-// len reports the number of entries held (both generations).
-func (dc *decisionCache) len() int {
-	n := 0
-	for i := range dc.shards {
-		s := &dc.shards[i]
-		s.mu.Lock()
-		n += len(s.cur) + len(s.prev)
-		s.mu.Unlock()
-	}
-	return n
-}
-
 // CacheStats counts what the decision cache did, by outcome.
 type CacheStats struct {
-	vec *prometheus.CounterVec
-	by  [3]prometheus.Counter
-	n   [3]atomic.Uint64
+	by [3]prometheus.Counter // indexed by cacheHit, cacheMiss, cacheNotReusable
 }
 
 const (
@@ -351,7 +327,7 @@ func NewCacheStats(reg prometheus.Registerer) (*CacheStats, error) {
 			return nil, err
 		}
 	}
-	cs := &CacheStats{vec: vec}
+	cs := &CacheStats{}
 	for i, r := range []string{"hit", "miss", "not_reusable"} {
 		cs.by[i] = vec.WithLabelValues(r)
 	}
@@ -361,8 +337,19 @@ func NewCacheStats(reg prometheus.Registerer) (*CacheStats, error) {
 func (cs *CacheStats) count(outcome int) {
 	if cs != nil {
 		cs.by[outcome].Inc()
-		cs.n[outcome].Add(1)
 	}
+}
+
+// counts reads the counters back.
+func (cs *CacheStats) counts() CacheCounts {
+	var n [3]uint64
+	for i, c := range cs.by {
+		var m dto.Metric
+		if c.Write(&m) == nil {
+			n[i] = uint64(m.GetCounter().GetValue())
+		}
+	}
+	return CacheCounts{Hits: n[cacheHit], Misses: n[cacheMiss], NotReusable: n[cacheNotReusable]}
 }
 
 // CacheCounts is what the decision cache did since the Engine started.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/phigate/phigate/authz"
 )
@@ -217,7 +216,7 @@ func TestDecisionCacheHonoursUntil(t *testing.T) {
 		return d.Reason
 	}
 	count := func(result string) int {
-		return int(counterValue(t, e.cacheStats.vec.WithLabelValues(result)))
+		return int(counterValue(t, e.cacheStats, result))
 	}
 	first := at("alice", base+100)
 	if got := at("alice", base+999_999_999); got != first {
@@ -261,7 +260,7 @@ func TestDecisionCacheNeedsUntil(t *testing.T) {
 	if n := e.Snapshot().cache.len(); n != 0 {
 		t.Fatalf("%d decisions cached from a policy without until_ns", n)
 	}
-	if got := int(counterValue(t, e.cacheStats.vec.WithLabelValues("not_reusable"))); got != 3 {
+	if got := int(counterValue(t, e.cacheStats, "not_reusable")); got != 3 {
 		t.Fatalf("not_reusable = %d, want 3", got)
 	}
 }
@@ -305,13 +304,15 @@ func writeData(t *testing.T, dir, body string) {
 	}
 }
 
-func counterValue(t *testing.T, c prometheus.Counter) float64 {
+// counterValue reads phigate_policy_decision_cache_total{result} back.
+func counterValue(t *testing.T, cs *CacheStats, result string) float64 {
 	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
+	c := cs.counts()
+	n, ok := map[string]uint64{"hit": c.Hits, "miss": c.Misses, "not_reusable": c.NotReusable}[result]
+	if !ok {
+		t.Fatalf("no result %q", result)
 	}
-	return m.GetCounter().GetValue()
+	return float64(n)
 }
 
 // MaxAge shortens what the policy allows.

@@ -135,3 +135,25 @@ func BenchmarkCacheKey(b *testing.B) {
 		}
 	})
 }
+
+// keyFrom builds the key from the AST of the input whose top-level fields
+// field returns: the definition key must agree with.
+func (dc *decisionCache) keyFrom(field func(name string) ast.Value) string {
+	var b []byte
+	for _, p := range dc.paths {
+		b = appendProjected(b, field(p[0]), p[1:])
+	}
+	return string(b)
+}
+
+// len reports the number of entries held (both generations).
+func (dc *decisionCache) len() int {
+	n := 0
+	for i := range dc.shards {
+		s := &dc.shards[i]
+		s.mu.Lock()
+		n += len(s.cur) + len(s.prev)
+		s.mu.Unlock()
+	}
+	return n
+}

@@ -164,8 +164,7 @@ func NewEngine(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.
 
 // CacheCounts reports the decision cache's outcomes since the Engine started.
 func (e *Engine) CacheCounts() CacheCounts {
-	n := &e.cacheStats.n
-	return CacheCounts{Hits: n[cacheHit].Load(), Misses: n[cacheMiss].Load(), NotReusable: n[cacheNotReusable].Load()}
+	return e.cacheStats.counts()
 }
 
 // Snapshot returns the policy being served.
