@@ -7,7 +7,11 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -62,6 +66,17 @@ type checkpointLine struct {
 
 // parseCheckpoints decodes checkpoints.jsonl. A final line without its
 // newline is a torn write: it is returned as tornAt (else -1).
+// readCheckpoints reads and parses dir's checkpoint file (none yet is no
+// checkpoints), returning the raw bytes too for a caller that repairs them.
+func readCheckpoints(dir string) (data []byte, cps []checkpointLine, tornAt int64, err error) {
+	data, err = os.ReadFile(filepath.Join(dir, checkpointsFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, -1, errf(CodeIO, &Position{File: checkpointsFile}, err, "read")
+	}
+	cps, tornAt, err = parseCheckpoints(data)
+	return data, cps, tornAt, err
+}
+
 func parseCheckpoints(data []byte) (cps []checkpointLine, tornAt int64, err error) {
 	tornAt = -1
 	sc := bufio.NewScanner(bytes.NewReader(data))

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -465,11 +464,7 @@ func (l *Log) recover() error {
 		return errf(CodeIO, nil, err, "open Dir")
 	}
 	cpPath := filepath.Join(dir, checkpointsFile)
-	cpData, err := os.ReadFile(cpPath)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return errf(CodeIO, &Position{File: checkpointsFile}, err, "read")
-	}
-	cps, tornAt, err := parseCheckpoints(cpData)
+	cpData, cps, tornAt, err := readCheckpoints(dir)
 	if err != nil {
 		return err
 	}

@@ -4,9 +4,6 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
 )
 
 // VerifyOptions tunes Verify.
@@ -71,11 +68,7 @@ func verify(dir string, pub ed25519.PublicKey, opts VerifyOptions, rep *VerifyRe
 	rep.Decrypted = aead != nil
 
 	// Checkpoints first: they are the signed truth the segments must match.
-	cpData, err := os.ReadFile(filepath.Join(dir, checkpointsFile))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return errf(CodeIO, &Position{File: checkpointsFile}, err, "read")
-	}
-	cps, tornAt, err := parseCheckpoints(cpData)
+	_, cps, tornAt, err := readCheckpoints(dir)
 	if err != nil {
 		return err
 	}
