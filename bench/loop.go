@@ -189,16 +189,9 @@ type loopParams struct {
 // of silently stretching the schedule.
 func runOpen(ctx context.Context, t Target, rate float64, p loopParams) Stage {
 	st := Stage{Mode: Open, Rate: rate, DurationS: p.step.Seconds()}
-	rec := newRecorder(p.kinds)
-	start := time.Now()
-	measureFrom := start.Add(p.warmup)
-	end := measureFrom.Add(p.step)
-	// Nothing may be in flight past end+timeout; a tiny margin lets the
-	// last requests finish on their own deadline.
-	ctx, cancel := context.WithDeadline(ctx, end.Add(p.timeout+500*time.Millisecond))
-	defer cancel()
-	stopProgress := startProgress(ctx, rec, p, measureFrom)
-	defer stopProgress()
+	w := beginStage(ctx, p)
+	defer w.finish()
+	ctx, rec, start := w.ctx, w.rec, w.start
 
 	total := int64(rate * (p.warmup + p.step).Seconds())
 	warm := int64(rate * p.warmup.Seconds())
@@ -254,7 +247,7 @@ loop:
 		}(i, due, from, measured)
 	}
 	wg.Wait()
-	stopProgress()
+	w.finish()
 	st.Offered = total - warm
 	st.Unsent = total - max(i, warm)
 	rec.stage(&st)
@@ -265,14 +258,9 @@ loop:
 // sent and completed inside the measured window.
 func runClosed(ctx context.Context, t Target, n int, p loopParams) Stage {
 	st := Stage{Mode: Closed, Concurrency: n, DurationS: p.step.Seconds()}
-	rec := newRecorder(p.kinds)
-	start := time.Now()
-	measureFrom := start.Add(p.warmup)
-	end := measureFrom.Add(p.step)
-	ctx, cancel := context.WithDeadline(ctx, end.Add(p.timeout+500*time.Millisecond))
-	defer cancel()
-	stopProgress := startProgress(ctx, rec, p, measureFrom)
-	defer stopProgress()
+	w := beginStage(ctx, p)
+	defer w.finish()
+	ctx, rec, measureFrom, end := w.ctx, w.rec, w.measureFrom, w.end
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var once sync.Once
@@ -302,12 +290,40 @@ func runClosed(ctx context.Context, t Target, n int, p loopParams) Stage {
 		}()
 	}
 	wg.Wait()
-	stopProgress()
+	w.finish()
 	// Requests that started in the window but finished after it still
 	// count: the window is defined by send time, so throughput stays
 	// unbiased at the edges.
 	rec.stage(&st)
 	return st
+}
+
+// stageWindow is one step's schedule: warm-up from start, the measured
+// window from measureFrom to end, and a context that ends once the last
+// request's timeout has passed.
+type stageWindow struct {
+	ctx                     context.Context
+	rec                     *recorder
+	start, measureFrom, end time.Time
+	cancel, stopProgress    func()
+}
+
+func beginStage(ctx context.Context, p loopParams) *stageWindow {
+	w := &stageWindow{rec: newRecorder(p.kinds), start: time.Now()}
+	w.measureFrom = w.start.Add(p.warmup)
+	w.end = w.measureFrom.Add(p.step)
+	// Nothing may be in flight past end+timeout; a tiny margin lets the
+	// last requests finish on their own deadline.
+	w.ctx, w.cancel = context.WithDeadline(ctx, w.end.Add(p.timeout+500*time.Millisecond))
+	w.stopProgress = startProgress(w.ctx, w.rec, p, w.measureFrom)
+	return w
+}
+
+// finish stops the progress line and the step's context; it may be called
+// more than once.
+func (w *stageWindow) finish() {
+	w.stopProgress()
+	w.cancel()
 }
 
 // startProgress prints one line per second once the measured window opens.
