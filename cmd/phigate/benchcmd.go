@@ -239,9 +239,7 @@ func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, di
 	// soft memory limit is not applied: this process also holds the
 	// generator (and with --envoy the legacy service), and a limit sized
 	// for phigate alone would keep its collector running without pause.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(pc.Runtime.GCPercent)
-	}
+	applyGCPercent(pc.Runtime)
 	gc := debug.SetGCPercent(-1) // reads the setting; restored at once
 	debug.SetGCPercent(gc)
 	limit := "none"

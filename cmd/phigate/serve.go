@@ -57,11 +57,16 @@ type server struct {
 // applyRuntime sets the collector's pace and soft memory limit for the
 // process, unless the operator set GOGC or GOMEMLIMIT.
 func applyRuntime(c RuntimeConfig) {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(c.GCPercent)
-	}
+	applyGCPercent(c)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(int64(c.MemoryLimitMB) << 20)
+	}
+}
+
+// applyGCPercent sets the collector's pace unless the operator set GOGC.
+func applyGCPercent(c RuntimeConfig) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(c.GCPercent)
 	}
 }
 
