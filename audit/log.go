@@ -216,6 +216,7 @@ func (l *Log) trackOverride(subject string, active bool) (stopped bool) {
 // returns it to the pool once it is framed; a record that is never queued
 // returns it here.
 func (l *Log) append(ctx context.Context, payload []byte, ev *AuditEvent) error {
+	start := time.Now()
 	p := &pending{payload: payload, event: ev, done: make(chan error, 1)}
 	if len(l.sinks) > 0 {
 		b := appendEvent(getPayloadBuf(), ev)
@@ -238,6 +239,7 @@ func (l *Log) append(ctx context.Context, payload []byte, ev *AuditEvent) error 
 	l.mu.RUnlock()
 	select {
 	case err := <-p.done:
+		l.m.waitSeconds.Observe(time.Since(start).Seconds())
 		return err
 	case <-ctx.Done():
 		// The record may still land; an audit trail that over-reports a

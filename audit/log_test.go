@@ -397,16 +397,26 @@ func TestGroupCommitConcurrent(t *testing.T) {
 	if len(seen) != writers*each {
 		t.Fatalf("%d distinct decisions, want %d", len(seen), writers*each)
 	}
-	var m *dto.Metric
+	hist := map[string]*dto.Histogram{}
 	h, _ := reg.Gather()
 	for _, mf := range h {
-		if mf.GetName() == "phigate_audit_batch_records" {
-			m = mf.GetMetric()[0]
+		if m := mf.GetMetric(); len(m) == 1 && m[0].GetHistogram() != nil {
+			hist[mf.GetName()] = m[0].GetHistogram()
 		}
 	}
-	batches := m.GetHistogram().GetSampleCount()
+	batches := hist["phigate_audit_batch_records"].GetSampleCount()
 	if batches == 0 || batches >= writers*each {
 		t.Fatalf("%d commits for %d records: writers were not grouped", batches, writers*each)
+	}
+	// Every caller's wait is observed once, and a wait holds at least one
+	// write+fsync, so the waits add up to no less than the commits' time
+	// spread over their records' callers.
+	wait, commit := hist["phigate_audit_record_wait_seconds"], hist["phigate_audit_append_seconds"]
+	if wait.GetSampleCount() != writers*each {
+		t.Fatalf("record_wait_seconds counted %d waits, want %d", wait.GetSampleCount(), writers*each)
+	}
+	if wait.GetSampleSum() < commit.GetSampleSum() {
+		t.Fatalf("callers waited %.4fs in all, less than the %.4fs the commits took", wait.GetSampleSum(), commit.GetSampleSum())
 	}
 	t.Logf("%d records in %d group commits", writers*each, batches)
 }

@@ -13,6 +13,7 @@ type metrics struct {
 	segments       prometheus.Gauge
 	batchSize      prometheus.Histogram
 	fsyncSeconds   prometheus.Histogram
+	waitSeconds    prometheus.Histogram
 	sinkDropped    *prometheus.CounterVec
 	sinkErrors     *prometheus.CounterVec
 }
@@ -31,6 +32,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "batch_records", Help: "Records per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 13)}),
 		fsyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "phigate", Subsystem: "audit",
 			Name: "append_seconds", Help: "Time of one write+fsync.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)}),
+		waitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "phigate", Subsystem: "audit",
+			Name: "record_wait_seconds", Help: "Time a caller waits for its record to be durable: queueing, the commit in flight and its own.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)}),
 		sinkDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
 			Name: "sink_dropped_total", Help: "Records not delivered to a sink because its queue was full."}, []string{"sink"}),
 		sinkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
@@ -40,7 +44,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.records, m.appendFailures, m.checkpoints, m.segments,
-		m.batchSize, m.fsyncSeconds, m.sinkDropped, m.sinkErrors} {
+		m.batchSize, m.fsyncSeconds, m.waitSeconds, m.sinkDropped, m.sinkErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, errf(CodeConfig, nil, err, "register metrics")
 		}

@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/bench"
 )
 
@@ -38,9 +41,17 @@ func TestBenchModes(t *testing.T) {
 			cfg:   bench.Config{Baseline: true},
 			names: [2]string{"phigate", "baseline"},
 		},
+		{
+			name:  "in-process against the same phigate with its audit trail elsewhere",
+			opts:  benchOptions{teamSize: 50, auditReference: "ref-audit"},
+			names: [2]string{"phigate", "phigate-audit-reference"},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
+			if tc.opts.auditReference != "" {
+				tc.opts.auditReference = filepath.Join(dir, tc.opts.auditReference)
+			}
 			cfg := tc.cfg
 			cfg.Mode, cfg.Rates, cfg.Step, cfg.Warmup = bench.Open, []float64{40}, 1500*time.Millisecond, 300*time.Millisecond
 			cfg.Scenario, cfg.Seed, cfg.MaxDuration = "mixed", 1, time.Minute
@@ -78,6 +89,23 @@ func TestBenchModes(t *testing.T) {
 				}
 				if _, err := os.Stat(filepath.Join(dir, "envoy-phigate.yaml")); err != nil {
 					t.Errorf("bootstrap of the Envoy with phigate not kept: %v", err)
+				}
+			}
+			if tc.opts.auditReference != "" {
+				// The reference is a whole phigate: the same requests get the
+				// same decisions, and its records land in the directory given.
+				if !maps.Equal(target, ref) {
+					t.Errorf("decisions differ: phigate %v, reference %v", target, ref)
+				}
+				entries, err := audit.Query(tc.opts.auditReference, audit.Filter{}, audit.QueryOptions{})
+				if err != nil {
+					t.Fatalf("reference audit trail: %v", err)
+				}
+				if st := rep.Targets[1].Stages[0]; int64(len(entries)) < st.Answered {
+					t.Errorf("reference audit trail holds %d records for %d answered requests", len(entries), st.Answered)
+				}
+				if !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, "file system: "+fsKind(dir)) }) {
+					t.Errorf("notes %q do not name the reference's file system", rep.Notes)
 				}
 			}
 			if len(rep.Ratios) != 1 || rep.Ratios[0].Throughput == 0 {
@@ -186,5 +214,29 @@ func TestWriteCareTeamPolicy(t *testing.T) {
 				t.Errorf("the policy modules were not copied: %v", err)
 			}
 		})
+	}
+}
+
+// TestBenchOptionsExclusive checks that flags which start targets of their
+// own are refused beside flags naming other targets, with the flag named.
+func TestBenchOptionsExclusive(t *testing.T) {
+	for _, tc := range []struct {
+		o    benchOptions
+		cfg  bench.Config
+		flag string
+	}{
+		{benchOptions{teamSize: 50, auditReference: "/tmp/x"}, bench.Config{Baseline: true}, "--audit-reference"},
+		{benchOptions{teamSize: 50, auditReference: "/tmp/x"}, bench.Config{Target: "127.0.0.1:1"}, "--audit-reference"},
+		{benchOptions{teamSize: 50, auditReference: "/tmp/x", envoy: true}, bench.Config{}, "--audit-reference"},
+		{benchOptions{teamSize: 50, noDecisionCache: true}, bench.Config{Target: "127.0.0.1:1"}, "--no-decision-cache"},
+		{benchOptions{teamSize: 50, envoy: true}, bench.Config{Baseline: true}, "--envoy"},
+	} {
+		err := tc.o.validate(tc.cfg)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.flag+":") {
+			t.Errorf("validate(%+v, %+v) = %v, want an error naming %s", tc.o, tc.cfg, err, tc.flag)
+		}
+	}
+	if err := (benchOptions{teamSize: 50, auditReference: "/tmp/x"}).validate(bench.Config{}); err != nil {
+		t.Errorf("--audit-reference alone: %v", err)
 	}
 }

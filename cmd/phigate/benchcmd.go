@@ -36,6 +36,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.careTeams, "care-teams", 0, "load a generated policy whose data holds this many practitioner→patient care-team pairs (0: the shipped data)")
 	fs.IntVar(&o.teamSize, "team-size", 50, "with --care-teams: patients per practitioner")
 	fs.BoolVar(&o.noDecisionCache, "no-decision-cache", false, "the in-process phigate evaluates the policy for every request")
+	fs.StringVar(&o.auditReference, "audit-reference", "", "also start a second in-process phigate, the same but for its audit trail, which lives in this directory, and measure it as the reference (on tmpfs, the difference is what durable appends cost)")
 	fs.DurationVar(&cfg.Warmup, "warmup", 0, "unrecorded load before each step (default 1s)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process (generator and in-process phigate) to this file")
 	mode := fs.String("mode", "open", "open (constant rates, coordinated-omission corrected) or closed (fixed concurrency)")
@@ -106,6 +107,7 @@ type benchOptions struct {
 	policyDir       string
 	cpuProfile      string
 	noDecisionCache bool
+	auditReference  string
 }
 
 // validate names the bad flag; the generator's own settings are checked by
@@ -122,6 +124,9 @@ func (o benchOptions) validate(cfg bench.Config) error {
 	}
 	if o.noDecisionCache && cfg.Target != "" {
 		return errors.New("--no-decision-cache: applies to the in-process phigate; drop --target (or set policy.decision_cache.disabled in the target's configuration)")
+	}
+	if o.auditReference != "" && (o.envoy || cfg.Target != "" || cfg.Compare != "" || cfg.Baseline) {
+		return errors.New("--audit-reference: the reference is a second in-process phigate; drop --envoy, --target, --compare and --baseline")
 	}
 	if o.careTeams < 0 || o.careTeams > 10_000_000 {
 		return fmt.Errorf("--care-teams: must be in [0, 10000000], got %d", o.careTeams)
@@ -160,15 +165,28 @@ func runBench(ctx context.Context, cfg bench.Config, o benchOptions, dir string,
 	}
 	var notes []string
 	var ph *benchPhigate
+	var refEngine *policy.Engine
 	if cfg.Target == "" {
 		var err error
-		ph, err = startBenchPhigate(ctx, cfg, o, dir)
+		ph, err = startBenchPhigate(ctx, cfg, o, dir, filepath.Join(dir, "audit"))
 		if err != nil {
 			return nil, err
 		}
 		defer ph.stop()
 		cfg.Target, cfg.TargetName, cfg.PID = ph.addr, "phigate", os.Getpid()
 		notes = append(ph.notes, "phigate runs inside the bench process: its pid is the generator's, so CPU and RSS include the generator's own (request pool, histograms, goroutines)")
+		if o.auditReference != "" {
+			ref, err := startBenchPhigate(ctx, cfg, o, dir, o.auditReference)
+			if err != nil {
+				return nil, fmt.Errorf("--audit-reference: %w", err)
+			}
+			defer ref.stop()
+			// Both share this process; the pid is sampled once, for the target.
+			cfg.Compare, cfg.CompareName, cfg.ComparePID = ref.addr, "phigate-audit-reference", -1
+			notes = append(notes, fmt.Sprintf("reference: a second in-process phigate, the same but for its audit trail in %s (file system: %s)",
+				o.auditReference, fsKind(o.auditReference)))
+			refEngine = ref.engine
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -180,6 +198,9 @@ func runBench(ctx context.Context, cfg bench.Config, o benchOptions, dir string,
 	rep.Notes = append(rep.Notes, notes...)
 	if ph != nil {
 		rep.Notes = append(rep.Notes, "phigate "+ph.engine.CacheCounts().String())
+	}
+	if refEngine != nil {
+		rep.Notes = append(rep.Notes, "phigate-audit-reference "+refEngine.CacheCounts().String())
 	}
 	return rep, nil
 }
@@ -195,7 +216,7 @@ type benchPhigate struct {
 // startBenchPhigate starts phigate in-process on loopback, trusting the
 // bench's signing key, with a tokenization key for the policy's
 // tokenize directives and, when asked, the generated care-team data.
-func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, dir string) (*benchPhigate, error) {
+func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, dir, auditDir string) (*benchPhigate, error) {
 	signer, err := bench.NewSigner(cfg.KeyFile, cfg.Issuer, cfg.Audience)
 	if err != nil {
 		return nil, err
@@ -208,7 +229,7 @@ func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, di
 		Log:    LogConfig{Level: "error"},
 		JWT:    authz.JWTConfig{Issuer: cfg.Issuer, Audiences: []string{cfg.Audience}, JWKSFile: cfg.JWKSFile},
 	}
-	pc.Audit.Dir = filepath.Join(dir, "audit")
+	pc.Audit.Dir = auditDir
 	if pc.Filters.TokenKeys, err = demoTokenKeys(dir); err != nil {
 		return nil, err
 	}

@@ -40,7 +40,7 @@ func runBenchEnvoy(ctx context.Context, cfg bench.Config, o benchOptions, dir st
 	go func() { upDone <- up.Serve(ctx, upLn, nil) }()
 	defer func() { cancel(); <-upDone }()
 
-	ph, err := startBenchPhigate(ctx, cfg, o, dir)
+	ph, err := startBenchPhigate(ctx, cfg, o, dir, filepath.Join(dir, "audit"))
 	if err != nil {
 		return nil, err
 	}
