@@ -31,6 +31,14 @@ const (
 	CodeOverrideStopped = "110138"
 )
 
+// Detail types of the decision entity that say where the decision came
+// from: the policy revision that evaluated it and, for a decision reused
+// from the decision cache, when it was evaluated (RFC 3339).
+const (
+	DetailPolicyRevision = "policy-revision"
+	DetailReusedFrom     = "reused-from"
+)
+
 // Outcome codes of AuditEvent.outcome (R4 audit-event-outcome).
 const (
 	OutcomeSuccess = "0"
@@ -217,8 +225,8 @@ type decisionParts struct {
 	roles        [2]CodeableConcept
 	entities     [5]Entity // one patient, resource, query, request id, decision
 	refs         [4]Reference
-	codings      [10]Coding // entity types and roles
-	details      [3]EntityDetail
+	codings      [10]Coding      // entity types and roles
+	details      [5]EntityDetail // status, a rule, policy revision, reused-from, one more
 	nIDs, nRefs  int
 	nCodings     int
 }
@@ -397,6 +405,13 @@ func (b Builder) Decision(req *authz.Request, d *authz.Decision, recorded time.T
 	if d.BreakGlass.Active && d.BreakGlass.Expires != "" {
 		details = append(details, EntityDetail{Type: "break-glass-expires", ValueString: d.BreakGlass.Expires})
 	}
+	if d.Policy.Revision != "" {
+		details = append(details, EntityDetail{Type: DetailPolicyRevision, ValueString: d.Policy.Revision})
+		if d.Policy.Reused {
+			details = append(details, EntityDetail{Type: DetailReusedFrom,
+				ValueString: time.Unix(0, d.Policy.EvaluatedNS).UTC().Format(time.RFC3339Nano)})
+		}
+	}
 	dec.Detail = details
 	ev.Entity = append(entities, dec)
 	return ev
@@ -561,6 +576,23 @@ func (ev *AuditEvent) DecisionID() string {
 	for _, e := range ev.Entity {
 		if e.What != nil && e.What.Identifier != nil && e.What.Identifier.System == SystemDecisionID {
 			return e.What.Identifier.Value
+		}
+	}
+	return ""
+}
+
+// PolicyRevision returns the policy revision that evaluated the decision
+// (the decision entity's policy-revision detail), or "" when no policy did
+// or the record predates the detail.
+func (ev *AuditEvent) PolicyRevision() string {
+	for _, e := range ev.Entity {
+		if e.What == nil || e.What.Identifier == nil || e.What.Identifier.System != SystemDecisionID {
+			continue
+		}
+		for _, d := range e.Detail {
+			if d.Type == DetailPolicyRevision {
+				return d.ValueString
+			}
 		}
 	}
 	return ""

@@ -33,6 +33,10 @@ func TestDecisionEventShape(t *testing.T) {
 	repeats.Audit.Purpose, repeats.Audit.Patients = "TREAT", []string{"p1", "", "p0", "p1"}
 	anon := testRequest(5, "", "p1")
 	anon.Identity = authz.Identity{Error: "missing_token"}
+	evaluated := testDecision(8, true)
+	evaluated.Policy = authz.Provenance{Revision: "3f2a9c", EvaluatedNS: at.UnixNano()}
+	reused := testDecision(9, true)
+	reused.Policy = authz.Provenance{Revision: "3f2a9c", EvaluatedNS: at.Add(-90 * time.Second).UnixNano(), Reused: true}
 
 	cases := []struct {
 		name        string
@@ -49,6 +53,7 @@ func TestDecisionEventShape(t *testing.T) {
 		profile     string
 		purposes    []string
 		wantDetails []string
+		noDetails   []string // detail types that must be absent
 	}{
 		{name: "allowed read", req: testRequest(1, "u1", "p1"), d: testDecision(1, true),
 			action: "R", outcome: "0", subtypes: []string{"read"}, patients: []string{"p1"}, resource: "Patient/p1",
@@ -70,6 +75,14 @@ func TestDecisionEventShape(t *testing.T) {
 		{name: "policy repeats purpose and patients", req: testRequest(7, "u7", "p1"), d: repeats,
 			action: "R", outcome: "0", subtypes: []string{"read"}, patients: []string{"p0", "p1"}, resource: "Patient/p1",
 			user: "u7", profile: "IHE.BasicAudit.PatientRead", purposes: []string{"TREAT"}},
+		{name: "evaluated by a policy revision", req: testRequest(8, "u8", "p1"), d: evaluated,
+			action: "R", outcome: "0", subtypes: []string{"read"}, patients: []string{"p1"}, resource: "Patient/p1",
+			user: "u8", profile: "IHE.BasicAudit.PatientRead", purposes: []string{"TREAT"},
+			wantDetails: []string{"policy-revision=3f2a9c"}, noDetails: []string{DetailReusedFrom}},
+		{name: "reused from the decision cache", req: testRequest(9, "u9", "p1"), d: reused,
+			action: "R", outcome: "0", subtypes: []string{"read"}, patients: []string{"p1"}, resource: "Patient/p1",
+			user: "u9", profile: "IHE.BasicAudit.PatientRead", purposes: []string{"TREAT"},
+			wantDetails: []string{"policy-revision=3f2a9c", "reused-from=2026-03-01T11:58:30Z"}},
 		{name: "unauthenticated", req: anon, d: testDecision(5, false),
 			action: "R", outcome: "4", subtypes: []string{"read"}, patients: []string{"p1"}, resource: "Patient/p1",
 			purposes: []string{"TREAT"}},
@@ -135,6 +148,12 @@ func TestDecisionEventShape(t *testing.T) {
 			for _, w := range tc.wantDetails {
 				if !details[w] {
 					t.Fatalf("detail %s missing from %v", w, details)
+				}
+			}
+			for kv := range details {
+				if typ, _, _ := strings.Cut(kv, "="); slices.Contains(tc.noDetails, typ) ||
+					(tc.d.Policy.Revision == "" && typ == DetailPolicyRevision) {
+					t.Fatalf("detail %s present, want none of type %s", kv, typ)
 				}
 			}
 			// Agents: the user (requestor), the client (110153) and phigate (110152).

@@ -301,8 +301,8 @@ func TestReportWriters(t *testing.T) {
 		t.Fatalf("json report %s: %v", out.String(), err)
 	}
 	out.Reset()
-	if err := WriteChanges(&out, []Change{{Seq: 2, DecisionID: "d", WasAllow: true, WasStatus: 200, NowStatus: 403}}, false); err != nil ||
-		!strings.Contains(out.String(), "allow 200") || !strings.Contains(out.String(), "deny 403") {
+	if err := WriteChanges(&out, []Change{{Seq: 2, DecisionID: "d", WasPolicy: "3f2a9c", WasAllow: true, WasStatus: 200, NowStatus: 403}}, false); err != nil ||
+		!strings.Contains(out.String(), "3f2a9c  allow 200") || !strings.Contains(out.String(), "deny 403") {
 		t.Fatalf("changes table %q %v", out.String(), err)
 	}
 }

@@ -15,10 +15,13 @@ type Change struct {
 	DecisionID string `json:"decision_id"`
 	RequestID  string `json:"request_id"`
 	Recorded   string `json:"recorded"`
-	WasAllow   bool   `json:"was_allow"`
-	WasStatus  int    `json:"was_status"`
-	NowAllow   bool   `json:"now_allow"`
-	NowStatus  int    `json:"now_status"`
+	// WasPolicy is the revision that made the recorded decision, when the
+	// record names one.
+	WasPolicy string `json:"was_policy,omitempty"`
+	WasAllow  bool   `json:"was_allow"`
+	WasStatus int    `json:"was_status"`
+	NowAllow  bool   `json:"now_allow"`
+	NowStatus int    `json:"now_status"`
 	// NowError is set when the evaluator failed; the replayed outcome is then
 	// a denial, as it would be on the decision path.
 	NowError string `json:"now_error,omitempty"`
@@ -66,7 +69,7 @@ func Replay(ctx context.Context, dir string, eval authz.Evaluator, f Filter, opt
 		rep.Evaluated++
 		d, err := eval.Evaluate(ctx, &req)
 		c := Change{Seq: e.Seq, DecisionID: e.Decision.ID, RequestID: req.ID, Recorded: e.Event.Recorded,
-			WasAllow: e.Decision.Allow, WasStatus: e.Decision.Status}
+			WasPolicy: e.Event.PolicyRevision(), WasAllow: e.Decision.Allow, WasStatus: e.Decision.Status}
 		if err != nil {
 			c.NowAllow, c.NowStatus, c.NowError = false, authz.StatusOf(&authz.Error{Code: authz.CodePolicy, Err: err}), err.Error()
 		} else {

@@ -43,10 +43,10 @@ func WriteChanges(w io.Writer, changes []Change, asJSON bool) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tRECORDED\tDECISION\tREQUEST\tWAS\tNOW\tERROR")
+	fmt.Fprintln(tw, "SEQ\tRECORDED\tDECISION\tREQUEST\tPOLICY\tWAS\tNOW\tERROR")
 	for _, c := range changes {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Seq, c.Recorded, c.DecisionID, dash(c.RequestID),
-			verdict(c.WasAllow, c.WasStatus), verdict(c.NowAllow, c.NowStatus), dash(c.NowError))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Seq, c.Recorded, c.DecisionID, dash(c.RequestID),
+			dash(c.WasPolicy), verdict(c.WasAllow, c.WasStatus), verdict(c.NowAllow, c.NowStatus), dash(c.NowError))
 	}
 	return tw.Flush()
 }

@@ -27,6 +27,22 @@ type Decision struct {
 	// input field the policy reads but the time) gets the same decision
 	// until this instant (Unix nanoseconds). 0: never reuse.
 	CacheUntilNS int64 `json:"-"`
+	// Policy says which policy revision decided and when. The evaluator
+	// sets it; a decision document cannot.
+	Policy Provenance `json:"-"`
+}
+
+// Provenance is where a decision came from, for the audit record.
+type Provenance struct {
+	// Revision is the policy revision that evaluated the decision; empty
+	// when no policy did.
+	Revision string
+	// EvaluatedNS is the request time (Unix nanoseconds) the policy
+	// evaluated the decision for.
+	EvaluatedNS int64
+	// Reused is true when the decision was evaluated for an earlier,
+	// identical request and taken from the decision cache.
+	Reused bool
 }
 
 // BreakGlass reports an emergency-access grant in effect for this request.

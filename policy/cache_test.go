@@ -329,3 +329,39 @@ func TestDecisionCacheMaxAge(t *testing.T) {
 		t.Fatal("hit at max age, though the policy allowed longer")
 	}
 }
+
+// Every decision names the revision that evaluated it and the request time
+// it was evaluated for; a reused one says so and keeps the original time,
+// and with the cache disabled nothing is marked reused.
+func TestDecisionProvenance(t *testing.T) {
+	dir := t.TempDir()
+	writePolicy(t, dir, secondPolicy)
+	writeData(t, dir, `{"phigate": {"tag": "one"}}`)
+	base := time.Date(2025, 3, 12, 15, 0, 10, 0, time.UTC).UnixNano()
+	for _, disabled := range []bool{false, true} {
+		e, err := NewEngine(t.Context(), Config{Source: Source{Dir: dir}, DecisionCache: DecisionCacheConfig{Disabled: disabled}}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev := e.Snapshot().Revision
+		if rev == "" {
+			t.Fatal("snapshot has no revision")
+		}
+		for i, ns := range []int64{base + 100, base + 500_000_000} {
+			r := cacheRequest(1)
+			r.TimeNS = ns
+			d, err := e.Evaluate(t.Context(), r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := authz.Provenance{Revision: rev, EvaluatedNS: ns}
+			if i == 1 && !disabled {
+				want = authz.Provenance{Revision: rev, EvaluatedNS: base + 100, Reused: true}
+			}
+			if d.Policy != want {
+				t.Errorf("cache disabled=%v, request %d: provenance %+v, want %+v", disabled, i, d.Policy, want)
+			}
+		}
+		e.Close()
+	}
+}

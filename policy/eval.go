@@ -43,17 +43,23 @@ func (s *Snapshot) evaluateWithin(ctx context.Context, req *authz.Request, timeo
 		return s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult))
 	}
 	if s.cache == nil {
-		return eval()
+		d, err := eval()
+		if err == nil {
+			d.Policy = authz.Provenance{Revision: s.Revision, EvaluatedNS: req.TimeNS}
+		}
+		return d, err
 	}
 	key := s.cache.key(req)
 	if d, ok := s.cache.get(key, req.TimeNS); ok {
 		s.stats.count(cacheHit)
+		d.Policy.Reused = true
 		return d, nil
 	}
 	d, err := eval()
 	if err != nil {
 		return d, err
 	}
+	d.Policy = authz.Provenance{Revision: s.Revision, EvaluatedNS: req.TimeNS}
 	if req.TimeNS > 0 && d.CacheUntilNS > req.TimeNS {
 		s.cache.put(key, d, req.TimeNS, d.CacheUntilNS)
 		s.stats.count(cacheMiss)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/demo/demokeys"
@@ -68,6 +69,31 @@ func TestAuditEndToEnd(t *testing.T) {
 		}
 	}
 
+	// The first request again, until the decision cache answers it (a
+	// request on the far side of a minute boundary is evaluated afresh,
+	// since the demo policy's shift windows end decisions there): its
+	// record must say the decision was reused and when it was evaluated.
+	rev := s.phigate.engine.Status().Revision
+	var reusedID string
+	var repeats []string
+	for range 3 {
+		hits := s.phigate.engine.CacheCounts().Hits
+		s.up.reset()
+		r := s.do("GET", "/fhir/Patient/pat-0001", doc, nil, nil)
+		seen := s.up.requests()
+		if r.status != 200 || len(seen) != 1 {
+			t.Fatalf("repeated read: status %d, %d requests upstream", r.status, len(seen))
+		}
+		repeats = append(repeats, seen[0].headers.Get(envoy.DecisionHeader))
+		if s.phigate.engine.CacheCounts().Hits > hits {
+			reusedID = repeats[len(repeats)-1]
+			break
+		}
+	}
+	if reusedID == "" {
+		t.Fatal("three identical reads in a row were never answered from the decision cache")
+	}
+
 	t.Run("audit query finds the break-glass access while phigate runs", func(t *testing.T) {
 		code, stdout, stderr := runCmd(t, "audit", "query", dir, "--patient", "pat-0002", "--json")
 		if code != 0 {
@@ -124,6 +150,10 @@ func TestAuditEndToEnd(t *testing.T) {
 			if d := decisions[0].Decision; d == nil || d.Status != tc.status {
 				t.Errorf("recorded decision %+v, want status %d", d, tc.status)
 			}
+			// The policy decided everything but the unparseable request.
+			if wantRev := map[bool]string{true: rev, false: ""}[tc.status != 400]; ev.PolicyRevision() != wantRev {
+				t.Errorf("policy revision %q in the record, want %q", ev.PolicyRevision(), wantRev)
+			}
 			if tc.patient != "" && !strings.Contains(strings.Join(ev.Patients(), ","), tc.patient) {
 				t.Errorf("record patients %v lack %s", ev.Patients(), tc.patient)
 			}
@@ -162,6 +192,35 @@ func TestAuditEndToEnd(t *testing.T) {
 			want++
 		}
 	}
+	t.Run("a decision reused from the cache", func(t *testing.T) {
+		got := byDecision[reusedID]
+		if len(got) != 1 {
+			t.Fatalf("%d records for the reused decision %s, want 1", len(got), reusedID)
+		}
+		ev := got[0].Event
+		if ev.PolicyRevision() != rev || !hasDetail(ev, audit.DetailReusedFrom, "") {
+			t.Fatalf("record of a reused decision lacks its provenance: %+v", ev.Entity)
+		}
+		for _, en := range ev.Entity {
+			for _, d := range en.Detail {
+				if d.Type != audit.DetailReusedFrom {
+					continue
+				}
+				evaluated, err1 := time.Parse(time.RFC3339Nano, d.ValueString)
+				recorded, err2 := time.Parse(time.RFC3339Nano, ev.Recorded)
+				if err1 != nil || err2 != nil || !evaluated.Before(recorded) || recorded.Sub(evaluated) > time.Minute {
+					t.Errorf("reused-from %q against recorded %q: want an earlier evaluation within the minute", d.ValueString, ev.Recorded)
+				}
+			}
+		}
+		// The first read was evaluated, and so was any repeat before the hit.
+		for _, id := range append([]string{ids[0]}, repeats[:len(repeats)-1]...) {
+			if rec := byDecision[id]; len(rec) != 1 || hasDetail(rec[0].Event, audit.DetailReusedFrom, "") {
+				t.Errorf("decision %s: %d records, or marked reused though evaluated", id, len(rec))
+			}
+		}
+	})
+	want += len(repeats) // one decision record each, none filtered
 	if len(entries) != want {
 		t.Errorf("trail holds %d records, want exactly %d (one per decision, one per filtered response)", len(entries), want)
 		for _, e := range entries {

@@ -399,6 +399,9 @@ decision := {"allow": false, "status": 403, "reason": "maintenance"}
 				if c.NowAllow || c.NowStatus != 403 || (!c.WasAllow && c.WasStatus == 403) {
 					t.Errorf("change %+v is not a change to deny 403", c)
 				}
+				if c.WasPolicy == "" {
+					t.Errorf("change %+v does not name the policy revision that decided", c)
+				}
 				got = append(got, c.DecisionID)
 			}
 			if strings.Join(got, ",") != strings.Join(tc.wantIDs, ",") {
