@@ -57,3 +57,26 @@ func verdict(allow bool, status int) string {
 	}
 	return fmt.Sprintf("deny %d", status)
 }
+
+// WriteProbeReport prints Probe's result: a table, or one JSON object with
+// asJSON. fsName names the file system, when the caller knows it.
+func WriteProbeReport(w io.Writer, rep ProbeReport, fsName string, asJSON bool) error {
+	if asJSON {
+		out := struct {
+			ProbeReport
+			FileSystem string `json:"file_system,omitempty"`
+		}{rep, fsName}
+		return json.NewEncoder(w).Encode(&out)
+	}
+	fmt.Fprintf(w, "durable appends in %s (%s), %d bytes per record\n", rep.Dir, fsName, rep.RecordBytes)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "phase\tcount\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\t")
+	for _, p := range rep.Phases {
+		fmt.Fprintf(tw, "%s\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t\n", p.Name, p.Count, p.P50, p.P99, p.P999, p.Max)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, "A Check that allows waits for its record's append: the audit log's row is what the trail adds to it on this disk, before any other load.")
+	return err
+}

@@ -140,7 +140,41 @@ const (
 	usageVerify = "phigate audit verify <dir> [--key signing.key.pub] [--encryption-key-file f | --encryption-key-env VAR] [--require-checkpointed] [--json]"
 	usageQuery  = "phigate audit query <dir> [--patient P] [--user U] [--since T] [--until T] [--outcome allow|deny] [--break-glass] [--json | --bundle]"
 	usageReplay = "phigate audit replay <dir> --policy <dir|bundle.tar.gz> [--patient P] [--user U] [--since T] [--until T] [--json]"
+	usageProbe  = "phigate audit probe <dir> [--rate 1000] [--duration 10s] [--json]"
 )
+
+// cmdAuditProbe measures durable appends on the disk that would hold the
+// trail, so an operator can choose the volume before the latency shows up
+// in every Check.
+func cmdAuditProbe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("audit probe", stderr)
+	var o audit.ProbeOptions
+	fs.Float64Var(&o.Rate, "rate", 1000, "records per second offered to the audit log")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each of the two phases")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	pos, code, ok := parseInterleaved(fs, args)
+	if !ok {
+		return code
+	}
+	dir, ok := oneDir(pos, usageProbe, stderr)
+	if !ok {
+		return 2
+	}
+	if err := o.Validate(); err != nil {
+		fmt.Fprintln(stderr, "phigate audit probe:", err)
+		return 2
+	}
+	rep, err := audit.Probe(ctx, dir, o)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate audit probe:", err)
+		return 1
+	}
+	if err := audit.WriteProbeReport(stdout, rep, fsKind(dir), *asJSON); err != nil {
+		fmt.Fprintln(stderr, "phigate audit probe:", err)
+		return 1
+	}
+	return 0
+}
 
 // cmdAuditVerify checks the whole trail: hashes, chain, signed checkpoints.
 // Its exit code says which kind of damage was found (audit.ExitCode) and the

@@ -428,3 +428,32 @@ func firstSegment(t *testing.T, dir string) string {
 	}
 	return m[0]
 }
+
+// TestAuditProbeCommand runs `phigate audit probe` for a moment: it answers
+// with both phases and the file system, refuses bad settings with exit 2,
+// and leaves nothing in the directory.
+func TestAuditProbeCommand(t *testing.T) {
+	dir := t.TempDir()
+	code, stdout, stderr := runCmd(t, "audit", "probe", dir, "--rate", "100", "--duration", "300ms", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		audit.ProbeReport
+		FileSystem string `json:"file_system"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("not a report: %v: %s", err, stdout)
+	}
+	if len(rep.Phases) != 2 || rep.Phases[1].Count != 30 || rep.FileSystem != fsKind(dir) || rep.Dir != dir {
+		t.Errorf("report %+v", rep)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("probe left %v behind", left)
+	}
+	for _, args := range [][]string{{"audit", "probe", dir, "--rate", "0"}, {"audit", "probe"}, {"audit", "probe", dir, "--duration", "1h"}} {
+		if code, _, stderr := runCmd(t, args...); code != 2 || stderr == "" {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and a reason", args, code, stderr)
+		}
+	}
+}

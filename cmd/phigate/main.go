@@ -37,6 +37,7 @@ func commands() map[string]command {
 		"audit verify":    {"verify the audit trail's hash chain and signed checkpoints", cmdAuditVerify},
 		"audit query":     {"list audit records (who accessed a patient, denials, break-glass)", cmdAuditQuery},
 		"audit replay":    {"re-evaluate recorded decisions under another policy, list changes", cmdAuditReplay},
+		"audit probe":     {"measure what a durable audit append costs on a directory's disk", cmdAuditProbe},
 	}
 }
 
