@@ -151,40 +151,20 @@ func reportQuantiles(b *testing.B, lat []time.Duration) {
 // BenchmarkAppendPaced offers records at a fixed rate, as ext_authz checks
 // arrive at a steady 1,000 per second, each from its own goroutine started
 // on schedule, and reports what a caller waits for durability (p50, p99,
-// p99.9 from the call to its return). b.N is the number of records, so
-// -benchtime 5000x is five seconds. Run beside other load, it shows how the
-// wait grows when the CPUs are shared.
+// p99.9 from the call to its return): the second phase of
+// `phigate audit probe`. b.N is the number of records, so -benchtime 5000x
+// is five seconds. Run beside other load, it shows how the wait grows when
+// the CPUs are shared.
 func BenchmarkAppendPaced(b *testing.B) {
 	const rate = 1000
-	l, err := Open(Config{Dir: b.TempDir()})
+	req, d := testRequest(1, "u1", "p1"), testDecision(1, true)
+	b.ResetTimer()
+	start := time.Now()
+	lat, err := probeLog(b.Context(), b.TempDir(), req, d, ProbeOptions{Rate: rate, Duration: time.Duration(b.N) * time.Second / rate})
 	if err != nil {
 		b.Fatal(err)
 	}
-	req, d := testRequest(1, "u1", "p1"), testDecision(1, true)
-	lat := make([]time.Duration, b.N)
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for i := range b.N {
-		if wait := time.Until(start.Add(time.Duration(i) * time.Second / rate)); wait > 0 {
-			time.Sleep(wait)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t0 := time.Now()
-			if err := l.Record(b.Context(), req, d); err != nil {
-				b.Error(err)
-				return
-			}
-			lat[i] = time.Since(t0)
-		}()
-	}
-	wg.Wait()
 	b.StopTimer()
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
+	b.ReportMetric(float64(len(lat))/time.Since(start).Seconds(), "records/s")
 	reportQuantiles(b, lat)
-	if err := l.Close(); err != nil {
-		b.Fatal(err)
-	}
 }

@@ -40,14 +40,14 @@ func (s *Snapshot) evaluateWithin(ctx context.Context, req *authz.Request, timeo
 			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
-		return s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult))
-	}
-	if s.cache == nil {
-		d, err := eval()
+		d, err := s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult))
 		if err == nil {
 			d.Policy = authz.Provenance{Revision: s.Revision, EvaluatedNS: req.TimeNS}
 		}
 		return d, err
+	}
+	if s.cache == nil {
+		return eval()
 	}
 	key := s.cache.key(req)
 	if d, ok := s.cache.get(key, req.TimeNS); ok {
@@ -59,7 +59,6 @@ func (s *Snapshot) evaluateWithin(ctx context.Context, req *authz.Request, timeo
 	if err != nil {
 		return d, err
 	}
-	d.Policy = authz.Provenance{Revision: s.Revision, EvaluatedNS: req.TimeNS}
 	if req.TimeNS > 0 && d.CacheUntilNS > req.TimeNS {
 		s.cache.put(key, d, req.TimeNS, d.CacheUntilNS)
 		s.stats.count(cacheMiss)
