@@ -127,13 +127,18 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 	return now.Add(-d), nil
 }
 
-// oneDir takes the single log directory argument.
-func oneDir(pos []string, usage string, stderr io.Writer) (string, bool) {
+// parseDir parses an audit subcommand's flags around its one directory
+// argument; on failure it returns the exit code, having said why.
+func parseDir(fs *flag.FlagSet, args []string, usage string, stderr io.Writer) (string, int, bool) {
+	pos, code, ok := parseInterleaved(fs, args)
+	if !ok {
+		return "", code, false
+	}
 	if len(pos) != 1 || pos[0] == "" {
 		fmt.Fprintln(stderr, "usage:", usage)
-		return "", false
+		return "", 2, false
 	}
-	return pos[0], true
+	return pos[0], 0, true
 }
 
 const (
@@ -152,13 +157,9 @@ func cmdAuditProbe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.Float64Var(&o.Rate, "rate", 1000, "records per second offered to the audit log")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each of the two phases")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	pos, code, ok := parseInterleaved(fs, args)
+	dir, code, ok := parseDir(fs, args, usageProbe, stderr)
 	if !ok {
 		return code
-	}
-	dir, ok := oneDir(pos, usageProbe, stderr)
-	if !ok {
-		return 2
 	}
 	if err := o.Validate(); err != nil {
 		fmt.Fprintln(stderr, "phigate audit probe:", err)
@@ -185,13 +186,9 @@ func cmdAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) 
 	keys := addKeyFlags(fs)
 	strict := fs.Bool("require-checkpointed", false, "fail when records follow the newest checkpoint (the log was not closed cleanly)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	pos, code, ok := parseInterleaved(fs, args)
+	dir, code, ok := parseDir(fs, args, usageVerify, stderr)
 	if !ok {
 		return code
-	}
-	dir, ok := oneDir(pos, usageVerify, stderr)
-	if !ok {
-		return 2
 	}
 	if *key == "" {
 		*key = audit.PublicKeyPath(filepath.Join(dir, audit.DefaultSigningKeyName))
@@ -220,13 +217,9 @@ func cmdAuditQuery(_ context.Context, args []string, stdout, stderr io.Writer) i
 	asJSON := fs.Bool("json", false, "one AuditEvent JSON document per line (NDJSON)")
 	bundle := fs.Bool("bundle", false, "one FHIR searchset Bundle of AuditEvents")
 	limit := fs.Int("limit", 0, "stop after this many records (0: no limit)")
-	pos, code, ok := parseInterleaved(fs, args)
+	dir, code, ok := parseDir(fs, args, usageQuery, stderr)
 	if !ok {
 		return code
-	}
-	dir, ok := oneDir(pos, usageQuery, stderr)
-	if !ok {
-		return 2
 	}
 	if *asJSON && *bundle {
 		fmt.Fprintln(stderr, "phigate audit query: --json and --bundle are mutually exclusive")
@@ -300,13 +293,9 @@ func cmdAuditReplay(ctx context.Context, args []string, stdout, stderr io.Writer
 	keys := addKeyFlags(fs)
 	policyDir := fs.String("policy", "", "policy directory (or .tar.gz bundle) to replay under")
 	asJSON := fs.Bool("json", false, "one JSON object per changed decision")
-	pos, code, ok := parseInterleaved(fs, args)
+	dir, code, ok := parseDir(fs, args, usageReplay, stderr)
 	if !ok {
 		return code
-	}
-	dir, ok := oneDir(pos, usageReplay, stderr)
-	if !ok {
-		return 2
 	}
 	if *policyDir == "" {
 		fmt.Fprintln(stderr, "phigate audit replay: --policy is required\nusage:", usageReplay)
