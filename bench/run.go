@@ -226,11 +226,39 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 				rep.Notes = append(rep.Notes, s.rep.Name+": some RSS samples failed: "+err.Error())
 			}
 		}
+		if n := onlyUnauthenticated(s.rep.Stages); n > 0 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s: every one of %d answered requests was denied 401 (unauthenticated): "+
+				"does it trust the bench's signing key? Give it %s (jwt.jwks_file) and keep the same --out directory between runs, "+
+				"since a new one gets a new key", s.rep.Name, n, keyHint(cfg.JWKSFile)))
+		}
 		rep.Targets = append(rep.Targets, *s.rep)
 	}
 	rep.computeRatios()
 	rep.ElapsedS = time.Since(started).Seconds()
 	return rep, nil
+}
+
+// onlyUnauthenticated returns how many requests were answered when every
+// answer was a 401, and 0 otherwise: a target that trusts none of the
+// bench's tokens measures only its rejection path, whatever the scenario.
+func onlyUnauthenticated(stages []Stage) int64 {
+	var n int64
+	for _, st := range stages {
+		for d, c := range st.Decisions {
+			if d != "denied_401" {
+				return 0
+			}
+			n += c
+		}
+	}
+	return n
+}
+
+func keyHint(jwks string) string {
+	if jwks == "" {
+		return "the bench's JWKS"
+	}
+	return jwks
 }
 
 func kindIsUnix(addr string) bool { return len(addr) > 7 && addr[:7] == "unix://" }

@@ -180,3 +180,19 @@ func checkXML(t *testing.T, b []byte) {
 		t.Errorf("SVG has no data series")
 	}
 }
+
+// A target that rejects every bench token is flagged; any other answer,
+// in any stage, clears it.
+func TestOnlyUnauthenticated(t *testing.T) {
+	all401 := []Stage{{Decisions: map[string]int64{"denied_401": 40}}, {Decisions: map[string]int64{"denied_401": 2}}}
+	if n := onlyUnauthenticated(all401); n != 42 {
+		t.Errorf("all 401: %d, want 42", n)
+	}
+	mixed := []Stage{{Decisions: map[string]int64{"denied_401": 40}}, {Decisions: map[string]int64{"denied_401": 2, "ok": 1}}}
+	if n := onlyUnauthenticated(mixed); n != 0 {
+		t.Errorf("one allowed request among 401s flagged: %d", n)
+	}
+	if n := onlyUnauthenticated([]Stage{{}}); n != 0 {
+		t.Errorf("no answers flagged: %d", n)
+	}
+}
