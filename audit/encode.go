@@ -128,19 +128,28 @@ func sortedKeys[V any](m map[string]V, scratch []string) []string {
 	return keys
 }
 
-func appendStringMap(dst []byte, m map[string]string) []byte {
+// appendMap appends a map with string keys as encoding/json does: null
+// when nil, keys sorted, each value written by val.
+func appendMap[V any](dst []byte, m map[string]V, val func([]byte, V) []byte) []byte {
 	if m == nil {
 		return append(dst, "null"...)
 	}
 	var scratch [16]string
 	dst = append(dst, '{')
 	for _, k := range sortedKeys(m, scratch[:]) {
-		dst = appendString(comma(dst), k)
-		dst = append(dst, ':')
-		dst = appendString(dst, m[k])
+		dst = appendMember(dst, k)
+		dst = val(dst, m[k])
 	}
 	return append(dst, '}')
 }
+
+// appendMember appends the separator (when needed) and the key of an
+// object member.
+func appendMember(dst []byte, k string) []byte {
+	return append(appendString(comma(dst), k), ':')
+}
+
+func appendStringMap(dst []byte, m map[string]string) []byte { return appendMap(dst, m, appendString) }
 
 // ---- AuditEvent ----
 
@@ -326,7 +335,7 @@ func appendPolicyInput(dst []byte, req *authz.Request) []byte {
 	dst = append(dst, `,"path":`...)
 	dst = appendString(dst, req.Path)
 	dst = append(dst, `,"query":`...)
-	dst = appendQuery(dst, req.Query)
+	dst = appendMap(dst, req.Query, appendStrings)
 	dst = append(dst, `,"headers":`...)
 	dst = appendStoredHeaders(dst, req.Headers)
 	dst = append(dst, `,"source":{`...)
@@ -357,20 +366,6 @@ func appendPolicyInput(dst []byte, req *authz.Request) []byte {
 		dst = append(dst, ']')
 	}
 	return append(dst, `}}`...)
-}
-
-func appendQuery(dst []byte, q map[string][]string) []byte {
-	if q == nil {
-		return append(dst, "null"...)
-	}
-	var scratch [16]string
-	dst = append(dst, '{')
-	for _, k := range sortedKeys(q, scratch[:]) {
-		dst = appendString(comma(dst), k)
-		dst = append(dst, ':')
-		dst = appendStrings(dst, q[k])
-	}
-	return append(dst, '}')
 }
 
 // storedHeader is one header kept in the policy input; key is its name as
@@ -409,9 +404,7 @@ func appendStoredHeaders(dst []byte, h map[string]string) []byte {
 		if i+1 < len(kept) && kept[i+1].name == sh.name {
 			continue // a later duplicate wins
 		}
-		dst = appendString(comma(dst), sh.name)
-		dst = append(dst, ':')
-		dst = appendString(dst, sh.value)
+		dst = appendString(appendMember(dst, sh.name), sh.value)
 	}
 	return append(dst, '}')
 }
