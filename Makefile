@@ -39,7 +39,8 @@ unit:
 # A count, not a duration: Go 1.26's fuzz coordinator can report a spurious
 # "context deadline exceeded" when a duration runs out (go.dev/issue/75804).
 FUZZ_TARGETS ?= ./authz:FuzzParse:200000x ./audit:FuzzParseFrames:150000x ./audit:FuzzRecordEncoding:30000x \
-	./filters:FuzzRedactJSON:150000x ./filters:FuzzRedactHL7:400000x ./rego:FuzzDecision:10000x
+	./filters:FuzzRedactJSON:150000x ./filters:FuzzRedactHL7:400000x ./rego:FuzzDecision:10000x \
+	./internal/jsonstr:FuzzAppend:30000x
 
 fuzz:
 	@set -e; for spec in $(FUZZ_TARGETS); do \

@@ -5,10 +5,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/filters"
+	"github.com/phigate/phigate/internal/jsonstr"
 )
 
 // Record payloads are encoded by hand, not with encoding/json, because one
@@ -571,72 +571,5 @@ func appendDirective(dst []byte, r *filters.Directive) []byte {
 // ---- strings ----
 
 // appendString appends s as a JSON string exactly as encoding/json does with
-// HTML escaping on (its default): <, > and & become \u003c, \u003e and
-// \u0026, invalid UTF-8 becomes \ufffd, and U+2028 and U+2029 are escaped.
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		// Most strings are plain ASCII: skip the bytes that are copied as
-		// they are with one table lookup each.
-		for i < len(s) && jsonPlain[s[i]] {
-			i++
-		}
-		if i == len(s) {
-			break
-		}
-		if b := s[i]; b < utf8.RuneSelf {
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// jsonPlain marks the bytes encoding/json copies unescaped when it escapes
-// HTML: ASCII 0x20 to 0x7f (DEL included) other than ", \, <, > and &.
-// Bytes from 0x80 up start multi-byte runes and are looked at one rune at a
-// time.
-var jsonPlain = func() (t [256]bool) {
-	for b := 0x20; b < utf8.RuneSelf; b++ {
-		t[b] = !strings.ContainsRune(`"\<>&`, rune(b))
-	}
-	return t
-}()
+// HTML escaping on (its default).
+func appendString(dst []byte, s string) []byte { return jsonstr.Append(dst, s, true) }

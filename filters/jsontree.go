@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/phigate/phigate/internal/jsonstr"
 )
 
 // The FHIR JSON path avoids encoding/json on purpose. Unmarshalling into
@@ -773,48 +775,10 @@ func settle(n *node) bool {
 	return d
 }
 
-const hexDigits = "0123456789abcdef"
-
-// encodeString appends s as a JSON string literal. Invalid UTF-8 becomes
-// U+FFFD so the output is always valid.
-func encodeString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				dst = append(dst, '\\', c)
-			case c < 0x20:
-				switch c {
-				case '\n':
-					dst = append(dst, '\\', 'n')
-				case '\r':
-					dst = append(dst, '\\', 'r')
-				case '\t':
-					dst = append(dst, '\\', 't')
-				default:
-					dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-				}
-			default:
-				dst = append(dst, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, `\ufffd`...)
-		} else if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, `\u202`...)
-			dst = append(dst, hexDigits[r&0xF])
-		} else {
-			dst = append(dst, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(dst, '"')
-}
+// encodeString appends s as a JSON string literal as encoding/json writes
+// it without HTML escaping. Invalid UTF-8 becomes U+FFFD so the output is
+// always valid.
+func encodeString(dst []byte, s string) []byte { return jsonstr.Append(dst, s, false) }
 
 // write appends the JSON text of n: the original span when nothing beneath
 // it changed, a compact re-encoding otherwise.
