@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -209,35 +208,34 @@ func appendProjected(b []byte, v ast.Value, rest []string) []byte {
 
 // appendCanonical writes v so that two values have the same text exactly
 // when they are equal as Rego values (object keys and set members sorted).
+// It recurses only into itself: escape analysis gives up on a cycle of
+// functions, and the caller's key buffer would then move to the heap.
 func appendCanonical(b []byte, v ast.Value) []byte {
+	var elems *ast.Array
 	switch x := v.(type) {
 	case nil:
 		return append(b, 'u')
 	case ast.Null:
 		return append(b, 'n')
 	case ast.Boolean:
-		if x {
-			return append(b, 't')
-		}
-		return append(b, 'f')
+		return appendCanonBool(b, bool(x))
 	case ast.Number:
 		// An integer is written in one canonical form; any other number
 		// by its literal text, so 1.0 and 1.00 merely miss each other.
 		if i, ok := x.Int64(); ok {
-			return append(strconv.AppendInt(append(b, 'i'), i, 10), ';')
+			return appendCanonInt(b, i)
 		}
 		return appendString(append(b, 'N'), string(x))
 	case ast.String:
-		return appendString(append(b, 's'), string(x))
+		return appendCanonString(b, string(x))
 	case *ast.Array:
-		return appendCanonicalElems(append(b, 'a'), x)
+		b, elems = append(b, 'a'), x
 	case ast.Set:
-		return appendCanonicalElems(append(b, 'S'), x.Sorted())
+		b, elems = append(b, 'S'), x.Sorted()
 	case ast.Object:
 		keys := x.Keys()
 		slices.SortFunc(keys, func(a, c *ast.Term) int { return a.Value.Compare(c.Value) })
-		b = strconv.AppendInt(append(b, 'o'), int64(len(keys)), 10)
-		b = append(b, ':')
+		b = appendCanonLen(append(b, 'o'), len(keys))
 		for _, k := range keys {
 			b = appendCanonical(b, k.Value)
 			b = appendCanonical(b, x.Get(k).Value)
@@ -248,21 +246,15 @@ func appendCanonical(b []byte, v ast.Value) []byte {
 		// written by its string form behind a marker of its own.
 		return appendString(append(b, '?'), v.String())
 	}
-}
-
-// appendCanonicalElems writes the length and the elements of a.
-func appendCanonicalElems(b []byte, a *ast.Array) []byte {
-	b = append(strconv.AppendInt(b, int64(a.Len()), 10), ':')
-	for i := range a.Len() {
-		b = appendCanonical(b, a.Elem(i).Value)
+	b = appendCanonLen(b, elems.Len())
+	for i := range elems.Len() {
+		b = appendCanonical(b, elems.Elem(i).Value)
 	}
 	return b
 }
 
 func appendString(b []byte, s string) []byte {
-	b = strconv.AppendInt(b, int64(len(s)), 10)
-	b = append(b, ':')
-	return append(b, s...)
+	return append(appendCanonLen(b, len(s)), s...)
 }
 
 func (dc *decisionCache) shard(key string) *cacheShard {

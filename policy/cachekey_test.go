@@ -157,3 +157,19 @@ func (dc *decisionCache) len() int {
 	}
 	return n
 }
+
+// The key of a request is built in a stack buffer and costs one allocation,
+// the string itself; a change that moves the buffer to the heap (a cycle of
+// functions in the canonical writer, for one) doubles that on every Check.
+func TestCacheKeyAllocatesOnce(t *testing.T) {
+	e, err := NewEngine(t.Context(), Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	dc := e.Snapshot().cache
+	req := cacheRequest(1)
+	if n := testing.AllocsPerRun(100, func() { _ = dc.key(req) }); n != 1 {
+		t.Fatalf("key allocates %v times per request, want 1", n)
+	}
+}
