@@ -171,6 +171,11 @@ static_resources:
           normalize_path: false
           merge_slashes: false
           path_with_escaped_slashes_action: KEEP_UNCHANGED
+          # CGI, WSGI and PHP-style servers read x_phigate_user as
+          # x-phigate-user: a header phigate owns could be smuggled past the
+          # policy beside the real one. Refuse such requests outright.
+          common_http_protocol_options:
+            headers_with_underscores_action: REJECT_REQUEST
           route_config:
             name: legacy
             virtual_hosts:
