@@ -48,6 +48,7 @@ precedence := {
 	"mfa.required:export": 251,
 	"break_glass.reason_required": 260,
 	"break_glass.role_not_eligible": 261,
+	"purpose.emergency_requires_break_glass": 262,
 	"time.outside_shift": 270,
 	"relationship.not_on_care_team": 280,
 	"relationship.not_delegated": 281,

@@ -8,6 +8,7 @@
 # for that request, with the researcher's minimum-necessary redaction.
 package phigate.purpose
 
+import data.phigate.break_glass
 import data.phigate.request
 
 # The first of the caller's roles (token order) with a default purpose
@@ -44,6 +45,17 @@ deny contains "purpose.not_permitted" if {
 	count(request.known_roles) > 0
 	effective != ""
 	count(active_roles) == 0
+}
+
+# Emergency purposes (data.phigate.emergency.purposes, ETREAT and BTG)
+# unlock what break-glass unlocks. Stated in a header or a token outside an
+# activated break-glass they would open sensitive labels with no reason, no
+# second factor, no flag and no notification, so they count only inside one.
+emergency_purposes := {p | some p in object.get(data.phigate.emergency, "purposes", [])} | {data.phigate.emergency.purpose}
+
+deny contains "purpose.emergency_requires_break_glass" if {
+	effective in emergency_purposes
+	not break_glass.active
 }
 
 rules contains concat(":", ["purpose", effective]) if count(active_roles) > 0

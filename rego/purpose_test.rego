@@ -60,3 +60,45 @@ test_non_string_purpose if decide(fx.with_purpose(fx.req(fx.physician, fx.read_p
 
 # The audit records the purpose as a rule too.
 test_purpose_rule if "purpose:TREAT" in decide(fx.req(fx.physician, fx.read_patient("pat-0001"))).audit.rules
+
+# An emergency purpose stated without break-glass unlocks nothing: without a
+# reason, a second factor, a flag and a notification it would open the
+# sensitive labels that only break-glass may open.
+test_etreat_without_break_glass_denied if {
+	d := decide(fx.with_purpose(fx.req(fx.physician, fx.read_patient("pat-0001")), "ETREAT"))
+	not d.allow
+	d.reason == "purpose.emergency_requires_break_glass"
+	d.enforce.permitted_labels == []
+}
+
+# BTG is an emergency purpose too (and no role lists it as an everyday one).
+test_btg_without_break_glass_denied if {
+	d := decide(fx.with_purpose(fx.req(fx.physician_mfa, fx.read_patient("pat-0001")), "BTG"))
+	not d.allow
+	d.enforce.permitted_labels == []
+}
+
+test_btg_is_emergency if "BTG" in purpose.emergency_purposes
+
+# A token that carries the emergency purpose is held to the same rule.
+test_etreat_with_mfa_still_needs_break_glass if {
+	d := decide(fx.with_purpose(fx.req(fx.nurse, fx.read_patient("pat-0001")), "ETREAT"))
+	d.reason == "purpose.emergency_requires_break_glass"
+}
+
+# Inside an activated break-glass the emergency purpose is the effective one,
+# and the access is flagged and notified.
+test_etreat_inside_break_glass if {
+	d := decide(fx.with_purpose(fx.with_bg(fx.req(fx.physician_mfa, fx.read_patient("pat-0002")), "unconscious in ED"), "ETREAT"))
+	d.allow
+	d.audit.purpose == "ETREAT"
+	d.break_glass.active
+	count(d.obligations) == 1
+}
+
+# A break-glass that does not activate (no second factor) leaves the more
+# specific reason in front.
+test_etreat_break_glass_without_mfa if {
+	d := decide(fx.with_purpose(fx.with_bg(fx.req(fx.physician, fx.read_patient("pat-0002")), "unconscious in ED"), "ETREAT"))
+	d.reason == "mfa.required:break_glass"
+}

@@ -49,3 +49,37 @@ func TestUnderscoreHeadersRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestEmergencyPurposeNeedsBreakGlass: a physician whose token names no
+// purpose sends X-Purpose-Of-Use: ETREAT. Without an activated break-glass
+// the emergency purpose must open nothing: no PSY-labelled Condition, and
+// nothing flagged as break-glass either.
+func TestEmergencyPurposeNeedsBreakGlass(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	spec := physician(1)
+	spec.Purpose = ""
+	doc := s.token(spec)
+	psy := "cond-pat-0001-psy"
+
+	t.Run("ETREAT header alone", func(t *testing.T) {
+		r := s.do("GET", "/fhir/Condition/"+psy, doc, map[string]string{"x-purpose-of-use": "ETREAT"}, nil)
+		if r.status != 403 || strings.Contains(string(r.body), "PSY") {
+			t.Fatalf("status %d body %.200s, want 403 without the label", r.status, r.body)
+		}
+		r = s.do("GET", "/fhir/Condition?patient=pat-0001", doc, map[string]string{"x-purpose-of-use": "ETREAT"}, nil)
+		if strings.Contains(string(r.body), psy) {
+			t.Fatalf("search under ETREAT returned the PSY condition (status %d)", r.status)
+		}
+	})
+	t.Run("ETREAT inside an activated break-glass", func(t *testing.T) {
+		spec := spec
+		spec.AMR = []string{"pwd", "otp"}
+		mfa := s.token(spec)
+		// Break-glass opens exactly one named patient.
+		r := s.do("GET", "/fhir/Condition?patient=pat-0001", mfa, map[string]string{
+			"x-purpose-of-use": "ETREAT", "x-break-glass": "unconscious in ED"}, nil)
+		if r.status != 200 || !strings.Contains(string(r.body), psy) {
+			t.Fatalf("status %d body %.200s, want 200 with the condition", r.status, r.body)
+		}
+	})
+}
