@@ -88,14 +88,24 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 			req.Identity = Identity{Error: string(CodeMissingToken)}
 		}
 	}
-	if err := reconcilePurpose(req); err != nil {
-		return req, a.finish(ctx, req, deny(err)), err
-	}
 	if req.Identity.Roles == nil {
 		req.Identity.Roles = []string{}
 	}
 	if req.Identity.Scopes == nil {
 		req.Identity.Scopes = []Scope{}
+	}
+	if !req.Identity.Authenticated && !isPublic(&req.FHIR) {
+		// Only a public request (the capability statement) is worth the
+		// policy's time without an identity: anything else is refused
+		// here, so an anonymous caller can make phigate do neither policy
+		// work nor owner lookups, and its record stays small.
+		withholdPatients(&req.FHIR)
+		reason := "identity." + identityWord(req.Identity.Error)
+		d := Decision{Status: 401, Reason: reason, Audit: AuditInfo{Rules: []string{"deny:" + reason}}}
+		return req, a.finish(ctx, req, d), nil
+	}
+	if err := reconcilePurpose(req); err != nil {
+		return req, a.finish(ctx, req, deny(err)), err
 	}
 	a.loadGrants(ctx, req)
 	d, err := a.evaluator.Evaluate(ctx, req)
@@ -111,6 +121,42 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 	d = a.finish(ctx, req, d)
 	a.storeGrant(ctx, req, &d)
 	return req, d, nil
+}
+
+// isPublic reports whether f is the one request the policy may allow
+// without an identity: the capability statement, naming no patient and
+// reaching none. The policy still decides it; this only chooses which
+// unauthenticated requests it is asked about.
+func isPublic(f *FHIRRequest) bool {
+	return f.Interaction == "capabilities" && len(f.Patients) == 0 && !f.AllPatients &&
+		len(f.Entries) == 0 && len(f.IncludedTypes) == 0
+}
+
+// withholdPatients cuts the patient lists of a request refused before the
+// policy: the record keeps the first few patients (enough to say whose
+// data an anonymous caller went for) and counts the rest.
+func withholdPatients(f *FHIRRequest) {
+	if n := len(f.Patients); n > maxRefusedPatients {
+		f.PatientsWithheld = n - maxRefusedPatients
+		f.Patients = f.Patients[:maxRefusedPatients:maxRefusedPatients]
+	}
+	for i := range f.Entries {
+		f.Entries[i].Patients = []string{}
+	}
+}
+
+// identityWord is the verifier's error word when it is a short code safe
+// as an audit reason, "missing" otherwise (the policy's own fallback).
+func identityWord(e string) string {
+	if e == "" || len(e) > 64 {
+		return "missing"
+	}
+	for i := 0; i < len(e); i++ {
+		if c := e[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return "missing"
+		}
+	}
+	return e
 }
 
 // loadGrants puts the caller's active break-glass grants into the input. A

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -59,9 +60,20 @@ func isJSONType(h map[string]string) bool {
 	return strings.Contains(mt, "json")
 }
 
-func (p *RequestParser) checkSize(body []byte) error {
+// checkSize refuses a body over the limit, and one whose declared length
+// is: a proxy that did not forward the body still says how large it is.
+func (p *RequestParser) checkSize(h map[string]string, body []byte) error {
 	if len(body) > p.maxBody {
-		return unsupported("body over the limit")
+		return &Error{Code: CodeTooLarge, Detail: "body over request.max_body"}
+	}
+	if cl, ok := h["content-length"]; ok {
+		n, err := strconv.ParseInt(strings.TrimSpace(cl), 10, 64)
+		if err != nil || n < 0 {
+			return ambiguous("content-length is not a length")
+		}
+		if n > int64(p.maxBody) {
+			return &Error{Code: CodeTooLarge, Detail: "declared body length over request.max_body"}
+		}
 	}
 	return nil
 }
@@ -73,7 +85,7 @@ func (p *RequestParser) formBody(h map[string]string, body []byte, q map[string]
 	if err := p.contentType(h, formTypes, true); err != nil {
 		return err
 	}
-	if err := p.checkSize(body); err != nil {
+	if err := p.checkSize(h, body); err != nil {
 		return err
 	}
 	_, err := parseQuery(string(body), q)
@@ -93,7 +105,7 @@ func (p *RequestParser) resourceBody(h map[string]string, body []byte, rt, id st
 	if err := p.contentType(h, accepted, false); err != nil {
 		return err
 	}
-	if err := p.checkSize(body); err != nil {
+	if err := p.checkSize(h, body); err != nil {
 		return err
 	}
 	if len(body) == 0 || !isJSONType(h) {
@@ -241,7 +253,7 @@ func (p *RequestParser) bundle(q map[string][]string, h map[string]string, body 
 	if len(body) == 0 {
 		return fr, unsupported("bundle body not available")
 	}
-	if err := p.checkSize(body); err != nil {
+	if err := p.checkSize(h, body); err != nil {
 		return fr, err
 	}
 	// One pass refuses duplicate keys anywhere; the typed reads below
@@ -272,7 +284,7 @@ func (p *RequestParser) bundle(q map[string][]string, h map[string]string, body 
 		}
 	}
 	if len(entries) > p.maxEntries {
-		return fr, unsupported("too many bundle entries")
+		return fr, overLimit("more bundle entries than request.max_entries")
 	}
 	fr.Entries = make([]FHIRRequest, 0, len(entries))
 	jsonHeaders := map[string]string{"content-type": "application/fhir+json"}

@@ -18,6 +18,20 @@ const (
 	CodePolicy       Code = "policy_error"
 	CodeAudit        Code = "audit_error"
 	CodeCanceled     Code = "canceled"
+	// CodeOverLimit: the request names more patients, ids in one parameter
+	// value, or bundle entries than RequestConfig allows. The caps bound the
+	// work and the audit record one request can cause.
+	CodeOverLimit Code = "over_limit"
+	// CodeTooLarge: the request body exceeds RequestConfig.MaxBody.
+	CodeTooLarge Code = "body_too_large"
+	// CodeNotFound: an OwnerResolver found no stored resource to read the
+	// owner from. Only an update may then proceed, as a create.
+	CodeNotFound Code = "not_found"
+	// CodeOwnerUnresolved: the patients owning the resource a write changes
+	// could not be read (no resolver, upstream error, timeout, unreadable
+	// resource). The write is refused: it cannot be authorized on the
+	// record it changes.
+	CodeOwnerUnresolved Code = "owner_unresolved"
 )
 
 // Error is the one error type of the decision path. Detail is for operators'
@@ -70,9 +84,11 @@ func StatusOf(err error) int {
 	switch CodeOf(err) {
 	case CodeMissingToken, CodeInvalidToken, CodeExpiredToken:
 		return 401
-	case CodeAmbiguous, CodeUnsupported:
+	case CodeAmbiguous, CodeUnsupported, CodeOverLimit:
 		return 400
-	case CodeCanceled, CodePolicy, CodeAudit:
+	case CodeTooLarge:
+		return 413
+	case CodeCanceled, CodePolicy, CodeAudit, CodeOwnerUnresolved:
 		// Our own failure, not the caller's: still no data, but an honest status.
 		return 503
 	default:

@@ -91,12 +91,22 @@ type FHIRRequest struct {
 	Patients []string `json:"patients"`
 	// AllPatients is true when the request is not restricted to named
 	// patients (a search without a patient parameter, system-level $export).
-	AllPatients bool          `json:"all_patients"`
-	Include     []string      `json:"include,omitempty"`
-	RevInclude  []string      `json:"revinclude,omitempty"`
-	Entries     []FHIRRequest `json:"entries,omitempty"` // batch/transaction entries, each on its own
-	Method      string        `json:"method,omitempty"`  // entry method inside a batch
-	Kind        string        `json:"kind,omitempty"`    // legacy route kind
+	AllPatients bool     `json:"all_patients"`
+	Include     []string `json:"include,omitempty"`
+	RevInclude  []string `json:"revinclude,omitempty"`
+	// IncludedTypes lists every resource type an _include or _revinclude
+	// (and their :iterate and :recurse forms) can bring into the response,
+	// sorted, unique, never nil; "*" when any type can come.
+	IncludedTypes []string      `json:"included_types"`
+	Entries       []FHIRRequest `json:"entries,omitempty"` // batch/transaction entries, each on its own
+	Method        string        `json:"method,omitempty"`  // entry method inside a batch
+	Kind          string        `json:"kind,omitempty"`    // legacy route kind
+	// PatientsWithheld counts the distinct patients the request named that
+	// Patients does not list. It is nonzero only for a request refused
+	// before the policy ran (an unauthenticated caller): its record keeps
+	// a few patients and this count, so one refused request cannot write
+	// an unbounded audit record. Not policy input.
+	PatientsWithheld int `json:"-"`
 }
 
 // Compartment is the owner of a compartment search such as /Patient/123/Observation.

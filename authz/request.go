@@ -10,9 +10,15 @@ import (
 
 // Defaults of RequestConfig.
 const (
-	DefaultFHIRBase      = "/fhir"
-	DefaultMaxBody       = 1 << 20
-	DefaultMaxEntries    = 1000
+	DefaultFHIRBase    = "/fhir"
+	DefaultMaxBody     = 1 << 20
+	DefaultMaxEntries  = 100
+	DefaultMaxPatients = 100
+	DefaultMaxParamIDs = 100
+	// maxRefusedPatients is how many patients the record of a request
+	// refused before the policy (an unauthenticated caller) still lists;
+	// FHIRRequest.PatientsWithheld counts the rest.
+	maxRefusedPatients   = 10
 	maxBreakGlassReason  = 512
 	maxQueryParams       = 256
 	maxPathSegments      = 16
@@ -29,8 +35,18 @@ type RequestConfig struct {
 	// MaxBody bounds the request bodies phigate reads (form searches,
 	// create/update resources, batch and transaction bundles).
 	MaxBody int `json:"max_body,omitempty" yaml:"max_body,omitempty"`
-	// MaxEntries bounds the entries of a batch or transaction.
-	MaxEntries   int           `json:"max_entries,omitempty" yaml:"max_entries,omitempty"`
+	// MaxEntries bounds the entries of a batch or transaction. Every entry
+	// is a target the policy evaluates on its own, so the cap bounds the
+	// policy's work for one request. Default 100.
+	MaxEntries int `json:"max_entries,omitempty" yaml:"max_entries,omitempty"`
+	// MaxPatients bounds the distinct patients one request names, across
+	// its parameters, body and bundle entries. A request naming more is
+	// refused (400): each patient is policy work and an audit entity.
+	// Default 100.
+	MaxPatients int `json:"max_patients,omitempty" yaml:"max_patients,omitempty"`
+	// MaxParamIDs bounds the alternatives in one value of a patient search
+	// parameter ("patient=a,b,c" is three). Default 100.
+	MaxParamIDs  int           `json:"max_param_ids,omitempty" yaml:"max_param_ids,omitempty"`
 	LegacyRoutes []LegacyRoute `json:"legacy_routes,omitempty" yaml:"legacy_routes,omitempty"`
 }
 
@@ -68,6 +84,18 @@ func (c *RequestConfig) Validate() error {
 	case c.MaxEntries < 0:
 		return errors.New("request.max_entries: negative")
 	}
+	switch {
+	case c.MaxPatients == 0:
+		c.MaxPatients = DefaultMaxPatients
+	case c.MaxPatients < 0:
+		return errors.New("request.max_patients: negative")
+	}
+	switch {
+	case c.MaxParamIDs == 0:
+		c.MaxParamIDs = DefaultMaxParamIDs
+	case c.MaxParamIDs < 0:
+		return errors.New("request.max_param_ids: negative")
+	}
 	for i, r := range c.LegacyRoutes {
 		if _, err := compileLegacy(r); err != nil {
 			return fmt.Errorf("request.legacy_routes[%d].%w", i, err)
@@ -81,10 +109,12 @@ func (c *RequestConfig) Validate() error {
 // FHIR implementations could read differently, because the upstream must
 // act on exactly the request the policy decided. It is safe for concurrent use.
 type RequestParser struct {
-	base       string
-	maxBody    int
-	maxEntries int
-	legacy     []legacyRoute
+	base        string
+	maxBody     int
+	maxEntries  int
+	maxPatients int
+	maxParamIDs int
+	legacy      []legacyRoute
 }
 
 var _ Parser = (*RequestParser)(nil)
@@ -94,7 +124,8 @@ func NewRequestParser(cfg RequestConfig) (*RequestParser, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	p := &RequestParser{base: cfg.Base, maxBody: cfg.MaxBody, maxEntries: cfg.MaxEntries}
+	p := &RequestParser{base: cfg.Base, maxBody: cfg.MaxBody, maxEntries: cfg.MaxEntries,
+		maxPatients: cfg.MaxPatients, maxParamIDs: cfg.MaxParamIDs}
 	for _, r := range cfg.LegacyRoutes {
 		lr, _ := compileLegacy(r)
 		p.legacy = append(p.legacy, lr)
@@ -107,6 +138,8 @@ func NewRequestParser(cfg RequestConfig) (*RequestParser, error) {
 func ambiguous(detail string) error { return &Error{Code: CodeAmbiguous, Detail: detail} }
 
 func unsupported(detail string) error { return &Error{Code: CodeUnsupported, Detail: detail} }
+
+func overLimit(detail string) error { return &Error{Code: CodeOverLimit, Detail: detail} }
 
 // overrideHeaders would let the upstream (or a framework in front of it)
 // act on another method or path than the one decided.
@@ -373,6 +406,9 @@ func (p *RequestParser) interpret(method string, path canonPath, q map[string][]
 		return FHIRRequest{}, err
 	}
 	finishPatients(&fr)
+	if len(fr.Patients) > p.maxPatients {
+		return FHIRRequest{}, overLimit("more patients than request.max_patients")
+	}
 	return fr, nil
 }
 
@@ -710,6 +746,9 @@ func (p *RequestParser) searchPatients(rt string, q map[string][]string, fr *FHI
 		}
 		var first []string
 		for i, v := range vals {
+			if err := p.checkIDs(v); err != nil {
+				return err
+			}
 			ids, ok := resolveRefs(v, true, p.base)
 			if !ok {
 				fr.AllPatients = true
@@ -741,6 +780,9 @@ func (p *RequestParser) searchPatients(rt string, q map[string][]string, fr *FHI
 		}
 		var first []string
 		for i, v := range vals {
+			if err := p.checkIDs(v); err != nil {
+				return err
+			}
 			ids, ok := p.paramPatients(name, mod, chain, v)
 			fr.Patients = append(fr.Patients, ids...)
 			if ok {
@@ -760,6 +802,15 @@ func (p *RequestParser) searchPatients(rt string, q map[string][]string, fr *FHI
 }
 
 var errConflict = ambiguous("repeated patient parameter with different values")
+
+// checkIDs bounds the OR alternatives of one patient parameter value
+// before any of them is resolved.
+func (p *RequestParser) checkIDs(v string) error {
+	if strings.Count(v, ",") >= p.maxParamIDs {
+		return overLimit("more ids in one parameter value than request.max_param_ids")
+	}
+	return nil
+}
 
 func includeValue(key, v string) string {
 	if _, mod, ok := strings.Cut(key, ":"); ok {
