@@ -252,7 +252,7 @@ func partialRequest(in *CheckInput) *Request {
 		ID: in.ID, Time: in.Received, TimeNS: in.Received.UnixNano(), Method: in.Method,
 		Source: in.Source, Query: map[string][]string{}, Headers: map[string]string{},
 		Identity: Identity{Roles: []string{}, Scopes: []Scope{}},
-		FHIR:     FHIRRequest{Patients: []string{}},
+		FHIR:     FHIRRequest{Patients: []string{}, IncludedTypes: []string{}},
 	}
 }
 

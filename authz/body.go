@@ -316,6 +316,7 @@ func (p *RequestParser) bundle(q map[string][]string, h map[string]string, body 
 		sub.Method = method
 		fr.Patients = append(fr.Patients, sub.Patients...)
 		fr.AllPatients = fr.AllPatients || sub.AllPatients
+		fr.IncludedTypes = append(fr.IncludedTypes, sub.IncludedTypes...)
 		fr.Entries = append(fr.Entries, sub)
 	}
 	return fr, nil

@@ -393,6 +393,7 @@ func (p *RequestParser) interpret(method string, path canonPath, q map[string][]
 	if !inEntry {
 		for i := range p.legacy {
 			if fr, ok, err := p.legacy[i].match(method, path.segs, q, h); ok || err != nil {
+				fr.IncludedTypes = []string{}
 				return fr, err
 			}
 		}
@@ -403,6 +404,9 @@ func (p *RequestParser) interpret(method string, path canonPath, q map[string][]
 	}
 	fr, err := p.fhir(method, rel, q, h, body, inEntry)
 	if err != nil {
+		return FHIRRequest{}, err
+	}
+	if err := p.includes(q, &fr); err != nil {
 		return FHIRRequest{}, err
 	}
 	finishPatients(&fr)
@@ -728,16 +732,6 @@ func validID(s string) bool {
 // on whether repeats AND, OR, or keep the first or last, so disagreeing
 // repeats are refused.
 func (p *RequestParser) searchPatients(rt string, q map[string][]string, fr *FHIRRequest) error {
-	for _, k := range []string{"_include", "_include:iterate", "_include:recurse"} {
-		for _, v := range q[k] {
-			fr.Include = append(fr.Include, includeValue(k, v))
-		}
-	}
-	for _, k := range []string{"_revinclude", "_revinclude:iterate", "_revinclude:recurse"} {
-		for _, v := range q[k] {
-			fr.RevInclude = append(fr.RevInclude, includeValue(k, v))
-		}
-	}
 	if rt == "Patient" {
 		vals := q["_id"]
 		if len(vals) == 0 {

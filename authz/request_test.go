@@ -111,8 +111,11 @@ func parseCases() []parseCase {
 		{name: "patient:not is not a pin", path: "/fhir/Observation?patient:not=1", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps(), AllPatients: true}},
 		{name: "pin plus chain stays pinned", path: "/fhir/Observation?patient=1&subject.name=x", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps("1")}},
 		{name: "include recorded", path: "/fhir/Observation?patient=1&_include=Observation:performer&_revinclude:iterate=Provenance:target",
-			want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps("1"), Include: []string{"Observation:performer"}, RevInclude: []string{"Provenance:target:iterate"}}},
-		{name: "wildcard include recorded", path: "/fhir/Patient?_id=1&_revinclude=*", want: FHIRRequest{Interaction: "search-type", ResourceType: "Patient", Patients: ps("1"), RevInclude: []string{"*"}}},
+			want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps("1"), AllPatients: true,
+				Include: []string{"Observation:performer"}, RevInclude: []string{"Provenance:target:iterate"},
+				IncludedTypes: []string{"CareTeam", "Organization", "Patient", "Practitioner", "PractitionerRole", "Provenance", "RelatedPerson"}}},
+		{name: "wildcard include recorded", path: "/fhir/Patient?_id=1&_revinclude=*", want: FHIRRequest{Interaction: "search-type", ResourceType: "Patient",
+			Patients: ps("1"), AllPatients: true, RevInclude: []string{"*"}, IncludedTypes: []string{"*"}}},
 		{name: "same repeated patient is fine", path: "/fhir/Observation?patient=1&patient=Patient/1", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps("1")}},
 
 		// Legacy routes.
@@ -182,6 +185,9 @@ func TestParse(t *testing.T) {
 			}
 			if tc.code != "" {
 				return
+			}
+			if tc.want.IncludedTypes == nil {
+				tc.want.IncludedTypes = []string{} // always present in the policy input
 			}
 			if !reflect.DeepEqual(req.FHIR, tc.want) {
 				t.Fatalf("FHIR =\n %+v\nwant\n %+v", req.FHIR, tc.want)

@@ -1,0 +1,259 @@
+package authz
+
+import (
+	"slices"
+	"strings"
+)
+
+// includeKeys are the include parameters a server honours; any other
+// spelling that starts like one is refused, since a server might read it
+// as one of these.
+var includeKeys = []string{"_include", "_include:iterate", "_include:recurse",
+	"_revinclude", "_revinclude:iterate", "_revinclude:recurse"}
+
+// includes records the request's _include and _revinclude values and the
+// resource types they can bring into the response (IncludedTypes), for
+// every interaction: a server that honours an include where phigate
+// expected none would otherwise return types the policy never saw.
+//
+// An include that can bring patient data (a patient-compartment type, or
+// "*") reads as all patients, unless the resources it brings are bounded
+// by the patients the search is pinned to. Only two shapes are:
+//
+//   - a forward _include, on the searched type, through the very parameter
+//     that pins the search (patient and subject count as one: in R4 each
+//     type's patient parameter is its subject restricted to Patient), so
+//     it brings back the pinned patients themselves;
+//   - a _revinclude from a Patient search pinned by _id, through one of the
+//     source type's Patient compartment parameters, so it brings resources
+//     in the pinned patients' compartments.
+//
+// :iterate and :recurse follow references of the included resources as
+// well, so they never keep a pin; neither does a compartment search, whose
+// matches reach the owner through any of several parameters.
+func (p *RequestParser) includes(q map[string][]string, fr *FHIRRequest) error {
+	for k := range q {
+		lk := strings.ToLower(k)
+		if (strings.HasPrefix(lk, "_include") || strings.HasPrefix(lk, "_revinclude")) && !slices.Contains(includeKeys, k) {
+			return ambiguous("unknown include parameter")
+		}
+	}
+	// A bundle arrives with the union of its entries' types.
+	types := append([]string{}, fr.IncludedTypes...)
+	pins := p.pins(q, fr)
+	for _, k := range includeKeys {
+		reverse := strings.HasPrefix(k, "_revinclude")
+		iterate := strings.Contains(k, ":")
+		for _, v := range q[k] {
+			inc, err := parseInclude(v)
+			if err != nil {
+				return err
+			}
+			if reverse {
+				fr.RevInclude = append(fr.RevInclude, includeValue(k, v))
+			} else {
+				fr.Include = append(fr.Include, includeValue(k, v))
+			}
+			brought := inc.forwardTypes()
+			if reverse {
+				brought = inc.reverseTypes()
+			}
+			types = append(types, brought...)
+			if !bringsPatientData(brought) {
+				continue
+			}
+			if iterate || !inc.bounded(fr.ResourceType, reverse, pins) {
+				fr.AllPatients = true
+			}
+		}
+	}
+	slices.Sort(types)
+	fr.IncludedTypes = slices.Compact(types)
+	return nil
+}
+
+// include is one parsed include value: Source:param[:Target], or the
+// wildcard ("*" for any part).
+type include struct {
+	source, param, target string
+	wild                  bool
+}
+
+func parseInclude(v string) (include, error) {
+	if v == "*" {
+		return include{wild: true}, nil
+	}
+	parts := strings.Split(v, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return include{}, ambiguous("include value is not Source:parameter[:Target]")
+	}
+	inc := include{source: parts[0], param: parts[1]}
+	if len(parts) == 3 {
+		inc.target = parts[2]
+	}
+	if inc.source != "*" && !IsResourceType(inc.source) {
+		return include{}, ambiguous("include source is not an R4 resource type")
+	}
+	if inc.param != "*" && !validParamName(inc.param) {
+		return include{}, ambiguous("include parameter name")
+	}
+	if inc.target != "" && inc.target != "*" && !IsResourceType(inc.target) {
+		return include{}, ambiguous("include target is not an R4 resource type")
+	}
+	inc.wild = inc.source == "*" || inc.param == "*" || inc.target == "*"
+	return inc, nil
+}
+
+func validParamName(s string) bool {
+	if s == "" || len(s) > 64 || !isAlpha(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isAlpha(c) && !('0' <= c && c <= '9') && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// forwardTypes are the types an _include brings: the named target, else
+// every target of the reference parameter, else anything.
+func (inc include) forwardTypes() []string {
+	switch {
+	case inc.wild:
+		return []string{"*"}
+	case inc.target != "":
+		return []string{inc.target}
+	}
+	if t, ok := refTargets[inc.source+"."+inc.param]; ok {
+		return t
+	}
+	if t, ok := refTargetsAnyType[inc.param]; ok {
+		return t
+	}
+	return []string{"*"}
+}
+
+// reverseTypes are the types a _revinclude brings: its source.
+func (inc include) reverseTypes() []string {
+	if inc.wild {
+		return []string{"*"}
+	}
+	return []string{inc.source}
+}
+
+// bounded reports whether the include brings only data of the patients
+// the search on rt is pinned to through pins (see includes).
+func (inc include) bounded(rt string, reverse bool, pins []string) bool {
+	if inc.wild || len(pins) == 0 {
+		return false
+	}
+	if reverse {
+		return rt == "Patient" && slices.Contains(pins, "_id") && inc.source != "Patient" &&
+			(inc.target == "" || inc.target == "Patient") && slices.Contains(patientParams[inc.source], inc.param)
+	}
+	if inc.source != rt {
+		return false
+	}
+	if slices.Contains(pins, inc.param) {
+		return true
+	}
+	subjectLike := func(s string) bool { return s == "patient" || s == "subject" }
+	return subjectLike(inc.param) && slices.ContainsFunc(pins, subjectLike)
+}
+
+func bringsPatientData(types []string) bool {
+	for _, t := range types {
+		if t == "*" || isPatientData(t) {
+			return true
+		}
+	}
+	return false
+}
+
+// pins returns the parameters that pin a search to its named patients, or
+// nil when it is not pinned (all patients, a compartment search, or not a
+// type-level search at all).
+func (p *RequestParser) pins(q map[string][]string, fr *FHIRRequest) []string {
+	if fr.Interaction != interactionSearchTyp || fr.AllPatients || len(fr.Patients) == 0 || fr.Compartment != nil {
+		return nil
+	}
+	if fr.ResourceType == "Patient" {
+		if len(q["_id"]) > 0 {
+			return []string{"_id"}
+		}
+		return nil
+	}
+	var pins []string
+	for key, vals := range q {
+		name, mod, chain := splitParamName(key)
+		if mod != "" || chain != "" || !slices.Contains(patientParams[fr.ResourceType], name) || len(vals) == 0 {
+			continue
+		}
+		if _, ok := p.paramPatients(name, mod, chain, vals[0]); ok {
+			pins = append(pins, name)
+		}
+	}
+	return pins
+}
+
+// refTargets are the target types of R4 reference search parameters whose
+// targets differ by resource type, keyed "Type.param". A parameter in
+// neither table may reference anything and brings "*".
+var refTargets = map[string][]string{
+	"Observation.subject":              {"Device", "Group", "Location", "Patient"},
+	"Observation.performer":            {"CareTeam", "Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson"},
+	"Condition.subject":                {"Group", "Patient"},
+	"Encounter.subject":                {"Group", "Patient"},
+	"DiagnosticReport.subject":         {"Device", "Group", "Location", "Patient"},
+	"DiagnosticReport.performer":       {"CareTeam", "Organization", "Practitioner", "PractitionerRole"},
+	"MedicationRequest.subject":        {"Group", "Patient"},
+	"MedicationStatement.subject":      {"Group", "Patient"},
+	"MedicationAdministration.subject": {"Group", "Patient"},
+	"MedicationDispense.subject":       {"Group", "Patient"},
+	"Procedure.subject":                {"Group", "Patient"},
+	"ServiceRequest.subject":           {"Device", "Group", "Location", "Patient"},
+	"CarePlan.subject":                 {"Group", "Patient"},
+	"CareTeam.subject":                 {"Group", "Patient"},
+	"Communication.subject":            {"Group", "Patient"},
+	"DocumentReference.subject":        {"Device", "Group", "Patient", "Practitioner"},
+	"DocumentReference.encounter":      {"Encounter", "EpisodeOfCare"},
+	"Specimen.subject":                 {"Device", "Group", "Location", "Patient", "Substance"},
+}
+
+// refTargetsAnyType are the targets of R4 reference search parameters,
+// for names whose targets are the same (or are covered by this union) on
+// every type that defines them.
+var refTargetsAnyType = map[string][]string{
+	"patient":               {"Patient"},
+	"beneficiary":           {"Patient"},
+	"individual":            {"Patient"},
+	"encounter":             {"Encounter"},
+	"practitioner":          {"Practitioner"},
+	"organization":          {"Organization"},
+	"managing-organization": {"Organization"},
+	"service-provider":      {"Organization"},
+	"medication":            {"Medication"},
+	"location":              {"Location"},
+	"specimen":              {"Specimen"},
+	"device":                {"Device", "DeviceMetric"},
+	"endpoint":              {"Endpoint"},
+	"episode-of-care":       {"EpisodeOfCare"},
+	"care-team":             {"CareTeam"},
+	"condition":             {"Condition"},
+	"goal":                  {"Goal"},
+	"result":                {"Observation"},
+	"has-member":            {"MolecularSequence", "Observation", "QuestionnaireResponse"},
+	"general-practitioner":  {"Organization", "Practitioner", "PractitionerRole"},
+	"link":                  {"Patient", "RelatedPerson"},
+	"requester":             {"Device", "Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson"},
+	"recorder":              {"Device", "Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson"},
+	"asserter":              {"Device", "Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson"},
+	"author":                {"Device", "Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson"},
+	"performer": {"CareTeam", "Device", "HealthcareService", "Organization", "Patient", "Practitioner",
+		"PractitionerRole", "RelatedPerson"},
+	"actor": {"Device", "HealthcareService", "Location", "Patient", "Practitioner", "PractitionerRole",
+		"RelatedPerson"},
+	"participant": {"CareTeam", "Device", "HealthcareService", "Location", "Organization", "Patient",
+		"Practitioner", "PractitionerRole", "RelatedPerson"},
+}
