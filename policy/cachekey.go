@@ -113,7 +113,7 @@ func appendFHIR(b []byte, f *authz.FHIRRequest) []byte {
 			n++
 		}
 	}
-	for _, present := range []bool{f.Compartment != nil, len(f.Include) > 0, len(f.RevInclude) > 0, len(f.Entries) > 0} {
+	for _, present := range []bool{f.Compartment != nil, len(f.Include) > 0, len(f.IncludedTypes) > 0, len(f.RevInclude) > 0, len(f.Entries) > 0} {
 		if present {
 			n++
 		}
@@ -135,6 +135,9 @@ func appendFHIR(b []byte, f *authz.FHIRRequest) []byte {
 	b = appendOptField(b, "id", f.ID)
 	if len(f.Include) > 0 {
 		b = appendStrings(appendCanonString(b, "include"), f.Include)
+	}
+	if len(f.IncludedTypes) > 0 {
+		b = appendStrings(appendCanonString(b, "included_types"), f.IncludedTypes)
 	}
 	b = appendCanonString(appendCanonString(b, "interaction"), f.Interaction)
 	b = appendOptField(b, "kind", f.Kind)

@@ -207,6 +207,7 @@ func fhirValue(f *authz.FHIRRequest) ast.Value {
 		item("all_patients", ast.Boolean(f.AllPatients)),
 		optStrings("include", f.Include),
 		optStrings("revinclude", f.RevInclude),
+		optStrings("included_types", f.IncludedTypes),
 		entries,
 		optString("method", f.Method),
 		optString("kind", f.Kind),
