@@ -17,6 +17,7 @@ type Authorizer struct {
 	evaluator Evaluator
 	recorder  Recorder
 	grants    GrantStore
+	owners    OwnerResolver
 	services  ServiceAccounts
 	log       *zap.Logger
 	now       func() time.Time
@@ -32,6 +33,9 @@ type Options struct {
 	// Grants keeps break-glass grants between requests; nil means a grant
 	// lasts for the one request that declared the emergency.
 	Grants GrantStore
+	// Owners reads who owns the stored resource a write changes. Nil
+	// means writes to patient data other than a Patient are refused.
+	Owners OwnerResolver
 	// ServiceAccounts are the mTLS principals accepted as callers when a
 	// request carries no bearer token. Validate it before use.
 	ServiceAccounts ServiceAccounts
@@ -48,7 +52,7 @@ func NewAuthorizer(o Options) *Authorizer {
 		o.Now = time.Now
 	}
 	return &Authorizer{verifier: o.Verifier, parser: o.Parser, evaluator: o.Evaluator,
-		recorder: o.Recorder, grants: o.Grants, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
+		recorder: o.Recorder, grants: o.Grants, owners: o.Owners, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
 }
 
 // Authorize decides one request. It always returns a Decision; when any step
@@ -105,6 +109,9 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 		return req, a.finish(ctx, req, d), nil
 	}
 	if err := reconcilePurpose(req); err != nil {
+		return req, a.finish(ctx, req, deny(err)), err
+	}
+	if err := a.resolveOwners(ctx, req); err != nil {
 		return req, a.finish(ctx, req, deny(err)), err
 	}
 	a.loadGrants(ctx, req)

@@ -98,11 +98,10 @@ func (p *RequestParser) formBody(h map[string]string, body []byte, q map[string]
 // XML, which phigate does not parse), a write to patient data reads as all
 // patients: its target patient cannot be known.
 func (p *RequestParser) resourceBody(h map[string]string, body []byte, rt, id string, fr *FHIRRequest, isResource bool) error {
-	accepted := fhirTypes
 	if !isResource {
-		accepted = patchTypes
+		return p.patchBody(h, body, rt, fr)
 	}
-	if err := p.contentType(h, accepted, false); err != nil {
+	if err := p.contentType(h, fhirTypes, false); err != nil {
 		return err
 	}
 	if err := p.checkSize(h, body); err != nil {
@@ -118,13 +117,67 @@ func (p *RequestParser) resourceBody(h map[string]string, body []byte, rt, id st
 	if err := sc.scan(body); err != nil {
 		return err
 	}
-	if isResource {
-		if sc.topType != rt {
-			return ambiguous("body resourceType differs from the path")
+	if sc.topType != rt {
+		return ambiguous("body resourceType differs from the path")
+	}
+	if id != "" && sc.topID != id {
+		return ambiguous("body id differs from the path")
+	}
+	fr.Patients = append(fr.Patients, sc.patients...)
+	if sc.unresolved {
+		fr.AllPatients = true
+	}
+	return nil
+}
+
+// jsonPatchOps are the RFC 6902 operations.
+var jsonPatchOps = map[string]bool{"add": true, "remove": true, "replace": true, "move": true, "copy": true, "test": true}
+
+// patchBody reads a PATCH body: a JSON Patch (an array of operations) or
+// a FHIRPath Patch (a Parameters resource). A patch can write a patient
+// reference anywhere, as an object or as a bare string, so every string
+// value in it that reads as a Patient reference counts, and one that
+// cannot be resolved (a conditional reference) reads as all patients. A
+// JSON body that is neither form is refused; so is one whose media type
+// names the other form. XML patches are not read: as for any body phigate
+// cannot read, a patch of patient data then reads as all patients.
+func (p *RequestParser) patchBody(h map[string]string, body []byte, rt string, fr *FHIRRequest) error {
+	if err := p.contentType(h, patchTypes, false); err != nil {
+		return err
+	}
+	if err := p.checkSize(h, body); err != nil {
+		return err
+	}
+	if len(body) == 0 || !isJSONType(h) {
+		if rt != "Patient" && isPatientData(rt) {
+			fr.AllPatients = true
 		}
-		if id != "" && sc.topID != id {
-			return ambiguous("body id differs from the path")
+		return nil
+	}
+	sc := jsonScan{base: "/" + strings.TrimPrefix(p.base, "/"), anyString: true, allowArray: true}
+	if err := sc.scan(body); err != nil {
+		return err
+	}
+	mt, _, _ := strings.Cut(h["content-type"], ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	switch {
+	case sc.topArray && mt != "application/json-patch+json" && mt != "application/json":
+		return ambiguous("JSON Patch body with a FHIR media type")
+	case sc.topArray:
+		var ops []map[string]json.RawMessage
+		if err := json.Unmarshal(body, &ops); err != nil {
+			return ambiguous("JSON Patch is not an array of operations")
 		}
+		for _, op := range ops {
+			var name, path string
+			if json.Unmarshal(op["op"], &name) != nil || json.Unmarshal(op["path"], &path) != nil || !jsonPatchOps[name] {
+				return ambiguous("JSON Patch operation without a known op and a path")
+			}
+		}
+	case mt == "application/json-patch+json":
+		return ambiguous("JSON Patch body is not an array")
+	case sc.topType != "Parameters":
+		return ambiguous("FHIRPath Patch body is not a Parameters resource")
 	}
 	fr.Patients = append(fr.Patients, sc.patients...)
 	if sc.unresolved {
@@ -143,17 +196,35 @@ type jsonScan struct {
 	topType, topID string
 	patients       []string
 	unresolved     bool // a conditional Patient reference (Patient?identifier=...)
+	// anyString reads every string value as a possible reference, not
+	// only "reference" members (patch bodies).
+	anyString bool
+	// allowArray accepts a top-level array (JSON Patch); topArray says
+	// the document was one.
+	allowArray, topArray bool
 }
 
 func (s *jsonScan) scan(b []byte) error {
 	s.dec = json.NewDecoder(bytes.NewReader(b))
 	s.dec.UseNumber()
 	tok, err := s.dec.Token()
-	if err != nil || tok != json.Delim('{') {
+	switch {
+	case err == nil && tok == json.Delim('{'):
+		if err := s.object(1); err != nil {
+			return err
+		}
+	case err == nil && tok == json.Delim('[') && s.allowArray:
+		s.topArray = true
+		for s.dec.More() {
+			if err := s.value(1, ""); err != nil {
+				return err
+			}
+		}
+		if _, err := s.dec.Token(); err != nil {
+			return ambiguous("malformed JSON body")
+		}
+	default:
 		return ambiguous("body is not a JSON object")
-	}
-	if err := s.object(1); err != nil {
-		return err
 	}
 	if _, err := s.dec.Token(); !errors.Is(err, io.EOF) {
 		return ambiguous("trailing data after the JSON body")
@@ -216,7 +287,7 @@ func (s *jsonScan) value(depth int, key string) error {
 			s.topType = t
 		case depth == 1 && key == "id":
 			s.topID = t
-		case key == "reference":
+		case key == "reference" || s.anyString:
 			s.reference(t)
 		}
 	}
@@ -297,6 +368,16 @@ func (p *RequestParser) bundle(q map[string][]string, h map[string]string, body 
 		if json.Unmarshal(r["method"], &method) != nil || json.Unmarshal(r["url"], &target) != nil {
 			return fr, ambiguous("bundle entry request method or url")
 		}
+		eh := jsonHeaders
+		if raw, ok := r["ifNoneExist"]; ok {
+			var cond string
+			if json.Unmarshal(raw, &cond) != nil {
+				return fr, ambiguous("bundle entry ifNoneExist")
+			}
+			// The entry's conditional create criteria, read as the
+			// If-None-Exist header of a create on its own.
+			eh = map[string]string{"content-type": "application/fhir+json", headerIfNoneExist: cond}
+		}
 		path, err := p.entryTarget(target)
 		if err != nil {
 			return fr, err
@@ -309,7 +390,7 @@ func (p *RequestParser) bundle(q map[string][]string, h map[string]string, body 
 		if raw, ok := e["resource"]; ok && string(raw) != "null" {
 			resource = raw
 		}
-		sub, err := p.interpret(method, cp, eq, jsonHeaders, resource, true)
+		sub, err := p.interpret(method, cp, eq, eh, resource, true)
 		if err != nil {
 			return fr, err
 		}

@@ -24,6 +24,7 @@ const (
 	maxPathSegments      = 16
 	headerPurpose        = "x-purpose-of-use"
 	headerBreakGlass     = "x-break-glass"
+	headerIfNoneExist    = "if-none-exist"
 	interactionNonFHIR   = "non-fhir"
 	interactionSearchTyp = "search-type"
 )
@@ -580,6 +581,18 @@ func (p *RequestParser) typeLevel(method, rt string, q map[string][]string, h ma
 		return fr, nil
 	case "POST":
 		fr.Interaction = "create"
+		if cond, ok := h[headerIfNoneExist]; ok {
+			// Conditional create: the server searches first and creates
+			// only when nothing matches, so the criteria are a search
+			// whose patients count like any other.
+			cq, err := parseQuery(cond, nil)
+			if err != nil {
+				return fr, err
+			}
+			if err := p.searchPatients(rt, cq, &fr); err != nil {
+				return fr, err
+			}
+		}
 		if err := p.resourceBody(h, body, rt, "", &fr, true); err != nil {
 			return fr, err
 		}

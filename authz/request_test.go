@@ -52,7 +52,7 @@ func parseCases() []parseCase {
 			want: FHIRRequest{Interaction: "update", ResourceType: "Observation", ID: "o1", Patients: ps("9")}},
 		{name: "update without body is all patients", method: "PUT", path: "/fhir/Observation/o1", headers: jsonCT,
 			want: FHIRRequest{Interaction: "update", ResourceType: "Observation", ID: "o1", Patients: ps(), AllPatients: true}},
-		{name: "patch", method: "PATCH", path: "/fhir/Patient/123", headers: map[string]string{"content-type": "application/json-patch+json"}, body: `{"op":"x"}`,
+		{name: "patch", method: "PATCH", path: "/fhir/Patient/123", headers: map[string]string{"content-type": "application/json-patch+json"}, body: `[{"op":"replace","path":"/active","value":false}]`,
 			want: FHIRRequest{Interaction: "patch", ResourceType: "Patient", ID: "123", Patients: ps("123")}},
 		{name: "delete", method: "DELETE", path: "/fhir/Patient/123", want: FHIRRequest{Interaction: "delete", ResourceType: "Patient", ID: "123", Patients: ps("123")}},
 		{name: "conditional delete", method: "DELETE", path: "/fhir/Observation?patient=7", want: FHIRRequest{Interaction: "delete", ResourceType: "Observation", Patients: ps("7")}},

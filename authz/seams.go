@@ -36,3 +36,15 @@ type GrantStore interface {
 	Active(ctx context.Context, subject string, now time.Time) ([]Grant, error)
 	Put(ctx context.Context, subject string, g Grant) error
 }
+
+// OwnerResolver reads who owns a stored resource: the ids of the patients
+// whose compartment the resource is in. A write is authorized on them as
+// well as on the patients its new body names, so a record cannot be moved
+// away from, or deleted for, a patient the caller may not touch.
+//
+// A resource that does not exist is an error with CodeNotFound, and only
+// that: any other error means the owners are unknown, and the write is
+// refused.
+type OwnerResolver interface {
+	Owners(ctx context.Context, resourceType, id string) ([]string, error)
+}
