@@ -71,7 +71,8 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 	token, err := BearerToken(in)
 	switch {
 	case err != nil:
-		req.Identity = Identity{Error: string(CodeOf(err))}
+		req.Identity = Identity{Error: string(CodeOf(err)), Roles: []string{}, Scopes: []Scope{}}
+		withholdPatients(&req.FHIR)
 		return req, a.finish(ctx, req, deny(err)), err
 	case token != "":
 		id, verr := a.verifier.Verify(ctx, token)
