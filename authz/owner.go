@@ -174,6 +174,10 @@ func ResourcePatients(base string) func(body []byte) ([]string, error) {
 	}
 }
 
+// maxOwners is the most owners a write is decided on by name; a resource
+// with more reads as all patients, and its owner read lists none of them.
+const maxOwners = DefaultMaxPatients
+
 // needsOwner reports whether f changes (or operates on) a stored resource
 // of patient data whose owners are not already known from the request.
 // A Patient owns itself; a request already reading as all patients
@@ -219,7 +223,9 @@ func (a *Authorizer) resolveOwners(ctx context.Context, req *Request) error {
 		}
 		switch {
 		case notFound && f.Interaction == "update":
-		case notFound:
+		case notFound, err == nil && len(owners) > maxOwners:
+			// A missing resource's owner is unknown, and a resource owned
+			// by a crowd (a large Group) is as good as everyone's.
 			f.AllPatients, req.FHIR.AllPatients = true, true
 		case err != nil:
 			if CodeOf(err) == CodeOwnerUnresolved {
@@ -254,6 +260,10 @@ func (a *Authorizer) recordOwnerRead(ctx context.Context, req *Request, f *FHIRR
 	case err != nil:
 		d.Allow, d.Status, d.Reason, owners = false, 503, "owner-lookup.failed", nil
 	}
+	withheld := 0
+	if len(owners) > maxOwners {
+		withheld, owners = len(owners), nil
+	}
 	if owners == nil {
 		owners = []string{}
 	}
@@ -265,7 +275,7 @@ func (a *Authorizer) recordOwnerRead(ctx context.Context, req *Request, f *FHIRR
 		Source: req.Source, Identity: req.Identity, Purpose: req.Purpose,
 		BreakGlass: BreakGlassRequest{Grants: []Grant{}},
 		FHIR: FHIRRequest{Interaction: "read", ResourceType: f.ResourceType, ID: f.ID,
-			Patients: owners, IncludedTypes: []string{}},
+			Patients: owners, IncludedTypes: []string{}, PatientsWithheld: withheld},
 	}
 	if rerr := a.recorder.Record(ctx, read, &d); rerr != nil {
 		a.log.Error("audit append of an owner read failed; denying")

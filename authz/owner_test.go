@@ -38,7 +38,11 @@ func (s storedOwners) Owners(_ context.Context, rt, id string) ([]string, error)
 // as well as those its new body names; a write whose owner cannot be
 // read is refused.
 func TestAuthorizeWritesOnOwners(t *testing.T) {
-	owners := storedOwners{"Observation/ob": {"B"}, "Observation/broken": nil, "Condition/cb": {"B", "C"}}
+	crowd := make([]string, maxOwners+1)
+	for i := range crowd {
+		crowd[i] = fmt.Sprintf("m%03d", i)
+	}
+	owners := storedOwners{"Observation/ob": {"B"}, "Observation/broken": nil, "Condition/cb": {"B", "C"}, "Group/g": crowd}
 	obsA := `{"resourceType":"Observation","id":"%s","subject":{"reference":"Patient/A"}}`
 	jsonPatch := map[string]string{"content-type": "application/json-patch+json"}
 	moveToA := `[{"op":"replace","path":"/subject/reference","value":"Patient/A"}]`
@@ -71,6 +75,8 @@ func TestAuthorizeWritesOnOwners(t *testing.T) {
 			resolver: owners, status: 200, patients: []string{}, all: true, lookups: []string{"Observation/gone"}, evaluated: true},
 		{name: "owner lookup fails", method: "PUT", path: "/fhir/Observation/broken", headers: jsonCT, body: fmt.Sprintf(obsA, "broken"),
 			resolver: owners, status: 503, lookups: []string{"Observation/broken"}},
+		{name: "a resource owned by a crowd reads as all patients", method: "DELETE", path: "/fhir/Group/g", resolver: owners, status: 200,
+			patients: []string{}, all: true, lookups: []string{"Group/g"}, evaluated: true},
 		{name: "no resolver configured", method: "DELETE", path: "/fhir/Observation/ob", status: 503},
 		{name: "write to a type that is not patient data", method: "PUT", path: "/fhir/Practitioner/p1", headers: jsonCT,
 			body: `{"resourceType":"Practitioner","id":"p1"}`, status: 200, patients: []string{}, evaluated: true},
@@ -106,6 +112,9 @@ func TestAuthorizeWritesOnOwners(t *testing.T) {
 					}
 					if i == len(rec.reqs)-1 {
 						t.Fatal("owner lookup recorded after the decision")
+					}
+					if len(r.FHIR.Patients) > maxOwners {
+						t.Fatalf("owner lookup record lists %d patients", len(r.FHIR.Patients))
 					}
 					looked = append(looked, r.FHIR.ResourceType+"/"+r.FHIR.ID)
 				}
