@@ -28,6 +28,10 @@ type Config struct {
 	Audit    audit.Config          `yaml:"audit"`
 	Runtime  RuntimeConfig         `yaml:"runtime"`
 	Shutdown ShutdownConfig        `yaml:"shutdown"`
+
+	// Owners is where the stored resource a write changes is read, so the
+	// write is authorized on the patients who own it.
+	Owners authz.OwnerConfig `yaml:"owners"`
 }
 
 // ListenConfig names phigate's listeners.
@@ -145,6 +149,9 @@ func (c *Config) Validate() error {
 		c.Request.Base = "/fhir"
 	}
 	if err := c.Request.Validate(); err != nil {
+		return err
+	}
+	if err := c.Owners.Validate(); err != nil {
 		return err
 	}
 	if err := c.Policy.Validate(); err != nil {

@@ -120,12 +120,21 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 	if err != nil {
 		return nil, err
 	}
+	// Without owners.upstream, writes to patient data other than a
+	// Patient are refused: their owners cannot be read.
+	var owners authz.OwnerResolver
+	if cfg.Owners.Upstream != "" {
+		if owners, err = authz.NewUpstreamOwners(cfg.Owners, cfg.Request.Base, authz.ResourcePatients(cfg.Request.Base)); err != nil {
+			return nil, err
+		}
+	}
 	az := authz.NewAuthorizer(authz.Options{
 		Verifier:        s.verifier,
 		Parser:          parser,
 		Evaluator:       s.engine,
 		Recorder:        trail,
 		Grants:          store.NewMemory(0),
+		Owners:          owners,
 		ServiceAccounts: cfg.Services,
 		Logger:          log.Named("authz"),
 	})
