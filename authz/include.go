@@ -40,7 +40,8 @@ func (p *RequestParser) includes(q map[string][]string, fr *FHIRRequest) error {
 	}
 	// A bundle arrives with the union of its entries' types.
 	types := append([]string{}, fr.IncludedTypes...)
-	pins := p.pins(q, fr)
+	var pins []string
+	pinsRead := false
 	for _, k := range includeKeys {
 		reverse := strings.HasPrefix(k, "_revinclude")
 		iterate := strings.Contains(k, ":")
@@ -61,6 +62,10 @@ func (p *RequestParser) includes(q map[string][]string, fr *FHIRRequest) error {
 			types = append(types, brought...)
 			if !bringsPatientData(brought) {
 				continue
+			}
+			if !pinsRead {
+				// Read before any include widens the request.
+				pins, pinsRead = p.pins(q, fr), true
 			}
 			if iterate || !inc.bounded(fr.ResourceType, reverse, pins) {
 				fr.AllPatients = true
