@@ -86,10 +86,16 @@ func NewUpstreamOwners(cfg OwnerConfig, base string, extract func(body []byte) (
 	if extract == nil {
 		return nil, errors.New("owners: an extractor is required")
 	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// The upstream is named in the config; an HTTP(S)_PROXY in the
+	// environment must not route a read of PHI anywhere else.
+	tr.Proxy = nil
+	tr.MaxIdleConnsPerHost = 16
 	return &UpstreamOwners{
 		prefix: cfg.Upstream + base,
 		client: &http.Client{
-			Timeout: cfg.Timeout,
+			Transport: tr,
+			Timeout:   cfg.Timeout,
 			// A redirect would be a read of something other than the
 			// resource named; its owners stay unknown.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
