@@ -24,9 +24,15 @@ var includeKeys = []string{"_include", "_include:iterate", "_include:recurse",
 //     that pins the search (patient and subject count as one: in R4 each
 //     type's patient parameter is its subject restricted to Patient), so
 //     it brings back the pinned patients themselves;
-//   - a _revinclude from a Patient search pinned by _id, through one of the
-//     source type's Patient compartment parameters, so it brings resources
-//     in the pinned patients' compartments.
+//   - a _revinclude from a Patient search pinned by _id, through the
+//     parameter naming the one patient the source resource is about, so it
+//     brings the pinned patients' own resources.
+//
+// Either way the parameter must be a single reference to the patient the
+// resource is about (patient, subject, beneficiary, individual) on a type
+// where that is one patient: a multi-valued reference (performer,
+// participant, an appointment's patients) matched on one patient may
+// bring others along.
 //
 // :iterate and :recurse follow references of the included resources as
 // well, so they never keep a pin; neither does a compartment search, whose
@@ -150,21 +156,34 @@ func (inc include) reverseTypes() []string {
 // bounded reports whether the include brings only data of the patients
 // the search on rt is pinned to through pins (see includes).
 func (inc include) bounded(rt string, reverse bool, pins []string) bool {
-	if inc.wild || len(pins) == 0 {
+	if inc.wild || len(pins) == 0 || !ownerParam(inc.source, inc.param) {
 		return false
 	}
 	if reverse {
-		return rt == "Patient" && slices.Contains(pins, "_id") && inc.source != "Patient" &&
-			(inc.target == "" || inc.target == "Patient") && slices.Contains(patientParams[inc.source], inc.param)
+		return rt == "Patient" && slices.Contains(pins, "_id") && (inc.target == "" || inc.target == "Patient")
 	}
 	if inc.source != rt {
 		return false
 	}
-	if slices.Contains(pins, inc.param) {
-		return true
-	}
+	// patient and subject count as one pin: R4 defines a type's patient
+	// parameter as its subject restricted to Patient.
 	subjectLike := func(s string) bool { return s == "patient" || s == "subject" }
-	return subjectLike(inc.param) && slices.ContainsFunc(pins, subjectLike)
+	return slices.Contains(pins, inc.param) || subjectLike(inc.param) && slices.ContainsFunc(pins, subjectLike)
+}
+
+// ownerParams are the parameters that reference the one patient a
+// resource is about (a single reference, so matching it on one patient
+// leaves room for no other). performer, author, participant and the like
+// may name several patients at once, and bound nothing.
+var ownerParams = map[string]bool{"patient": true, "subject": true, "beneficiary": true, "individual": true}
+
+// sharedTypes have a patient parameter over a list of references (an
+// appointment's participants, a provenance's targets, an audit event's
+// entities, a person's links): a match on one patient brings the others.
+var sharedTypes = map[string]bool{"Appointment": true, "AuditEvent": true, "Provenance": true, "Person": true}
+
+func ownerParam(source, param string) bool {
+	return ownerParams[param] && !sharedTypes[source] && slices.Contains(patientParams[source], param)
 }
 
 func bringsPatientData(types []string) bool {
