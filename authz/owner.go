@@ -14,7 +14,9 @@ import (
 
 // Defaults of OwnerConfig.
 const (
-	DefaultOwnerTimeout = 2 * time.Second
+	// DefaultOwnerTimeout leaves most of the proxy's one-second Check
+	// budget to the policy and the audit append that follow the read.
+	DefaultOwnerTimeout = 500 * time.Millisecond
 	DefaultOwnerMaxBody = 1 << 20
 )
 
@@ -27,7 +29,8 @@ type OwnerConfig struct {
 	// "http://127.0.0.1:8080"; the FHIR base path (request.base) is
 	// appended. phigate reads it directly, not through the proxy.
 	Upstream string `json:"upstream,omitempty" yaml:"upstream,omitempty"`
-	// Timeout bounds one owner read. Default 2s.
+	// Timeout bounds one owner read. Default 500ms; the Check's own
+	// deadline bounds it too.
 	Timeout time.Duration `json:"timeout,omitempty" yaml:"timeout,omitempty"`
 	// MaxBody bounds the resource read. Default 1 MiB; a larger resource
 	// leaves its owners unknown.
