@@ -42,4 +42,12 @@ type Enforcement struct {
 	// HIV) the caller may see; resources labelled with any other code from
 	// the sensitivity vocabulary are withheld.
 	PermittedLabels []string `json:"permitted_labels,omitempty"`
+	// ResourceTypes are the resource types the caller may receive; "*"
+	// means any. Resources of any other type (Bundle entries, contained
+	// and nested resources, deleted entries named by their URLs) are
+	// withheld like those of other patients; a single resource of another
+	// type is Forbidden. Bundle is the container and is not checked
+	// itself. Empty or absent means no type restriction, for policies
+	// that do not emit the list.
+	ResourceTypes []string `json:"resource_types,omitempty"`
 }

@@ -13,8 +13,12 @@
 // indexes the body in one pass, resources are expanded only where a
 // directive or a check looks, and untouched spans are copied verbatim (see
 // jsontree.go). Every resource a directive changed loses its narrative and
-// gains meta.security REDACTED; Bundle entries outside the grant or with a
-// non-permitted sensitivity label are withheld and explained by an
-// OperationOutcome (issue code suppressed) that names no patient and no
-// count.
+// gains meta.security REDACTED; Bundle entries outside the grant, of a type
+// the caller may not receive or with a non-permitted sensitivity label are
+// withheld and explained by an OperationOutcome (issue code suppressed) that
+// names no patient and no count. The same check reaches contained resources
+// (which withhold their container), resources nested in Parameters or other
+// resources (removed where they sit) and history entries that carry only
+// URLs. Which elements place a resource in a patient's compartment comes
+// from internal/compartment, the table the request side reads as well.
 package filters

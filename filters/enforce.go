@@ -1,7 +1,10 @@
 package filters
 
 import (
+	"slices"
 	"strings"
+
+	"github.com/phigate/phigate/internal/compartment"
 )
 
 // SensitivityCodes is the vocabulary of v3-ActCode sensitivity labels
@@ -44,83 +47,18 @@ var sensitivity = func() map[string]bool {
 	return m
 }()
 
-// patientCompartment maps a resource type to the elements whose references
-// make it part of a patient's compartment (FHIR R4 CompartmentDefinition
-// "patient"). Types not listed fall back to compartmentDefault.
-var patientCompartment = map[string][]string{
-	"Account":                     {"subject"},
-	"AdverseEvent":                {"subject"},
-	"AllergyIntolerance":          {"patient", "recorder", "asserter"},
-	"Appointment":                 {"participant.actor"},
-	"AppointmentResponse":         {"actor"},
-	"Basic":                       {"subject", "author"},
-	"BodyStructure":               {"patient"},
-	"CarePlan":                    {"subject", "activity.detail.performer"},
-	"CareTeam":                    {"subject", "participant.member"},
-	"ChargeItem":                  {"subject"},
-	"Claim":                       {"patient", "payee.party"},
-	"ClaimResponse":               {"patient"},
-	"ClinicalImpression":          {"subject"},
-	"Communication":               {"subject", "sender", "recipient"},
-	"CommunicationRequest":        {"subject", "sender", "recipient", "requester"},
-	"Composition":                 {"subject", "author", "attester.party"},
-	"Condition":                   {"subject", "asserter"},
-	"Consent":                     {"patient"},
-	"Coverage":                    {"policyHolder", "subscriber", "beneficiary", "payor"},
-	"CoverageEligibilityRequest":  {"patient"},
-	"CoverageEligibilityResponse": {"patient"},
-	"DetectedIssue":               {"patient"},
-	"DeviceRequest":               {"subject", "performer"},
-	"DeviceUseStatement":          {"subject"},
-	"DiagnosticReport":            {"subject"},
-	"DocumentManifest":            {"subject", "author", "recipient"},
-	"DocumentReference":           {"subject", "author"},
-	"Encounter":                   {"subject"},
-	"EnrollmentRequest":           {"candidate"},
-	"EpisodeOfCare":               {"patient"},
-	"ExplanationOfBenefit":        {"patient", "payee.party"},
-	"FamilyMemberHistory":         {"patient"},
-	"Flag":                        {"subject"},
-	"Goal":                        {"subject"},
-	"Group":                       {"member.entity"},
-	"ImagingStudy":                {"subject"},
-	"Immunization":                {"patient"},
-	"ImmunizationEvaluation":      {"patient"},
-	"ImmunizationRecommendation":  {"patient"},
-	"Invoice":                     {"subject", "recipient"},
-	"List":                        {"subject", "source"},
-	"MeasureReport":               {"subject"},
-	"Media":                       {"subject"},
-	"MedicationAdministration":    {"subject", "performer.actor"},
-	"MedicationDispense":          {"subject", "performer.actor", "receiver"},
-	"MedicationRequest":           {"subject"},
-	"MedicationStatement":         {"subject"},
-	"MolecularSequence":           {"patient"},
-	"NutritionOrder":              {"patient"},
-	"Observation":                 {"subject", "performer"},
-	"Person":                      {"link.target"},
-	"Procedure":                   {"subject", "performer.actor"},
-	"Provenance":                  {"target"},
-	"QuestionnaireResponse":       {"subject", "author"},
-	"RelatedPerson":               {"patient"},
-	"RequestGroup":                {"subject", "action.participant"},
-	"ResearchSubject":             {"individual"},
-	"RiskAssessment":              {"subject"},
-	"Schedule":                    {"actor"},
-	"ServiceRequest":              {"subject", "performer"},
-	"Specimen":                    {"subject"},
-	"SupplyDelivery":              {"patient"},
-	"SupplyRequest":               {"requester"},
-	"VisionPrescription":          {"patient"},
-}
-
-var compartmentDefault = []string{"subject", "patient", "beneficiary", "individual"}
+// compartmentDefault are the elements checked on a type that is not
+// patient data by the compartment table (Practitioner, Organization, a
+// type this release does not know): if one of them names a patient anyway,
+// that patient must be in the grant.
+var compartmentDefault = [][]string{{"subject"}, {"patient"}, {"beneficiary"}, {"individual"}}
 
 // enforcer is the compiled Enforcement.
 type enforcer struct {
 	any       bool
 	patients  map[string]bool
 	permitted map[string]bool
+	types     map[string]bool // nil: every type
 }
 
 func newEnforcer(e *Enforcement) *enforcer {
@@ -131,42 +69,288 @@ func newEnforcer(e *Enforcement) *enforcer {
 	for _, l := range e.PermittedLabels {
 		x.permitted[l] = true
 	}
+	if len(e.ResourceTypes) > 0 && !slices.Contains(e.ResourceTypes, "*") {
+		x.types = make(map[string]bool, len(e.ResourceTypes))
+		for _, t := range e.ResourceTypes {
+			x.types[t] = true
+		}
+	}
 	return x
 }
 
-// withhold reports whether the caller may not see res at all.
-func (x *enforcer) withhold(res *node) bool {
-	if x.labelled(res) {
+// typeAllowed reports whether the caller may receive resources of type rt.
+// Bundle is the envelope of a search or history, not data of its own: its
+// entries are checked one by one.
+func (x *enforcer) typeAllowed(rt string) bool {
+	return x.types == nil || rt == "Bundle" || x.types[rt]
+}
+
+// refScope resolves the references a Bundle's entries make to each other
+// (urn:uuid: and other fullUrls) to the resource each names.
+type refScope map[string]resIdent
+
+type resIdent struct{ rtype, id string }
+
+// withhold reports whether the caller may not see res at all: its type is
+// not permitted, it or a contained resource carries a sensitivity label
+// not permitted, or it or a contained resource is about a patient outside
+// the grant or about one that cannot be named. sc resolves references to
+// other entries of the enclosing Bundle (nil outside a Bundle).
+func (x *enforcer) withhold(res *node, sc refScope) bool {
+	rt := res.get("resourceType")
+	if rt == nil || rt.kind != kStr || !x.typeAllowed(rt.str()) || x.labelled(res) {
 		return true
 	}
-	for _, c := range arrayOf(res.get("contained")) {
-		if x.labelled(c) {
+	cn := res.get("contained")
+	if cn != nil && cn.kind != kArr {
+		return true
+	}
+	contained := arrayOf(cn)
+	for _, c := range contained {
+		if x.containedWithheld(c, contained, sc) {
 			return true
 		}
 	}
 	if x.any {
 		return false
 	}
-	rt := res.get("resourceType").str()
-	if rt == "Patient" {
+	if rt.strIs("Patient") {
 		id := res.get("id")
 		// A Patient without a server id cannot be matched to the grant.
 		return id == nil || id.kind != kStr || !x.patients[id.str()]
 	}
-	paths, ok := patientCompartment[rt]
-	if !ok {
-		paths = compartmentDefault
+	return x.outside(res, rt.str(), contained, sc)
+}
+
+// containedWithheld checks one contained resource. Contained resources
+// have no server identity: a contained Patient cannot be matched to the
+// grant, whatever its local id says, so it withholds its container.
+func (x *enforcer) containedWithheld(c *node, siblings []*node, sc refScope) bool {
+	if c == nil || c.kind != kObj {
+		return true
 	}
-	outside := false
+	rt := c.get("resourceType")
+	if rt == nil || rt.kind != kStr || rt.strIs("Bundle") || !x.typeAllowed(rt.str()) || x.labelled(c) {
+		return true
+	}
+	if c.get("contained") != nil {
+		return true // R4 forbids nesting; a reader could disagree on scope
+	}
+	if x.any {
+		return false
+	}
+	if rt.strIs("Patient") {
+		return true
+	}
+	return x.outside(c, rt.str(), siblings, sc)
+}
+
+// outside reports whether an element that places res in a compartment
+// refers to a patient outside the grant, or to something that cannot be
+// shown not to be such a patient.
+func (x *enforcer) outside(res *node, rt string, contained []*node, sc refScope) bool {
+	paths := compartmentDefault
+	if compartment.Member(rt) {
+		paths = compartment.Paths(rt)
+	}
+	out := false
 	for _, p := range paths {
-		eachAt(res, strings.Split(p, "."), func(ref *node) {
-			id, isPatient, known := patientRef(ref)
-			if isPatient && (!known || !x.patients[id]) {
-				outside = true
-			}
+		eachAt(res, p, func(ref *node) {
+			out = out || x.refOutside(ref, contained, sc)
 		})
+		if out {
+			return true
+		}
 	}
-	return outside
+	return false
+}
+
+// refOutside reads one Reference in a compartment element. Fail closed:
+// a reference is harmless only if it names a granted patient or a target
+// that is certainly not a patient.
+func (x *enforcer) refOutside(ref *node, contained []*node, sc refScope) bool {
+	if ref == nil || ref.kind != kObj {
+		return true
+	}
+	typ := ref.get("type")
+	if typ != nil && typ.kind != kStr {
+		return true
+	}
+	s := ref.get("reference")
+	if s == nil {
+		if ref.get("identifier") == nil && ref.get("display") == nil {
+			return false // names nothing (e.g. only a data-absent extension)
+		}
+		// A logical reference (identifier) or a bare display names
+		// someone the grant cannot be checked against, unless the type
+		// says it is not a patient.
+		return typ == nil || typ.strIs("Patient") || typ.str() == ""
+	}
+	if s.kind != kStr {
+		return true
+	}
+	v := s.str()
+	if strings.HasPrefix(v, "#") {
+		if v == "#" {
+			return false // the container itself
+		}
+		for _, c := range contained {
+			if id := c.get("id"); id != nil && id.strIs(v[1:]) {
+				return c.get("resourceType").strIs("Patient")
+			}
+		}
+		return true
+	}
+	if t, ok := parseRef(v); ok {
+		if t.rtype != "Patient" {
+			return typ.strIs("Patient")
+		}
+		return t.id == "" || !x.patients[t.id]
+	}
+	if t, ok := sc[v]; ok {
+		if t.rtype != "Patient" {
+			return false
+		}
+		return !x.patients[t.id]
+	}
+	return true
+}
+
+// target is what a reference or URL names: a type and, unless the URL is
+// a type-level or conditional one ("Patient", "Patient?identifier=..."),
+// an id.
+type target struct {
+	rtype, id string
+}
+
+// parseRef reads a literal reference or entry URL: "Type/id",
+// "Type/id/_history/v", the same after a base URL, "Type" or
+// "Type?query". Anything else (urn:uuid:, a URL whose path does not end in
+// a type and id) is not understood and reports false. A URL that mentions
+// a Patient segment but does not end in one is not understood either, so
+// that "Patient/B/x" cannot pass as a resource of type "B".
+func parseRef(v string) (target, bool) {
+	if v == "" {
+		return target{}, false
+	}
+	path, _, conditional := strings.Cut(v, "?")
+	var segs []string
+	absolute := strings.Contains(path, "://")
+	if absolute {
+		i := strings.Index(path, "://")
+		rest := path[i+3:]
+		j := strings.IndexByte(rest, '/')
+		if j < 0 {
+			return target{}, false
+		}
+		segs = strings.Split(rest[j+1:], "/")
+	} else {
+		segs = strings.Split(path, "/")
+	}
+	if n := len(segs); n >= 2 && segs[n-2] == "_history" {
+		segs = segs[:n-2]
+	}
+	n := len(segs)
+	var t target
+	switch {
+	case conditional:
+		if n == 0 || (!absolute && n != 1) {
+			return target{}, false
+		}
+		t = target{rtype: segs[n-1]}
+	case n >= 2 && (absolute || n == 2) && isResourceType(segs[n-2]) && isResourceID(segs[n-1]):
+		t = target{rtype: segs[n-2], id: segs[n-1]}
+	case n == 1 && !absolute:
+		t = target{rtype: segs[0]}
+	default:
+		return target{}, false
+	}
+	if !isResourceType(t.rtype) {
+		return target{}, false
+	}
+	if t.rtype != "Patient" && (strings.HasPrefix(v, "Patient/") || strings.Contains(v, "/Patient/") || strings.Contains(v, "/Patient?")) {
+		return target{}, false
+	}
+	return t, true
+}
+
+func isResourceType(s string) bool {
+	return s != "" && s[0] >= 'A' && s[0] <= 'Z' && isIdent(s)
+}
+
+// isResourceID follows the R4 id datatype: 1 to 64 of [A-Za-z0-9-.].
+func isResourceID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '-' || c == '.' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+			return false
+		}
+	}
+	return true
+}
+
+// entryWithheld decides a Bundle entry. With a resource, the resource
+// decides, and a fullUrl that names another resource than the one carried
+// (or a patient outside the grant) withholds it: a reader may trust either.
+// Without a resource (a deleted version in a history, a batch answer), the
+// URLs the entry carries must show that it is about a granted patient or
+// about something that is not patient data.
+func (x *enforcer) entryWithheld(e *node, sc refScope) bool {
+	if e.kind != kObj {
+		return true
+	}
+	res := e.get("resource")
+	if res != nil {
+		if res.kind != kObj || x.withhold(res, sc) {
+			return true
+		}
+		fu := e.get("fullUrl")
+		if fu == nil {
+			return false
+		}
+		if fu.kind != kStr {
+			return true
+		}
+		t, ok := parseRef(fu.str())
+		if !ok {
+			return false // urn:uuid: or a server's own scheme: names no type
+		}
+		id := res.get("id")
+		return t.id == "" || t.rtype != res.get("resourceType").str() || (id != nil && !id.strIs(t.id))
+	}
+	if x.any && x.types == nil {
+		return false
+	}
+	for _, u := range []*node{e.get("fullUrl"), e.get("request").get("url"), e.get("response").get("location")} {
+		if u == nil {
+			continue
+		}
+		if u.kind != kStr {
+			return true
+		}
+		t, ok := parseRef(u.str())
+		if !ok || !x.typeAllowed(t.rtype) {
+			return true
+		}
+		if x.any {
+			continue
+		}
+		if t.rtype == "Patient" {
+			if t.id == "" || !x.patients[t.id] {
+				return true
+			}
+			continue
+		}
+		// Patient data named only by type and id: whose it is cannot be
+		// read from the entry.
+		if compartment.Member(t.rtype) {
+			return true
+		}
+	}
+	return false
 }
 
 // labelled reports a sensitivity label the caller is not permitted.
@@ -216,49 +400,6 @@ func eachAt(n *node, names []string, fn func(*node)) {
 	}
 }
 
-// patientRef reads a Reference. isPatient says it points at a Patient;
-// known says the id could be read. Conditional references
-// ("Patient?identifier=...") and logical references (type Patient with only
-// an identifier) point at a patient we cannot name, which enforcement treats
-// as outside the grant.
-func patientRef(ref *node) (id string, isPatient, known bool) {
-	if ref == nil || ref.kind != kObj {
-		return "", false, false
-	}
-	s := ref.get("reference")
-	if s == nil {
-		if ref.get("type").strIs("Patient") {
-			return "", true, false
-		}
-		return "", false, false
-	}
-	v := s.str()
-	if strings.HasPrefix(v, "#") {
-		return "", false, false // contained: no server identity
-	}
-	var rest string
-	switch {
-	case strings.HasPrefix(v, "Patient/"):
-		rest = v[len("Patient/"):]
-	case strings.Contains(v, "/Patient/"):
-		rest = v[strings.LastIndex(v, "/Patient/")+len("/Patient/"):]
-	case strings.HasPrefix(v, "Patient?") || strings.Contains(v, "/Patient?"):
-		return "", true, false
-	default:
-		if ref.get("type").strIs("Patient") {
-			return "", true, false
-		}
-		return "", false, false
-	}
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		rest = rest[:i] // drop /_history/n
-	}
-	if rest == "" {
-		return "", true, false
-	}
-	return rest, true, true
-}
-
 // bundle filters a Bundle's entries. It reports whether anything inside
 // changed and whether entries were withheld.
 func (r *run) bundle(b *node) (changed, withheld bool) {
@@ -273,18 +414,21 @@ func (r *run) bundle(b *node) (changed, withheld bool) {
 	if entryNode != nil {
 		entries = entryNode.x().arr
 	}
+	outer := r.scope
+	r.scope = entryScope(entries)
+	defer func() { r.scope = outer }()
 	kept := entries[:0]
 	nWithheld, nMatches := 0, 0
 	for _, e := range entries {
-		res := e.get("resource")
-		if res != nil && res.kind == kObj && r.enf != nil && r.enf.withhold(res) {
+		if r.enf != nil && r.enf.entryWithheld(e, r.scope) {
 			nWithheld++
-			if responses {
+			if responses && e.kind == kObj {
 				// A response Bundle answers its request entry by entry;
 				// removing one would shift the answers, so the entry stays
 				// and says it was refused.
 				e.del("resource")
 				e.del("fullUrl")
+				e.del("request")
 				resp := e.get("response")
 				if resp == nil || resp.kind != kObj {
 					resp = objNode()
@@ -303,7 +447,9 @@ func (r *run) bundle(b *node) (changed, withheld bool) {
 			}
 			continue
 		}
-		if e.kind == kObj || e.kind == kArr {
+		if e.kind == kObj {
+			changed = r.entry(e) || changed
+		} else if e.kind == kArr {
 			changed = r.nested(e, false) || changed
 		}
 		kept = append(kept, e)
@@ -345,6 +491,46 @@ func (r *run) bundle(b *node) (changed, withheld bool) {
 		}
 	}
 	return true, true
+}
+
+// entry filters a kept entry: its resource, already checked by
+// entryWithheld, directly; anything else (response.outcome, ...) as
+// nested content.
+func (r *run) entry(e *node) bool {
+	changed := false
+	for i := range e.x().mem {
+		v := e.mem[i].val
+		switch {
+		case e.mem[i].name() == "resource" && v.kind == kObj && v.get("resourceType") != nil:
+			changed = r.resource(v) || changed
+		case v.kind == kObj || v.kind == kArr:
+			changed = r.nested(v, false) || changed
+		}
+	}
+	return changed
+}
+
+// entryScope indexes the entries' fullUrls so references between entries
+// (urn:uuid: in a document or transaction) resolve to what they name.
+func entryScope(entries []*node) refScope {
+	var sc refScope
+	for _, e := range entries {
+		fu, res := e.get("fullUrl"), e.get("resource")
+		if fu == nil || fu.kind != kStr || res == nil || res.kind != kObj {
+			continue
+		}
+		if sc == nil {
+			sc = refScope{}
+		}
+		k := fu.str()
+		if _, dup := sc[k]; dup {
+			// Two entries claim one URL: a reference to it is ambiguous.
+			sc[k] = resIdent{rtype: "Patient"}
+			continue
+		}
+		sc[k] = resIdent{rtype: res.get("resourceType").str(), id: res.get("id").str()}
+	}
+	return sc
 }
 
 // paged reports whether a Bundle is one page of several (a next or previous link).

@@ -176,6 +176,7 @@ type run struct {
 	removed   map[string]struct{}
 	ruleNotes map[ruleNote]struct{}
 	withheld  int
+	scope     refScope // the innermost Bundle's entries, for references between them
 	err       error
 }
 
@@ -222,7 +223,7 @@ func (r *run) json(body []byte) (Result, error) {
 	if root.kind != kObj || rt == nil || rt.kind != kStr {
 		return Result{}, errorf(CodeMalformed, "not a FHIR resource (no resourceType)")
 	}
-	if !rt.strIs("Bundle") && r.enf != nil && r.enf.withhold(root) {
+	if !rt.strIs("Bundle") && r.enf != nil && r.enf.withhold(root, nil) {
 		return Result{Forbidden: true}, nil
 	}
 	changed := r.resource(root)
@@ -261,7 +262,10 @@ func (r *run) resource(res *node) bool {
 
 // nested finds resources below n (contained, Parameters.parameter.resource,
 // Bundles inside resources) and filters them. At the top (the resource
-// itself) n's own resourceType is not a nested resource.
+// itself) n's own resourceType is not a nested resource. A nested resource
+// the caller may not see is removed from where it sits (the member or array
+// element holding it) and counted as withheld; contained resources were
+// already judged with their container, which they belong to.
 func (r *run) nested(n *node, top bool) bool {
 	if !n.mayHoldResource() {
 		return false
@@ -269,29 +273,75 @@ func (r *run) nested(n *node, top bool) bool {
 	n.x()
 	switch n.kind {
 	case kObj:
-		if !top {
-			if rt := n.get("resourceType"); rt != nil && rt.kind == kStr {
+		isRes := false
+		if rt := n.get("resourceType"); rt != nil && rt.kind == kStr {
+			if !top {
 				return r.resource(n)
 			}
+			isRes = true
 		}
 		ch := false
-		for i := range n.mem {
-			v := n.mem[i].val
-			if v.kind == kObj || v.kind == kArr {
+		out := n.mem[:0]
+		for _, m := range n.mem {
+			v := m.val
+			switch {
+			case isRes && m.name() == "contained" && v.kind == kArr:
+				for _, c := range v.x().arr {
+					if c.kind == kObj || c.kind == kArr {
+						ch = r.nested(c, false) || ch
+					}
+				}
+			case r.drop(v):
+				ch = true
+				continue
+			case v.kind == kObj || v.kind == kArr:
 				ch = r.nested(v, false) || ch
 			}
+			out = append(out, m)
+		}
+		if len(out) != len(n.mem) {
+			clear(n.mem[len(out):])
+			n.mem = out
+			n.dirty = true
 		}
 		return ch
 	case kArr:
 		ch := false
+		out := n.arr[:0]
 		for _, e := range n.arr {
+			if r.drop(e) {
+				ch = true
+				continue
+			}
 			if e.kind == kObj || e.kind == kArr {
 				ch = r.nested(e, false) || ch
 			}
+			out = append(out, e)
+		}
+		if len(out) != len(n.arr) {
+			clear(n.arr[len(out):])
+			n.arr = out
+			n.dirty = true
 		}
 		return ch
 	}
 	return false
+}
+
+// drop reports whether v is a nested resource the enforcement withholds,
+// and counts it.
+func (r *run) drop(v *node) bool {
+	if r.enf == nil || v.kind != kObj || !v.mayHoldResource() {
+		return false
+	}
+	if rt := v.get("resourceType"); rt == nil || rt.kind != kStr {
+		return false
+	}
+	if !r.enf.withhold(v, r.scope) {
+		return false
+	}
+	r.withheld++
+	return true
 }
 
 // applies reports whether a rule's resource type selects rt. "*" selects

@@ -361,6 +361,10 @@ func (r *run) hl7(body []byte) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if r.enf != nil && !r.enf.typeAllowed("Patient") {
+		// Every v2 message here is about its PID's patient.
+		return Result{Forbidden: true}, nil
+	}
 	if r.enf != nil && !r.enf.any {
 		for _, s := range m.segs {
 			if s.name() != "PID" {
