@@ -17,10 +17,15 @@ func operationOutcome(status int, reference string) []byte {
 		code, text = "invalid", "The request is ambiguous or malformed."
 	case http.StatusTooManyRequests:
 		code, text = "throttled", "Too many requests."
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusInternalServerError:
+	case http.StatusBadGateway, http.StatusInternalServerError:
+		// Only the response side answers these.
 		code, text = "exception", "The response could not be released."
+	case http.StatusServiceUnavailable:
+		// The request side: something a decision needs (the stored
+		// resource's owner, the audit trail) could not be reached.
+		code, text = "transient", "The request could not be decided now."
 	case http.StatusRequestEntityTooLarge:
-		code, text = "too-costly", "The response is too large to release."
+		code, text = "too-costly", "The request is too large."
 	}
 	if reference != "" {
 		text += " Reference: " + reference

@@ -84,6 +84,7 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		JWT: authz.JWTConfig{Issuer: demokeys.DefaultIssuer, Audiences: []string{demokeys.DefaultAudience},
 			JWKSFile: keys.JWKSPath()},
 	}
+	cfg.Owners.Upstream = "http://" + demoUpstream
 	cfg.Request.LegacyRoutes = []authz.LegacyRoute{{Method: "GET", Pattern: "/hl7/patients/{id}/adt", Kind: "hl7-adt", PatientFrom: "path:id"}}
 	cfg.Audit.Dir = filepath.Join(*dir, "audit")
 	if cfg.Filters.TokenKeys, err = demoTokenKeys(*dir); err != nil {

@@ -60,6 +60,9 @@ func startStack(t *testing.T, o stackOptions) *stack {
 	}
 	s := &stack{t: t, keys: keys, up: startLegacy(t), stopped: make(chan struct{})}
 	cfg := testConfig(t, keys)
+	// Writes are decided on the stored resource's owners, read from the
+	// legacy service itself.
+	cfg.Owners.Upstream = "http://" + s.up.addr
 	if o.mutate != nil {
 		o.mutate(cfg)
 	}

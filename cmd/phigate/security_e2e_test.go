@@ -1,10 +1,16 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/phigate/phigate/audit"
+	"github.com/phigate/phigate/demo/demokeys"
 )
 
 // TestUnderscoreHeadersRefused: servers in the CGI, WSGI and PHP style read
@@ -82,4 +88,184 @@ func TestEmergencyPurposeNeedsBreakGlass(t *testing.T) {
 			t.Fatalf("status %d body %.200s, want 200 with the condition", r.status, r.body)
 		}
 	})
+}
+
+// TestIncludeIsItsOwnTarget: an admin may search Organization but not
+// Patient. _include and _revinclude must not carry back what a direct
+// search would be refused, and the response side must withhold a type the
+// caller may not read even when the request side let the search pass.
+func TestIncludeIsItsOwnTarget(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	admin := s.token(demokeys.TokenSpec{Subject: "admin-1", Roles: []string{"admin"}})
+	billing := s.token(demokeys.TokenSpec{Subject: "billing-1", Roles: []string{"billing"}, Purpose: "HPAYMT"})
+
+	cases := []struct {
+		name, token, path string
+	}{
+		{"admin: direct Patient search", admin, "/fhir/Patient"},
+		{"admin: revinclude Patient", admin, "/fhir/Organization?_count=50&_revinclude=Patient:organization"},
+		{"admin: revinclude iterate", admin, "/fhir/Organization?_revinclude:iterate=Patient:organization"},
+		{"admin: include any type", admin, "/fhir/Organization?_revinclude=*"},
+		{"billing: revinclude Observation", billing, "/fhir/Patient?_id=pat-0001&_revinclude=Observation:patient"},
+		{"billing: revinclude Condition", billing, "/fhir/Encounter?patient=pat-0001&_revinclude=Condition:encounter"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s.up.reset()
+			r := s.do("GET", tc.path, tc.token, nil, nil)
+			if r.status != 403 || !isOutcome(r) {
+				t.Fatalf("status %d body %.300s, want 403 with an OperationOutcome", r.status, r.body)
+			}
+			if n := len(s.up.requests()); n != 0 {
+				t.Errorf("the upstream saw %d requests, want none", n)
+			}
+		})
+	}
+	t.Run("admin: the Organization search alone passes", func(t *testing.T) {
+		r := s.do("GET", "/fhir/Organization?_count=5", admin, nil, nil)
+		if r.status != 200 || strings.Contains(string(r.body), `"resourceType":"Patient"`) {
+			t.Fatalf("status %d body %.300s", r.status, r.body)
+		}
+	})
+	t.Run("response side alone withholds a type the caller may not read", func(t *testing.T) {
+		// An upstream that answers an Organization search with Patient
+		// entries (a bug, or an include parameter it reads differently).
+		s.up.override("/fhir/Organization", "application/fhir+json", `{"resourceType":"Bundle","type":"searchset",`+
+			`"entry":[{"resource":{"resourceType":"Organization","id":"org-1","name":"Clinic"},"search":{"mode":"match"}},`+
+			`{"resource":{"resourceType":"Patient","id":"pat-0002","name":[{"family":"Leaked"}],`+
+			`"identifier":[{"system":"http://hl7.org/fhir/sid/us-ssn","value":"123-45-6789"}]},"search":{"mode":"include"}}]}`)
+		r := s.do("GET", "/fhir/Organization", admin, nil, nil)
+		if r.status != 200 {
+			t.Fatalf("status %d body %.300s", r.status, r.body)
+		}
+		if strings.Contains(string(r.body), "Leaked") || strings.Contains(string(r.body), "123-45-6789") {
+			t.Fatalf("a Patient reached an admin: %s", r.body)
+		}
+		if !strings.Contains(string(r.body), "org-1") {
+			t.Errorf("the Organization itself was withheld: %s", r.body)
+		}
+	})
+}
+
+// poisonBatch is the attack body: a batch of entries each searching
+// Observations of thousands of patients, just under Envoy's request limit.
+func poisonBatch(entries, idsPerEntry int) string {
+	var b strings.Builder
+	b.WriteString(`{"resourceType":"Bundle","type":"batch","entry":[`)
+	for e := 0; e < entries; e++ {
+		if e > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`{"request":{"method":"GET","url":"Observation?patient=`)
+		for i := 0; i < idsPerEntry; i++ {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "q%d", e*idsPerEntry+i)
+		}
+		b.WriteString(`"}}`)
+	}
+	b.WriteString(`]}`)
+	return b.String()
+}
+
+// TestAuditPoisoningRefused: one unauthenticated request naming 140k
+// patients once produced a 37 MB audit record that broke verify, query and
+// the next start. It must be refused without policy work, leave a small
+// record, and leave a trail that verifies and reopens.
+func TestAuditPoisoningRefused(t *testing.T) {
+	var dir string
+	s := startStack(t, stackOptions{mutate: func(c *Config) { dir = c.Audit.Dir }})
+	body := poisonBatch(10, 14000)
+	if len(body) > 1<<20 {
+		t.Fatalf("attack body is %d bytes, more than Envoy forwards", len(body))
+	}
+	doc := s.token(physician(1))
+	for _, tc := range []struct {
+		name   string
+		token  string
+		status int
+	}{
+		// The caps refuse the body before identity is even looked at.
+		{"unauthenticated", "", 400},
+		{"authenticated, over the caps", doc, 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s.up.reset()
+			start := time.Now()
+			r := s.do("POST", "/fhir", tc.token, map[string]string{"content-type": "application/fhir+json"}, strings.NewReader(body))
+			if r.status != tc.status || !isOutcome(r) {
+				t.Fatalf("status %d body %.300s, want %d with an OperationOutcome", r.status, r.body, tc.status)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("refusal took %v", d)
+			}
+			if n := len(s.up.requests()); n != 0 {
+				t.Errorf("upstream saw %d requests", n)
+			}
+		})
+	}
+	var total int64
+	_ = filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			total += fi.Size()
+		}
+		return nil
+	})
+	if total > 256<<10 {
+		t.Errorf("the audit directory grew to %d bytes for two refused requests", total)
+	}
+	entries, err := audit.Query(dir, audit.Filter{}, audit.QueryOptions{})
+	if err != nil {
+		t.Fatalf("audit query over the trail: %v", err)
+	}
+	if len(entries) < 2 {
+		t.Errorf("trail holds %d records, want the two refusals", len(entries))
+	}
+	// The trail reopens: a second phigate on the same directory starts and serves.
+	s.stopPhigate()
+	s2 := startStack(t, stackOptions{mutate: func(c *Config) { c.Audit.Dir = dir }})
+	if r := s2.do("GET", "/fhir/Patient/pat-0001", s2.token(physician(1)), nil, nil); r.status != 200 {
+		t.Fatalf("after a restart on the same trail: status %d", r.status)
+	}
+}
+
+// TestWritesAuthorizedOnTheStoredOwner: a write is decided on the patient
+// who owns the resource being changed, read from the upstream before the
+// decision, not on whatever patient the new body names. prac-001 cares for
+// pat-0001, prac-002 for pat-0002.
+func TestWritesAuthorizedOnTheStoredOwner(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	outsider := s.token(physician(1))
+	own := s.token(physician(2))
+	const obs = "/fhir/Observation/obs-pat-0002-01"
+	observation := func(patient string) string {
+		return `{"resourceType":"Observation","id":"obs-pat-0002-01","status":"final",` +
+			`"code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/` + patient + `"}}`
+	}
+	fhirJSON := map[string]string{"content-type": "application/fhir+json"}
+	cases := []struct {
+		name, method, token, body string
+		headers                   map[string]string
+		status                    int
+	}{
+		{"outsider moves B's observation to A", "PUT", outsider, observation("pat-0001"), fhirJSON, 403},
+		{"outsider rewrites B's observation in place", "PUT", outsider, observation("pat-0002"), fhirJSON, 403},
+		{"outsider patches B's observation", "PATCH", outsider,
+			`[{"op":"replace","path":"/status","value":"entered-in-error"}]`, map[string]string{"content-type": "application/json-patch+json"}, 403},
+		{"B's physician moves it to a patient outside their team", "PUT", own, observation("pat-0001"), fhirJSON, 403},
+		{"B's physician updates it", "PUT", own, observation("pat-0002"), fhirJSON, 200},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.do(tc.method, obs, tc.token, tc.headers, strings.NewReader(tc.body))
+			if r.status != tc.status {
+				t.Fatalf("status %d body %.300s, want %d", r.status, r.body, tc.status)
+			}
+			status, stored := getBody(t, "http://"+s.up.addr+obs)
+			if status != 200 || !strings.Contains(stored, `"Patient/pat-0002"`) {
+				t.Fatalf("the stored observation changed owner or vanished: status %d %.300s", status, stored)
+			}
+		})
+	}
 }
