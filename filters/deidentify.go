@@ -16,9 +16,9 @@ import (
 //	                                  cut to 3 digits, "000" for the 17 restricted ZIP3s;       digits), PID-12, PID-23, NK1-4, NK1-32
 //	                                  birthPlace extension
 //	(C) dates except year; ages > 89  every date/dateTime/instant with a month becomes the     PID-7, PID-29, PV1-44, PV1-45, EVN-2,
-//	                                  year (meta excluded); birthDate removed when the person   EVN-6, OBX-14, OBX-19, OBR-7, OBR-8,
-//	                                  may be over 89                                            OBR-22 to year; PID-7 emptied when age
-//	                                                                                            may exceed 89 (MSH-7 is kept)
+//	                                  year, meta.lastUpdated and the Bundle's own dates         EVN-6, OBX-14, OBX-19, OBR-7, OBR-8,
+//	                                  included; birthDate removed when the person may be        OBR-22 to year; PID-7 emptied when age
+//	                                  over 89                                                   may exceed 89 (MSH-7 is kept)
 //	(D-F) telephone, fax, email       telecom of Patient, RelatedPerson, Person, contact        PID-13, PID-14, PID-40, NK1-5, NK1-6,
 //	                                                                                            NK1-31, NK1-40
 //	(G-K) SSN, MRN, plan, account,    every resource's identifier, Reference.identifier,       PID-2, PID-3, PID-4, PID-18, PID-19,
@@ -101,7 +101,11 @@ func (s shRule) applies(rt string) bool {
 
 func (r *run) safeHarbor(res *node, rt string, _ *rule) bool {
 	if rt == "Bundle" {
-		return false
+		// The envelope's own dates (meta.lastUpdated, timestamp,
+		// response.lastModified) date the search or the document as
+		// precisely as the entries' own; entries are de-identified on
+		// their own pass.
+		return r.shGeneric(res, rt, true)
 	}
 	changed := false
 	drop := func(*node) (bool, bool) { return false, true }
@@ -179,7 +183,10 @@ func zip3(s string) string {
 
 // shGeneric coarsens dates to the year and strips Reference display and
 // identifier everywhere in the resource, but not inside nested resources
-// (they are de-identified on their own) nor in meta (system dates).
+// (they are de-identified on their own). meta is included: lastUpdated
+// tells when the record was written, which for most clinical records is
+// within minutes of the encounter it records, so it identifies as much as
+// the encounter's own date.
 func (r *run) shGeneric(n *node, rt string, top bool) bool {
 	n.x()
 	changed := false
@@ -201,9 +208,6 @@ func (r *run) shGeneric(n *node, rt string, top bool) bool {
 			}
 		}
 		for i := range n.mem {
-			if top && n.mem[i].name() == "meta" {
-				continue
-			}
 			v := n.mem[i].val
 			if v.kind == kStr {
 				if s := v.str(); isDateLike(s) {

@@ -39,7 +39,7 @@ func TestSafeHarborFHIR(t *testing.T) {
 		{"gender kept", at(out, "gender"), "female"},
 		{"birthsex extension kept", at(out, "extension", 0, "valueCode"), "F"},
 		{"practitioner reference kept", at(out, "generalPractitioner", 0, "reference"), "Practitioner/dr1"},
-		{"meta lastUpdated untouched", at(out, "meta", "lastUpdated"), "2024-05-01T10:00:00Z"},
+		{"meta lastUpdated to the year", at(out, "meta", "lastUpdated"), "2024"},
 		{"labelled", redactedCount(out), 1},
 	}
 	for _, c := range checks {
@@ -70,6 +70,12 @@ func TestSafeHarborAgesAndZips(t *testing.T) {
 		{"restricted zip3", `{"resourceType":"Patient","address":[{"postalCode":"03601"}]}`, []any{"address", 0, "postalCode"}, "000"},
 		{"foreign postal code", `{"resourceType":"Patient","address":[{"postalCode":"SW1A 1AA"}]}`, []any{"address", 0, "postalCode"}, "000"},
 		{"observation dates and subject display", `{"resourceType":"Observation","effectiveDateTime":"2024-02-03T09:00:00Z","subject":{"reference":"Patient/p","display":"Jane Doe"}}`, []any{"effectiveDateTime"}, "2024"},
+		{"meta lastUpdated", `{"resourceType":"Observation","meta":{"versionId":"3","lastUpdated":"2024-02-03T09:00:00.123Z"}}`, []any{"meta", "lastUpdated"}, "2024"},
+		{"meta versionId kept", `{"resourceType":"Observation","meta":{"versionId":"3","lastUpdated":"2024-02-03T09:00:00Z"}}`, []any{"meta", "versionId"}, "3"},
+		{"instant elsewhere", `{"resourceType":"Observation","issued":"2024-02-03T09:00:00.000+01:00"}`, []any{"issued"}, "2024"},
+		{"contained meta", `{"resourceType":"Observation","contained":[{"resourceType":"Practitioner","id":"p","meta":{"lastUpdated":"2023-04-05T06:07:08Z"}}],"performer":[{"reference":"#p"}]}`, []any{"contained", 0, "meta", "lastUpdated"}, "2023"},
+		{"entry meta in a Bundle", `{"resourceType":"Bundle","type":"searchset","meta":{"lastUpdated":"2024-02-03T09:00:00Z"},"entry":[{"resource":{"resourceType":"Observation","meta":{"lastUpdated":"2022-01-02T03:04:05Z"}}}]}`, []any{"entry", 0, "resource", "meta", "lastUpdated"}, "2022"},
+		{"bundle meta and timestamp", `{"resourceType":"Bundle","type":"searchset","meta":{"lastUpdated":"2024-02-03T09:00:00Z"},"timestamp":"2024-02-03T09:00:00Z","entry":[{"resource":{"resourceType":"Observation","status":"final"}}]}`, []any{"meta", "lastUpdated"}, "2024"},
 		{"reference display gone", `{"resourceType":"Observation","subject":{"reference":"Patient/p","display":"Jane Doe"}}`, []any{"subject", "display"}, nil},
 	}
 	for _, tc := range cases {
