@@ -294,6 +294,9 @@ func decodeEnforcement(v ast.Value) (*filters.Enforcement, error) {
 	if e.PermittedLabels, err = asStrings("decision.enforce.permitted_labels", termValue(o.Get(ast.InternedTerm("permitted_labels")))); err != nil {
 		return nil, err
 	}
+	if e.ResourceTypes, err = asStrings("decision.enforce.resource_types", termValue(o.Get(ast.InternedTerm("resource_types")))); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 

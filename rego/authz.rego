@@ -43,7 +43,9 @@ precedence := {
 	"purpose.required": 220,
 	"purpose.not_permitted": 221,
 	"rbac.not_permitted": 230,
+	"rbac.include_not_permitted": 231,
 	"smart_scopes.not_permitted": 240,
+	"smart_scopes.include_not_permitted": 241,
 	"mfa.required:break_glass": 250,
 	"mfa.required:export": 251,
 	"break_glass.reason_required": 260,
@@ -204,12 +206,31 @@ narrowed_patients := {p | some p in enforce_patients; p == request.launch_patien
 
 else := enforce_patients
 
-default enforce := {"patients": [], "any_patient": false, "permitted_labels": []}
+# The resource types a response may carry: what both the roles and the
+# scopes let the caller read, plus the Bundle that wraps a search and the
+# OperationOutcome that explains an error. "*" alone means any type.
+response_types := ["*"] if {
+	"*" in rbac.readable
+	"*" in smart_scopes.readable
+} else := sort(rbac_types | wrappers) if {
+	"*" in smart_scopes.readable
+} else := sort(scope_types | wrappers) if {
+	"*" in rbac.readable
+} else := sort((rbac_types & scope_types) | wrappers)
+
+wrappers := {"Bundle", "OperationOutcome"}
+
+rbac_types := {t | some t in rbac.readable; t != "*"}
+
+scope_types := {t | some t in smart_scopes.readable; t != "*"}
+
+default enforce := {"patients": [], "any_patient": false, "permitted_labels": [], "resource_types": []}
 
 enforce := {
 	"patients": sort(narrowed_patients),
 	"any_patient": any_patient,
 	"permitted_labels": sort(sensitivity.permitted),
+	"resource_types": response_types,
 } if {
 	allow
 	not public

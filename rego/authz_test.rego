@@ -99,7 +99,7 @@ test_garbage_input if {
 }
 
 # A denial enforces nothing open: no patients, no labels.
-test_deny_enforce_closed if decide(fx.req(fx.physician, fx.read_patient("pat-0002"))).enforce == {"patients": [], "any_patient": false, "permitted_labels": []}
+test_deny_enforce_closed if decide(fx.req(fx.physician, fx.read_patient("pat-0002"))).enforce == {"patients": [], "any_patient": false, "permitted_labels": [], "resource_types": []}
 
 # An allowed caller without a subject sends no user header, and the header
 # is removed so a client cannot supply it.

@@ -75,3 +75,5 @@ with_grant(doc, patient, expires_ns) := object.union(doc, {"break_glass": {"requ
 scope(ctx, res, perms) := {"raw": concat("", [ctx, "/", res, ".", perms]), "context": ctx, "resource": res, "permissions": perms}
 
 with_scopes(identity, scopes, launch) := object.union(identity, {"scopes": scopes, "patient": launch})
+
+with_included(fhir, types) := object.union(fhir, {"included_types": types})

@@ -40,7 +40,45 @@ permits(f) if count(allow_rules(f)) > 0
 # no_role: the caller holds no role the policy knows; nothing can be granted.
 deny contains "rbac.no_role" if count(request.known_roles) == 0
 
+# A type an _include or _revinclude brings in is a target of its own: it
+# needs a role that may search it, so a search on a permitted type cannot
+# carry back a type the caller may not read (Organization?_revinclude=
+# Patient:organization for a role without Patient). "*" needs a "*" grant.
+include_permits(t) if {
+	some r in purpose.active_roles
+	perms := data.phigate.roles[r].permissions
+	some key in {t, "*"}
+	"search-type" in perms[key]
+}
+
 # deny_target names why one request (or bundle entry) is not permitted.
 deny_target(f) := {"rbac.not_permitted"} if not permits(f)
 
+else := {"rbac.include_not_permitted"} if {
+	some t in f.included_types
+	not include_permits(t)
+}
+
 else := set()
+
+# The interactions that return resources of their target type.
+read_actions := {
+	"read", "vread", "search-type", "search-compartment", "search-system",
+	"history-instance", "history-type", "history-system",
+}
+
+# readable is every resource type the active roles may receive, "*" for
+# any; the response filter withholds every other type, so the response side
+# holds on its own even when a request brings in more than it named.
+readable := {"*"} if {
+	some r in purpose.active_roles
+	some a in object.get(data.phigate.roles[r].permissions, "*", [])
+	a in read_actions
+} else := {t |
+	some r in purpose.active_roles
+	some t, acts in data.phigate.roles[r].permissions
+	not startswith(t, "legacy:")
+	t != "_system"
+	some a in acts
+	a in read_actions
+}

@@ -11,6 +11,10 @@ reason(identity, f) := r if {
 
 allowed(identity, f) if authz.decision.allow with input as fx.req(identity, f)
 
+decide(doc) := d if {
+	d := authz.decision with input as doc
+}
+
 # A physician's "*" grant covers reading any resource type.
 test_physician_reads_observation if allowed(fx.physician, fx.read("Observation", "o1", ["pat-0001"]))
 
@@ -79,3 +83,57 @@ test_legacy_route_denied if reason(fx.physician, {"interaction": "non-fhir", "ki
 
 # System search is not in any default grant: a physician cannot sweep the server.
 test_system_search_denied if reason(fx.physician, {"interaction": "search-system", "patients": [], "all_patients": true}) == "rbac.not_permitted"
+
+# A type an _include or _revinclude brings in is a target of its own: an
+# admin may search Organization but not Patient, so
+# Organization?_revinclude=Patient:organization is refused.
+test_revinclude_needs_its_own_permission if {
+	d := decide(fx.req(fx.admin, fx.with_included(fx.search_all("Organization"), ["Patient"])))
+	not d.allow
+	d.reason == "rbac.include_not_permitted"
+}
+
+test_revinclude_of_a_permitted_type if decide(fx.req(fx.admin, fx.with_included(fx.search_all("Organization"), ["Practitioner"]))).allow
+
+# "*" (any type) needs a "*" grant.
+test_include_any_type_needs_wildcard if {
+	decide(fx.req(fx.admin, fx.with_included(fx.search_all("Organization"), ["*"]))).reason == "rbac.include_not_permitted"
+	decide(fx.with_purpose(fx.req(fx.researcher, fx.with_included(fx.search_all("Observation"), ["*"])), "HRESCH")).allow
+}
+
+# Billing may search Encounter but not Observation or Condition.
+test_billing_include_observation if {
+	d := decide(fx.req(fx.billing, fx.with_included(fx.search("Encounter", ["pat-0001"]), ["Observation"])))
+	d.reason == "rbac.include_not_permitted"
+}
+
+# Each bundle entry's includes are checked on its own.
+test_bundle_entry_include if {
+	e := fx.with_included(fx.search_all("Organization"), ["Patient"])
+	d := decide(fx.req(fx.admin, fx.bundle("batch", [fx.search_all("Organization"), e])))
+	d.reason == "entry[1].rbac.include_not_permitted"
+}
+
+# A malformed include list is a bad request, not an empty one.
+test_included_types_malformed if {
+	d := decide(fx.req(fx.admin, object.union(fx.search_all("Organization"), {"included_types": "Patient"})))
+	d.status == 400
+}
+
+# The response may carry only the types the caller may read, plus the
+# Bundle and OperationOutcome that wrap them.
+test_response_types_of_a_narrow_role if {
+	d := decide(fx.req(fx.admin, fx.search_all("Organization")))
+	d.allow
+	not "Patient" in d.enforce.resource_types
+	"Organization" in d.enforce.resource_types
+	"Bundle" in d.enforce.resource_types
+	"OperationOutcome" in d.enforce.resource_types
+}
+
+test_response_types_of_a_wildcard_role if decide(fx.req(fx.physician, fx.read_patient("pat-0001"))).enforce.resource_types == ["*"]
+
+test_response_types_billing if {
+	ts := decide(fx.req(fx.billing, fx.read_patient("pat-0001"))).enforce.resource_types
+	ts == ["Account", "Bundle", "Claim", "Coverage", "Encounter", "ExplanationOfBenefit", "OperationOutcome", "Patient"]
+}

@@ -262,6 +262,7 @@ type decision struct {
 		Patients        []string `json:"patients"`
 		AnyPatient      bool     `json:"any_patient"`
 		PermittedLabels []string `json:"permitted_labels"`
+		ResourceTypes   []string `json:"resource_types"`
 	} `json:"enforce"`
 	BreakGlass struct {
 		Active  bool   `json:"active"`

@@ -156,7 +156,7 @@ grants := [g |
 
 default fhir := {
 	"interaction": "", "resource_type": "", "id": "", "operation": "", "kind": "", "method": "",
-	"all_patients": false, "patients": set(), "entries": [], "malformed": "request.malformed",
+	"all_patients": false, "patients": set(), "entries": [], "included_types": set(), "malformed": "request.malformed",
 }
 
 fhir := normalize(input.fhir) if is_object(input.fhir)
@@ -185,12 +185,15 @@ normalize(raw) := {
 		c != ""
 	}) | {i | raw.resource_type == "Patient"; i := raw.id; is_string(i); i != ""},
 	"entries": [e | is_array(raw.entries); some e in raw.entries],
+	# The resource types an _include or _revinclude can bring into the
+	# response, "*" for any: each is permission-checked on its own.
+	"included_types": {t | is_array(raw.included_types); some t in raw.included_types; is_string(t); t != ""},
 	"malformed": malformed(raw),
 } if is_object(raw)
 
 else := {
 	"interaction": "", "resource_type": "", "id": "", "operation": "", "kind": "", "method": "",
-	"all_patients": false, "patients": set(), "entries": [], "malformed": "request.malformed",
+	"all_patients": false, "patients": set(), "entries": [], "included_types": set(), "malformed": "request.malformed",
 }
 
 string_fields := ["interaction", "resource_type", "id", "operation", "kind", "method"]
@@ -203,6 +206,8 @@ malformed(raw) := "request.malformed" if {
 }
 
 else := "request.unknown_interaction" if not raw.interaction in interactions
+
+else := "request.malformed" if not valid_strings(object.get(raw, "included_types", null))
 
 else := "request.malformed_patients" if not valid_patients(object.get(raw, "patients", null))
 
@@ -235,9 +240,11 @@ else := "request.missing_kind" if {
 else := ""
 
 # null is how Go encodes a nil slice; it means no patients, not a bad shape.
-valid_patients(null) := true
+valid_patients(ps) := valid_strings(ps)
 
-valid_patients(ps) := true if {
+valid_strings(null) := true
+
+valid_strings(ps) := true if {
 	is_array(ps)
 	every p in ps {
 		is_string(p)

@@ -67,13 +67,40 @@ permits(f) if broad(f)
 
 permits(f) if patient_only(f)
 
+# An included type needs a search scope of its own ("*" only from a "*"
+# scope), as it needs a role.
+include_permits(t) if {
+	some s in request.scopes
+	s.resource in {t, "*"}
+	contains(s.permissions, "s")
+}
+
 deny_target(f) := {"smart_scopes.not_permitted"} if {
 	applies
 	f.interaction != "capabilities"
 	not permits(f)
 }
 
+else := {"smart_scopes.include_not_permitted"} if {
+	applies
+	some t in f.included_types
+	not include_permits(t)
+}
+
 else := set()
+
+# readable narrows the types a response may carry to those some scope lets
+# the caller read or search; without scopes it is no narrowing ("*").
+readable := {"*"} if not applies
+
+else := {"*"} if {
+	some s in request.scopes
+	s.resource == "*"
+	regex.match(`[rs]`, s.permissions)
+} else := {s.resource |
+	some s in request.scopes
+	regex.match(`[rs]`, s.permissions)
+}
 
 # narrowed: some target is allowed only through a patient-context scope.
 narrowed if {

@@ -53,3 +53,23 @@ test_no_scopes_no_check if not smart_scopes.applies with input as fx.req(fx.phys
 
 # The scope that permitted the request is named in the audit.
 test_scope_rule if "smart_scopes.allow:patient/Observation.rs" in decide(fx.req(patient_app, fx.search("Observation", ["pat-0001"]))).audit.rules
+
+# An included type needs a search scope of its own.
+test_include_needs_a_scope if {
+	id := fx.with_scopes(fx.physician, [fx.scope("user", "Observation", "rs")], "")
+	d := decide(fx.req(id, fx.with_included(fx.search("Observation", ["pat-0001"]), ["Patient"])))
+	d.reason == "smart_scopes.include_not_permitted"
+}
+
+test_include_with_a_scope if {
+	id := fx.with_scopes(fx.physician, [fx.scope("user", "Observation", "rs"), fx.scope("user", "Patient", "rs")], "")
+	d := decide(fx.req(id, fx.with_included(fx.search("Observation", ["pat-0001"]), ["Patient"])))
+	d.allow
+}
+
+# Scopes narrow the types a response may carry.
+test_scopes_narrow_response_types if {
+	id := fx.with_scopes(fx.physician, [fx.scope("user", "Observation", "rs")], "")
+	d := decide(fx.req(id, fx.search("Observation", ["pat-0001"])))
+	d.enforce.resource_types == ["Bundle", "Observation", "OperationOutcome"]
+}
