@@ -2,12 +2,15 @@ package audit
 
 import (
 	"path/filepath"
+	"strings"
 	"time"
 )
 
 // Config configures a Log. Validate fills defaults; Open calls it.
 type Config struct {
-	// Dir holds the segments, checkpoints and (by default) the signing key.
+	// Dir holds the segments, the checkpoints and a copy of the public key.
+	// The private signing key and the witness live outside it: whoever can
+	// rewrite the directory must not also hold what vouches for it.
 	Dir string `yaml:"dir"`
 	// SegmentMaxBytes rotates a segment once it reaches this size.
 	SegmentMaxBytes int64 `yaml:"segment_max_bytes"`
@@ -16,9 +19,21 @@ type Config struct {
 	SegmentMaxAge time.Duration `yaml:"segment_max_age"`
 	// CheckpointEvery signs a checkpoint at least every N records.
 	CheckpointEvery int `yaml:"checkpoint_every"`
-	// SigningKeyFile is the Ed25519 private key (PEM PKCS#8), created with
-	// mode 0600 if absent; its public key is written to SigningKeyFile+".pub".
+	// SigningKeyFile is the Ed25519 private key (PEM PKCS#8). It must not be
+	// inside Dir. It is created (mode 0600, public key at SigningKeyFile+".pub")
+	// only for a trail that has never been written; a missing key over an
+	// existing trail is an error, never a reason to make a new one. Default:
+	// <Dir>.signing.key beside the directory.
 	SigningKeyFile string `yaml:"signing_key_file"`
+	// WitnessFile holds a copy of the newest signed checkpoint, rewritten at
+	// every checkpoint. Open refuses a trail shorter than it, or whose record
+	// at its size has another hash. It must not be inside Dir. Default:
+	// <Dir>.witness.json beside the directory.
+	WitnessFile string `yaml:"witness_file"`
+	// MaxRecordBytes caps one stored record (after sealing). A decision whose
+	// record would be larger is recorded as a compact substitute that keeps
+	// who, what decision and the outcome, and counts what was dropped.
+	MaxRecordBytes int `yaml:"max_record_bytes"`
 	// EncryptionKeyFile or EncryptionKeyEnv (a variable name) supply the
 	// optional AES-256 key for sealing records at rest. Not both.
 	EncryptionKeyFile string `yaml:"encryption_key_file"`
@@ -39,8 +54,16 @@ const (
 	DefaultSegmentMaxAge   = 24 * time.Hour
 	DefaultCheckpointEvery = 1000
 	DefaultMaxBatch        = 4096
-	DefaultSigningKeyName  = "signing.key"
+	DefaultMaxRecordBytes  = 1 << 20
+	// PublicKeyName is the copy of the public key kept in Dir, for
+	// "verify --trust-on-first-use" only: anyone who can write Dir can
+	// replace it, so verification pins a copy held elsewhere.
+	PublicKeyName = "signing.pub"
 )
+
+// MaxFramePayload is the largest payload a reader accepts in one frame, and
+// so the largest one the writer may ever produce.
+const MaxFramePayload = 16 << 20
 
 // Validate checks c, fills defaults and names the first bad field.
 func (c *Config) Validate() error {
@@ -71,8 +94,27 @@ func (c *Config) Validate() error {
 	case c.MaxBatch < 0:
 		return errf(CodeConfig, nil, nil, "MaxBatch must be positive")
 	}
+	switch {
+	case c.MaxRecordBytes == 0:
+		c.MaxRecordBytes = DefaultMaxRecordBytes
+	case c.MaxRecordBytes < 16<<10 || c.MaxRecordBytes > MaxFramePayload:
+		return errf(CodeConfig, nil, nil, "max_record_bytes %d is outside [%d, %d]", c.MaxRecordBytes, 16<<10, MaxFramePayload)
+	}
+	dir := filepath.Clean(c.Dir)
 	if c.SigningKeyFile == "" {
-		c.SigningKeyFile = filepath.Join(c.Dir, DefaultSigningKeyName)
+		c.SigningKeyFile = DefaultSigningKeyFile(dir)
+	}
+	if c.WitnessFile == "" {
+		c.WitnessFile = DefaultWitnessFile(dir)
+	}
+	for _, f := range []struct{ name, path string }{{"signing_key_file", c.SigningKeyFile}, {"witness_file", c.WitnessFile}} {
+		in, err := within(dir, f.path)
+		if err != nil {
+			return errf(CodeConfig, nil, err, "%s", f.name)
+		}
+		if in {
+			return errf(CodeConfig, nil, nil, "%s %s is inside dir %s; keep it outside the audit directory", f.name, f.path, c.Dir)
+		}
 	}
 	if c.EncryptionKeyFile != "" && c.EncryptionKeyEnv != "" {
 		return errf(CodeConfig, nil, nil, "EncryptionKeyFile and EncryptionKeyEnv are mutually exclusive")
@@ -86,4 +128,53 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// DefaultSigningKeyFile is where the signing key goes when the config does
+// not say: beside dir, not in it. A deployment should name a path on
+// another volume or a secret mount instead.
+func DefaultSigningKeyFile(dir string) string { return filepath.Clean(dir) + ".signing.key" }
+
+// DefaultWitnessFile is where the witness goes when the config does not
+// say: beside dir, not in it.
+func DefaultWitnessFile(dir string) string { return filepath.Clean(dir) + ".witness.json" }
+
+// within reports whether path is dir or lies under it, comparing absolute
+// paths with symbolic links resolved where they exist, so a link cannot
+// smuggle the key back into the directory.
+func within(dir, path string) (bool, error) {
+	d, err := resolve(dir)
+	if err != nil {
+		return false, err
+	}
+	p, err := resolve(path)
+	if err != nil {
+		return false, err
+	}
+	rel, err := filepath.Rel(d, p)
+	if err != nil {
+		return false, nil
+	}
+	return rel == "." || !(rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator))), nil
+}
+
+// resolve makes path absolute and resolves symbolic links in the longest
+// prefix of it that exists.
+func resolve(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	rest := ""
+	for cur := abs; ; {
+		if r, err := filepath.EvalSymlinks(cur); err == nil {
+			return filepath.Join(r, rest), nil
+		}
+		parent := filepath.Dir(cur)
+		if parent == cur {
+			return abs, nil
+		}
+		rest = filepath.Join(filepath.Base(cur), rest)
+		cur = parent
+	}
 }

@@ -21,8 +21,11 @@
 // # On-disk format
 //
 // The directory holds segment files named seg-<first sequence, 20 digits>.pga,
-// a checkpoints file checkpoints.jsonl, and (by default) the Ed25519 signing
-// key with its public half beside it. A segment is a run of frames:
+// a checkpoints file checkpoints.jsonl and a copy of the public key
+// (signing.pub). The Ed25519 signing key and the witness (a copy of the
+// newest checkpoint) live outside it, so whoever can rewrite the directory
+// holds neither what signs it nor what remembers how far it was signed. A
+// segment is a run of frames:
 //
 //	magic "PG" | version 1 | flags | payload length u32 | sequence u64 | previous hash [32] | payload | record hash [32]
 //
@@ -43,6 +46,32 @@
 // SIEM through the sinks, so deleting the newest checkpoints is detectable
 // off-host.
 //
+// # Keys, witness and pinning
+//
+// Open creates a signing key only for a trail that was never written: over
+// existing records, checkpoints or a witness, a missing key is an error. At
+// every checkpoint the witness file is replaced and the checkpoint goes to
+// every sink; Open refuses a trail shorter than the witness or with another
+// record at its size, which is what defeats cutting checkpoints.jsonl back
+// and rewriting the records after it. Verify takes the trusted keys as an
+// argument (VerifyTrusted, LoadTrustedKeys): a verifier pins a copy of the
+// public key held elsewhere, since one read from the directory would accept
+// a trail re-signed with a new key.
+//
+// # Size limit and quarantine
+//
+// No frame payload exceeds MaxFramePayload, the reader's limit; a decision
+// whose record would exceed Config.MaxRecordBytes is stored as a compact
+// substitute (Compact) that keeps who, the decision, the outcome and counts
+// of what was dropped. If Open finds bytes it cannot read that are not a
+// crash's torn write (an oversized or corrupt frame, or damage inside the
+// checkpointed region), it moves everything from there to the end of the
+// trail into <segment>.quarantine files, appends a KindQuarantine record
+// naming the range, and keeps recording: one bad record must not stop
+// phigate, and through it, everything Envoy serves. Verify reports such a
+// trail with ErrQuarantined (the trail verifies around it); damage in older
+// segments, which Open does not read, is left for Verify to report.
+//
 // # Encryption at rest
 //
 // With an encryption key, each record's payload is sealed on its own with
@@ -51,7 +80,9 @@
 // checkpoints cover the sealed bytes, so Verify checks integrity without the
 // key, and with the key also proves every record opens. Per-record sealing
 // keeps each frame independently readable (Query can stop anywhere) at a cost
-// of 28 bytes a record.
+// of 28 bytes a record. A jsonl sink seals its event lines with the same key
+// (ReadJSONLines opens them); a syslog sink to an address that is not
+// loopback must use TLS.
 //
 // # Tools
 //

@@ -58,6 +58,26 @@ func encodeDecision(dst []byte, ev *AuditEvent, req *authz.Request, d *authz.Dec
 	return append(dst, '}')
 }
 
+// encodeCompact appends the stored record of a compact substitute: the
+// event alone, without the policy input and decision document that made the
+// original too large (replay skips it, as it has no input).
+func encodeCompact(dst []byte, ev *AuditEvent, decisionID string) []byte {
+	dst = append(dst, `{"v":1,"kind":"decision","event":`...)
+	dst = appendEvent(dst, ev)
+	if decisionID != "" {
+		dst = append(dst, `,"decision_id":`...)
+		dst = appendString(dst, decisionID)
+	}
+	return append(dst, `,"truncated":true}`...)
+}
+
+// encodeQuarantine appends the stored record of a quarantine.
+func encodeQuarantine(dst []byte, ev *AuditEvent) []byte {
+	dst = append(dst, `{"v":1,"kind":"quarantine","event":`...)
+	dst = appendEvent(dst, ev)
+	return append(dst, '}')
+}
+
 // encodeFiltering appends the stored record of one filtering event.
 func encodeFiltering(dst []byte, ev *AuditEvent, decisionID string) []byte {
 	dst = append(dst, `{"v":1,"kind":"filtering","event":`...)
@@ -497,6 +517,7 @@ func appendFHIRRequest(dst []byte, f *authz.FHIRRequest) []byte {
 	dst = appendBool(dst, f.AllPatients)
 	dst = optStrings(dst, `"include":`, f.Include)
 	dst = optStrings(dst, `"revinclude":`, f.RevInclude)
+	dst = optStrings(dst, `"included_types":`, f.IncludedTypes)
 	if len(f.Entries) > 0 {
 		dst = appendArray(append(dst, `,"entries":`...), f.Entries, appendFHIRRequest)
 	}
@@ -530,6 +551,7 @@ func appendDecision(dst []byte, d *authz.Decision) []byte {
 			dst = append(key(dst, `"any_patient":`), "true"...)
 		}
 		dst = optStrings(dst, `"permitted_labels":`, e.PermittedLabels)
+		dst = optStrings(dst, `"resource_types":`, e.ResourceTypes)
 		dst = append(dst, '}')
 	}
 	dst = append(dst, `,"break_glass":{"active":`...)

@@ -35,6 +35,11 @@ const (
 	CodeClosed Code = "closed"
 	// CodeEncode: a record could not be built or decoded.
 	CodeEncode Code = "encode_error"
+	// CodeQuarantined: the trail holds a quarantine record: at a restart an
+	// unreadable tail was moved aside so phigate could keep recording. The
+	// trail before and after it verifies; the range it names is damaged
+	// evidence to investigate.
+	CodeQuarantined Code = "quarantined"
 )
 
 // Sentinels for errors.Is: errors.Is(err, audit.ErrChainBroken) matches any
@@ -49,6 +54,7 @@ var (
 	ErrIO                 = &Error{Code: CodeIO}
 	ErrClosed             = &Error{Code: CodeClosed}
 	ErrEncode             = &Error{Code: CodeEncode}
+	ErrQuarantined        = &Error{Code: CodeQuarantined}
 )
 
 // Position locates a problem in the log directory. Seq is 0 when the
@@ -136,6 +142,7 @@ const (
 	ExitSignature          = 12
 	ExitTruncated          = 13
 	ExitDecrypt            = 14
+	ExitQuarantined        = 15
 	ExitIO                 = 20
 	ExitConfig             = 64 // EX_USAGE
 )
@@ -156,6 +163,8 @@ func ExitCode(err error) int {
 		return ExitTruncated
 	case CodeDecrypt:
 		return ExitDecrypt
+	case CodeQuarantined:
+		return ExitQuarantined
 	case CodeIO:
 		return ExitIO
 	case CodeConfig:

@@ -37,6 +37,15 @@ const (
 const (
 	DetailPolicyRevision = "policy-revision"
 	DetailReusedFrom     = "reused-from"
+	// DetailTruncated on a decision entity says the record is a compact
+	// substitute; its value is the reason (ReasonRecordTooLarge).
+	DetailTruncated = "truncated"
+	// DetailDroppedPatients and DetailDroppedEntities count what a compact
+	// substitute left out; DetailRecordBytes is the size it would have had.
+	DetailDroppedPatients = "dropped-patients"
+	DetailDroppedEntities = "dropped-entities"
+	DetailRecordBytes     = "record-bytes"
+	ReasonRecordTooLarge  = "record too large"
 )
 
 // Outcome codes of AuditEvent.outcome (R4 audit-event-outcome).
@@ -613,4 +622,108 @@ func cutPrefix(s, p string) (string, bool) {
 		return s[len(p):], true
 	}
 	return "", false
+}
+
+// Compact returns the substitute for a decision event whose record would
+// exceed the size cap: the same id, time, outcome, purposes and agents (who
+// asked, from where, with which client), the request id and the decision
+// entity with its details, plus counts of what was left out. Patient,
+// resource and query entities are dropped, since they are what grows.
+func Compact(ev *AuditEvent, recordBytes int) *AuditEvent {
+	c := &AuditEvent{
+		ResourceType: ev.ResourceType, ID: ev.ID, Type: ev.Type, Subtype: ev.Subtype, Action: ev.Action,
+		Recorded: ev.Recorded, Outcome: ev.Outcome, OutcomeDesc: ev.OutcomeDesc,
+		PurposeOfEvent: ev.PurposeOfEvent, Agent: ev.Agent, Source: ev.Source,
+	}
+	patients, dropped := 0, 0
+	var dec *Entity
+	for i := range ev.Entity {
+		en := ev.Entity[i]
+		switch {
+		case en.Type != nil && *en.Type == entityXRequest:
+			c.Entity = append(c.Entity, en)
+		case en.Role != nil && *en.Role == roleJob:
+			dec = &en
+		default:
+			dropped++
+			if en.Role != nil && *en.Role == rolePatient {
+				patients++
+			}
+		}
+	}
+	if dec == nil {
+		dec = &Entity{Type: ptr(entitySystem), Role: ptr(roleJob), Description: "policy decision",
+			What: &Reference{Identifier: &Identifier{System: SystemDecisionID, Value: ev.ID}}}
+	}
+	dec.Detail = append(slices.Clip(dec.Detail),
+		EntityDetail{Type: DetailTruncated, ValueString: ReasonRecordTooLarge},
+		EntityDetail{Type: DetailDroppedPatients, ValueString: strconv.Itoa(patients)},
+		EntityDetail{Type: DetailDroppedEntities, ValueString: strconv.Itoa(dropped)},
+		EntityDetail{Type: DetailRecordBytes, ValueString: strconv.Itoa(recordBytes)})
+	c.Entity = append(c.Entity, *dec)
+	return c
+}
+
+// QuarantineEvent describes a range of the trail Open moved aside because
+// it could not be read. Segment and Offset locate the first unreadable
+// byte; FromSeq is the first sequence number that no longer holds its
+// original record; Checkpointed is the largest size a checkpoint or the
+// witness had vouched for (records up to it were signed over, and are now
+// only in the quarantine files); CheckpointsOffset is the length of
+// checkpoints.jsonl before Open appended to it: checkpoints before that
+// offset describe the trail as it was before the quarantine.
+type QuarantineEvent struct {
+	Segment           string
+	Offset            int64
+	Bytes             int64
+	FromSeq           uint64
+	Segments          int
+	Reason            string
+	Checkpointed      uint64
+	CheckpointsOffset int64
+}
+
+// Detail types of a quarantine record's entity.
+const (
+	DetailSegment           = "segment"
+	DetailOffset            = "offset"
+	DetailBytes             = "bytes"
+	DetailFromSeq           = "from-seq"
+	DetailSegments          = "segments"
+	DetailReason            = "reason"
+	DetailCheckpointed      = "checkpointed"
+	DetailCheckpointsOffset = "checkpoints-offset"
+	CodeTrailQuarantined    = "trail-quarantined"
+)
+
+// Quarantine builds the record of a quarantined range: an application
+// activity by phigate itself, outcome serious failure, whose one entity is
+// the trail with the range in its details.
+func (b Builder) Quarantine(q QuarantineEvent, recorded time.Time) *AuditEvent {
+	return &AuditEvent{
+		ResourceType: "AuditEvent",
+		Type:         Coding{System: SystemDCM, Code: "110100", Display: "Application Activity"},
+		Subtype:      []Coding{{System: SystemPhigateEvent, Code: CodeTrailQuarantined, Display: "Audit trail range quarantined"}},
+		Action:       "E",
+		Recorded:     recorded.UTC().Format(time.RFC3339Nano),
+		Outcome:      OutcomeSerious,
+		OutcomeDesc:  "unreadable audit records moved aside at startup",
+		Source: Source{Site: b.Site, Observer: Reference{Display: b.Server},
+			Type: []Coding{sourceApplicationServer}},
+		Agent: []Agent{{Type: &CodeableConcept{Coding: []Coding{agentSource}}, Who: &Reference{Display: b.Server}}},
+		Entity: []Entity{{
+			Type: ptr(entitySystem), Description: "audit trail",
+			What: &Reference{Identifier: &Identifier{System: "urn:phigate:audit-segment", Value: q.Segment}},
+			Detail: []EntityDetail{
+				{Type: DetailSegment, ValueString: q.Segment},
+				{Type: DetailOffset, ValueString: strconv.FormatInt(q.Offset, 10)},
+				{Type: DetailBytes, ValueString: strconv.FormatInt(q.Bytes, 10)},
+				{Type: DetailFromSeq, ValueString: strconv.FormatUint(q.FromSeq, 10)},
+				{Type: DetailSegments, ValueString: strconv.Itoa(q.Segments)},
+				{Type: DetailReason, ValueString: q.Reason},
+				{Type: DetailCheckpointed, ValueString: strconv.FormatUint(q.Checkpointed, 10)},
+				{Type: DetailCheckpointsOffset, ValueString: strconv.FormatInt(q.CheckpointsOffset, 10)},
+			},
+		}},
+	}
 }

@@ -17,9 +17,6 @@ const (
 	headerLen  = 48
 	hashLen    = 32
 	frameExtra = headerLen + hashLen
-	// maxPayload bounds what a (possibly corrupted) length field can make a
-	// reader allocate.
-	maxPayload = 16 << 20
 	frameVer   = 1
 	flagSealed = 1 << 0
 
@@ -90,7 +87,7 @@ func parseFrames(data []byte) ([]frame, *scanErr) {
 			return out, &scanErr{CodeChainBroken, int64(off), "bad frame magic or version"}
 		}
 		n := int(binary.BigEndian.Uint32(rest[4:8]))
-		if n > maxPayload {
+		if n > MaxFramePayload {
 			return out, &scanErr{CodeChainBroken, int64(off), "frame length out of range"}
 		}
 		if len(rest) < frameExtra+n {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -29,12 +30,34 @@ type Recovery struct {
 	TornBytes   int64
 	// CheckpointTorn is true when a half-written checkpoint line was removed.
 	CheckpointTorn bool
+	// QuarantineSegment and QuarantineOffset locate the first unreadable
+	// frame of a tail that was not a torn write (an oversized or corrupt
+	// frame, possibly inside the checkpointed region or an older segment).
+	// Everything from there on, QuarantineBytes in all, was moved into
+	// files ending in QuarantineSuffix beside the segments, and a
+	// KindQuarantine record naming the range was appended.
+	QuarantineSegment string
+	QuarantineOffset  int64
+	QuarantineBytes   int64
+	// QuarantineFrom is the first sequence number that was moved aside.
+	QuarantineFrom uint64
+
+	quarantineReason   string
+	quarantineSegments int
+	lostCheckpoint     uint64 // the largest checkpointed size the quarantine undid
+
 	// Records is the number of records in the log after recovery.
 	Records uint64
 }
 
 // Repaired says whether Open had to change anything.
-func (r Recovery) Repaired() bool { return r.TornBytes > 0 || r.CheckpointTorn }
+func (r Recovery) Repaired() bool {
+	return r.TornBytes > 0 || r.CheckpointTorn || r.QuarantineBytes > 0
+}
+
+// QuarantineSuffix ends the name of a file holding bytes moved out of the
+// trail at startup: <segment>.quarantine.
+const QuarantineSuffix = ".quarantine"
 
 // Option configures Open.
 type Option func(*options)
@@ -63,6 +86,7 @@ type pending struct {
 	payload []byte
 	event   *AuditEvent
 	json    []byte // the event for sinks, encoded by the caller so the committer stays lean
+	plain   bool   // never sealed (the quarantine record)
 	done    chan error
 }
 
@@ -98,6 +122,7 @@ type Log struct {
 	seq       uint64
 	head      [32]byte
 	lastCP    uint64
+	cpSize    int64 // bytes in checkpoints.jsonl when Open found it
 	failed    error
 	buf       []byte
 }
@@ -117,8 +142,21 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, errf(CodeIO, nil, err, "create Dir")
 	}
+	// A new key over an existing trail would let whoever removed the old
+	// one sign a rewritten history; only a trail never written gets a key.
+	if _, err := os.Stat(cfg.SigningKeyFile); errors.Is(err, fs.ErrNotExist) {
+		if used, why := trailInUse(&cfg); used {
+			return nil, errf(CodeConfig, nil, nil, "signing_key_file %s does not exist but %s; restore the key (a new one is made only for a trail never written)",
+				cfg.SigningKeyFile, why)
+		}
+	}
 	priv, err := LoadOrCreateSigningKey(cfg.SigningKeyFile)
 	if err != nil {
+		return nil, err
+	}
+	// A copy of the public key in Dir serves "verify --trust-on-first-use";
+	// it is rewritten from the private key at every start.
+	if err := writePublicKeyFile(filepath.Join(cfg.Dir, PublicKeyName), priv.Public().(ed25519.PublicKey)); err != nil {
 		return nil, err
 	}
 	key, err := LoadEncryptionKey(cfg.EncryptionKeyFile, cfg.EncryptionKeyEnv)
@@ -144,7 +182,7 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 		return nil, err
 	}
 	for _, sc := range cfg.Sinks {
-		s, err := sc.Build()
+		s, err := sc.build(aead)
 		if err != nil {
 			l.closeFiles()
 			return nil, err
@@ -158,6 +196,12 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 		l.lg.Warn("audit log repaired after unclean shutdown",
 			zap.String("segment", l.recovery.TornSegment), zap.Int64("offset", l.recovery.TornOffset),
 			zap.Int64("bytes_moved", l.recovery.TornBytes), zap.Bool("checkpoint_torn", l.recovery.CheckpointTorn))
+	}
+	if l.recovery.QuarantineBytes > 0 {
+		if err := l.recordQuarantine(); err != nil {
+			l.closeFiles()
+			return nil, err
+		}
 	}
 	// A recovered or previously unterminated tail is covered by a fresh
 	// checkpoint before anything new is appended.
@@ -174,6 +218,26 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 // Recovery reports what Open repaired.
 func (l *Log) Recovery() Recovery { return l.recovery }
 
+// recordQuarantine appends, before the committer starts, the record saying
+// which range Open moved aside, so the gap is a signed-over event in the
+// trail rather than a silence. It is stored unsealed even when records are
+// sealed: it holds only file names, offsets and counts, and verify must be
+// able to read it without the encryption key.
+func (l *Log) recordQuarantine() error {
+	r := l.recovery
+	ev := l.builder.Quarantine(QuarantineEvent{
+		Segment: r.QuarantineSegment, Offset: r.QuarantineOffset, Bytes: r.QuarantineBytes,
+		FromSeq: r.QuarantineFrom, Segments: r.quarantineSegments, Reason: r.quarantineReason,
+		Checkpointed: r.lostCheckpoint, CheckpointsOffset: l.cpSize,
+	}, l.now())
+	p := &pending{payload: encodeQuarantine(getPayloadBuf(), ev), event: ev, plain: true, done: make(chan error, 1)}
+	if len(l.sinks) > 0 {
+		p.json = appendEvent(nil, ev)
+	}
+	l.commit([]*pending{p})
+	return <-p.done
+}
+
 // PublicKey is the key Verify needs.
 func (l *Log) PublicKey() ed25519.PublicKey { return l.priv.Public().(ed25519.PublicKey) }
 
@@ -185,7 +249,32 @@ func (l *Log) Record(ctx context.Context, req *authz.Request, d *authz.Decision)
 	}
 	stopped := l.trackOverride(req.Identity.Subject, d.BreakGlass.Active)
 	ev := l.builder.Decision(req, d, l.now(), stopped)
-	return l.append(ctx, encodeDecision(getPayloadBuf(), ev, req, d), ev)
+	payload := encodeDecision(getPayloadBuf(), ev, req, d)
+	if n := len(payload); l.tooLarge(n) {
+		// One record must never exceed what a reader accepts: such a frame
+		// would stop verify and query there and make the next start refuse
+		// the trail. The decision is still accounted for, in compact form.
+		putPayloadBuf(payload)
+		ev = Compact(ev, n)
+		payload = encodeCompact(getPayloadBuf(), ev, d.ID)
+		if l.tooLarge(len(payload)) {
+			putPayloadBuf(payload)
+			return errf(CodeEncode, nil, nil, "decision record exceeds max_record_bytes %d even in compact form", l.cfg.MaxRecordBytes)
+		}
+		l.m.oversize.Inc()
+		l.lg.Warn("audit record over max_record_bytes; wrote a compact substitute",
+			zap.String("decision_id", d.ID), zap.Int("record_bytes", n), zap.Int("max_record_bytes", l.cfg.MaxRecordBytes))
+	}
+	return l.append(ctx, payload, ev)
+}
+
+// tooLarge says whether a payload of n bytes, once sealed, would exceed the
+// per-record cap (which Validate keeps within MaxFramePayload).
+func (l *Log) tooLarge(n int) bool {
+	if l.aead != nil {
+		n += l.aead.NonceSize() + l.aead.Overhead()
+	}
+	return n > l.cfg.MaxRecordBytes
 }
 
 // RecordFiltering appends the record of what the response side removed from
@@ -216,6 +305,11 @@ func (l *Log) trackOverride(subject string, active bool) (stopped bool) {
 // returns it to the pool once it is framed; a record that is never queued
 // returns it here.
 func (l *Log) append(ctx context.Context, payload []byte, ev *AuditEvent) error {
+	if l.tooLarge(len(payload)) {
+		n := len(payload)
+		putPayloadBuf(payload)
+		return errf(CodeEncode, nil, nil, "record of %d bytes exceeds max_record_bytes %d", n, l.cfg.MaxRecordBytes)
+	}
 	start := time.Now()
 	p := &pending{payload: payload, event: ev, done: make(chan error, 1)}
 	if len(l.sinks) > 0 {
@@ -350,7 +444,7 @@ func (l *Log) commit(batch []*pending) {
 	for _, p := range batch {
 		seq++
 		payload, flags := p.payload, byte(0)
-		if l.aead != nil {
+		if l.aead != nil && !p.plain {
 			sealBuf = seal(l.aead, sealBuf[:0], seq, payload)
 			payload, flags = sealBuf, flagSealed
 		}
@@ -420,6 +514,9 @@ func (l *Log) checkpoint(now time.Time) error {
 	if err := l.cpF.Sync(); err != nil {
 		return errf(CodeIO, &Position{File: checkpointsFile}, err, "sync checkpoint")
 	}
+	if err := writeWitness(l.cfg.WitnessFile, line); err != nil {
+		return err
+	}
 	l.lastCP = l.seq
 	l.m.checkpoints.Inc()
 	for _, s := range l.sinks {
@@ -457,8 +554,9 @@ func (l *Log) createSegment(first uint64, now time.Time) error {
 	return nil
 }
 
-// recover finds the head of the chain, repairs a torn tail, and opens the
-// files for appending.
+// recover finds the head of the chain, repairs a torn tail, moves an
+// unreadable tail aside, checks the trail against the newest checkpoint and
+// the witness, and opens the files for appending.
 func (l *Log) recover() error {
 	dir := l.cfg.Dir
 	var err error
@@ -470,6 +568,7 @@ func (l *Log) recover() error {
 	if err != nil {
 		return err
 	}
+	l.cpSize = int64(len(cpData))
 	if tornAt >= 0 {
 		if err := copyTail(cpPath+".torn", cpData[tornAt:]); err != nil {
 			return errf(CodeIO, &Position{File: checkpointsFile, Offset: tornAt}, err, "keep torn checkpoint")
@@ -478,6 +577,7 @@ func (l *Log) recover() error {
 			return errf(CodeIO, &Position{File: checkpointsFile, Offset: tornAt}, err, "truncate torn checkpoint")
 		}
 		l.recovery.CheckpointTorn = true
+		l.cpSize = tornAt
 	}
 	var last *Checkpoint
 	if n := len(cps); n > 0 {
@@ -488,6 +588,10 @@ func (l *Log) recover() error {
 		}
 		l.lastCP = last.Size
 	}
+	witness, err := readWitness(l.cfg.WitnessFile, l.PublicKey())
+	if err != nil {
+		return err
+	}
 	if l.cpF, err = os.OpenFile(cpPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
 		return errf(CodeIO, &Position{File: checkpointsFile}, err, "open")
 	}
@@ -497,14 +601,24 @@ func (l *Log) recover() error {
 		return err
 	}
 	if len(names) == 0 {
-		if last != nil {
-			return errf(CodeTruncated, &Position{File: dir}, nil, "checkpoint says %d records but there are no segments", last.Size)
+		if err := l.createSegment(1, l.now()); err != nil {
+			return err
 		}
-		return l.createSegment(1, l.now())
+		return l.checkAgainst(last, witness, nil, nil)
 	}
-	// Walk back from the newest segment to the newest record; only the
-	// newest segment can hold a torn write, because rotation fsyncs a
-	// segment before the next one exists.
+	// Walk back from the newest segment to the newest record, noting the
+	// earliest unreadable bytes among the segments walked. Only the newest
+	// segment can hold a torn write, because rotation fsyncs a segment
+	// before the next one exists.
+	type damage struct {
+		seg  int
+		off  int64
+		scan *scanErr
+		data []byte
+	}
+	var dmg *damage
+	headSeg := -1
+	var headFrames []frame
 	for i := len(names) - 1; i >= 0; i-- {
 		name := names[i]
 		data, err := readFile(dir, name)
@@ -512,65 +626,203 @@ func (l *Log) recover() error {
 			return err
 		}
 		frames, serr := parseFrames(data)
-		good := int64(len(data))
 		if serr != nil {
-			if i != len(names)-1 {
-				return errf(serr.code, &Position{File: name, Offset: serr.offset}, nil, "%s (not the newest segment; run verify)", serr.detail)
-			}
-			good = serr.offset
+			dmg = &damage{seg: i, off: serr.offset, scan: serr, data: data}
 		}
-		// Links inside the segment must hold; a break here is not a crash.
+		// Links inside the segment must hold; a break here is a rewrite, not
+		// a crash or a bad record, and is left for verify to locate.
 		for j := range frames {
 			if frames[j].Seq != firsts[i]+uint64(j) || (j > 0 && frames[j].Prev != frames[j-1].Hash) {
 				return errf(CodeChainBroken, &Position{File: name, Seq: frames[j].Seq, Offset: frames[j].Offset}, nil, "chain does not link; run verify")
 			}
 		}
-		if good < int64(len(data)) {
-			if last != nil && last.Segment == name && good < last.Offset {
-				return errf(CodeTruncated, &Position{File: name, Offset: good}, nil,
-					"damage before the newest checkpoint (offset %d) is not a torn write; run verify", last.Offset)
-			}
-			path := filepath.Join(dir, name)
-			if err := copyTail(path+".torn", data[good:]); err != nil {
-				return errf(CodeIO, &Position{File: name, Offset: good}, err, "keep torn tail")
-			}
-			if err := os.Truncate(path, good); err != nil {
-				return errf(CodeIO, &Position{File: name, Offset: good}, err, "truncate torn tail")
-			}
-			l.recovery.TornSegment, l.recovery.TornOffset, l.recovery.TornBytes = name, good, int64(len(data))-good
-		}
-		if i == len(names)-1 {
-			f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_APPEND, 0o600)
-			if err != nil {
-				return errf(CodeIO, &Position{File: name}, err, "open segment")
-			}
-			l.seg, l.segName, l.segSize, l.segOpened = f, name, good, l.now()
-			if len(frames) == 0 {
-				l.seq = firsts[i] - 1
-			}
-		}
 		if len(frames) > 0 {
-			lf := frames[len(frames)-1]
-			l.seq, l.head = lf.Seq, lf.Hash
-			if i != len(names)-1 && l.seq+1 != firsts[len(names)-1] {
-				return errf(CodeChainBroken, &Position{File: names[len(names)-1]}, nil, "segment name does not follow the previous segment")
-			}
+			headSeg, headFrames = i, frames
 			break
 		}
 		if i == 0 && firsts[0] != 1 {
 			return errf(CodeChainBroken, &Position{File: name}, nil, "first segment does not start at sequence 1")
 		}
 	}
-	if last != nil {
+	// The segment appended to from now on: the damaged one when there is
+	// damage (later segments hold no records), else the newest.
+	appendSeg := len(names) - 1
+	if dmg != nil {
+		appendSeg = dmg.seg
+	}
+	switch {
+	case headSeg >= 0:
+		lf := headFrames[len(headFrames)-1]
+		l.seq, l.head = lf.Seq, lf.Hash
+		if appendSeg != headSeg && l.seq+1 != firsts[appendSeg] {
+			return errf(CodeChainBroken, &Position{File: names[appendSeg]}, nil, "segment name does not follow the previous segment")
+		}
+	default:
+		l.seq = firsts[appendSeg] - 1
+	}
+	if dmg != nil {
+		name := names[dmg.seg]
+		path := filepath.Join(dir, name)
 		switch {
-		case last.Size > l.seq:
-			return errf(CodeTruncated, &Position{File: l.segName, Offset: l.segSize}, nil,
-				"log has %d records but the newest checkpoint says %d", l.seq, last.Size)
-		case last.Size == l.seq && last.Head != hex.EncodeToString(l.head[:]):
-			return errf(CodeCheckpointMismatch, &Position{File: l.segName, Seq: l.seq}, nil, "head does not match the newest checkpoint")
+		case l.isTorn(dmg.seg == len(names)-1, name, dmg.off, dmg.scan, dmg.data, last):
+			if err := copyTail(path+".torn", dmg.data[dmg.off:]); err != nil {
+				return errf(CodeIO, &Position{File: name, Offset: dmg.off}, err, "keep torn tail")
+			}
+			if err := os.Truncate(path, dmg.off); err != nil {
+				return errf(CodeIO, &Position{File: name, Offset: dmg.off}, err, "truncate torn tail")
+			}
+			l.recovery.TornSegment, l.recovery.TornOffset, l.recovery.TornBytes = name, dmg.off, int64(len(dmg.data))-dmg.off
+		default:
+			if err := l.quarantine(names, dmg.seg, dmg.off, dmg.data, dmg.scan); err != nil {
+				return err
+			}
+			names = names[:dmg.seg+1]
 		}
 	}
+	st, err := os.Stat(filepath.Join(dir, names[appendSeg]))
+	if err != nil {
+		return errf(CodeIO, &Position{File: names[appendSeg]}, err, "stat segment")
+	}
+	f, err := os.OpenFile(filepath.Join(dir, names[appendSeg]), os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return errf(CodeIO, &Position{File: names[appendSeg]}, err, "open segment")
+	}
+	l.seg, l.segName, l.segSize, l.segOpened = f, names[appendSeg], st.Size(), l.now()
 	l.recovery.Records = l.seq
 	l.m.segments.Set(float64(len(names)))
+	return l.checkAgainst(last, witness, names, firsts)
+}
+
+// isTorn tells a crash's torn write (an incomplete frame, or zeros a file
+// system left when the size reached the disk before the data) at the end
+// of the newest segment, past everything a checkpoint vouches for, from any
+// other unreadable bytes, which are quarantined.
+func (l *Log) isTorn(newest bool, name string, off int64, serr *scanErr, data []byte, last *Checkpoint) bool {
+	if !newest || last != nil && last.Segment == name && off < last.Offset {
+		return false
+	}
+	if last != nil && last.Segment > name { // a checkpoint names a later segment
+		return false
+	}
+	if serr.code == CodeTruncated {
+		return true
+	}
+	for _, b := range data[off:] {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// quarantine moves everything from segment names[seg] at off to the end of
+// the trail into <segment>.quarantine files, so one unreadable record (an
+// oversized or corrupt frame) costs the records behind it their place in
+// the chain but never the ability to start and keep recording. Open then
+// appends a KindQuarantine record naming the range.
+func (l *Log) quarantine(names []string, seg int, off int64, data []byte, serr *scanErr) error {
+	dir := l.cfg.Dir
+	name := names[seg]
+	path := filepath.Join(dir, name)
+	moved := int64(len(data)) - off
+	if err := copyTail(path+QuarantineSuffix, data[off:]); err != nil {
+		return errf(CodeIO, &Position{File: name, Offset: off}, err, "quarantine tail")
+	}
+	if err := os.Truncate(path, off); err != nil {
+		return errf(CodeIO, &Position{File: name, Offset: off}, err, "truncate quarantined tail")
+	}
+	for _, later := range names[seg+1:] {
+		p := filepath.Join(dir, later)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return errf(CodeIO, &Position{File: later}, err, "read segment to quarantine")
+		}
+		if len(b) > 0 {
+			if err := copyTail(p+QuarantineSuffix, b); err != nil {
+				return errf(CodeIO, &Position{File: later}, err, "quarantine segment")
+			}
+		}
+		if err := os.Remove(p); err != nil {
+			return errf(CodeIO, &Position{File: later}, err, "remove quarantined segment")
+		}
+		moved += int64(len(b))
+	}
+	if err := l.dirF.Sync(); err != nil {
+		return errf(CodeIO, &Position{File: name}, err, "sync directory")
+	}
+	l.recovery.QuarantineSegment, l.recovery.QuarantineOffset, l.recovery.QuarantineBytes = name, off, moved
+	l.recovery.QuarantineFrom = l.seq + 1
+	l.recovery.quarantineReason = serr.detail
+	l.recovery.quarantineSegments = len(names) - seg
+	l.m.quarantined.Inc()
+	// Names, offsets and counts only: the moved bytes may hold PHI.
+	l.lg.Error("audit trail tail unreadable; moved aside so recording can continue",
+		zap.String("segment", name), zap.Int64("offset", off), zap.Int64("bytes_moved", moved),
+		zap.Uint64("from_seq", l.seq+1), zap.String("reason", serr.detail),
+		zap.String("quarantine_file", name+QuarantineSuffix))
 	return nil
+}
+
+// checkAgainst refuses a trail that is shorter than, or differs from, the
+// newest checkpoint in the directory or the witness kept outside it. A
+// quarantine explains a trail shorter than either, for sizes at or after
+// the quarantined range; before it the records must still match.
+func (l *Log) checkAgainst(last, witness *Checkpoint, names []string, firsts []uint64) error {
+	q := l.recovery.QuarantineFrom
+	for _, c := range []struct {
+		cp   *Checkpoint
+		what string
+	}{{last, "the newest checkpoint"}, {witness, "the witness (" + l.cfg.WitnessFile + ")"}} {
+		if c.cp == nil || c.cp.Size == 0 || q > 0 && c.cp.Size >= q {
+			continue
+		}
+		if c.cp.Size > l.seq {
+			return errf(CodeTruncated, &Position{File: l.segName, Offset: l.segSize}, nil,
+				"log has %d records but %s says %d; refusing to extend a cut trail (run verify)", l.seq, c.what, c.cp.Size)
+		}
+		h, err := l.hashAt(c.cp.Size, names, firsts)
+		if err != nil {
+			return err
+		}
+		if hex.EncodeToString(h[:]) != c.cp.Head {
+			return errf(CodeCheckpointMismatch, &Position{File: l.segName, Seq: c.cp.Size}, nil,
+				"record %d differs from %s; refusing to extend a rewritten trail (run verify)", c.cp.Size, c.what)
+		}
+	}
+	if q > 0 {
+		// Old checkpoints past the quarantine no longer describe the trail;
+		// the next one is signed over the quarantine record.
+		l.lastCP = l.seq
+		l.recovery.lostCheckpoint = max(sizeOf(last), sizeOf(witness))
+	}
+	return nil
+}
+
+func sizeOf(c *Checkpoint) uint64 {
+	if c == nil {
+		return 0
+	}
+	return c.Size
+}
+
+// hashAt returns the stored hash of record seq.
+func (l *Log) hashAt(seq uint64, names []string, firsts []uint64) ([32]byte, error) {
+	if seq == l.seq {
+		return l.head, nil
+	}
+	for i := len(names) - 1; i >= 0; i-- {
+		if firsts[i] > seq {
+			continue
+		}
+		data, err := readFile(l.cfg.Dir, names[i])
+		if err != nil {
+			return [32]byte{}, err
+		}
+		frames, _ := parseFrames(data)
+		if k := seq - firsts[i]; k < uint64(len(frames)) {
+			return frames[k].Hash, nil
+		}
+		break
+	}
+	return [32]byte{}, errf(CodeTruncated, &Position{File: l.segName, Seq: seq}, nil, "record %d is missing", seq)
 }

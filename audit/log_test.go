@@ -329,14 +329,25 @@ func TestRecoverTornCheckpointAndRefuseDamage(t *testing.T) {
 	if _, err := Verify(cfg.Dir, l2.PublicKey(), VerifyOptions{RequireCheckpointedTail: true}); err != nil {
 		t.Fatal(err)
 	}
-	// Damage inside the checkpointed region is tampering, not a crash:
-	// Open must refuse rather than "repair" evidence away.
+	// Damage inside the checkpointed region is not a crash: Open neither
+	// repairs it silently nor refuses to start, it moves it aside and
+	// records that it did, and verify names it.
 	names := segNames(t, cfg.Dir)
 	seg := names[len(names)-1]
 	data, fr := segFrames(t, cfg.Dir, seg)
 	writeFile(t, filepath.Join(cfg.Dir, seg), data[:fr[0].Offset+10])
-	if _, err := Open(cfg); !errors.Is(err, ErrTruncated) {
-		t.Fatalf("Open on damaged log = %v, want ErrTruncated", err)
+	l3, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("Open on damaged log = %v, want the damage quarantined", err)
+	}
+	if rec := l3.Recovery(); rec.QuarantineSegment != seg || rec.TornBytes != 0 {
+		t.Fatalf("recovery = %+v, want a quarantine of %s", rec, seg)
+	}
+	if err := l3.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(cfg.Dir, l3.PublicKey(), VerifyOptions{}); !errors.Is(err, ErrQuarantined) {
+		t.Fatalf("Verify = %v, want ErrQuarantined", err)
 	}
 }
 

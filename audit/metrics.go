@@ -16,6 +16,8 @@ type metrics struct {
 	waitSeconds    prometheus.Histogram
 	sinkDropped    *prometheus.CounterVec
 	sinkErrors     *prometheus.CounterVec
+	oversize       prometheus.Counter
+	quarantined    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,12 +41,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sink_dropped_total", Help: "Records not delivered to a sink because its queue was full."}, []string{"sink"}),
 		sinkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
 			Name: "sink_errors_total", Help: "Records a sink failed to deliver."}, []string{"sink"}),
+		oversize: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
+			Name: "records_oversize_total", Help: "Decisions whose record exceeded max_record_bytes and were recorded as a compact substitute."}),
+		quarantined: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
+			Name: "quarantined_total", Help: "Unreadable trail tails moved aside at startup (each one is also a record in the trail)."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.records, m.appendFailures, m.checkpoints, m.segments,
-		m.batchSize, m.fsyncSeconds, m.waitSeconds, m.sinkDropped, m.sinkErrors} {
+		m.batchSize, m.fsyncSeconds, m.waitSeconds, m.sinkDropped, m.sinkErrors, m.oversize, m.quarantined} {
 		if err := reg.Register(c); err != nil {
 			return nil, errf(CodeConfig, nil, err, "register metrics")
 		}

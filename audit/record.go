@@ -14,6 +14,8 @@ import (
 const (
 	KindDecision  = "decision"
 	KindFiltering = "filtering"
+	// KindQuarantine records that Open moved an unreadable tail aside.
+	KindQuarantine = "quarantine"
 )
 
 // storedRecord is the payload of a frame (before sealing).

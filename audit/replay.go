@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/phigate/phigate/authz"
@@ -113,8 +114,11 @@ func decidedByPolicy(d *authz.Decision) bool {
 	}
 	switch authz.Code(d.Reason) {
 	case authz.CodeAmbiguous, authz.CodeUnsupported, authz.CodeMissingToken, authz.CodeInvalidToken,
-		authz.CodeExpiredToken, authz.CodeCanceled, authz.CodeAudit:
+		authz.CodeExpiredToken, authz.CodeCanceled, authz.CodeAudit, authz.CodeOverLimit, authz.CodeTooLarge:
 		return false
 	}
-	return true
+	// An unauthenticated request is refused before the policy (reason
+	// identity.<word>, no policy revision); the policy's own identity
+	// denials name the revision that made them.
+	return !(strings.HasPrefix(d.Reason, "identity.") && d.Policy.Revision == "")
 }

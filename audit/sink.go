@@ -2,8 +2,12 @@ package audit
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/cipher"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -111,12 +115,76 @@ func (a *asyncSink) close() {
 }
 
 // JSONLinesSink writes one AuditEvent JSON per line (checkpoints too, as
-// {"checkpoint":{...}}) for a log shipper to tail.
+// {"checkpoint":{...}}) for a log shipper to tail. With a key (the trail's
+// at-rest key) each AuditEvent line is sealed with AES-256-GCM instead, as
+// {"seq":N,"sealed":"<base64 nonce|ciphertext>"} bound to N, so the copy
+// does not carry PHI outside the encryption boundary the trail keeps.
+// Checkpoint lines stay readable: they hold no PHI, and whoever keeps them
+// off-host must be able to compare them with the trail.
 type JSONLinesSink struct {
 	name   string
 	w      io.Writer
 	closer io.Closer
 	queue  int
+	aead   cipher.AEAD
+}
+
+// jsonlAD is the additional data of a sealed jsonl line: a domain string and
+// the record's sequence, so a line cannot be passed off as a trail frame or
+// moved to another position.
+func jsonlAD(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte("phigate-audit-jsonl/v1\x00"), seq)
+}
+
+// sealedLine is the shape of an encrypted jsonl sink line.
+type sealedLine struct {
+	Seq    uint64 `json:"seq"`
+	Sealed []byte `json:"sealed"`
+}
+
+// ReadJSONLines reads a jsonl sink's output and calls fn with each line as
+// plain JSON, opening sealed lines with key. A sealed line without a key, or
+// one that does not open, is an ErrDecrypt error naming the line number.
+func ReadJSONLines(r io.Reader, key []byte, fn func(line []byte) error) error {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 2*MaxFramePayload)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := sc.Bytes()
+		if len(line) == 0 {
+			continue
+		}
+		if bytes.HasPrefix(line, []byte(`{"seq":`)) {
+			var sl sealedLine
+			if err := json.Unmarshal(line, &sl); err != nil || sl.Sealed == nil {
+				return errf(CodeEncode, nil, nil, "line %d is not a sealed record", n)
+			}
+			if aead == nil {
+				return errf(CodeDecrypt, nil, nil, "line %d is encrypted and no key was given", n)
+			}
+			ns := aead.NonceSize()
+			if len(sl.Sealed) < ns+aead.Overhead() {
+				return errf(CodeDecrypt, nil, nil, "line %d is too short", n)
+			}
+			plain, err := aead.Open(nil, sl.Sealed[:ns], sl.Sealed[ns:], jsonlAD(sl.Seq))
+			if err != nil {
+				return errf(CodeDecrypt, nil, nil, "line %d does not open with the key given", n)
+			}
+			line = plain
+		}
+		if err := fn(line); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return errf(CodeIO, nil, err, "read jsonl")
+	}
+	return nil
 }
 
 // NewJSONLinesSink writes to w; closing the sink closes w when it is an io.Closer.
@@ -137,8 +205,21 @@ func (s *JSONLinesSink) QueueSize() int { return s.queue }
 // Write implements Sink.
 func (s *JSONLinesSink) Write(r SinkRecord) error {
 	line := r.JSON
-	if r.Checkpoint != nil {
+	switch {
+	case r.Checkpoint != nil:
 		line = append(append([]byte(`{"checkpoint":`), r.JSON...), '}')
+	case s.aead != nil:
+		ns := s.aead.NonceSize()
+		sealed := make([]byte, ns, ns+len(r.JSON)+s.aead.Overhead())
+		if _, err := rand.Read(sealed); err != nil {
+			return err
+		}
+		sealed = s.aead.Seal(sealed, sealed, r.JSON, jsonlAD(r.Seq))
+		b, err := json.Marshal(sealedLine{Seq: r.Seq, Sealed: sealed})
+		if err != nil {
+			return err
+		}
+		line = b
 	}
 	_, err := s.w.Write(append(line, '\n'))
 	return err
@@ -313,8 +394,13 @@ func (c *SinkConfig) Validate() error {
 			return errf(CodeConfig, nil, nil, "Path is required for a jsonl sink")
 		}
 	case "syslog":
-		if _, _, err := net.SplitHostPort(c.Address); err != nil {
+		host, _, err := net.SplitHostPort(c.Address)
+		if err != nil {
 			return errf(CodeConfig, nil, err, "Address must be host:port")
+		}
+		// Records carry PHI: one that leaves the host travels encrypted.
+		if !c.TLS && !isLoopback(host) {
+			return errf(CodeConfig, nil, nil, "tls: must be true for a syslog sink whose address %s is not loopback (records carry PHI)", c.Address)
 		}
 		if (c.CertFile == "") != (c.KeyFile == "") {
 			return errf(CodeConfig, nil, nil, "CertFile and KeyFile go together")
@@ -331,8 +417,22 @@ func (c *SinkConfig) Validate() error {
 	return nil
 }
 
-// Build creates the sink.
-func (c *SinkConfig) Build() (Sink, error) {
+// isLoopback says whether host names this machine only: localhost or a
+// loopback address. Other names are not resolved, since what they resolve
+// to can change after validation.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Build creates the sink, with no at-rest key (a jsonl sink writes plain
+// lines); Open builds with the trail's key.
+func (c *SinkConfig) Build() (Sink, error) { return c.build(nil) }
+
+func (c *SinkConfig) build(aead cipher.AEAD) (Sink, error) {
 	switch c.Type {
 	case "jsonl":
 		f, err := os.OpenFile(c.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -340,7 +440,7 @@ func (c *SinkConfig) Build() (Sink, error) {
 			return nil, errf(CodeIO, nil, err, "jsonl sink Path")
 		}
 		s := NewJSONLinesSink(c.Name, f)
-		s.queue = c.QueueSize
+		s.queue, s.aead = c.QueueSize, aead
 		return s, nil
 	case "syslog":
 		var tc *tls.Config

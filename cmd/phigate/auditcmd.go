@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -142,7 +146,10 @@ func parseDir(fs *flag.FlagSet, args []string, usage string, stderr io.Writer) (
 }
 
 const (
-	usageVerify = "phigate audit verify <dir> [--key signing.key.pub] [--encryption-key-file f | --encryption-key-env VAR] [--require-checkpointed] [--json]"
+	usageVerify = "phigate audit verify <dir> (--trusted-keys FILE | --trust-on-first-use) [--witness FILE] [--encryption-key-file f | --encryption-key-env VAR] [--require-checkpointed] [--json]"
+	usageKeygen = "phigate audit keygen --out FILE [--jwk]"
+	usagePubkey = "phigate audit pubkey (--signing-key-file FILE | --config phigate.yaml) [--jwk]"
+	usageSink   = "phigate audit sink-read <jsonl sink file> [--encryption-key-file f | --encryption-key-env VAR]"
 	usageQuery  = "phigate audit query <dir> [--patient P] [--user U] [--since T] [--until T] [--outcome allow|deny] [--break-glass] [--json | --bundle]"
 	usageReplay = "phigate audit replay <dir> --policy <dir|bundle.tar.gz> [--patient P] [--user U] [--since T] [--until T] [--json]"
 	usageProbe  = "phigate audit probe <dir> [--rate 1000] [--duration 10s] [--json]"
@@ -179,10 +186,14 @@ func cmdAuditProbe(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 // cmdAuditVerify checks the whole trail: hashes, chain, signed checkpoints.
 // Its exit code says which kind of damage was found (audit.ExitCode) and the
-// report names the first bad position.
+// report names the first bad position. The public key is pinned: one read
+// from beside the trail proves nothing to an attacker who can replace both.
 func cmdAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flags("audit verify", stderr)
-	key := fs.String("key", "", "the checkpoint signing public key (default <dir>/signing.key.pub); keep a copy off-host, since one beside the log can be replaced with it")
+	trusted := fs.String("trusted-keys", "", "the pinned checkpoint public key(s), held off the audit host: PEM (one or more PUBLIC KEY blocks), a JWK or a JWK Set (from phigate audit pubkey)")
+	fs.StringVar(trusted, "key", "", "same as --trusted-keys")
+	tofu := fs.Bool("trust-on-first-use", false, "trust the public key stored in the audit directory (proves integrity only against someone who cannot write the directory)")
+	witness := fs.String("witness", "", "checkpoints kept off the trail: the witness file (audit.witness_file) or a jsonl sink's output; the trail must reach and match each")
 	keys := addKeyFlags(fs)
 	strict := fs.Bool("require-checkpointed", false, "fail when records follow the newest checkpoint (the log was not closed cleanly)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -190,15 +201,47 @@ func cmdAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if !ok {
 		return code
 	}
-	if *key == "" {
-		*key = audit.PublicKeyPath(filepath.Join(dir, audit.DefaultSigningKeyName))
+	var ks audit.KeySet
+	var err error
+	switch {
+	case *trusted != "" && *tofu:
+		fmt.Fprintln(stderr, "phigate audit verify: --trusted-keys and --trust-on-first-use are mutually exclusive")
+		return 2
+	case *trusted != "":
+		ks, err = audit.LoadTrustedKeys(*trusted)
+	case *tofu:
+		ks, err = audit.LoadTrustedKeys(filepath.Join(dir, audit.PublicKeyName))
+		if err == nil {
+			warn := fmt.Sprintf("WARNING: --trust-on-first-use: verifying against the public key stored in %s (key id %s). "+
+				"Anyone who can write that directory can replace the key with the trail. Pin it: "+
+				"phigate audit pubkey --signing-key-file <key> > trusted.pem, keep the file off this host, and pass --trusted-keys trusted.pem.",
+				dir, strings.Join(ks.IDs(), ","))
+			fmt.Fprintln(stderr, warn)
+			if !*asJSON {
+				fmt.Fprintln(stdout, warn)
+			}
+		}
+	default:
+		fmt.Fprintln(stderr, "phigate audit verify: no trusted key: pass --trusted-keys FILE, a copy of the public key held off the audit host "+
+			"(phigate audit pubkey prints it), or --trust-on-first-use to trust the key stored in the directory\nusage:", usageVerify)
+		return audit.ExitConfig
 	}
-	enc, err := keys.load()
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate audit verify:", err)
 		return audit.ExitCode(err)
 	}
-	rep, err := audit.VerifyKeyFile(dir, *key, audit.VerifyOptions{EncryptionKey: enc, RequireCheckpointedTail: *strict})
+	opts := audit.VerifyOptions{RequireCheckpointedTail: *strict}
+	if *witness != "" {
+		if opts.Witness, err = audit.ReadCheckpointFile(*witness); err != nil {
+			fmt.Fprintln(stderr, "phigate audit verify: --witness:", err)
+			return audit.ExitCode(err)
+		}
+	}
+	if opts.EncryptionKey, err = keys.load(); err != nil {
+		fmt.Fprintln(stderr, "phigate audit verify:", err)
+		return audit.ExitCode(err)
+	}
+	rep, err := audit.VerifyTrusted(dir, ks, opts)
 	if werr := audit.WriteVerifyReport(stdout, rep, err, *asJSON); werr != nil {
 		fmt.Fprintln(stderr, "phigate audit verify:", werr)
 		if err == nil {
@@ -206,6 +249,115 @@ func cmdAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) 
 		}
 	}
 	return audit.ExitCode(err)
+}
+
+// cmdAuditKeygen makes the checkpoint signing key before the first start,
+// so the public key can be pinned (and copied off the host) before there is
+// anything to verify. It never overwrites a key.
+func cmdAuditKeygen(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("audit keygen", stderr)
+	out := fs.String("out", "", "where to write the private key (PEM PKCS#8, mode 0600); the public key goes to FILE.pub. Keep it outside the audit directory (audit.signing_key_file)")
+	jwk := fs.Bool("jwk", false, "print the public key as a JWK Set instead of PEM")
+	pos, code, ok := parseInterleaved(fs, args)
+	if !ok {
+		return code
+	}
+	if *out == "" || len(pos) != 0 {
+		fmt.Fprintln(stderr, "usage:", usageKeygen)
+		return 2
+	}
+	priv, err := audit.CreateSigningKey(*out)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate audit keygen:", err)
+		return audit.ExitCode(err)
+	}
+	pub := priv.Public().(ed25519.PublicKey)
+	fmt.Fprintf(stderr, "wrote %s and %s (key id %s); pin the public key printed below where audit verify runs\n",
+		*out, audit.PublicKeyPath(*out), audit.KeyID(pub))
+	return writePublic(stdout, stderr, pub, *jwk)
+}
+
+// cmdAuditPubkey prints the public half of the signing key for pinning.
+func cmdAuditPubkey(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("audit pubkey", stderr)
+	keyFile := fs.String("signing-key-file", "", "the private signing key (audit.signing_key_file)")
+	cfgFile := fs.String("config", "", "read audit.signing_key_file from this phigate.yaml")
+	jwk := fs.Bool("jwk", false, "print a JWK Set (with the key id as kid) instead of PEM")
+	pos, code, ok := parseInterleaved(fs, args)
+	if !ok {
+		return code
+	}
+	if (*keyFile == "") == (*cfgFile == "") || len(pos) != 0 {
+		fmt.Fprintln(stderr, "usage:", usagePubkey)
+		return 2
+	}
+	if *cfgFile != "" {
+		cfg, err := LoadConfig(*cfgFile)
+		if err != nil {
+			fmt.Fprintln(stderr, "phigate audit pubkey:", err)
+			return audit.ExitConfig
+		}
+		*keyFile = cfg.Audit.SigningKeyFile
+	}
+	priv, err := audit.LoadSigningKey(*keyFile)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate audit pubkey:", err)
+		return audit.ExitCode(err)
+	}
+	return writePublic(stdout, stderr, priv.Public().(ed25519.PublicKey), *jwk)
+}
+
+func writePublic(stdout, stderr io.Writer, pub ed25519.PublicKey, jwk bool) int {
+	var err error
+	if jwk {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(struct {
+			Keys []audit.JWK `json:"keys"`
+		}{[]audit.JWK{audit.PublicJWK(pub)}})
+	} else {
+		_, err = stdout.Write(audit.PublicKeyPEM(pub))
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate audit:", err)
+		return audit.ExitOther
+	}
+	return 0
+}
+
+// cmdAuditSinkRead prints a jsonl sink's file as plain NDJSON, opening the
+// lines that were sealed with the trail's encryption key.
+func cmdAuditSinkRead(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("audit sink-read", stderr)
+	keys := addKeyFlags(fs)
+	file, code, ok := parseDir(fs, args, usageSink, stderr)
+	if !ok {
+		return code
+	}
+	key, err := keys.load()
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate audit sink-read:", err)
+		return audit.ExitCode(err)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate audit sink-read:", err)
+		return audit.ExitIO
+	}
+	defer f.Close()
+	bw := bufio.NewWriter(stdout)
+	err = audit.ReadJSONLines(f, key, func(line []byte) error {
+		bw.Write(line)
+		return bw.WriteByte('\n')
+	})
+	if ferr := bw.Flush(); err == nil && ferr != nil {
+		err = ferr
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate audit sink-read:", err)
+		return audit.ExitCode(err)
+	}
+	return 0
 }
 
 // cmdAuditQuery answers "who looked at this patient's record" and similar

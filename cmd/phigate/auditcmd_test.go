@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	endian "encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +26,9 @@ import (
 // of the real Authorizer and the shipped policy.
 type trailFixture struct {
 	dir       string
+	cfg       audit.Config // as validated: the key and witness paths beside dir
+	pub       string       // the public key, as an operator pins it
+	witness   string
 	encKey    []byte // nil when records are not sealed
 	decisions map[string]authz.Decision
 	bgID      string // the break-glass decision
@@ -74,6 +80,10 @@ func writeTrail(t *testing.T, encrypted bool) *trailFixture {
 		}
 		cfg.EncryptionKeyFile = p
 	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	fx.cfg, fx.pub, fx.witness = cfg, audit.PublicKeyPath(cfg.SigningKeyFile), cfg.WitnessFile
 	trail, err := audit.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -160,9 +170,16 @@ func TestAuditCommandFlagErrors(t *testing.T) {
 		{"verify without dir", []string{"audit", "verify"}, 2, "usage: phigate audit verify"},
 		{"verify with two dirs", []string{"audit", "verify", fx.dir, fx.dir}, 2, "usage:"},
 		{"verify unknown flag", []string{"audit", "verify", fx.dir, "--nope"}, 2, "flag provided but not defined"},
-		{"verify both key sources", []string{"audit", "verify", fx.dir, "--encryption-key-file", "x", "--encryption-key-env", "Y"}, audit.ExitConfig, "mutually exclusive"},
-		{"verify key env unset", []string{"audit", "verify", fx.dir, "--encryption-key-env", "PHIGATE_TEST_UNSET_KEY"}, audit.ExitConfig, "PHIGATE_TEST_UNSET_KEY is not set"},
+		{"verify both key sources", []string{"audit", "verify", fx.dir, "--trusted-keys", fx.pub, "--encryption-key-file", "x", "--encryption-key-env", "Y"}, audit.ExitConfig, "mutually exclusive"},
+		{"verify key env unset", []string{"audit", "verify", fx.dir, "--trusted-keys", fx.pub, "--encryption-key-env", "PHIGATE_TEST_UNSET_KEY"}, audit.ExitConfig, "PHIGATE_TEST_UNSET_KEY is not set"},
 		{"verify missing public key", []string{"audit", "verify", fx.dir, "--key", filepath.Join(fx.dir, "nope.pub")}, audit.ExitIO, "nope.pub"},
+		{"verify without a pinned key", []string{"audit", "verify", fx.dir}, audit.ExitConfig, "no trusted key"},
+		{"verify pinned and first use", []string{"audit", "verify", fx.dir, "--trusted-keys", fx.pub, "--trust-on-first-use"}, 2, "mutually exclusive"},
+		{"verify unreadable witness", []string{"audit", "verify", fx.dir, "--trusted-keys", fx.pub, "--witness", filepath.Join(t.TempDir(), "none")}, audit.ExitIO, "--witness"},
+		{"keygen without out", []string{"audit", "keygen"}, 2, "usage: phigate audit keygen"},
+		{"keygen over an existing key", []string{"audit", "keygen", "--out", fx.cfg.SigningKeyFile}, audit.ExitConfig, "never overwritten"},
+		{"pubkey without a source", []string{"audit", "pubkey"}, 2, "usage: phigate audit pubkey"},
+		{"pubkey of a missing key", []string{"audit", "pubkey", "--signing-key-file", filepath.Join(t.TempDir(), "none")}, audit.ExitIO, "signing key"},
 		{"query bad outcome", []string{"audit", "query", fx.dir, "--outcome", "maybe"}, 2, "--outcome"},
 		{"query bad since", []string{"audit", "query", fx.dir, "--since", "yesterday"}, 2, "--since"},
 		{"query negative duration", []string{"audit", "query", fx.dir, "--since", "-5m"}, 2, "--since"},
@@ -200,7 +217,7 @@ func TestAuditVerifyCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PHIGATE_TEST_AUDIT_KEY", hex.EncodeToString(sealed.encKey))
-	otherPub := filepath.Join(writeTrail(t, false).dir, "signing.key.pub")
+	otherPub := writeTrail(t, false).pub
 
 	// tampered: one byte of the first segment's second record flipped.
 	tampered := copyDir(t, plain.dir)
@@ -231,16 +248,18 @@ func TestAuditVerifyCommand(t *testing.T) {
 		wantCode int
 		wantOut  []string
 	}{
-		{"clean trail", []string{plain.dir}, 0, []string{"OK 7 records", "decrypted=false"}},
-		{"clean trail as JSON", []string{plain.dir, "--json"}, 0, []string{`"ok":true`, `"records":7`}},
-		{"sealed trail without key checks integrity only", []string{sealed.dir}, 0, []string{"OK 7 records", "decrypted=false"}},
-		{"sealed trail with key file", []string{sealed.dir, "--encryption-key-file", keyFile}, 0, []string{"decrypted=true"}},
-		{"sealed trail with key variable", []string{"--encryption-key-env", "PHIGATE_TEST_AUDIT_KEY", sealed.dir}, 0, []string{"decrypted=true"}},
-		{"sealed trail with wrong key", []string{sealed.dir, "--encryption-key-file", wrongKey}, audit.ExitDecrypt, []string{"FAILED decrypt_failed", "seq 1"}},
+		{"clean trail", []string{plain.dir, "--trusted-keys", plain.pub}, 0, []string{"OK 7 records", "decrypted=false"}},
+		{"clean trail as JSON", []string{plain.dir, "--trusted-keys", plain.pub, "--json"}, 0, []string{`"ok":true`, `"records":7`}},
+		{"clean trail with its witness", []string{plain.dir, "--trusted-keys", plain.pub, "--witness", plain.witness, "--require-checkpointed"}, 0, []string{"OK 7 records"}},
+		{"clean trail, trust on first use", []string{plain.dir, "--trust-on-first-use"}, 0, []string{"WARNING: --trust-on-first-use", "OK 7 records"}},
+		{"sealed trail without key checks integrity only", []string{sealed.dir, "--key", sealed.pub}, 0, []string{"OK 7 records", "decrypted=false"}},
+		{"sealed trail with key file", []string{sealed.dir, "--key", sealed.pub, "--encryption-key-file", keyFile}, 0, []string{"decrypted=true"}},
+		{"sealed trail with key variable", []string{"--encryption-key-env", "PHIGATE_TEST_AUDIT_KEY", sealed.dir, "--key", sealed.pub}, 0, []string{"decrypted=true"}},
+		{"sealed trail with wrong key", []string{sealed.dir, "--key", sealed.pub, "--encryption-key-file", wrongKey}, audit.ExitDecrypt, []string{"FAILED decrypt_failed", "seq 1"}},
 		{"another log's public key", []string{plain.dir, "--key", otherPub}, audit.ExitSignature, []string{"FAILED bad_signature", "checkpoints.jsonl"}},
-		{"flipped byte names the record", []string{tampered, "--json"}, audit.ExitChainBroken,
+		{"flipped byte names the record", []string{tampered, "--trusted-keys", plain.pub, "--json"}, audit.ExitChainBroken,
 			[]string{`"ok":false`, `"code":"chain_broken"`, `"seq":2`, `"file":"` + filepath.Base(seg) + `"`}},
-		{"cut segment", []string{truncated}, audit.ExitTruncated, []string{"FAILED truncated", filepath.Base(tseg)}},
+		{"cut segment", []string{truncated, "--trusted-keys", plain.pub}, audit.ExitTruncated, []string{"FAILED truncated", filepath.Base(tseg)}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -357,12 +376,12 @@ decision := {"allow": false, "status": 403, "reason": "maintenance"}
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// Under deny-all every decision that was not already "deny 403" changes,
-	// the 401 of the unauthenticated call included; the unparsable request
-	// was denied before any policy ran and is not replayed.
+	// Under deny-all every decision that was not already "deny 403" changes;
+	// the unparsable request and the unauthenticated call were refused
+	// before any policy ran and are not replayed.
 	var allowed []string
 	for _, c := range trailCalls {
-		if d := fx.decisions[c.name]; d.Reason != string(authz.CodeAmbiguous) && (d.Allow || d.Status != 403) {
+		if d := fx.decisions[c.name]; d.Reason != string(authz.CodeAmbiguous) && d.Status != 401 && (d.Allow || d.Status != 403) {
 			allowed = append(allowed, d.ID)
 		}
 	}
@@ -373,7 +392,7 @@ decision := {"allow": false, "status": 403, "reason": "maintenance"}
 		wantIDs  []string
 		wantOut  string
 	}{
-		{"shipped policy changes nothing", []string{"--policy", "../../rego"}, 0, nil, "replayed 6 decisions under ../../rego: 0 would change (1 skipped"},
+		{"shipped policy changes nothing", []string{"--policy", "../../rego"}, 0, nil, "replayed 5 decisions under ../../rego: 0 would change (2 skipped"},
 		{"deny-all policy changes every allow", []string{"--policy", denyAll, "--json"}, ExitReplayChanged, allowed, ""},
 		{"deny-all, one patient", []string{"--policy", denyAll, "--patient", "pat-0002", "--json"}, ExitReplayChanged, []string{fx.bgID}, ""},
 		{"deny-all, table", []string{"--policy", denyAll, "--break-glass"}, ExitReplayChanged, nil, "allow 200  deny 403"},
@@ -406,6 +425,232 @@ decision := {"allow": false, "status": 403, "reason": "maintenance"}
 			}
 			if strings.Join(got, ",") != strings.Join(tc.wantIDs, ",") {
 				t.Errorf("changed = %v, want %v", got, tc.wantIDs)
+			}
+		})
+	}
+}
+
+// TestAuditVerifyTamper replays the two history rewrites against the
+// command: a pinned key and the witness catch what the directory alone
+// cannot, and a restart refuses the rewritten trail.
+func TestAuditVerifyTamper(t *testing.T) {
+	pinnedJWKS := func(t *testing.T, fx *trailFixture) string {
+		code, out, stderr := runCmd(t, "audit", "pubkey", "--signing-key-file", fx.cfg.SigningKeyFile, "--jwk")
+		if code != 0 {
+			t.Fatalf("audit pubkey: exit %d: %s", code, stderr)
+		}
+		p := filepath.Join(t.TempDir(), "trusted.jwks")
+		if err := os.WriteFile(p, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name string
+		// attack changes the trail and returns the directory to verify.
+		attack   func(t *testing.T, fx *trailFixture) string
+		args     func(fx *trailFixture, pinned string) []string
+		wantCode int
+		wantOut  string
+	}{
+		{"rewrite after an older checkpoint, default verify", rewriteAfterFirstCheckpoint,
+			func(fx *trailFixture, pinned string) []string { return []string{fx.dir, "--trusted-keys", pinned} },
+			0, "OK"},
+		{"rewrite after an older checkpoint, with the witness", rewriteAfterFirstCheckpoint,
+			func(fx *trailFixture, pinned string) []string {
+				return []string{fx.dir, "--trusted-keys", pinned, "--witness", fx.witness}
+			}, audit.ExitCheckpointMismatch, "FAILED checkpoint_mismatch"},
+		{"rewrite after an older checkpoint, require checkpointed", rewriteAfterFirstCheckpoint,
+			func(fx *trailFixture, pinned string) []string {
+				return []string{fx.dir, "--trusted-keys", pinned, "--require-checkpointed"}
+			}, audit.ExitTruncated, "FAILED truncated"},
+		{"key replaced with the trail, pinned key", replaceKeyAndTrail,
+			func(fx *trailFixture, pinned string) []string {
+				return []string{fx.dir, "--trusted-keys", pinned, "--require-checkpointed"}
+			}, audit.ExitSignature, "FAILED bad_signature"},
+		{"key replaced with the trail, trust on first use", replaceKeyAndTrail,
+			func(fx *trailFixture, pinned string) []string {
+				return []string{fx.dir, "--trust-on-first-use", "--require-checkpointed"}
+			}, 0, "WARNING: --trust-on-first-use"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fx := writeTrail(t, false)
+			pinned := pinnedJWKS(t, fx)
+			tc.attack(t, fx)
+			code, stdout, stderr := runCmd(t, append([]string{"audit", "verify"}, tc.args(fx, pinned)...)...)
+			if code != tc.wantCode || !strings.Contains(stdout, tc.wantOut) {
+				t.Fatalf("exit %d, want %d with %q; stdout %q stderr %q", code, tc.wantCode, tc.wantOut, stdout, stderr)
+			}
+		})
+	}
+}
+
+// rewriteAfterFirstCheckpoint cuts checkpoints.jsonl back to its first line
+// and rewrites the records after it with a recomputed (unkeyed) chain, as
+// someone who can write the directory but lacks the key can.
+func rewriteAfterFirstCheckpoint(t *testing.T, fx *trailFixture) string {
+	t.Helper()
+	p := filepath.Join(fx.dir, "checkpoints.jsonl")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := bytes.IndexByte(b, '\n') + 1
+	var cp audit.Checkpoint
+	if err := json.Unmarshal(b[:first], &cp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b[:first], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	seg := firstSegment(t, fx.dir)
+	raw, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Frames: magic(2) ver flags len(4) seq(8) prev(32) payload hash(32).
+	var out []byte
+	var prev [32]byte
+	for off := 0; off < len(raw); {
+		n := int(endian.BigEndian.Uint32(raw[off+4 : off+8]))
+		seq := endian.BigEndian.Uint64(raw[off+8 : off+16])
+		hdr := bytes.Clone(raw[off : off+48])
+		payload := bytes.Clone(raw[off+48 : off+48+n])
+		if seq > cp.Size {
+			payload = bytes.Replace(payload, []byte("pat-0001"), []byte("pat-0009"), -1)
+			copy(hdr[16:48], prev[:])
+		}
+		d := sha256.New()
+		d.Write([]byte("phigate-audit-record/v1\x00"))
+		d.Write(hdr)
+		d.Write(payload)
+		d.Sum(prev[:0])
+		out = append(append(append(out, hdr...), payload...), prev[:]...)
+		off += 80 + n
+	}
+	if err := os.WriteFile(seg, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The restart that would sign the forgery refuses it.
+	if l, err := audit.Open(fx.cfg); err == nil {
+		l.Close()
+		t.Fatal("phigate reopened a rewritten trail")
+	} else if !errors.Is(err, audit.ErrCheckpointMismatch) {
+		t.Fatalf("reopen = %v, want ErrCheckpointMismatch", err)
+	}
+	return fx.dir
+}
+
+// replaceKeyAndTrail deletes the signing key, the checkpoints, the records
+// and the witness, and lets phigate start over with a new key.
+func replaceKeyAndTrail(t *testing.T, fx *trailFixture) string {
+	t.Helper()
+	os.Remove(fx.cfg.SigningKeyFile)
+	// With the witness still there, phigate refuses to make a new key.
+	if err := os.RemoveAll(fx.dir); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := audit.Open(fx.cfg); err == nil {
+		l.Close()
+		t.Fatal("phigate made a new key over an existing trail")
+	} else if !errors.Is(err, audit.ErrConfig) {
+		t.Fatalf("reopen = %v, want ErrConfig", err)
+	}
+	os.Remove(fx.witness)
+	os.RemoveAll(fx.dir)
+	l, err := audit.Open(fx.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := l.RecordFiltering(t.Context(), audit.FilterEvent{DecisionID: "forged"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return fx.dir
+}
+
+func TestAuditKeygenAndPubkey(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "keys", "audit-signing.key")
+	code, pemOut, stderr := runCmd(t, "audit", "keygen", "--out", key)
+	if code != 0 || !strings.Contains(pemOut, "BEGIN PUBLIC KEY") || !strings.Contains(stderr, "key id") {
+		t.Fatalf("keygen: exit %d stdout %q stderr %q", code, pemOut, stderr)
+	}
+	if st, err := os.Stat(key); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("private key: %v %v", st, err)
+	}
+	code, again, _ := runCmd(t, "audit", "pubkey", "--signing-key-file", key)
+	if code != 0 || again != pemOut {
+		t.Fatalf("pubkey = %d %q, want the key keygen printed", code, again)
+	}
+	// A trail signed with the generated key verifies against either form.
+	dir := filepath.Join(t.TempDir(), "audit")
+	l, err := audit.Open(audit.Config{Dir: dir, SigningKeyFile: key, WitnessFile: filepath.Join(t.TempDir(), "w.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.RecordFiltering(t.Context(), audit.FilterEvent{DecisionID: "d1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, jwks, _ := runCmd(t, "audit", "pubkey", "--signing-key-file", key, "--jwk")
+	for name, content := range map[string]string{"pem": pemOut, "jwks": jwks} {
+		p := filepath.Join(t.TempDir(), "trusted."+name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if code, out, stderr := runCmd(t, "audit", "verify", dir, "--trusted-keys", p, "--require-checkpointed"); code != 0 {
+			t.Fatalf("verify with %s: exit %d %s %s", name, code, out, stderr)
+		}
+	}
+	// The config refuses a key kept in the audit directory.
+	cfg := audit.Config{Dir: dir, SigningKeyFile: filepath.Join(dir, "signing.key")}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "signing_key_file") {
+		t.Fatalf("Validate with the key inside dir = %v, want an error naming signing_key_file", err)
+	}
+}
+
+func TestAuditSinkReadCommand(t *testing.T) {
+	key := bytes.Repeat([]byte{0x42}, 32)
+	keyFile := filepath.Join(t.TempDir(), "k.hex")
+	if err := os.WriteFile(keyFile, []byte(hex.EncodeToString(key)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sink := filepath.Join(t.TempDir(), "audit.jsonl")
+	l, err := audit.Open(audit.Config{Dir: filepath.Join(t.TempDir(), "audit"), EncryptionKeyFile: keyFile,
+		Sinks: []audit.SinkConfig{{Type: "jsonl", Path: sink}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.RecordFiltering(t.Context(), audit.FilterEvent{DecisionID: "dec-sealed", RequestID: "req-sealed"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if raw, _ := os.ReadFile(sink); bytes.Contains(raw, []byte("dec-sealed")) {
+		t.Fatalf("sink holds the record in clear: %s", raw)
+	}
+	cases := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{"with the key", []string{sink, "--encryption-key-file", keyFile}, 0, `"id":"dec-sealed-f"`},
+		{"without the key", []string{sink}, audit.ExitDecrypt, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCmd(t, append([]string{"audit", "sink-read"}, tc.args...)...)
+			if code != tc.wantCode || !strings.Contains(stdout, tc.wantOut) {
+				t.Fatalf("exit %d want %d; stdout %q stderr %q", code, tc.wantCode, stdout, stderr)
 			}
 		})
 	}

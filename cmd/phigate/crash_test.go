@@ -156,7 +156,7 @@ log:
 		t.Errorf("the restart did not report repairing the torn tail; log:\n%s", second.logs)
 	}
 
-	code, stdout, stderr := runCmd(t, "audit", "verify", auditDir)
+	code, stdout, stderr := runCmd(t, "audit", "verify", auditDir, "--trusted-keys", audit.PublicKeyPath(audit.DefaultSigningKeyFile(auditDir)))
 	if code != 0 {
 		t.Fatalf("audit verify after the crash: exit %d: %s %s", code, stdout, stderr)
 	}

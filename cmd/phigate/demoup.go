@@ -87,6 +87,10 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	cfg.Owners.Upstream = "http://" + demoUpstream
 	cfg.Request.LegacyRoutes = []authz.LegacyRoute{{Method: "GET", Pattern: "/hl7/patients/{id}/adt", Kind: "hl7-adt", PatientFrom: "path:id"}}
 	cfg.Audit.Dir = filepath.Join(*dir, "audit")
+	// The demo keeps the checkpoint key and the witness beside the trail,
+	// not in it; phigate creates the key on the first start only.
+	cfg.Audit.SigningKeyFile = filepath.Join(*dir, "audit-keys", "signing.key")
+	cfg.Audit.WitnessFile = filepath.Join(*dir, "audit-keys", "witness.json")
 	if cfg.Filters.TokenKeys, err = demoTokenKeys(*dir); err != nil {
 		return fail(err)
 	}

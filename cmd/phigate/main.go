@@ -38,6 +38,9 @@ func commands() map[string]command {
 		"audit query":     {"list audit records (who accessed a patient, denials, break-glass)", cmdAuditQuery},
 		"audit replay":    {"re-evaluate recorded decisions under another policy, list changes", cmdAuditReplay},
 		"audit probe":     {"measure what a durable audit append costs on a directory's disk", cmdAuditProbe},
+		"audit keygen":    {"create the audit checkpoint signing key and print its public key for pinning", cmdAuditKeygen},
+		"audit pubkey":    {"print the audit signing key's public key (PEM or JWK Set) for verify --trusted-keys", cmdAuditPubkey},
+		"audit sink-read": {"print a jsonl audit sink's file as NDJSON, opening encrypted lines", cmdAuditSinkRead},
 	}
 }
 
