@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"time"
@@ -68,31 +70,31 @@ const MaxFramePayload = 16 << 20
 // Validate checks c, fills defaults and names the first bad field.
 func (c *Config) Validate() error {
 	if c.Dir == "" {
-		return errf(CodeConfig, nil, nil, "Dir is required")
+		return errf(CodeConfig, nil, nil, "dir is required")
 	}
 	switch {
 	case c.SegmentMaxBytes == 0:
 		c.SegmentMaxBytes = DefaultSegmentMaxBytes
 	case c.SegmentMaxBytes < 4096:
-		return errf(CodeConfig, nil, nil, "SegmentMaxBytes %d is below the 4096 minimum", c.SegmentMaxBytes)
+		return errf(CodeConfig, nil, nil, "segment_max_bytes %d is below the 4096 minimum", c.SegmentMaxBytes)
 	}
 	switch {
 	case c.SegmentMaxAge == 0:
 		c.SegmentMaxAge = DefaultSegmentMaxAge
 	case c.SegmentMaxAge < time.Second:
-		return errf(CodeConfig, nil, nil, "SegmentMaxAge %s is below one second", c.SegmentMaxAge)
+		return errf(CodeConfig, nil, nil, "segment_max_age %s is below one second", c.SegmentMaxAge)
 	}
 	switch {
 	case c.CheckpointEvery == 0:
 		c.CheckpointEvery = DefaultCheckpointEvery
 	case c.CheckpointEvery < 0:
-		return errf(CodeConfig, nil, nil, "CheckpointEvery must be positive")
+		return errf(CodeConfig, nil, nil, "checkpoint_every must be positive")
 	}
 	switch {
 	case c.MaxBatch == 0:
 		c.MaxBatch = DefaultMaxBatch
 	case c.MaxBatch < 0:
-		return errf(CodeConfig, nil, nil, "MaxBatch must be positive")
+		return errf(CodeConfig, nil, nil, "max_batch must be positive")
 	}
 	switch {
 	case c.MaxRecordBytes == 0:
@@ -117,14 +119,20 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.EncryptionKeyFile != "" && c.EncryptionKeyEnv != "" {
-		return errf(CodeConfig, nil, nil, "EncryptionKeyFile and EncryptionKeyEnv are mutually exclusive")
+		return errf(CodeConfig, nil, nil, "encryption_key_file and encryption_key_env are mutually exclusive")
 	}
 	if c.Server == "" {
 		c.Server = "phigate"
 	}
 	for i := range c.Sinks {
 		if err := c.Sinks[i].Validate(); err != nil {
-			return errf(CodeConfig, nil, err, "Sinks[%d]", i)
+			// The sink names its own field; prefix it with the sink's place,
+			// so the message reads as the YAML path (sinks[0].tls: ...).
+			var e *Error
+			if errors.As(err, &e) {
+				return &Error{Code: CodeConfig, Detail: fmt.Sprintf("sinks[%d].%s", i, e.Detail), Err: e.Err}
+			}
+			return errf(CodeConfig, nil, err, "sinks[%d]", i)
 		}
 	}
 	return nil

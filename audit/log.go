@@ -123,6 +123,7 @@ type Log struct {
 	head      [32]byte
 	lastCP    uint64
 	cpSize    int64 // bytes in checkpoints.jsonl when Open found it
+	pendingQ  bool  // a pending quarantine file is to be removed
 	failed    error
 	buf       []byte
 }
@@ -210,6 +211,10 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 			l.closeFiles()
 			return nil, err
 		}
+	}
+	if err := l.clearPendingQuarantine(); err != nil {
+		l.closeFiles()
+		return nil, err
 	}
 	go l.run()
 	return l, nil
@@ -604,6 +609,9 @@ func (l *Log) recover() error {
 		if err := l.createSegment(1, l.now()); err != nil {
 			return err
 		}
+		if err := l.resumeQuarantine(); err != nil {
+			return err
+		}
 		return l.checkAgainst(last, witness, nil, nil)
 	}
 	// Walk back from the newest segment to the newest record, noting the
@@ -690,6 +698,13 @@ func (l *Log) recover() error {
 	l.seg, l.segName, l.segSize, l.segOpened = f, names[appendSeg], st.Size(), l.now()
 	l.recovery.Records = l.seq
 	l.m.segments.Set(float64(len(names)))
+	if dmg == nil {
+		if err := l.resumeQuarantine(); err != nil {
+			return err
+		}
+	} else {
+		l.pendingQ = true
+	}
 	return l.checkAgainst(last, witness, names, firsts)
 }
 
@@ -725,6 +740,24 @@ func (l *Log) quarantine(names []string, seg int, off int64, data []byte, serr *
 	name := names[seg]
 	path := filepath.Join(dir, name)
 	moved := int64(len(data)) - off
+	for _, later := range names[seg+1:] {
+		st, err := os.Stat(filepath.Join(dir, later))
+		if err != nil {
+			return errf(CodeIO, &Position{File: later}, err, "stat segment to quarantine")
+		}
+		moved += st.Size()
+	}
+	l.recovery.QuarantineSegment, l.recovery.QuarantineOffset, l.recovery.QuarantineBytes = name, off, moved
+	l.recovery.QuarantineFrom = l.seq + 1
+	l.recovery.quarantineReason = serr.detail
+	l.recovery.quarantineSegments = len(names) - seg
+	// The plan is made durable before any byte moves: a crash between the
+	// move and the quarantine record would otherwise leave a trail shorter
+	// than its checkpoints with nothing to say why, which the next start
+	// would refuse.
+	if err := l.writePendingQuarantine(); err != nil {
+		return err
+	}
 	if err := copyTail(path+QuarantineSuffix, data[off:]); err != nil {
 		return errf(CodeIO, &Position{File: name, Offset: off}, err, "quarantine tail")
 	}
@@ -745,21 +778,78 @@ func (l *Log) quarantine(names []string, seg int, off int64, data []byte, serr *
 		if err := os.Remove(p); err != nil {
 			return errf(CodeIO, &Position{File: later}, err, "remove quarantined segment")
 		}
-		moved += int64(len(b))
 	}
 	if err := l.dirF.Sync(); err != nil {
 		return errf(CodeIO, &Position{File: name}, err, "sync directory")
 	}
-	l.recovery.QuarantineSegment, l.recovery.QuarantineOffset, l.recovery.QuarantineBytes = name, off, moved
-	l.recovery.QuarantineFrom = l.seq + 1
-	l.recovery.quarantineReason = serr.detail
-	l.recovery.quarantineSegments = len(names) - seg
 	l.m.quarantined.Inc()
 	// Names, offsets and counts only: the moved bytes may hold PHI.
 	l.lg.Error("audit trail tail unreadable; moved aside so recording can continue",
 		zap.String("segment", name), zap.Int64("offset", off), zap.Int64("bytes_moved", moved),
 		zap.Uint64("from_seq", l.seq+1), zap.String("reason", serr.detail),
 		zap.String("quarantine_file", name+QuarantineSuffix))
+	return nil
+}
+
+// pendingQuarantineFile holds a quarantine that has moved bytes but whose
+// record is not yet in the trail.
+const pendingQuarantineFile = "quarantine.pending.json"
+
+type pendingQuarantine struct {
+	Segment  string `json:"segment"`
+	Offset   int64  `json:"offset"`
+	Bytes    int64  `json:"bytes"`
+	FromSeq  uint64 `json:"from_seq"`
+	Segments int    `json:"segments"`
+	Reason   string `json:"reason"`
+}
+
+func (l *Log) writePendingQuarantine() error {
+	r := &l.recovery
+	b, err := json.Marshal(pendingQuarantine{Segment: r.QuarantineSegment, Offset: r.QuarantineOffset, Bytes: r.QuarantineBytes,
+		FromSeq: r.QuarantineFrom, Segments: r.quarantineSegments, Reason: r.quarantineReason})
+	if err != nil {
+		return errf(CodeEncode, nil, err, "pending quarantine")
+	}
+	if err := writeAtomic(filepath.Join(l.cfg.Dir, pendingQuarantineFile), b, 0o600); err != nil {
+		return errf(CodeIO, &Position{File: pendingQuarantineFile}, err, "write pending quarantine")
+	}
+	return nil
+}
+
+// resumeQuarantine picks up a quarantine a crash interrupted after it moved
+// bytes: when the trail ends just before the range it names, the
+// quarantine record is still owed and Open writes it. Any other pending
+// file is stale (its record was written) and is removed after the next
+// checkpoint.
+func (l *Log) resumeQuarantine() error {
+	b, err := os.ReadFile(filepath.Join(l.cfg.Dir, pendingQuarantineFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return errf(CodeIO, &Position{File: pendingQuarantineFile}, err, "read")
+	}
+	l.pendingQ = true
+	var q pendingQuarantine
+	if json.Unmarshal(b, &q) != nil || q.FromSeq != l.seq+1 || q.Bytes <= 0 {
+		return nil
+	}
+	r := &l.recovery
+	r.QuarantineSegment, r.QuarantineOffset, r.QuarantineBytes, r.QuarantineFrom = q.Segment, q.Offset, q.Bytes, q.FromSeq
+	r.quarantineSegments, r.quarantineReason = q.Segments, q.Reason
+	return nil
+}
+
+// clearPendingQuarantine removes the pending file once the quarantine
+// record is covered by a checkpoint.
+func (l *Log) clearPendingQuarantine() error {
+	if !l.pendingQ && l.recovery.QuarantineBytes == 0 {
+		return nil
+	}
+	if err := os.Remove(filepath.Join(l.cfg.Dir, pendingQuarantineFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return errf(CodeIO, &Position{File: pendingQuarantineFile}, err, "remove")
+	}
 	return nil
 }
 

@@ -492,14 +492,20 @@ func TestConfigValidate(t *testing.T) {
 		cfg   Config
 		field string
 	}{
-		{"no dir", Config{}, "Dir"},
-		{"tiny segment", Config{Dir: "x", SegmentMaxBytes: 10}, "SegmentMaxBytes"},
-		{"short age", Config{Dir: "x", SegmentMaxAge: 1}, "SegmentMaxAge"},
-		{"negative checkpoint", Config{Dir: "x", CheckpointEvery: -1}, "CheckpointEvery"},
-		{"two key sources", Config{Dir: "x", EncryptionKeyFile: "f", EncryptionKeyEnv: "E"}, "EncryptionKeyFile"},
-		{"bad sink", Config{Dir: "x", Sinks: []SinkConfig{{Type: "kafka"}}}, "Sinks[0]"},
-		{"syslog without port", Config{Dir: "x", Sinks: []SinkConfig{{Type: "syslog", Address: "host"}}}, "Address"},
+		{"no dir", Config{}, "dir"},
+		{"tiny segment", Config{Dir: "x", SegmentMaxBytes: 10}, "segment_max_bytes"},
+		{"short age", Config{Dir: "x", SegmentMaxAge: 1}, "segment_max_age"},
+		{"negative checkpoint", Config{Dir: "x", CheckpointEvery: -1}, "checkpoint_every"},
+		{"two key sources", Config{Dir: "x", EncryptionKeyFile: "f", EncryptionKeyEnv: "E"}, "encryption_key_file"},
+		{"bad sink", Config{Dir: "x", Sinks: []SinkConfig{{Type: "kafka"}}}, "sinks[0].type"},
+		{"syslog without port", Config{Dir: "x", Sinks: []SinkConfig{{Type: "syslog", Address: "host"}}}, "sinks[0].address"},
+		{"key inside dir", Config{Dir: "x", SigningKeyFile: "x/k"}, "signing_key_file"},
+		{"witness inside dir", Config{Dir: "x", WitnessFile: "./x/sub/w.json"}, "witness_file"},
+		{"record cap above the frame limit", Config{Dir: "x", MaxRecordBytes: MaxFramePayload + 1}, "max_record_bytes"},
+		{"record cap too small", Config{Dir: "x", MaxRecordBytes: 100}, "max_record_bytes"},
+		{"plain syslog off-host", Config{Dir: "x", Sinks: []SinkConfig{{Type: "syslog", Address: "siem:514"}}}, "sinks[0].tls"},
 		{"ok", Config{Dir: "x"}, ""},
+		{"key beside dir", Config{Dir: "x", SigningKeyFile: "x.key", WitnessFile: "../w.json"}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

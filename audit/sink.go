@@ -383,7 +383,7 @@ type SinkConfig struct {
 // Validate checks the sink config and names the bad field.
 func (c *SinkConfig) Validate() error {
 	if c.QueueSize < 0 {
-		return errf(CodeConfig, nil, nil, "QueueSize must not be negative")
+		return errf(CodeConfig, nil, nil, "queue_size must not be negative")
 	}
 	if c.QueueSize == 0 {
 		c.QueueSize = DefaultSinkQueue
@@ -391,25 +391,25 @@ func (c *SinkConfig) Validate() error {
 	switch c.Type {
 	case "jsonl":
 		if c.Path == "" {
-			return errf(CodeConfig, nil, nil, "Path is required for a jsonl sink")
+			return errf(CodeConfig, nil, nil, "path is required for a jsonl sink")
 		}
 	case "syslog":
 		host, _, err := net.SplitHostPort(c.Address)
 		if err != nil {
-			return errf(CodeConfig, nil, err, "Address must be host:port")
+			return errf(CodeConfig, nil, err, "address must be host:port")
 		}
 		// Records carry PHI: one that leaves the host travels encrypted.
 		if !c.TLS && !isLoopback(host) {
 			return errf(CodeConfig, nil, nil, "tls: must be true for a syslog sink whose address %s is not loopback (records carry PHI)", c.Address)
 		}
 		if (c.CertFile == "") != (c.KeyFile == "") {
-			return errf(CodeConfig, nil, nil, "CertFile and KeyFile go together")
+			return errf(CodeConfig, nil, nil, "cert_file and key_file go together")
 		}
 		if !c.TLS && (c.CAFile != "" || c.CertFile != "") {
-			return errf(CodeConfig, nil, nil, "TLS must be true when CAFile or CertFile is set")
+			return errf(CodeConfig, nil, nil, "tls must be true when ca_file or cert_file is set")
 		}
 	default:
-		return errf(CodeConfig, nil, nil, "Type %q is not jsonl or syslog", c.Type)
+		return errf(CodeConfig, nil, nil, "type %q is not jsonl or syslog", c.Type)
 	}
 	if c.Name == "" {
 		c.Name = c.Type

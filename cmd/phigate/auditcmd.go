@@ -72,7 +72,7 @@ func addSelectionFlags(fs *flag.FlagSet) selection {
 		until:      fs.String("until", "", "only records before this time (RFC 3339, or a duration back from now)"),
 		outcome:    fs.String("outcome", "", "allow or deny (or an AuditEvent outcome code 0, 4, 8)"),
 		decision:   fs.String("decision", "", "only this decision id and its filtering record"),
-		kind:       fs.String("kind", "", "decision or filtering"),
+		kind:       fs.String("kind", "", "decision, filtering or quarantine (ranges moved aside at startup)"),
 		breakGlass: fs.Bool("break-glass", false, "only emergency-override (break-glass) decisions"),
 	}
 }
@@ -103,10 +103,10 @@ func (s selection) filter(now time.Time) (f audit.Filter, deny bool, err error) 
 		return f, false, fmt.Errorf("--outcome: %q is not allow, deny, 0, 4 or 8", *s.outcome)
 	}
 	switch *s.kind {
-	case "", audit.KindDecision, audit.KindFiltering:
+	case "", audit.KindDecision, audit.KindFiltering, audit.KindQuarantine:
 		f.Kind = *s.kind
 	default:
-		return f, false, fmt.Errorf("--kind: %q is not %s or %s", *s.kind, audit.KindDecision, audit.KindFiltering)
+		return f, false, fmt.Errorf("--kind: %q is not %s, %s or %s", *s.kind, audit.KindDecision, audit.KindFiltering, audit.KindQuarantine)
 	}
 	if *s.breakGlass {
 		yes := true
@@ -454,8 +454,8 @@ func cmdAuditReplay(ctx context.Context, args []string, stdout, stderr io.Writer
 		return 2
 	}
 	f, deny, err := sel.filter(time.Now())
-	if err == nil && (deny || *sel.kind == audit.KindFiltering) {
-		err = errors.New("--outcome deny and --kind filtering do not apply to replay")
+	if err == nil && (deny || *sel.kind == audit.KindFiltering || *sel.kind == audit.KindQuarantine) {
+		err = errors.New("--outcome deny and --kind filtering or quarantine do not apply to replay")
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate audit replay:", err)

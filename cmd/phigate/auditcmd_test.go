@@ -574,6 +574,50 @@ func replaceKeyAndTrail(t *testing.T, fx *trailFixture) string {
 	return fx.dir
 }
 
+// TestAuditQuarantineCommand: a corrupt record in the checkpointed region
+// no longer stops a restart; verify names the quarantine with its own exit
+// code and query lists the quarantine record.
+func TestAuditQuarantineCommand(t *testing.T) {
+	fx := writeTrail(t, false)
+	entries, err := audit.Query(fx.dir, audit.Filter{}, audit.QueryOptions{})
+	if err != nil || len(entries) < 4 {
+		t.Fatalf("fixture: %d entries, %v", len(entries), err)
+	}
+	seg := filepath.Join(fx.dir, entries[3].Segment)
+	raw, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[entries[3].Offset+60] ^= 0x01
+	if err := os.WriteFile(seg, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := runCmd(t, "audit", "verify", fx.dir, "--trusted-keys", fx.pub); code != audit.ExitChainBroken {
+		t.Fatalf("verify before the restart: exit %d, want %d", code, audit.ExitChainBroken)
+	}
+	l, err := audit.Open(fx.cfg)
+	if err != nil {
+		t.Fatalf("restart over a corrupt record: %v", err)
+	}
+	if err := l.RecordFiltering(t.Context(), audit.FilterEvent{DecisionID: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCmd(t, "audit", "verify", fx.dir, "--trusted-keys", fx.pub, "--witness", fx.witness, "--require-checkpointed")
+	if code != audit.ExitQuarantined || !strings.Contains(stdout, "FAILED quarantined") || !strings.Contains(stdout, entries[3].Segment) {
+		t.Fatalf("verify after the restart: exit %d, want %d; stdout %q stderr %q", code, audit.ExitQuarantined, stdout, stderr)
+	}
+	code, stdout, stderr = runCmd(t, "audit", "query", fx.dir, "--kind", "quarantine", "--json")
+	if code != 0 || strings.Count(stdout, "trail-quarantined") != 1 {
+		t.Fatalf("query --kind quarantine: exit %d stdout %q stderr %q", code, stdout, stderr)
+	}
+	if _, err := os.Stat(seg + audit.QuarantineSuffix); err != nil {
+		t.Fatalf("quarantined bytes not kept: %v", err)
+	}
+}
+
 func TestAuditKeygenAndPubkey(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "keys", "audit-signing.key")
 	code, pemOut, stderr := runCmd(t, "audit", "keygen", "--out", key)
