@@ -6,40 +6,53 @@ import (
 )
 
 // ProfileSafeHarbor names the HIPAA Safe Harbor de-identification profile
-// (45 CFR 164.514(b)(2)). It maps the eighteen identifiers to FHIR R4 and
-// HL7 v2 elements:
+// (45 CFR 164.514(b)(2)). It maps the eighteen identifiers to FHIR R4
+// elements:
 //
-//	identifier                        FHIR R4                                                   HL7 v2
-//	(A) names                         Patient/RelatedPerson/Person.name, Patient.contact.name,  PID-5, PID-6, PID-9, NK1-2, NK1-30
+//	identifier                        FHIR R4
+//	(A) names                         Patient/RelatedPerson/Person.name, Patient.contact.name,
 //	                                  display of every Reference, mothersMaidenName extension
-//	(B) geography smaller than state  address line/city/district/text removed; postalCode       PID-11 (state, country kept; zip to 3
-//	                                  cut to 3 digits, "000" for the 17 restricted ZIP3s;       digits), PID-12, PID-23, NK1-4, NK1-32
+//	(B) geography smaller than state  address line/city/district/text removed; postalCode
+//	                                  cut to 3 digits, "000" for the 17 restricted ZIP3s;
 //	                                  birthPlace extension
-//	(C) dates except year; ages > 89  every date/dateTime/instant with a month becomes the     PID-7, PID-29, PV1-44, PV1-45, EVN-2,
-//	                                  year, meta.lastUpdated and the Bundle's own dates         EVN-6, OBX-14, OBX-19, OBR-7, OBR-8,
-//	                                  included; birthDate removed when the person may be        OBR-22 to year; PID-7 emptied when age
-//	                                  over 89                                                   may exceed 89 (MSH-7 is kept)
-//	(D-F) telephone, fax, email       telecom of Patient, RelatedPerson, Person, contact        PID-13, PID-14, PID-40, NK1-5, NK1-6,
-//	                                                                                            NK1-31, NK1-40
-//	(G-K) SSN, MRN, plan, account,    every resource's identifier, Reference.identifier,       PID-2, PID-3, PID-4, PID-18, PID-19,
-//	      licence numbers             Coverage.subscriberId                                    PID-20, PID-21, NK1-33, PV1-19, PV1-50
-//	(L) vehicle identifiers           no R4 element                                             -
-//	(M) device identifiers, serials   Device.identifier, udiCarrier, serialNumber, lotNumber,   -
+//	(C) dates except year; ages > 89  every date/dateTime/instant with a month becomes the
+//	                                  year, meta.lastUpdated and the Bundle's own dates
+//	                                  included; birthDate removed when the person may be
+//	                                  over 89
+//	(D-F) telephone, fax, email       telecom of Patient, RelatedPerson, Person, contact
+//	(G-K) SSN, MRN, plan, account,    every resource's identifier, Reference.identifier,
+//	      licence numbers             Coverage.subscriberId
+//	(L) vehicle identifiers           no R4 element
+//	(M) device identifiers, serials   Device.identifier, udiCarrier, serialNumber, lotNumber,
 //	                                  distinctIdentifier
-//	(N) URLs                          telecom (system url), photo, Attachment url/data in      -
+//	(N) URLs                          telecom (system url), photo, Attachment url/data in
 //	                                  Media.content and DocumentReference.content
-//	(O) IP addresses                  AuditEvent.agent.network                                  -
-//	(P) biometric identifiers         no R4 element                                             -
-//	(Q) full-face photographs         Patient/RelatedPerson/Person.photo, Media.content         -
-//	(R) any other unique number       identifiers above, Patient.link, free text (note,        -
+//	(O) IP addresses                  AuditEvent.agent.network
+//	(P) biometric identifiers         no R4 element
+//	(Q) full-face photographs         Patient/RelatedPerson/Person.photo, Media.content
+//	(R) any other unique number       identifiers above, Patient.link, free text (note,
 //	                                  narrative text) which may repeat any of the above
+//
+// In HL7 v2 the same identifiers follow the segment table (hl7map.go): the
+// name, address, telecom, identifier and link fields of the patient, next
+// of kin, guarantor, insured, their employers and contact persons, and of
+// the visit are emptied (PID, PD1, MRG, NK1, GT1, IN1, IN2, DB1, PV1), and
+// so are relatives' names and birth places carried as PID-6/-23, GT1-42/-56,
+// IN1-52, IN2-40. PID-11 keeps state, country and the ZIP3. Every
+// timestamp field listed (MSH-7, EVN, PID-29, PV1-44/-45, DG1, AL1, PR1,
+// OBX, OBR, ORC, ...) becomes its year; birth dates (PID-7, NK1-16, GT1-8,
+// IN1-18) too, or are emptied when the person may be over 89. Free text
+// (NTE-3, OBX-5 of type TX or FT, PV2-12, OBR-13) is emptied. Providers'
+// names and offices (ROL, PV1-7) stay, as Practitioner does in FHIR.
 //
 // Known limits: resource ids and references between resources are kept so
 // a de-identified Bundle stays connected; they are server record locators,
 // so a recipient outside the covered entity should receive them only
 // re-keyed (tokenize with a key the recipient does not hold). Free text
-// inside other elements (Observation.valueString, code.text) is not
-// scanned.
+// inside other elements (Observation.valueString, code.text, OBX-5 of type
+// ST) is not scanned. An instant cut to its year (meta.lastUpdated,
+// Observation.issued) no longer has the precision R4 requires of an
+// instant: a strict parser on the receiving side may refuse it.
 const ProfileSafeHarbor = "safe-harbor"
 
 // restrictedZip3 are the three-digit ZIP prefixes with 20,000 people or
@@ -238,36 +251,41 @@ func (r *run) shGeneric(n *node, rt string, top bool) bool {
 	return changed
 }
 
-// hl7SafeHarbor applies the v2 column of the table above.
+// hl7SafeHarbor applies the v2 column of the table above, from the
+// segment table in hl7map.go.
 func (r *run) hl7SafeHarbor(m *message) {
-	emptied := map[string][]int{
-		"PID": {2, 3, 4, 5, 6, 9, 12, 13, 14, 18, 19, 20, 21, 23, 40},
-		"NK1": {2, 4, 5, 6, 30, 31, 32, 33, 40},
-		"PV1": {19, 50},
-	}
-	years := map[string][]int{"PID": {7, 29}, "PV1": {44, 45}, "EVN": {2, 6}, "OBX": {14, 19}, "OBR": {7, 8, 22}}
 	for _, s := range m.segs {
 		name := s.name()
-		for _, f := range emptied[name] {
+		def := v2Segments[name]
+		if isHeader(s.fields[0]) {
+			r.headerYear(m, s, def)
+			continue
+		}
+		for _, f := range def.fields {
+			if f.n == 11 && name == "PID" {
+				continue // state, country and ZIP3 stay: below
+			}
+			if shElements[f.elem] && f.role != rolePractitioner && f.role != roleObservation && f.role != roleNote {
+				r.clearField(s, f.n)
+			}
+		}
+		for _, f := range def.empty {
 			r.clearField(s, f)
 		}
-		for _, f := range years[name] {
-			v := s.field(f)
-			if len(v) < 4 || !digitsAt(string(v[:4]), 0, 4) {
-				if len(v) > 0 {
-					r.clearField(s, f)
-				}
-				continue
+		for _, f := range def.text {
+			r.clearField(s, f)
+		}
+		if name == "OBX" {
+			// A text result is narrative: it may name anyone.
+			if t := string(s.field(2)); t == "TX" || t == "FT" {
+				r.clearField(s, 5)
 			}
-			y, _ := strconv.Atoi(string(v[:4]))
-			if name == "PID" && f == 7 && r.e.cfg.Now().Year()-y >= 90 {
-				r.clearField(s, f)
-				continue
-			}
-			if len(v) > 4 {
-				s.setField(f, v[:4])
-				r.note(name + "-" + strconv.Itoa(f))
-			}
+		}
+		for _, f := range def.births {
+			r.shYear(s, f, true)
+		}
+		for _, f := range def.years {
+			r.shYear(s, f, false)
 		}
 		if name == "PID" {
 			if f := s.field(11); len(f) > 0 {
@@ -279,5 +297,58 @@ func (r *run) hl7SafeHarbor(m *message) {
 				}
 			}
 		}
+	}
+}
+
+// shYear cuts a timestamp field to its year. A value that does not start
+// with a year is not a timestamp this code can coarsen, so it goes; a
+// birth date goes when the person may be over 89.
+func (r *run) shYear(s *segment, f int, birth bool) {
+	v := s.field(f)
+	if len(v) == 0 {
+		return
+	}
+	if len(v) < 4 || !digitsAt(string(v[:4]), 0, 4) {
+		r.clearField(s, f)
+		return
+	}
+	y, _ := strconv.Atoi(string(v[:4]))
+	if birth && r.e.cfg.Now().Year()-y >= 90 {
+		r.clearField(s, f)
+		return
+	}
+	if len(v) > 4 {
+		s.setField(f, v[:4])
+		r.note(s.name() + "-" + strconv.Itoa(f))
+	}
+}
+
+// headerYear coarsens the header's own timestamp (MSH-7, BHS-7, FHS-7),
+// which dates the event the message reports. The header is kept as one
+// line because its first field is the separator itself, so field n is
+// the n-th piece after splitting.
+func (r *run) headerYear(m *message, s *segment, def *v2Segment) {
+	parts := bytes.Split(s.fields[0], []byte{m.d.fs})
+	changed := false
+	for _, f := range def.years {
+		i := f - 1
+		if i >= len(parts) || len(parts[i]) == 0 {
+			continue
+		}
+		v := parts[i]
+		switch {
+		case len(v) < 4 || !digitsAt(string(v[:4]), 0, 4):
+			parts[i] = nil
+		case len(v) > 4:
+			parts[i] = v[:4]
+		default:
+			continue
+		}
+		changed = true
+		r.note(s.name() + "-" + strconv.Itoa(f))
+	}
+	if changed {
+		s.fields[0] = bytes.Join(parts, []byte{m.d.fs})
+		s.dirty = true
 	}
 }

@@ -22,6 +22,10 @@ const (
 	// CodeBadDirective: a directive cannot be compiled or applied (bad
 	// path, unknown action, unknown key id, unmapped HL7 v2 element).
 	CodeBadDirective Code = "bad_directive"
+	// CodeUnsupportedSegment: an HL7 v2 message holds a segment the engine
+	// has no field mapping for (a Z-segment, a segment outside the known
+	// set), so it cannot show that directives reached everything in it.
+	CodeUnsupportedSegment Code = "unsupported_segment"
 	// CodeBadConfig: the engine configuration is invalid.
 	CodeBadConfig Code = "bad_config"
 )
@@ -64,6 +68,8 @@ var (
 	ErrTooLarge         = &Error{Code: CodeTooLarge}
 	ErrBadDirective     = &Error{Code: CodeBadDirective}
 	ErrBadConfig        = &Error{Code: CodeBadConfig}
+
+	ErrUnsupportedSegment = &Error{Code: CodeUnsupportedSegment}
 )
 
 func errorf(code Code, format string, args ...any) *Error {

@@ -7,86 +7,17 @@ import (
 )
 
 // HL7 v2 ER7 messages are filtered field by field: the directive
-// vocabulary names FHIR elements, and v2Map says which PID and NK1 fields
-// (and components) carry them, following the HL7 v2-to-FHIR mapping of
-// PID to Patient and NK1 to Patient.contact / RelatedPerson. A directive
-// for an element with no v2 counterpart in the table is an error: the
-// engine cannot show that the element is absent from every segment, so it
-// fails closed rather than pass a message it did not redact.
+// vocabulary names FHIR elements, and v2Map (hl7map.go) says which fields
+// and components of which segments carry them. A directive for an element
+// with no v2 counterpart in the table is an error, and so is a segment the
+// table does not know: the engine cannot show that the element is absent
+// from every segment, so it fails closed rather than pass a message it did
+// not redact.
 //
-// Only PID, NK1 and (for safe harbor) PV1 are rewritten; every other
-// segment is copied verbatim. Segment terminators are preserved (CR, LF or
+// Header segments (MSH, BHS, FHS) are copied verbatim except for safe
+// harbor's timestamp; every other segment is rewritten only where a
+// directive reaches it. Segment terminators are preserved (CR, LF or
 // CRLF), so the output is the input with field contents replaced.
-
-// v2Loc is one field (and optionally some components, 1-based) of a segment.
-type v2Loc struct {
-	seg   string
-	field int
-	comps []int
-}
-
-func loc(seg string, field int, comps ...int) v2Loc { return v2Loc{seg, field, comps} }
-
-const ssnWhere = ".where(system='http://hl7.org/fhir/sid/us-ssn')"
-
-var v2Map = func() map[string][]v2Loc {
-	m := map[string][]v2Loc{
-		"Patient.identifier":         {loc("PID", 2), loc("PID", 3), loc("PID", 4), loc("PID", 18), loc("PID", 19), loc("PID", 20)},
-		"Patient.identifier.value":   {loc("PID", 2, 1), loc("PID", 3, 1), loc("PID", 4, 1), loc("PID", 18, 1), loc("PID", 19), loc("PID", 20, 1)},
-		"Patient.name":               {loc("PID", 5), loc("PID", 9)},
-		"Patient.name.family":        {loc("PID", 5, 1), loc("PID", 9, 1)},
-		"Patient.name.given":         {loc("PID", 5, 2, 3), loc("PID", 9, 2, 3)},
-		"Patient.birthDate":          {loc("PID", 7)},
-		"Patient.gender":             {loc("PID", 8)},
-		"Patient.address":            {loc("PID", 11), loc("PID", 12)},
-		"Patient.address.line":       {loc("PID", 11, 1, 2)},
-		"Patient.address.city":       {loc("PID", 11, 3)},
-		"Patient.address.state":      {loc("PID", 11, 4)},
-		"Patient.address.postalCode": {loc("PID", 11, 5)},
-		"Patient.address.district":   {loc("PID", 11, 9), loc("PID", 12)},
-		"Patient.telecom":            {loc("PID", 13), loc("PID", 14), loc("PID", 40)},
-		"Patient.communication":      {loc("PID", 15)},
-		"Patient.maritalStatus":      {loc("PID", 16)},
-		"Patient.multipleBirth[x]":   {loc("PID", 24), loc("PID", 25)},
-		"Patient.deceased[x]":        {loc("PID", 29), loc("PID", 30)},
-		"Patient.deceasedDateTime":   {loc("PID", 29)},
-		"Patient.deceasedBoolean":    {loc("PID", 30)},
-		// Mother's maiden name, race, ethnicity and birth place travel as
-		// extensions in FHIR.
-		"Patient.extension":                        {loc("PID", 6), loc("PID", 10), loc("PID", 22), loc("PID", 23)},
-		"Patient.contact":                          {loc("NK1", 2), loc("NK1", 4), loc("NK1", 5), loc("NK1", 6), loc("NK1", 30), loc("NK1", 31), loc("NK1", 32), loc("NK1", 33), loc("NK1", 40)},
-		"Patient.contact.name":                     {loc("NK1", 2), loc("NK1", 30)},
-		"Patient.contact.telecom":                  {loc("NK1", 5), loc("NK1", 6), loc("NK1", 31), loc("NK1", 40)},
-		"Patient.contact.address":                  {loc("NK1", 4), loc("NK1", 32)},
-		"Patient.contact.relationship":             {loc("NK1", 3)},
-		"RelatedPerson.name":                       {loc("NK1", 2), loc("NK1", 30)},
-		"RelatedPerson.telecom":                    {loc("NK1", 5), loc("NK1", 6), loc("NK1", 31), loc("NK1", 40)},
-		"RelatedPerson.address":                    {loc("NK1", 4), loc("NK1", 32)},
-		"RelatedPerson.identifier":                 {loc("NK1", 33)},
-		"RelatedPerson.relationship":               {loc("NK1", 3)},
-		"Patient.identifier" + ssnWhere:            {loc("PID", 19)},
-		"Patient.identifier" + ssnWhere + ".value": {loc("PID", 19)},
-	}
-	return m
-}()
-
-// v2Absent are elements that have no v2 field at all, so a directive on
-// them has nothing to do in a message.
-var v2Absent = map[string]bool{
-	"*.text": true, "Patient.text": true, "Patient.photo": true, "Patient.link": true, "Patient.meta": true,
-	"Patient.generalPractitioner": true, "Patient.managingOrganization": true,
-}
-
-// pidElement names the Patient element each PID field carries, for allow
-// (fields whose element is not kept are emptied; fields not listed are
-// emptied unless PID-1).
-var pidElement = map[int]string{
-	2: "identifier", 3: "identifier", 4: "identifier", 5: "name", 6: "extension", 7: "birthDate",
-	8: "gender", 9: "name", 10: "extension", 11: "address", 12: "address", 13: "telecom", 14: "telecom",
-	15: "communication", 16: "maritalStatus", 18: "identifier", 19: "identifier", 20: "identifier",
-	22: "extension", 23: "extension", 24: "multipleBirth", 25: "multipleBirth", 29: "deceased", 30: "deceased",
-	40: "telecom",
-}
 
 type er7 struct {
 	fs, cs, rs, ec, ss byte
@@ -98,7 +29,14 @@ type segment struct {
 	dirty  bool
 }
 
-func (s *segment) name() string { return string(s.fields[0]) }
+// name is the segment's three-character name; a header keeps its whole
+// line in fields[0].
+func (s *segment) name() string {
+	if len(s.fields) == 1 && len(s.fields[0]) > 3 && isHeader(s.fields[0]) {
+		return string(s.fields[0][:3])
+	}
+	return string(s.fields[0])
+}
 
 func (s *segment) field(i int) []byte {
 	if i < len(s.fields) {
@@ -354,12 +292,17 @@ func v2MaskTS(s string) string {
 	return v2Mask(s)
 }
 
-func isTSField(l v2Loc) bool { return l.seg == "PID" && (l.field == 7 || l.field == 29) }
-
 func (r *run) hl7(body []byte) (Result, error) {
 	m, err := parseER7(body)
 	if err != nil {
 		return Result{}, err
+	}
+	for i, s := range m.segs {
+		// The position, not the name: a name is three characters of the
+		// message, and those could be anything.
+		if _, ok := v2Segments[s.name()]; !ok {
+			return Result{}, errorf(CodeUnsupportedSegment, "hl7: segment %d has no field mapping", i+1)
+		}
 	}
 	if r.enf != nil && !r.enf.typeAllowed("Patient") {
 		// Every v2 message here is about its PID's patient.
@@ -407,17 +350,28 @@ func (r *run) hl7Rule(m *message, rl *rule) error {
 			return errorf(CodeBadDirective, "allow on %s has no HL7 v2 mapping", rl.path.rtype)
 		}
 		for _, s := range m.segs {
-			switch s.name() {
-			case "PID":
-				for f := 2; f < len(s.fields); f++ {
-					if el, ok := pidElement[f]; !ok || !rl.keep[el] {
+			def := v2Segments[s.name()]
+			switch def.allow {
+			case allowPatient:
+				first := 1
+				if def.setID {
+					first = 2
+				}
+				for f := first; f < len(s.fields); f++ {
+					if fd, ok := def.field(f); !ok || !rl.keep[keepName(fd.elem)] {
 						r.clearField(s, f)
 					}
 				}
-			case "NK1":
+			case allowContact:
 				if !rl.keep["contact"] {
 					for f := 2; f < len(s.fields); f++ {
 						r.clearField(s, f)
+					}
+				}
+			case allowFields:
+				for _, fd := range def.fields {
+					if !allowKeeps(rl, fd) {
+						r.clearField(s, fd.n)
 					}
 				}
 			}
@@ -450,7 +404,7 @@ func (r *run) hl7Rule(m *message, rl *rule) error {
 				}
 			case ActionMask:
 				fn := v2Mask
-				if isTSField(l) {
+				if l.ts {
 					fn = v2MaskTS
 				}
 				nv = m.d.mapLeaves(f, l.comps, fn)
@@ -471,4 +425,20 @@ func (r *run) clearField(s *segment, f int) {
 		s.setField(f, nil)
 		r.note(s.name() + "-" + strconv.Itoa(f))
 	}
+}
+
+// allowKeeps decides one field of a guarantor, insured or contact segment
+// under an allow-list on Patient. A guarantor or insured may be the patient
+// or someone else, so their fields stay only if the element is kept and
+// contacts are kept too; their employers and contact persons are contacts.
+func allowKeeps(rl *rule, fd v2Field) bool {
+	switch fd.role {
+	case rolePatient:
+		return rl.keep[keepName(fd.elem)]
+	case roleEither:
+		return rl.keep[keepName(fd.elem)] && rl.keep["contact"]
+	case roleContact, roleAssociate:
+		return rl.keep["contact"]
+	}
+	return true
 }

@@ -165,7 +165,7 @@ func TestHL7Errors(t *testing.T) {
 		{"short", "MSH|^", rm, ErrMalformed},
 		{"repeated delimiter", "MSH|^^\\&|A\rPID|1", rm, ErrMalformed},
 		{"alphanumeric delimiter", "MSH|^~a&|A\rPID|1", rm, ErrMalformed},
-		{"unmapped path", string(msg), Plan{Redact: []Directive{{Path: "Observation.note", Action: ActionRemove}}}, ErrBadDirective},
+		{"unmapped path", string(msg), Plan{Redact: []Directive{{Path: "Observation.component", Action: ActionRemove}}}, ErrBadDirective},
 		{"allow on other type", string(msg), Plan{Redact: []Directive{{Path: "Observation", Action: ActionAllow}}}, ErrBadDirective},
 	}
 	for _, tc := range cases {
