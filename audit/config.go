@@ -3,6 +3,7 @@ package audit
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -61,7 +62,25 @@ const (
 	// "verify --trust-on-first-use" only: anyone who can write Dir can
 	// replace it, so verification pins a copy held elsewhere.
 	PublicKeyName = "signing.pub"
+	// legacySigningKeyName is where earlier versions kept the private key,
+	// inside Dir; its public half is legacySigningKeyName+".pub".
+	legacySigningKeyName = "signing.key"
 )
+
+// DirPublicKeyFile is the public key stored in the trail's directory, for
+// trust on first use: signing.pub, or the .pub an earlier version left
+// beside its in-directory key.
+func DirPublicKeyFile(dir string) string {
+	p := filepath.Join(dir, PublicKeyName)
+	if _, err := os.Stat(p); err != nil {
+		if legacy := PublicKeyPath(filepath.Join(dir, legacySigningKeyName)); fileExists(legacy) {
+			return legacy
+		}
+	}
+	return p
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // MaxFramePayload is the largest payload a reader accepts in one frame, and
 // so the largest one the writer may ever produce.

@@ -147,8 +147,12 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 	// one sign a rewritten history; only a trail never written gets a key.
 	if _, err := os.Stat(cfg.SigningKeyFile); errors.Is(err, fs.ErrNotExist) {
 		if used, why := trailInUse(&cfg); used {
-			return nil, errf(CodeConfig, nil, nil, "signing_key_file %s does not exist but %s; restore the key (a new one is made only for a trail never written)",
-				cfg.SigningKeyFile, why)
+			hint := ""
+			if _, err := os.Stat(filepath.Join(cfg.Dir, legacySigningKeyName)); err == nil {
+				hint = "; the key in " + filepath.Join(cfg.Dir, legacySigningKeyName) + " (where earlier versions kept it) must move out of the audit directory to signing_key_file"
+			}
+			return nil, errf(CodeConfig, nil, nil, "signing_key_file %s does not exist but %s; restore the key (a new one is made only for a trail never written)%s",
+				cfg.SigningKeyFile, why, hint)
 		}
 	}
 	priv, err := LoadOrCreateSigningKey(cfg.SigningKeyFile)

@@ -499,3 +499,21 @@ func TestOpenResumesInterruptedQuarantine(t *testing.T) {
 		t.Fatalf("Open of a trail cut at a frame boundary = %v, want ErrTruncated", err)
 	}
 }
+
+// TestOpenNamesTheOldKeyLocation: a trail whose key an earlier version kept
+// inside the directory does not start with a new key, and the error says
+// where the old one is.
+func TestOpenNamesTheOldKeyLocation(t *testing.T) {
+	l, cfg := openTest(t, nil)
+	fill(t, l, 1, 3)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(cfg.SigningKeyFile, filepath.Join(cfg.Dir, legacySigningKeyName)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(cfg)
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "earlier versions") || !strings.Contains(err.Error(), "signing_key_file") {
+		t.Fatalf("Open = %v, want ErrConfig naming the old key location", err)
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -210,7 +209,7 @@ func cmdAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) 
 	case *trusted != "":
 		ks, err = audit.LoadTrustedKeys(*trusted)
 	case *tofu:
-		ks, err = audit.LoadTrustedKeys(filepath.Join(dir, audit.PublicKeyName))
+		ks, err = audit.LoadTrustedKeys(audit.DirPublicKeyFile(dir))
 		if err == nil {
 			warn := fmt.Sprintf("WARNING: --trust-on-first-use: verifying against the public key stored in %s (key id %s). "+
 				"Anyone who can write that directory can replace the key with the trail. Pin it: "+

@@ -115,6 +115,10 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 	if err != nil {
 		return nil, err
 	}
+	// The key id is what an operator compares with the key they pinned
+	// for "audit verify --trusted-keys".
+	log.Info("audit trail open", zap.String("dir", cfg.Audit.Dir), zap.String("key_id", audit.KeyID(trail.PublicKey())),
+		zap.String("witness_file", cfg.Audit.WitnessFile), zap.Uint64("records", trail.Recovery().Records))
 	s.closers = append(s.closers, func() { _ = trail.Close() })
 	parser, err := authz.NewRequestParser(cfg.Request)
 	if err != nil {
