@@ -517,3 +517,25 @@ func TestOpenNamesTheOldKeyLocation(t *testing.T) {
 		t.Fatalf("Open = %v, want ErrConfig naming the old key location", err)
 	}
 }
+
+// TestOversizeCompactStillTooLarge: when even the compact record is over the
+// cap (here: thousands of rules, which it keeps), Record fails and the
+// caller denies; nothing is written.
+func TestOversizeCompactStillTooLarge(t *testing.T) {
+	l, cfg := openTest(t, func(c *Config) { c.MaxRecordBytes = 16 << 10 })
+	req, d := hugeRequest(1, 10)
+	for i := 0; i < 2000; i++ {
+		d.Audit.Rules = append(d.Audit.Rules, fmt.Sprintf("data.phigate.rule_%04d", i))
+	}
+	if err := l.Record(t.Context(), req, d); !errors.Is(err, ErrEncode) {
+		t.Fatalf("Record = %v, want ErrEncode", err)
+	}
+	fill(t, l, 2, 1)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{RequireCheckpointedTail: true})
+	if err != nil || rep.Records != 1 {
+		t.Fatalf("Verify = %+v, %v; want the one record after the refused one", rep, err)
+	}
+}
