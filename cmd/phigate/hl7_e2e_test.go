@@ -75,3 +75,54 @@ func field(msg, seg string, n int) string {
 	}
 	return ""
 }
+
+// TestEndToEndHL7Segments: the guarantor (GT1), the insured (IN1, IN2) and
+// the next of kin (NK1) carry addresses, phones and SSNs as much as PID
+// does, and billing's directives must reach them. A segment the redaction
+// table does not know (a Z-segment) could hold anything: the message is
+// refused rather than released.
+func TestEndToEndHL7Segments(t *testing.T) {
+	s := startStack(t, stackOptions{mutate: func(c *Config) {
+		withTokenKey(t)(c)
+		c.Request.LegacyRoutes = []authz.LegacyRoute{{Method: "GET", Pattern: "/hl7/patients/{id}/adt", Kind: "hl7-adt", PatientFrom: "path:id"}}
+	}})
+	billing := s.token(demokeys.TokenSpec{Subject: "billing-01", Roles: []string{"billing"}, Purpose: "HPAYMT"})
+	const (
+		gtAddr  = "77 Guarantor Way^^Springfield^MO^65804"
+		gtPhone = "^PRN^PH^^^555^3030303"
+		inAddr  = "9 Insured Lane^^Springfield^MO^65804"
+		nkPhone = "^PRN^PH^^^555^2010102"
+	)
+	msg := strings.Join([]string{
+		`MSH|^~\&|ADT|ACME|EHR|ACME|20240501101500||ADT^A01^ADT_A01|MSG00002|P|2.5.1`,
+		`EVN|A01|20240501101500`,
+		`PID|1||pat-0001^^^ACME^MR||Doe^Jane||19840719|F|||1200 Elm Street^^Springfield^MO^65804||^PRN^PH^^^555^2010101|||||||123-45-6789`,
+		`NK1|1|Doe^John|SPO^Spouse|1200 Elm Street^^Springfield^MO^65804|` + nkPhone,
+		`PV1|1|I|WARD^101^1||||1234^Adams^Ann`,
+		`GT1|1||Doe^John||` + gtAddr + `|` + gtPhone + `|||||987-65-4321`,
+		`IN1|1|PLAN01|INS01|Acme Health||||||||||||Doe^John|SPO|19800101|` + inAddr,
+		`IN2|1|987-65-4321`,
+	}, "\r") + "\r"
+	s.up.override("/hl7/patients/pat-0001/adt", "x-application/hl7-v2+er7", msg)
+
+	r := s.do("GET", "/hl7/patients/pat-0001/adt", billing, nil, nil)
+	if r.status != 200 {
+		t.Fatalf("billing: status %d: %.300s", r.status, r.body)
+	}
+	got := string(r.body)
+	for _, leak := range []string{"77 Guarantor Way", "3030303", "9 Insured Lane", "2010102", "2010101"} {
+		if strings.Contains(got, leak) {
+			t.Errorf("billing still sees %q:\n%s", leak, strings.ReplaceAll(got, "\r", "\n"))
+		}
+	}
+	if field(got, "PID", 5) != "Doe^Jane" || field(got, "IN1", 4) != "Acme Health" {
+		t.Errorf("PID-5 %q, IN1-4 %q: the patient's name and the insurer, which billing keeps, were lost",
+			field(got, "PID", 5), field(got, "IN1", 4))
+	}
+
+	s.up.override("/hl7/patients/pat-0001/adt", "x-application/hl7-v2+er7", msg+"ZPI|1|555-12-3456|free text\r")
+	r = s.do("GET", "/hl7/patients/pat-0001/adt", billing, nil, nil)
+	if r.status != 502 || strings.Contains(string(r.body), "555-12-3456") {
+		t.Errorf("a message with a Z-segment: status %d body %.200s, want 502", r.status, r.body)
+	}
+}

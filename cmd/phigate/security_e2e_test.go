@@ -269,3 +269,45 @@ func TestWritesAuthorizedOnTheStoredOwner(t *testing.T) {
 		})
 	}
 }
+
+// TestResponseShapesOfAnotherPatient: enforcement limited to prac-001's
+// patient pat-0001 must withhold patient pat-0002 in every shape a FHIR
+// server can put it: a Task, a Binary, an AuditEvent, a Device, a Patient
+// inside Parameters, a contained resource, and a deleted entry known only
+// by its URLs.
+func TestResponseShapesOfAnotherPatient(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	doc := s.token(physician(1))
+	entry := func(res string) string { return `{"resource":` + res + `,"search":{"mode":"match"}}` }
+	own := `{"resourceType":"Observation","id":"obs-own","status":"final","code":{"text":"hr"},"subject":{"reference":"Patient/pat-0001"}}`
+	shapes := map[string]string{
+		"task":       entry(`{"resourceType":"Task","id":"t1","status":"ready","intent":"order","for":{"reference":"Patient/pat-0002"}}`),
+		"binary":     entry(`{"resourceType":"Binary","id":"b1","contentType":"text/plain","securityContext":{"reference":"Patient/pat-0002"},"data":"TGVha2Vk"}`),
+		"auditevent": entry(`{"resourceType":"AuditEvent","id":"a1","entity":[{"what":{"reference":"Patient/pat-0002"}}]}`),
+		"device":     entry(`{"resourceType":"Device","id":"d1","patient":{"reference":"Patient/pat-0002"}}`),
+		"parameters": entry(`{"resourceType":"Parameters","id":"p1","parameter":[{"name":"p","resource":{"resourceType":"Patient","id":"pat-0002","name":[{"family":"Leaked"}]}}]}`),
+		"contained": entry(`{"resourceType":"Observation","id":"obs-c","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/pat-0001"},` +
+			`"contained":[{"resourceType":"Patient","id":"c1","name":[{"family":"Leaked"}],"link":[{"other":{"reference":"Patient/pat-0002"},"type":"seealso"}]},` +
+			`{"resourceType":"Observation","id":"c2","status":"final","code":{"text":"y"},"subject":{"reference":"Patient/pat-0002"}}]}`),
+		"deleted": `{"fullUrl":"http://127.0.0.1/fhir/Observation/obs-pat-0002-01","request":{"method":"DELETE","url":"Observation/obs-pat-0002-01"},` +
+			`"response":{"status":"410"}},{"fullUrl":"http://127.0.0.1/fhir/Patient/pat-0002","request":{"method":"DELETE","url":"Patient/pat-0002"}}`,
+	}
+	for name, e := range shapes {
+		t.Run(name, func(t *testing.T) {
+			typ := "searchset"
+			if name == "deleted" {
+				typ = "history"
+			}
+			s.up.override("/fhir/Observation", "application/fhir+json",
+				`{"resourceType":"Bundle","type":"`+typ+`","entry":[`+entry(own)+`,`+e+`]}`)
+			r := s.do("GET", "/fhir/Observation?patient=pat-0001", doc, nil, nil)
+			body := string(r.body)
+			if strings.Contains(body, "pat-0002") || strings.Contains(body, "Leaked") {
+				t.Fatalf("status %d: another patient reached the client: %s", r.status, body)
+			}
+			if r.status == 200 && !strings.Contains(body, "obs-own") {
+				t.Errorf("the caller's own observation was withheld too: %s", body)
+			}
+		})
+	}
+}
