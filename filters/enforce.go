@@ -1,6 +1,7 @@
 package filters
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 
@@ -59,10 +60,66 @@ type enforcer struct {
 	patients  map[string]bool
 	permitted map[string]bool
 	types     map[string]bool // nil: every type
+	names     map[string]string
+}
+
+// maxNames bounds the strings name keeps for one body.
+const maxNames = 4096
+
+// name returns a string node's content, one string per distinct value
+// within the body: a Bundle repeats its types and references, and the
+// check runs on every entry.
+func (x *enforcer) name(n *node) string {
+	if n == nil || n.kind != kStr || n.esc {
+		return n.str()
+	}
+	b := n.raw[1 : len(n.raw)-1]
+	if s, ok := x.names[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(x.names) < maxNames {
+		x.names[s] = s
+	}
+	return s
+}
+
+// granted reports whether a string node names a patient in the grant.
+func (x *enforcer) granted(id *node) bool {
+	if id == nil || id.kind != kStr {
+		return false
+	}
+	if id.esc {
+		return x.patients[id.str()]
+	}
+	return x.patients[string(id.raw[1:len(id.raw)-1])]
+}
+
+// sameResource reports, without allocating, whether a fullUrl ends in the
+// resource's own type and id ("Type/id" or ".../Type/id"), the common case
+// that needs no parsing.
+func sameResource(fu, rt, id *node) bool {
+	if fu.esc || rt == nil || rt.kind != kStr || rt.esc || id == nil || id.kind != kStr || id.esc {
+		return false
+	}
+	u, t, i := fu.raw[1:len(fu.raw)-1], rt.raw[1:len(rt.raw)-1], id.raw[1:len(id.raw)-1]
+	if len(i) == 0 || !bytes.HasSuffix(u, i) {
+		return false
+	}
+	u = u[:len(u)-len(i)]
+	if !bytes.HasSuffix(u, []byte{'/'}) {
+		return false
+	}
+	u = u[:len(u)-1]
+	if !bytes.HasSuffix(u, t) {
+		return false
+	}
+	u = u[:len(u)-len(t)]
+	return len(u) == 0 || (u[len(u)-1] == '/' && bytes.Contains(u, []byte("://")))
 }
 
 func newEnforcer(e *Enforcement) *enforcer {
-	x := &enforcer{any: e.AnyPatient, patients: map[string]bool{}, permitted: map[string]bool{}}
+	x := &enforcer{any: e.AnyPatient, patients: map[string]bool{}, permitted: map[string]bool{}, names: map[string]string{}}
 	for _, p := range e.Patients {
 		x.patients[p] = true
 	}
@@ -86,19 +143,52 @@ func (x *enforcer) typeAllowed(rt string) bool {
 }
 
 // refScope resolves the references a Bundle's entries make to each other
-// (urn:uuid: and other fullUrls) to the resource each names.
-type refScope map[string]resIdent
+// (urn:uuid: and other fullUrls) to the resource each names. The index is
+// built on the first lookup: most Bundles use server references only.
+type refScope struct {
+	entries []*node
+	built   bool
+	m       map[string]resIdent
+}
 
 type resIdent struct{ rtype, id string }
+
+func (sc *refScope) lookup(u string) (resIdent, bool) {
+	if sc == nil {
+		return resIdent{}, false
+	}
+	if !sc.built {
+		sc.built = true
+		for _, e := range sc.entries {
+			fu, res := e.get("fullUrl"), e.get("resource")
+			if fu == nil || fu.kind != kStr || res == nil || res.kind != kObj {
+				continue
+			}
+			if sc.m == nil {
+				sc.m = map[string]resIdent{}
+			}
+			k := fu.str()
+			if _, dup := sc.m[k]; dup {
+				// Two entries claim one URL: a reference to it is
+				// ambiguous, so it resolves to no one the grant holds.
+				sc.m[k] = resIdent{rtype: "Patient"}
+				continue
+			}
+			sc.m[k] = resIdent{rtype: res.get("resourceType").str(), id: res.get("id").str()}
+		}
+	}
+	t, ok := sc.m[u]
+	return t, ok
+}
 
 // withhold reports whether the caller may not see res at all: its type is
 // not permitted, it or a contained resource carries a sensitivity label
 // not permitted, or it or a contained resource is about a patient outside
 // the grant or about one that cannot be named. sc resolves references to
 // other entries of the enclosing Bundle (nil outside a Bundle).
-func (x *enforcer) withhold(res *node, sc refScope) bool {
+func (x *enforcer) withhold(res *node, sc *refScope) bool {
 	rt := res.get("resourceType")
-	if rt == nil || rt.kind != kStr || !x.typeAllowed(rt.str()) || x.labelled(res) {
+	if rt == nil || rt.kind != kStr || !x.typeAllowed(x.name(rt)) || x.labelled(res) {
 		return true
 	}
 	cn := res.get("contained")
@@ -115,22 +205,21 @@ func (x *enforcer) withhold(res *node, sc refScope) bool {
 		return false
 	}
 	if rt.strIs("Patient") {
-		id := res.get("id")
 		// A Patient without a server id cannot be matched to the grant.
-		return id == nil || id.kind != kStr || !x.patients[id.str()]
+		return !x.granted(res.get("id"))
 	}
-	return x.outside(res, rt.str(), contained, sc)
+	return x.outside(res, x.name(rt), contained, sc)
 }
 
 // containedWithheld checks one contained resource. Contained resources
 // have no server identity: a contained Patient cannot be matched to the
 // grant, whatever its local id says, so it withholds its container.
-func (x *enforcer) containedWithheld(c *node, siblings []*node, sc refScope) bool {
+func (x *enforcer) containedWithheld(c *node, siblings []*node, sc *refScope) bool {
 	if c == nil || c.kind != kObj {
 		return true
 	}
 	rt := c.get("resourceType")
-	if rt == nil || rt.kind != kStr || rt.strIs("Bundle") || !x.typeAllowed(rt.str()) || x.labelled(c) {
+	if rt == nil || rt.kind != kStr || rt.strIs("Bundle") || !x.typeAllowed(x.name(rt)) || x.labelled(c) {
 		return true
 	}
 	if c.get("contained") != nil {
@@ -142,13 +231,13 @@ func (x *enforcer) containedWithheld(c *node, siblings []*node, sc refScope) boo
 	if rt.strIs("Patient") {
 		return true
 	}
-	return x.outside(c, rt.str(), siblings, sc)
+	return x.outside(c, x.name(rt), siblings, sc)
 }
 
 // outside reports whether an element that places res in a compartment
 // refers to a patient outside the grant, or to something that cannot be
 // shown not to be such a patient.
-func (x *enforcer) outside(res *node, rt string, contained []*node, sc refScope) bool {
+func (x *enforcer) outside(res *node, rt string, contained []*node, sc *refScope) bool {
 	paths := compartmentDefault
 	if compartment.Member(rt) {
 		paths = compartment.Paths(rt)
@@ -168,7 +257,7 @@ func (x *enforcer) outside(res *node, rt string, contained []*node, sc refScope)
 // refOutside reads one Reference in a compartment element. Fail closed:
 // a reference is harmless only if it names a granted patient or a target
 // that is certainly not a patient.
-func (x *enforcer) refOutside(ref *node, contained []*node, sc refScope) bool {
+func (x *enforcer) refOutside(ref *node, contained []*node, sc *refScope) bool {
 	if ref == nil || ref.kind != kObj {
 		return true
 	}
@@ -189,7 +278,7 @@ func (x *enforcer) refOutside(ref *node, contained []*node, sc refScope) bool {
 	if s.kind != kStr {
 		return true
 	}
-	v := s.str()
+	v := x.name(s)
 	if strings.HasPrefix(v, "#") {
 		if v == "#" {
 			return false // the container itself
@@ -207,7 +296,7 @@ func (x *enforcer) refOutside(ref *node, contained []*node, sc refScope) bool {
 		}
 		return t.id == "" || !x.patients[t.id]
 	}
-	if t, ok := sc[v]; ok {
+	if t, ok := sc.lookup(v); ok {
 		if t.rtype != "Patient" {
 			return false
 		}
@@ -234,34 +323,40 @@ func parseRef(v string) (target, bool) {
 		return target{}, false
 	}
 	path, _, conditional := strings.Cut(v, "?")
-	var segs []string
-	absolute := strings.Contains(path, "://")
-	if absolute {
-		i := strings.Index(path, "://")
+	absolute := false
+	if i := strings.Index(path, "://"); i >= 0 {
 		rest := path[i+3:]
 		j := strings.IndexByte(rest, '/')
 		if j < 0 {
 			return target{}, false
 		}
-		segs = strings.Split(rest[j+1:], "/")
-	} else {
-		segs = strings.Split(path, "/")
+		path, absolute = rest[j+1:], true
 	}
-	if n := len(segs); n >= 2 && segs[n-2] == "_history" {
-		segs = segs[:n-2]
+	// Segments are read from the end, without splitting: this runs for
+	// every reference in every response.
+	n := strings.Count(path, "/") + 1
+	before, last := lastSeg(path)
+	if n >= 2 {
+		if b, prev := lastSeg(before); prev == "_history" {
+			path, n = b, n-2
+			before, last = lastSeg(path)
+		}
 	}
-	n := len(segs)
+	var prev string
+	if n >= 2 {
+		_, prev = lastSeg(before)
+	}
 	var t target
 	switch {
 	case conditional:
 		if n == 0 || (!absolute && n != 1) {
 			return target{}, false
 		}
-		t = target{rtype: segs[n-1]}
-	case n >= 2 && (absolute || n == 2) && isResourceType(segs[n-2]) && isResourceID(segs[n-1]):
-		t = target{rtype: segs[n-2], id: segs[n-1]}
+		t = target{rtype: last}
+	case n >= 2 && (absolute || n == 2) && isResourceType(prev) && isResourceID(last):
+		t = target{rtype: prev, id: last}
 	case n == 1 && !absolute:
-		t = target{rtype: segs[0]}
+		t = target{rtype: last}
 	default:
 		return target{}, false
 	}
@@ -272,6 +367,15 @@ func parseRef(v string) (target, bool) {
 		return target{}, false
 	}
 	return t, true
+}
+
+// lastSeg splits p at its last slash.
+func lastSeg(p string) (before, last string) {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return "", p
+	}
+	return p[:i], p[i+1:]
 }
 
 func isResourceType(s string) bool {
@@ -298,7 +402,7 @@ func isResourceID(s string) bool {
 // Without a resource (a deleted version in a history, a batch answer), the
 // URLs the entry carries must show that it is about a granted patient or
 // about something that is not patient data.
-func (x *enforcer) entryWithheld(e *node, sc refScope) bool {
+func (x *enforcer) entryWithheld(e *node, sc *refScope) bool {
 	if e.kind != kObj {
 		return true
 	}
@@ -314,12 +418,15 @@ func (x *enforcer) entryWithheld(e *node, sc refScope) bool {
 		if fu.kind != kStr {
 			return true
 		}
+		id := res.get("id")
+		if sameResource(fu, res.get("resourceType"), id) {
+			return false
+		}
 		t, ok := parseRef(fu.str())
 		if !ok {
 			return false // urn:uuid: or a server's own scheme: names no type
 		}
-		id := res.get("id")
-		return t.id == "" || t.rtype != res.get("resourceType").str() || (id != nil && !id.strIs(t.id))
+		return t.id == "" || !res.get("resourceType").strIs(t.rtype) || (id != nil && !id.strIs(t.id))
 	}
 	if x.any && x.types == nil {
 		return false
@@ -415,7 +522,7 @@ func (r *run) bundle(b *node) (changed, withheld bool) {
 		entries = entryNode.x().arr
 	}
 	outer := r.scope
-	r.scope = entryScope(entries)
+	r.scope = &refScope{entries: entries}
 	defer func() { r.scope = outer }()
 	kept := entries[:0]
 	nWithheld, nMatches := 0, 0
@@ -508,29 +615,6 @@ func (r *run) entry(e *node) bool {
 		}
 	}
 	return changed
-}
-
-// entryScope indexes the entries' fullUrls so references between entries
-// (urn:uuid: in a document or transaction) resolve to what they name.
-func entryScope(entries []*node) refScope {
-	var sc refScope
-	for _, e := range entries {
-		fu, res := e.get("fullUrl"), e.get("resource")
-		if fu == nil || fu.kind != kStr || res == nil || res.kind != kObj {
-			continue
-		}
-		if sc == nil {
-			sc = refScope{}
-		}
-		k := fu.str()
-		if _, dup := sc[k]; dup {
-			// Two entries claim one URL: a reference to it is ambiguous.
-			sc[k] = resIdent{rtype: "Patient"}
-			continue
-		}
-		sc[k] = resIdent{rtype: res.get("resourceType").str(), id: res.get("id").str()}
-	}
-	return sc
 }
 
 // paged reports whether a Bundle is one page of several (a next or previous link).

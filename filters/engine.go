@@ -176,7 +176,7 @@ type run struct {
 	removed   map[string]struct{}
 	ruleNotes map[ruleNote]struct{}
 	withheld  int
-	scope     refScope // the innermost Bundle's entries, for references between them
+	scope     *refScope // the innermost Bundle's entries, for references between them
 	err       error
 }
 

@@ -309,10 +309,12 @@ func (r *run) hl7(body []byte) (Result, error) {
 		return Result{Forbidden: true}, nil
 	}
 	if r.enf != nil && !r.enf.any {
+		pids := 0
 		for _, s := range m.segs {
 			if s.name() != "PID" {
 				continue
 			}
+			pids++
 			granted := false
 			for _, rep := range bytes.Split(s.field(3), []byte{m.d.rs}) {
 				id, _, _ := bytes.Cut(rep, []byte{m.d.cs})
@@ -323,6 +325,11 @@ func (r *run) hl7(body []byte) (Result, error) {
 			if !granted {
 				return Result{Forbidden: true}, nil
 			}
+		}
+		if pids == 0 {
+			// Nothing says whose the message is, so it cannot be shown
+			// to be the granted patient's.
+			return Result{Forbidden: true}, nil
 		}
 	}
 	for i := range r.rules {

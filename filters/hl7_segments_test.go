@@ -246,3 +246,29 @@ func TestSafeHarborADTA01(t *testing.T) {
 		t.Error("clinical content lost")
 	}
 }
+
+// TestHL7WithoutPID: under a grant limited to patients, a message must
+// show whose it is; one without a PID (a bare GT1 or NK1) cannot.
+func TestHL7WithoutPID(t *testing.T) {
+	e := testEngine(t)
+	msg := []byte("MSH|^~\\&|ADT|GH|EHR|GH|20240612083015||ADT^A01|M1|P|2.5\rGT1|1|G778812|Kowalski^Piotr\r")
+	cases := []struct {
+		name      string
+		enf       *Enforcement
+		forbidden bool
+	}{
+		{"patient grant", &Enforcement{Patients: []string{"MRN7712001"}}, true},
+		{"any patient", &Enforcement{AnyPatient: true}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := e.Apply(hl7CT, msg, Plan{Enforce: tc.enf})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Forbidden != tc.forbidden {
+				t.Errorf("Forbidden = %v", res.Forbidden)
+			}
+		})
+	}
+}
