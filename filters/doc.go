@@ -21,4 +21,8 @@
 // resources (removed where they sit) and history entries that carry only
 // URLs. Which elements place a resource in a patient's compartment comes
 // from internal/compartment, the table the request side reads as well.
+//
+// HL7 v2 is filtered through a table of known segments (hl7map.go); a
+// message holding any other segment, Z-segments included, is refused with
+// CodeUnsupportedSegment.
 package filters

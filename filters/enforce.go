@@ -396,6 +396,29 @@ func isResourceID(s string) bool {
 	return true
 }
 
+// namesOther reports whether an entry URL (fullUrl, request.url,
+// response.location) names another resource than the one the entry
+// carries. A URL that names no type and id (urn:uuid:, "Patient" for a
+// create, a conditional URL) names nothing to compare; a fullUrl must name
+// exactly one resource if it names one at all.
+func (x *enforcer) namesOther(u, res *node, full bool) bool {
+	if u == nil {
+		return false
+	}
+	if u.kind != kStr {
+		return true
+	}
+	rt, id := res.get("resourceType"), res.get("id")
+	if sameResource(u, rt, id) {
+		return false
+	}
+	t, ok := parseRef(u.str())
+	if !ok || (t.id == "" && !full) {
+		return false
+	}
+	return t.id == "" || !rt.strIs(t.rtype) || (id != nil && !id.strIs(t.id))
+}
+
 // entryWithheld decides a Bundle entry. With a resource, the resource
 // decides, and a fullUrl that names another resource than the one carried
 // (or a patient outside the grant) withholds it: a reader may trust either.
@@ -411,22 +434,8 @@ func (x *enforcer) entryWithheld(e *node, sc *refScope) bool {
 		if res.kind != kObj || x.withhold(res, sc) {
 			return true
 		}
-		fu := e.get("fullUrl")
-		if fu == nil {
-			return false
-		}
-		if fu.kind != kStr {
-			return true
-		}
-		id := res.get("id")
-		if sameResource(fu, res.get("resourceType"), id) {
-			return false
-		}
-		t, ok := parseRef(fu.str())
-		if !ok {
-			return false // urn:uuid: or a server's own scheme: names no type
-		}
-		return t.id == "" || !res.get("resourceType").strIs(t.rtype) || (id != nil && !id.strIs(t.id))
+		return x.namesOther(e.get("fullUrl"), res, true) || x.namesOther(e.get("request").get("url"), res, false) ||
+			x.namesOther(e.get("response").get("location"), res, false)
 	}
 	if x.any && x.types == nil {
 		return false

@@ -86,6 +86,16 @@ func TestEnforceShapes(t *testing.T) {
 			absent: []string{"Adams"},
 		},
 		{
+			name: "request.url names another patient than the resource", enf: grantA, withheld: 1,
+			body:   bundleOf("history", 1, `{"resource":`+patA+`,"request":{"method":"PUT","url":"Patient/B"}}`),
+			absent: []string{"Patient/B", "Alpha"},
+		},
+		{
+			name: "request.url of the resource itself", enf: grantA,
+			body:    bundleOf("history", 1, `{"fullUrl":"https://fhir.example/r4/Patient/A","resource":`+patA+`,"request":{"method":"PUT","url":"Patient/A"},"response":{"status":"200","location":"Patient/A/_history/2"}}`),
+			present: []string{"Alpha"},
+		},
+		{
 			name: "any patient keeps deleted entries", enf: &Enforcement{AnyPatient: true},
 			body:    bundleOf("history", 1, deleted("https://fhir.example/r4/Patient/B", "Patient/B")),
 			present: []string{"Patient/B"},

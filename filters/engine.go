@@ -30,11 +30,14 @@ type Result struct {
 	// ("Patient.telecom", "Observation.text"), sorted and unique. Never
 	// values.
 	Removed []string
-	// Withheld counts Bundle entries withheld (other patients, sensitivity).
+	// Withheld counts Bundle entries and nested resources withheld (other
+	// patients, types not permitted, sensitivity).
 	Withheld int
 	// Forbidden: the body is a single resource the caller may not see
-	// (another patient, or a sensitivity label not permitted). The caller
-	// must answer 403 and send none of the body.
+	// (another patient, one that cannot be tied to a granted patient, a
+	// type not permitted, or a sensitivity label not permitted), or an
+	// HL7 v2 message about such a patient. The caller must answer 403 and
+	// send none of the body.
 	Forbidden bool
 }
 
