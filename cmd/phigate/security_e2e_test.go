@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -307,6 +308,31 @@ func TestResponseShapesOfAnotherPatient(t *testing.T) {
 			}
 			if r.status == 200 && !strings.Contains(body, "obs-own") {
 				t.Errorf("the caller's own observation was withheld too: %s", body)
+			}
+		})
+	}
+}
+
+// TestSafeHarborEveryDate: a researcher's de-identified data keeps no exact
+// date anywhere, meta.lastUpdated included, while effectiveDateTime was
+// already coarsened.
+func TestSafeHarborEveryDate(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	researcher := s.token(demokeys.TokenSpec{Subject: "researcher-1", Roles: []string{"researcher"}, Purpose: "HRESCH"})
+	for _, tc := range []struct {
+		path string
+		meta bool // the resource carries meta.lastUpdated upstream
+	}{{"/fhir/Observation/obs-pat-0001-01", true}, {"/fhir/Observation?patient=pat-0001", false}} {
+		t.Run(tc.path, func(t *testing.T) {
+			r := s.do("GET", tc.path, researcher, nil, nil)
+			if r.status != 200 {
+				t.Fatalf("status %d body %.300s", r.status, r.body)
+			}
+			if exact := regexp.MustCompile(`"\d{4}-\d{2}(-\d{2})?(T[^"]*)?"`).Find(r.body); exact != nil {
+				t.Errorf("a date finer than the year reached a researcher: %s in %.400s", exact, r.body)
+			}
+			if tc.meta && !strings.Contains(string(r.body), `"lastUpdated":"20`) {
+				t.Errorf("meta.lastUpdated vanished instead of being coarsened: %.300s", r.body)
 			}
 		})
 	}
