@@ -578,6 +578,9 @@ func (r *run) bundle(b *node) (changed, withheld bool) {
 			}
 		}
 	}
+	if r.filterLinks(b) {
+		changed = true
+	}
 	if nWithheld == 0 {
 		return changed, false
 	}
