@@ -90,6 +90,9 @@ func TestResponseSideAlone(t *testing.T) {
 		"/fhir/Patient/pat-0002/Observation",
 		"/fhir/Patient/pat-0002/*",
 		"/fhir/Patient/pat-0002/$everything",
+		"/fhir/Patient/pat-0002",
+		"/fhir/Observation/obs-pat-0002-01",
+		"/fhir/Patient/pat-0002/_history",
 		"/fhir/Observation?_count=1",
 		"/fhir/Patient?_count=2&_offset=1",
 	}
