@@ -88,6 +88,19 @@ func BenchmarkRedactBundle1MB(b *testing.B) {
 	}
 }
 
+// BenchmarkParseJSON1MB isolates the validating scan every body goes
+// through, where grammar, depth and duplicate keys are checked.
+func BenchmarkParseJSON1MB(b *testing.B) {
+	body := bundle1MB()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseJSON(body, defaultMaxDepth); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkEncodingJSONRoundTrip1MB(b *testing.B) {
 	body := bundle1MB()
 	b.SetBytes(int64(len(body)))

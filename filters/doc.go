@@ -12,7 +12,10 @@
 // FHIR JSON is never decoded into map[string]any: a validating scanner
 // indexes the body in one pass, resources are expanded only where a
 // directive or a check looks, and untouched spans are copied verbatim (see
-// jsontree.go). Every resource a directive changed loses its narrative and
+// jsontree.go). The same pass refuses a key that occurs twice in one
+// object, at any depth and compared after unescaping, and a key that is
+// not valid UTF-8: readers disagree on which copy wins, so a check of
+// either copy would not hold for the other. Every resource a directive changed loses its narrative and
 // gains meta.security REDACTED; Bundle entries outside the grant, of a type
 // the caller may not receive or with a non-permitted sensitivity label are
 // withheld and explained by an OperationOutcome (issue code suppressed) that
@@ -24,5 +27,7 @@
 //
 // HL7 v2 is filtered through a table of known segments (hl7map.go); a
 // message holding any other segment, Z-segments included, is refused with
-// CodeUnsupportedSegment.
+// CodeUnsupportedSegment; a batch whose headers declare other
+// delimiters than the first is malformed, since every segment is read with
+// the first one's.
 package filters

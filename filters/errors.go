@@ -15,7 +15,9 @@ const (
 	// redact, so it cannot promise that directives were applied.
 	CodeUnsupportedMedia Code = "unsupported_media_type"
 	// CodeMalformed: the body does not parse (invalid JSON, not a FHIR
-	// resource, not an ER7 message).
+	// resource, not an ER7 message) or parses differently for different
+	// readers (a JSON key twice in one object, ER7 headers declaring
+	// different delimiters).
 	CodeMalformed Code = "malformed_body"
 	// CodeTooLarge: the body exceeds Config.MaxBody.
 	CodeTooLarge Code = "body_too_large"

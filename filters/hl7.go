@@ -93,6 +93,12 @@ func parseER7(body []byte) (*message, error) {
 		}
 		seen[c] = true
 	}
+	// MSH-1 and MSH-2 with the separator that follows them. A batch
+	// (FHS, BHS) holds one MSH per message and each declares delimiters
+	// again; every segment here is read with the first header's, so a
+	// later header declaring others would make a reader that honours it
+	// see other fields (another PID-3, a telecom no directive reached).
+	delims := body[3 : 4+len(enc)+1]
 	m := &message{d: d}
 	for i := 0; i < len(body); {
 		j := i
@@ -113,6 +119,9 @@ func parseER7(body []byte) (*message, error) {
 			}
 			var fields [][]byte
 			if isHeader(line) {
+				if len(line) < 3+len(delims) || !bytes.Equal(line[3:3+len(delims)], delims) {
+					return nil, errorf(CodeMalformed, "hl7: segment %d: header declares other delimiters than the first", len(m.segs)+1)
+				}
 				// MSH-1 is the separator itself; keep the header whole.
 				fields = [][]byte{line}
 			} else {

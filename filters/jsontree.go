@@ -3,6 +3,7 @@ package filters
 import (
 	"bytes"
 	"strconv"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/phigate/phigate/internal/jsonstr"
@@ -63,6 +64,7 @@ func (m *member) name() string { return string(m.key) }
 func parseJSON(buf []byte, maxDepth int) (*node, error) {
 	p := &parser{buf: buf, maxDepth: maxDepth}
 	p.idx.c = make([]container, 0, len(buf)/48+8)
+	p.keys = p.keyBuf[:0]
 	p.skipWS()
 	start := p.pos
 	if _, err := p.value(0); err != nil {
@@ -142,6 +144,11 @@ type parser struct {
 	pos      int
 	maxDepth int
 	idx      docIndex
+	// keys holds the keys seen so far in every object open at pos,
+	// outermost first; each object compares against its own tail and
+	// truncates it when it closes, so one slice serves the whole document.
+	keys   [][]byte
+	keyBuf [64][]byte // keys' first backing, allocated with the parser
 }
 
 func (p *parser) fail(what string) error {
@@ -210,49 +217,68 @@ func (p *parser) lit(word string) error {
 	return nil
 }
 
+// stopValue and stopKey mark the bytes at which the string scanner leaves
+// its fast loop: a quote, a backslash or a control character, and in a key
+// any byte outside ASCII as well, so that keys needing a closer look are
+// found without a second pass over them. One table load per byte costs
+// less than the comparisons it replaces.
+var stopValue, stopKey = func() (v, k [256]bool) {
+	for c := range 256 {
+		v[c] = c == '"' || c == '\\' || c < 0x20
+		k[c] = v[c] || c >= utf8.RuneSelf
+	}
+	return v, k
+}()
+
 // str scans a string starting at the opening quote and reports whether it
 // holds escapes. It enforces the JSON grammar (no raw control characters,
 // only the defined escapes) so that spans copied verbatim stay valid.
 func (p *parser) str() (bool, error) {
+	esc, _, err := p.scanStr(&stopValue)
+	return esc, err
+}
+
+// scanStr is str with the stop table given; it also reports whether the
+// string holds a byte outside ASCII, which only stopKey detects.
+func (p *parser) scanStr(stop *[256]bool) (esc, high bool, err error) {
 	p.pos++
-	esc := false
 	for {
-		for p.pos < len(p.buf) {
-			c := p.buf[p.pos]
-			if c == '"' || c == '\\' || c < 0x20 {
-				break
-			}
+		for p.pos < len(p.buf) && !stop[p.buf[p.pos]] {
 			p.pos++
 		}
 		if p.pos >= len(p.buf) {
-			return false, p.fail("unterminated string")
+			return false, false, p.fail("unterminated string")
 		}
 		switch c := p.buf[p.pos]; {
 		case c == '"':
 			p.pos++
-			return esc, nil
+			return esc, high, nil
 		case c < 0x20:
-			return false, p.fail("control character in string")
+			return false, false, p.fail("control character in string")
+		case c >= utf8.RuneSelf:
+			high = true
+			p.pos++
+			continue
 		}
 		esc = true
 		if p.pos+1 >= len(p.buf) {
-			return false, p.fail("unterminated escape")
+			return false, false, p.fail("unterminated escape")
 		}
 		switch p.buf[p.pos+1] {
 		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 			p.pos += 2
 		case 'u':
 			if p.pos+6 > len(p.buf) {
-				return false, p.fail("short unicode escape")
+				return false, false, p.fail("short unicode escape")
 			}
 			for _, h := range p.buf[p.pos+2 : p.pos+6] {
 				if !isHex(h) {
-					return false, p.fail("bad unicode escape")
+					return false, false, p.fail("bad unicode escape")
 				}
 			}
 			p.pos += 6
 		default:
-			return false, p.fail("bad escape")
+			return false, false, p.fail("bad escape")
 		}
 	}
 }
@@ -296,6 +322,24 @@ func (p *parser) num() error {
 	return nil
 }
 
+// smallObject is the member count up to which an object's keys are
+// compared pairwise. FHIR objects hold a few members, where comparing
+// beats hashing; past it a map keeps a hostile object of many members
+// linear.
+const smallObject = 16
+
+// object validates one object and refuses a key that occurs twice in it.
+// Parsers disagree on which copy of a duplicate key wins (encoding/json
+// and JavaScript keep the last, others the first or reject), and every
+// check here reads one copy: a second "entry", "meta", "security" or
+// "subject" would carry past the filter whatever the reader behind it
+// picks. Refusing here covers every consumer of the tree at once, and the
+// lazily expanded subtrees no check ever looks at as well.
+//
+// Keys are compared without regard to case, as the request side does:
+// Go's decoder matches struct fields that way, so to a client decoding
+// into FHIR structs "Entry" after "entry" is the same member again. FHIR
+// names never differ only in case, so no valid resource is refused.
 func (p *parser) object(depth int) (bool, error) {
 	p.pos++ // {
 	p.skipWS()
@@ -303,25 +347,62 @@ func (p *parser) object(depth int) (bool, error) {
 		p.pos++
 		return false, nil
 	}
-	res, own := false, false
+	res := false
+	base := len(p.keys)
+	var seen map[string]struct{}
+	var sketch uint64 // bits set by the keys so far
 	for {
 		p.skipWS()
 		if p.pos >= len(p.buf) || p.buf[p.pos] != '"' {
 			return false, p.fail("expected key")
 		}
 		ks := p.pos
-		esc, err := p.str()
+		esc, high, err := p.scanStr(&stopKey)
 		if err != nil {
 			return false, err
 		}
-		k := p.buf[ks:p.pos]
-		if (esc && string(decodeString(k)) == "resourceType") || (!esc && string(k) == `"resourceType"`) {
-			// Parsers disagree on which duplicate wins; a resource whose
-			// type depends on the reader cannot be filtered safely.
-			if own {
-				return false, p.fail("duplicate resourceType")
+		key := p.buf[ks+1 : p.pos-1]
+		cmp := key
+		if esc || high {
+			if key, cmp, err = p.keyContent(p.buf[ks:p.pos], esc); err != nil {
+				return false, err
 			}
-			own, res = true, true
+		}
+		if string(key) == "resourceType" {
+			res = true
+		}
+		if seen == nil {
+			// Each key sets one bit picked by its length and its end
+			// letters, case folded. A key whose bit is still clear equals
+			// no earlier key, so most keys of most objects are compared
+			// with nothing.
+			h := uint(len(cmp))
+			if len(cmp) > 0 {
+				h = h*31 + uint(foldASCII[cmp[0]])
+				h = h*31 + uint(foldASCII[cmp[len(cmp)-1]])
+			}
+			if bit := uint64(1) << (h & 63); sketch&bit == 0 {
+				sketch |= bit
+			} else {
+				for _, k := range p.keys[base:] {
+					if sameKey(k, cmp) {
+						return false, p.fail("duplicate key")
+					}
+				}
+			}
+			p.keys = append(p.keys, cmp)
+			if len(p.keys)-base > smallObject {
+				seen = make(map[string]struct{}, 2*smallObject)
+				for _, k := range p.keys[base:] {
+					seen[lowerASCII(k)] = struct{}{}
+				}
+			}
+		} else {
+			k := lowerASCII(cmp)
+			if _, dup := seen[k]; dup {
+				return false, p.fail("duplicate key")
+			}
+			seen[k] = struct{}{}
 		}
 		p.skipWS()
 		if p.pos >= len(p.buf) || p.buf[p.pos] != ':' {
@@ -344,10 +425,77 @@ func (p *parser) object(depth int) (bool, error) {
 			continue
 		case '}':
 			p.pos++
+			p.keys = p.keys[:base]
 			return res, nil
 		}
 		return false, p.fail("expected comma or brace")
 	}
+}
+
+// keyContent returns what a key literal names once unescaped, the form in
+// which readers compare keys: "entry" and "\u0065ntry" are one key. A
+// lone surrogate decodes to U+FFFD, so it matches every other lone
+// surrogate and U+FFFD itself; a reader that keeps surrogates apart sees
+// fewer duplicates than this, never more. Invalid UTF-8 has no such
+// coarsest reading (readers replace it per byte, per sequence, or reject
+// it), so a key holding it is refused; FHIR names are ASCII.
+//
+// cmp is the form compared with the object's other keys: key itself when
+// ASCII, since sameKey folds ASCII case, else key with every other rune
+// mapped as encoding/json folds names (upper of lower), so that the
+// Kelvin sign matches k and the long s matches s.
+func (p *parser) keyContent(lit []byte, esc bool) (key, cmp []byte, err error) {
+	key = lit[1 : len(lit)-1]
+	if esc {
+		key = decodeString(lit)
+	}
+	if !utf8.Valid(key) {
+		return nil, nil, p.fail("key is not valid UTF-8")
+	}
+	cmp = key
+	for _, c := range key {
+		if c >= utf8.RuneSelf {
+			cmp = make([]byte, 0, len(key))
+			for _, r := range string(key) {
+				cmp = utf8.AppendRune(cmp, unicode.ToUpper(unicode.ToLower(r)))
+			}
+			break
+		}
+	}
+	return key, cmp, nil
+}
+
+// foldASCII maps each byte to itself, ASCII capitals to small letters.
+var foldASCII = func() (t [256]byte) {
+	for c := range 256 {
+		t[c] = byte(c)
+		if c >= 'A' && c <= 'Z' {
+			t[c] = byte(c) + 'a' - 'A'
+		}
+	}
+	return t
+}()
+
+// sameKey compares two keys in cmp form without regard to ASCII case.
+func sameKey(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if foldASCII[a[i]] != foldASCII[b[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// lowerASCII is the map key under which sameKey's equal keys meet.
+func lowerASCII(k []byte) string {
+	b := make([]byte, len(k))
+	for i, c := range k {
+		b[i] = foldASCII[c]
+	}
+	return string(b)
 }
 
 func (p *parser) array(depth int) (bool, error) {
@@ -649,23 +797,25 @@ func (n *node) strIs(s string) bool {
 	return string(n.raw[1:len(n.raw)-1]) == s
 }
 
-// get returns the last member named key (the one encoding/json would keep).
+// get returns the member named key. Keys are unique within an object:
+// parseJSON refuses duplicates and set and insertAfter replace, so there
+// is no "which copy" for a check to get wrong.
 func (n *node) get(key string) *node {
 	if n == nil || n.kind != kObj {
 		return nil
 	}
 	n.x()
-	var v *node
 	for i := range n.mem {
 		if string(n.mem[i].key) == key {
-			v = n.mem[i].val
+			return n.mem[i].val
 		}
 	}
-	return v
+	return nil
 }
 
-// del removes every member named key, so duplicate keys cannot smuggle a
-// value past a removal. It reports whether anything was removed.
+// del removes every member named key. Parsed objects hold each key once;
+// removing them all keeps that true of any tree. It reports whether
+// anything was removed.
 func (n *node) del(key string) bool {
 	if n == nil || n.kind != kObj {
 		return false
