@@ -63,11 +63,23 @@ const QuarantineSuffix = ".quarantine"
 type Option func(*options)
 
 type options struct {
-	logger *zap.Logger
-	reg    prometheus.Registerer
-	now    func() time.Time
-	sinks  []Sink
+	logger    *zap.Logger
+	reg       prometheus.Registerer
+	now       func() time.Time
+	sinks     []Sink
+	queueWait time.Duration
 }
+
+// DefaultQueueWait is how long a record waits for room in a full queue
+// before it is refused. The queue holds MaxBatch records besides the commit
+// in flight, so a full queue means the disk has stalled for far longer than
+// an fsync takes; past this the caller is better told (and denies) than
+// left waiting on a disk that may never answer.
+const DefaultQueueWait = 5 * time.Second
+
+// WithQueueWait bounds how long Record waits for room in a full queue
+// (default DefaultQueueWait). The caller's context does not shorten it.
+func WithQueueWait(d time.Duration) Option { return func(o *options) { o.queueWait = d } }
 
 // WithLogger sets the operational logger (which never receives record content).
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.logger = l } }
@@ -101,6 +113,9 @@ type Log struct {
 	builder Builder
 	m       *metrics
 	sinks   []*asyncSink
+
+	queueWait  time.Duration
+	notWritten *prometheus.CounterVec // by reason; see notWrittenReasons
 
 	mu     sync.RWMutex // guards closed against sends on reqs
 	closed bool
@@ -136,9 +151,12 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := options{logger: zap.NewNop(), now: time.Now}
+	o := options{logger: zap.NewNop(), now: time.Now, queueWait: DefaultQueueWait}
 	for _, f := range opts {
 		f(&o)
+	}
+	if o.queueWait <= 0 {
+		return nil, errf(CodeConfig, nil, nil, "queue wait must be positive")
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, errf(CodeIO, nil, err, "create Dir")
@@ -176,9 +194,14 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
+	notWritten, err := newNotWrittenCounter(o.reg)
+	if err != nil {
+		return nil, err
+	}
 	l := &Log{
 		cfg: cfg, lg: o.logger, now: o.now, priv: priv, aead: aead,
 		builder: Builder{Server: cfg.Server, Site: cfg.Site}, m: m,
+		queueWait: o.queueWait, notWritten: notWritten,
 		reqs: make(chan *pending, cfg.MaxBatch), done: make(chan struct{}),
 		overrides: map[string]bool{},
 	}
@@ -268,7 +291,9 @@ func (l *Log) Record(ctx context.Context, req *authz.Request, d *authz.Decision)
 		payload = encodeCompact(getPayloadBuf(), ev, d.ID)
 		if l.tooLarge(len(payload)) {
 			putPayloadBuf(payload)
-			return errf(CodeEncode, nil, nil, "decision record exceeds max_record_bytes %d even in compact form", l.cfg.MaxRecordBytes)
+			err := errf(CodeEncode, nil, nil, "decision record exceeds max_record_bytes %d even in compact form", l.cfg.MaxRecordBytes)
+			l.lost(reasonTooLarge, ev, err)
+			return err
 		}
 		l.m.oversize.Inc()
 		l.lg.Warn("audit record over max_record_bytes; wrote a compact substitute",
@@ -313,11 +338,19 @@ func (l *Log) trackOverride(subject string, active bool) (stopped bool) {
 // append hands payload, a buffer from payloadPool, to the committer, which
 // returns it to the pool once it is framed; a record that is never queued
 // returns it here.
+//
+// ctx bounds only how long the caller waits for the record to be durable,
+// never whether it is queued: a request that was cancelled, or timed out,
+// was still decided, and its record is owed. Queueing waits for room as
+// long as the log's own queue wait allows. A record that is not queued is
+// counted, logged and returned as an error, so the caller denies.
 func (l *Log) append(ctx context.Context, payload []byte, ev *AuditEvent) error {
 	if l.tooLarge(len(payload)) {
 		n := len(payload)
 		putPayloadBuf(payload)
-		return errf(CodeEncode, nil, nil, "record of %d bytes exceeds max_record_bytes %d", n, l.cfg.MaxRecordBytes)
+		err := errf(CodeEncode, nil, nil, "record of %d bytes exceeds max_record_bytes %d", n, l.cfg.MaxRecordBytes)
+		l.lost(reasonTooLarge, ev, err)
+		return err
 	}
 	start := time.Now()
 	p := &pending{payload: payload, event: ev, done: make(chan error, 1)}
@@ -326,33 +359,105 @@ func (l *Log) append(ctx context.Context, payload []byte, ev *AuditEvent) error 
 		p.json = bytes.Clone(b)
 		putPayloadBuf(b)
 	}
-	l.mu.RLock()
-	if l.closed {
-		l.mu.RUnlock()
+	if err := l.enqueue(p); err != nil {
 		putPayloadBuf(payload)
-		return ErrClosed
+		reason := reasonClosed
+		if !errors.Is(err, ErrClosed) {
+			reason = reasonQueueFull
+		}
+		l.lost(reason, ev, err)
+		return err
 	}
-	select {
-	case l.reqs <- p:
-	case <-ctx.Done():
-		l.mu.RUnlock()
-		putPayloadBuf(payload)
-		return errf(CodeIO, nil, ctx.Err(), "record not queued")
-	}
-	l.mu.RUnlock()
 	select {
 	case err := <-p.done:
 		l.m.waitSeconds.Observe(time.Since(start).Seconds())
 		return err
 	case <-ctx.Done():
-		// The record may still land; an audit trail that over-reports a
-		// denied request is acceptable, one that under-reports is not.
+		// The record is queued and will land (or its failure is counted by
+		// the committer); the caller only stops waiting. An audit trail that
+		// over-reports a denied request is acceptable, one that
+		// under-reports is not.
 		return errf(CodeIO, nil, ctx.Err(), "record not confirmed durable")
 	}
 }
 
-// Close writes a final checkpoint, stops the committer and the sinks. Record
-// calls after Close fail with ErrClosed.
+// enqueue puts p on the committer's queue, waiting at most l.queueWait for
+// room. The read lock keeps Close from closing the queue under a sender;
+// Close waits for senders, which the committer keeps draining until then.
+func (l *Log) enqueue(p *pending) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	select {
+	case l.reqs <- p:
+		return nil
+	default:
+	}
+	t := time.NewTimer(l.queueWait)
+	defer t.Stop()
+	select {
+	case l.reqs <- p:
+		return nil
+	case <-t.C:
+		return errf(CodeIO, nil, nil, "record not queued: queue of %d full for %s", cap(l.reqs), l.queueWait)
+	}
+}
+
+// Reasons a record is not written, the values of the reason label of
+// phigate_audit_records_not_written_total.
+const (
+	reasonClosed      = "closed"       // Record after Close
+	reasonFailed      = "failed"       // the log was poisoned by an earlier write failure
+	reasonWriteFailed = "write_failed" // the write or fsync carrying the record failed
+	reasonQueueFull   = "queue_full"   // no room in the queue within the queue wait
+	reasonTooLarge    = "too_large"    // over max_record_bytes even in compact form
+)
+
+var notWrittenReasons = []string{reasonClosed, reasonFailed, reasonWriteFailed, reasonQueueFull, reasonTooLarge}
+
+// newNotWrittenCounter counts decisions and filtering records that did not
+// reach the trail. Every reason is present from the start at zero, so an
+// alert on any increase needs no series to appear first.
+func newNotWrittenCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
+		Name: "records_not_written_total",
+		Help: "Records that did not reach the trail, by reason; the caller of each was told and denied."}, []string{"reason"})
+	for _, r := range notWrittenReasons {
+		c.WithLabelValues(r)
+	}
+	if reg != nil {
+		if err := reg.Register(c); err != nil {
+			return nil, errf(CodeConfig, nil, err, "register metrics")
+		}
+	}
+	return c, nil
+}
+
+// lost counts and logs one record that did not reach the trail. The log
+// names the record by its event id (the decision id), which is no PHI, and
+// the error, which names files and offsets only.
+func (l *Log) lost(reason string, ev *AuditEvent, err error) {
+	l.notWritten.WithLabelValues(reason).Inc()
+	id := ""
+	if ev != nil {
+		id = ev.ID
+	}
+	l.lg.Error("audit record not written", zap.String("reason", reason), zap.String("event_id", id), zap.Error(err))
+}
+
+// lostBatch is lost for records the committer could not write; their
+// callers may have stopped waiting, so the committer says it itself.
+func (l *Log) lostBatch(reason string, n int, err error) {
+	l.notWritten.WithLabelValues(reason).Add(float64(n))
+	l.lg.Error("audit records not written", zap.String("reason", reason), zap.Int("records", n), zap.Error(err))
+}
+
+// Close writes a final checkpoint, stops the committer and the sinks. Every
+// record queued before Close, including those whose callers stopped waiting,
+// is written before it returns; Record calls after Close fail with ErrClosed
+// and are counted as not written.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -440,10 +545,14 @@ func (l *Log) fail(err error) {
 
 func (l *Log) commit(batch []*pending) {
 	if l.failed != nil {
+		err := errf(CodeClosed, nil, l.failed, "log failed earlier")
 		for _, p := range batch {
 			putPayloadBuf(p.payload)
 			p.payload = nil
-			p.done <- errf(CodeClosed, nil, l.failed, "log failed earlier")
+			p.done <- err
+		}
+		if len(batch) > 0 {
+			l.lostBatch(reasonFailed, len(batch), err)
 		}
 		return
 	}
@@ -478,6 +587,7 @@ func (l *Log) commit(batch []*pending) {
 		for _, p := range batch {
 			p.done <- err
 		}
+		l.lostBatch(reasonWriteFailed, len(batch), err)
 		return
 	}
 	l.seq, l.head = seq, head
