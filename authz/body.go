@@ -299,7 +299,9 @@ func (s *jsonScan) reference(r string) {
 		s.unresolved = true
 		return
 	}
-	if id, ok := patientRef(r, false, s.base); ok {
+	// A bare string in a body is not a reference; only a typed one
+	// (relative or absolute) names a patient here.
+	if id, named, _ := patientRef(r, false, s.base); named && strings.Contains(r, "/") {
 		s.patients = append(s.patients, id)
 	} else if strings.HasPrefix(r, "Patient/") {
 		s.unresolved = true

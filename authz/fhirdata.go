@@ -59,11 +59,6 @@ func IsResourceType(t string) bool { return resourceTypes[t] }
 // table the response side reads too. Types absent are not patient data.
 var patientParams = compartment.ParamsByType()
 
-// patientOnlyParams target only Patient, so a bare id ("patient=123") is
-// unambiguous. Other parameters (subject, performer, ...) may reference a
-// Group or Device with the same id, so a bare id there constrains nothing.
-var patientOnlyParams = map[string]bool{"patient": true, "beneficiary": true, "individual": true}
-
 // compartmentTypes own the R4 compartments searchable as /Type/id/Resource.
 var compartmentTypes = map[string]bool{
 	"Patient": true, "Encounter": true, "RelatedPerson": true, "Practitioner": true, "Device": true,

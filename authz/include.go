@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"github.com/phigate/phigate/internal/compartment"
 	"slices"
 	"strings"
 )
@@ -214,7 +215,8 @@ func (p *RequestParser) pins(q map[string][]string, fr *FHIRRequest) []string {
 		if mod != "" || chain != "" || !slices.Contains(patientParams[fr.ResourceType], name) || len(vals) == 0 {
 			continue
 		}
-		if _, ok := p.paramPatients(name, mod, chain, vals[0]); ok {
+		only, _ := compartment.PatientRef(fr.ResourceType, name)
+		if _, ok := p.paramPatients(mod, chain, vals[0], only); ok {
 			pins = append(pins, name)
 		}
 	}

@@ -20,7 +20,7 @@ func TestParseModifiersAndChainsNeverPin(t *testing.T) {
 		{"chained subject:Patient._id", "/fhir/Observation?subject:Patient._id=A", []string{"A"}, true},
 		{"type modifier", "/fhir/Observation?subject:Patient=A", []string{"A"}, true},
 		{"chained patient._id", "/fhir/Observation?patient._id=A", []string{"A"}, true},
-		{"chained subject._id", "/fhir/Observation?subject._id=A", []string{}, true},
+		{"chained subject._id", "/fhir/Observation?subject._id=A", []string{"A"}, true},
 		{"identifier modifier", "/fhir/Observation?patient:identifier=mrn|1", []string{}, true},
 		{"modifier beside a plain pin", "/fhir/Observation?patient=A&subject:Patient=B", []string{"A", "B"}, false},
 		{"chain in a system search", "/fhir?patient._id=A", []string{"A"}, true},

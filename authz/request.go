@@ -3,6 +3,8 @@ package authz
 import (
 	"errors"
 	"fmt"
+	"github.com/phigate/phigate/internal/compartment"
+	"github.com/phigate/phigate/internal/credential"
 	"net/url"
 	"slices"
 	"strings"
@@ -147,10 +149,6 @@ func overLimit(detail string) error { return &Error{Code: CodeOverLimit, Detail:
 var overrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override",
 	"x-original-url", "x-rewrite-url", "x-original-method"}
 
-// sensitiveHeaders are withheld from the policy input, which is also what
-// the audit trail records: credentials do not belong in either.
-var sensitiveHeaders = map[string]bool{"authorization": true, "proxy-authorization": true, "cookie": true}
-
 // Parse implements Parser.
 func (p *RequestParser) Parse(in *CheckInput) (*Request, error) {
 	for _, h := range overrideHeaders {
@@ -165,7 +163,9 @@ func (p *RequestParser) Parse(in *CheckInput) (*Request, error) {
 		BreakGlass: BreakGlassRequest{Grants: []Grant{}},
 	}
 	for k, v := range in.Headers {
-		if !sensitiveHeaders[k] {
+		// Credentials are withheld from the policy input, which is
+		// also what the audit trail records; both read one list.
+		if !credential.Header(k, v) {
 			req.Headers[k] = v
 		}
 	}
@@ -769,30 +769,36 @@ func (p *RequestParser) searchPatients(rt string, q map[string][]string, fr *FHI
 		}
 		return nil
 	}
-	var params []string
-	if rt != "" {
-		var ok bool
-		if params, ok = patientParams[rt]; !ok {
-			return nil // not patient data
-		}
+	// Every reference parameter that can point at a Patient names the
+	// patients its value resolves to, on any type: a search on Group by
+	// member, or on Observation by focus, is still a question about those
+	// patients. Only the compartment parameters of a patient-data type can
+	// pin the search (bound its result to the patients named).
+	pins, patientData := patientParams[rt]
+	if rt == "" {
+		pins, patientData = []string{"patient"}, true
 	}
 	constrained := false
 	for key, vals := range q {
 		name, mod, chain := splitParamName(key)
-		if rt != "" && !slices.Contains(params, name) {
+		var only, isRef bool
+		if rt == "" {
+			isRef, only = anyPatientRef[name], name == "patient"
+		} else {
+			only, isRef = compartment.PatientRef(rt, name)
+		}
+		if !isRef {
 			continue
 		}
-		if rt == "" && name != "patient" {
-			continue
-		}
+		pinning := patientData && slices.Contains(pins, name)
 		var first []string
 		for i, v := range vals {
 			if err := p.checkIDs(v); err != nil {
 				return err
 			}
-			ids, ok := p.paramPatients(name, mod, chain, v)
+			ids, ok := p.paramPatients(mod, chain, v, only)
 			fr.Patients = append(fr.Patients, ids...)
-			if ok {
+			if ok && pinning {
 				constrained = true
 			}
 			if i == 0 {
@@ -802,11 +808,16 @@ func (p *RequestParser) searchPatients(rt string, q map[string][]string, fr *FHI
 			}
 		}
 	}
-	if !constrained {
+	if !constrained && patientData {
 		fr.AllPatients = true
 	}
 	return nil
 }
+
+// anyPatientRef holds the codes that are a Patient reference on some
+// type, for searches not bound to one type (the system level, a
+// compartment's "*").
+var anyPatientRef = compartment.PatientRefCodes()
 
 var errConflict = ambiguous("repeated patient parameter with different values")
 
@@ -833,78 +844,104 @@ func splitParamName(k string) (name, mod, chain string) {
 	return
 }
 
-// paramPatients resolves one occurrence of a patient parameter. ok is true
-// when the occurrence pins the search to the returned patients.
+// paramPatients resolves one occurrence of a reference parameter that can
+// point at a Patient. ids are every patient the value may name; ok is true
+// when the occurrence pins the search to them.
 //
-// Only the plain forms pin: "patient=123", "subject=Patient/123" and the
-// like, which every server reads the same way. A modifier or a chain
+// FHIR reads a reference value without a type ("subject=123") as any
+// resource with that id, and a server may well resolve it to the Patient,
+// so a bare id always names that patient, typed or not, relative or
+// absolute, on the FHIR base or elsewhere. Naming too many patients can
+// only deny; naming too few lets the search reach a patient the policy
+// never saw.
+//
+// Only the plain forms pin: "patient=123" where Patient is the
+// parameter's one target, "subject=Patient/123", an absolute URL on the
+// base, which every server reads the same way. A modifier or a chain
 // never pins, not even "subject:Patient=123" or "patient._id=123": a
 // server that does not support the form may ignore the parameter and
-// return every patient's resources. The ids such a form names are still
-// recorded (the caller asked for them), but the search reads as all
-// patients.
-func (p *RequestParser) paramPatients(name, mod, chain, v string) ([]string, bool) {
-	patientOnly := patientOnlyParams[name]
-	switch mod {
-	case "":
-	case "Patient":
-		patientOnly = true
+// return every patient's resources.
+func (p *RequestParser) paramPatients(mod, chain, v string, only bool) ([]string, bool) {
+	switch {
+	case mod == "":
+	case mod == "Patient":
+		only = true
 	default:
-		// :identifier, :missing, :not, :text, another type: names nobody.
+		// :identifier, :missing, :not, :text, :above, another type: no
+		// patient id to name. The search stays unpinned.
 		return nil, false
 	}
 	if chain != "" {
-		if chain == "_id" && patientOnly {
+		if chain == "_id" {
 			ids, _ := resolveRefs(v, true, p.base)
 			return ids, false
 		}
 		return nil, false // subject.name=..., patient.identifier=...: unresolvable
 	}
-	ids, ok := resolveRefs(v, patientOnly, p.base)
+	ids, ok := resolveRefs(v, only, p.base)
 	return ids, ok && mod == ""
 }
 
-// resolveRefs resolves a comma-separated (OR) list of references to patient
-// ids. ok is false when any alternative is not a resolvable patient.
-func resolveRefs(v string, bareIsPatient bool, base string) (ids []string, ok bool) {
+// resolveRefs resolves a comma-separated (OR) list of references to the
+// patient ids they may name. ok is true when every alternative pins: a
+// typed Patient reference, or a bare id where onlyPatient.
+func resolveRefs(v string, onlyPatient bool, base string) (ids []string, ok bool) {
 	ok = true
 	for item := range strings.SplitSeq(v, ",") {
-		id, good := patientRef(item, bareIsPatient, base)
-		if !good {
-			ok = false
-			continue
+		id, named, pins := patientRef(item, onlyPatient, base)
+		if named {
+			ids = append(ids, id)
 		}
-		ids = append(ids, id)
+		if !pins {
+			ok = false
+		}
 	}
 	slices.Sort(ids)
 	return slices.Compact(ids), ok && len(ids) > 0
 }
 
-// patientRef resolves "Patient/123", "Patient/123/_history/1", an absolute
-// URL on the FHIR base, or (when bareIsPatient) "123".
-func patientRef(r string, bareIsPatient bool, base string) (string, bool) {
+// patientRef reads one reference value: "Patient/123",
+// "Patient/123/_history/1", an absolute URL ending in either, or a bare
+// "123". named reports that the value may mean patient id; pins that it
+// can mean nothing else: a typed reference relative to or on the FHIR
+// base, or a bare id where onlyPatient.
+func patientRef(r string, onlyPatient bool, base string) (id string, named, pins bool) {
+	onBase := true
 	if strings.Contains(r, "://") {
 		u, err := url.Parse(r)
 		if err != nil || u.RawQuery != "" || u.Fragment != "" {
-			return "", false
+			return "", false, false
 		}
-		rest, found := strings.CutPrefix(u.EscapedPath(), base+"/")
+		path := u.EscapedPath()
+		rest, found := strings.CutPrefix(path, base+"/")
 		if !found {
-			return "", false
+			// Another server's Patient/123 may still be resolved by id.
+			onBase = false
+			i := strings.LastIndex(path, "/Patient/")
+			if i < 0 {
+				return "", false, false
+			}
+			rest = path[i+1:]
 		}
 		r = rest
 	}
 	if rest, found := strings.CutPrefix(r, "Patient/"); found {
 		id, hist, _ := strings.Cut(rest, "/")
-		if hist != "" && !strings.HasPrefix(hist, "_history/") {
-			return "", false
+		if !validID(id) || hist != "" && !validHistory(hist) {
+			return "", false, false
 		}
-		return id, validID(id)
+		return id, true, onBase
 	}
-	if bareIsPatient && validID(r) {
-		return r, true
+	if strings.Contains(r, "/") || !validID(r) {
+		return "", false, false // Group/5, urn:uuid:..., an identifier
 	}
-	return "", false
+	return r, true, onlyPatient
+}
+
+// validHistory accepts "_history/<version>".
+func validHistory(s string) bool {
+	v, ok := strings.CutPrefix(s, "_history/")
+	return ok && validID(v)
 }
 
 // finishPatients sorts and de-duplicates patients and refuses conflicts.

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// TestReferenceSearchNamesThePatient: a reference search parameter that
+// can point at a Patient names that patient on the request side, whatever
+// the form of its value (bare id, typed, absolute on another base, with
+// :Patient or a chain through _id) and whichever parameter carries it.
+// A physician asking about a patient outside the care team is refused
+// before the legacy service is asked, through the real Envoy; the same
+// forms naming the physician's own patient pass.
+func TestReferenceSearchNamesThePatient(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	doc := s.token(physician(1)) // cares for pat-0001, not pat-0002
+	forms := []struct{ name, query string }{
+		{"bare subject", "subject=%s"},
+		{"bare subject beside a code", "code=8867-4&subject=%s"},
+		{"absolute on another server", "subject=" + url.QueryEscape("https://elsewhere.example/r4/Patient/") + "%s"},
+		{"absolute versioned on the base", "subject=" + url.QueryEscape("http://localhost/fhir/Patient/") + "%s" + url.QueryEscape("/_history/1")},
+		{"type modifier", "subject:Patient=%s"},
+		{"chain through _id", "subject._id=%s"},
+		{"bare performer", "performer=%s"},
+		{"bare in an OR list", "subject=Patient/pat-0001,%s"},
+		{"focus beside an own pin", "patient=pat-0001&focus=%s"},
+	}
+	for _, f := range forms {
+		t.Run(f.name, func(t *testing.T) {
+			s.up.reset()
+			other := "/fhir/Observation?" + strings.ReplaceAll(f.query, "%s", "pat-0002")
+			r := s.do("GET", other, doc, nil, nil)
+			if r.status != 403 || !isOutcome(r) {
+				t.Fatalf("GET %s: status %d, want 403 with an OperationOutcome", other, r.status)
+			}
+			if strings.Contains(string(r.body), "pat-0002") {
+				t.Errorf("refusal echoes the patient id: %.200s", r.body)
+			}
+			if n := len(s.up.requests()); n != 0 {
+				t.Errorf("upstream saw %d requests for a refused search", n)
+			}
+			own := "/fhir/Observation?" + strings.ReplaceAll(f.query, "%s", "pat-0001")
+			if r := s.do("GET", own, doc, nil, nil); r.status != 200 {
+				t.Errorf("GET %s: status %d, want 200", own, r.status)
+			} else if strings.Contains(string(r.body), "pat-0002") {
+				t.Errorf("own-patient search returned another patient: %.200s", r.body)
+			}
+		})
+	}
+}
