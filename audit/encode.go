@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"github.com/phigate/phigate/internal/credential"
 	"slices"
 	"strconv"
 	"strings"
@@ -406,7 +407,7 @@ func appendStoredHeaders(dst []byte, h map[string]string) []byte {
 	kept := scratch[:0]
 	for k, v := range h {
 		lk := strings.ToLower(k)
-		if isCredentialHeader(lk) || hasBearerPrefix(v) {
+		if credential.Header(lk, v) {
 			continue
 		}
 		kept = append(kept, storedHeader{k, lk, v})
@@ -427,28 +428,6 @@ func appendStoredHeaders(dst []byte, h map[string]string) []byte {
 		dst = appendString(appendMember(dst, sh.name), sh.value)
 	}
 	return append(dst, '}')
-}
-
-// hasBearerPrefix reports whether v, trimmed, starts with "bearer " in any
-// case. It answers as strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)),
-// "bearer ") does without allocating: no non-ASCII rune lower-cases to one of
-// the ASCII bytes of "bearer ", so comparing the leading bytes is exact.
-func hasBearerPrefix(v string) bool {
-	v = strings.TrimSpace(v)
-	const p = "bearer "
-	if len(v) < len(p) {
-		return false
-	}
-	for i := range len(p) {
-		c := v[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != p[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func appendIdentity(dst []byte, id *authz.Identity) []byte {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/phigate/phigate/internal/credential"
 	"reflect"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ func jsonPolicyInput(t testing.TB, req *authz.Request) json.RawMessage {
 		cp.Headers = make(map[string]string, len(req.Headers))
 		for k, v := range req.Headers {
 			lk := strings.ToLower(k)
-			if isCredentialHeader(lk) || strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)), "bearer ") {
+			if credential.Header(lk, v) {
 				continue
 			}
 			cp.Headers[lk] = v

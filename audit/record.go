@@ -28,26 +28,15 @@ type storedRecord struct {
 	Decision   *authz.Decision `json:"decision,omitempty"`
 }
 
-// credentialHeaders never reach the trail: a record must not be usable to
-// replay a caller's credentials.
-var credentialHeaders = []string{"authorization", "proxy-authorization", "cookie", "x-api-key"}
-
 // PolicyInput returns the policy input document as stored: req as JSON
-// with credential headers, and any header carrying a bearer token, removed.
+// with credential headers, and any header carrying a bearer token, removed
+// (internal/credential, the list the request parser withholds from the
+// policy too, so that a replay evaluates the input the policy saw).
 func PolicyInput(req *authz.Request) (json.RawMessage, error) {
 	if req == nil {
 		return nil, errf(CodeEncode, nil, nil, "policy input: nil request")
 	}
 	return appendPolicyInput(nil, req), nil
-}
-
-func isCredentialHeader(h string) bool {
-	for _, c := range credentialHeaders {
-		if h == c {
-			return true
-		}
-	}
-	return false
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {
