@@ -175,6 +175,9 @@ type JWTVerifier struct {
 	cache  *tokenCache
 	mfaACR map[string]bool
 	now    func() time.Time // tests move the clock
+	// beforeCachePut, when set, runs between a verification and its cache
+	// insert, the moment a key set change can slip between them (tests).
+	beforeCachePut func()
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -221,11 +224,13 @@ func (v *JWTVerifier) Close() error {
 	return nil
 }
 
-// onKeysChanged empties the cache: a key removed from the set must stop
-// vouching for tokens it signed, cached or not.
+// onKeysChanged empties the cache and moves it to a new generation: a key
+// removed from the set must stop vouching for tokens it signed, cached or
+// not, including tokens whose verification with it is still under way and
+// would be inserted after the clear.
 func (v *JWTVerifier) onKeysChanged() {
 	if v.cache != nil {
-		v.cache.clear()
+		v.cache.invalidate()
 	}
 }
 
@@ -247,12 +252,15 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (Identity, error
 			return id, nil
 		}
 	}
-	id, until, err := v.verify(ctx, token, now)
+	id, until, gen, err := v.verify(ctx, token, now)
 	if err != nil {
 		return Identity{}, err
 	}
 	if v.cache != nil {
-		v.cache.put(sum, id, until)
+		if v.beforeCachePut != nil {
+			v.beforeCachePut()
+		}
+		v.cache.put(sum, id, until, gen)
 	}
 	return id, nil
 }
@@ -263,25 +271,33 @@ type jwsHeader struct {
 	Crit json.RawMessage `json:"crit"`
 }
 
-func (v *JWTVerifier) verify(ctx context.Context, token string, now time.Time) (Identity, time.Time, error) {
+// verify checks token against the current key set. It also returns the
+// cache generation it read before reading the key set: any key set change
+// after that bumps the generation, and the cache then refuses the result.
+func (v *JWTVerifier) verify(ctx context.Context, token string, now time.Time) (Identity, time.Time, uint64, error) {
 	var zero time.Time
 	h, err := decodeHeader(token)
 	if err != nil {
-		return Identity{}, zero, err
+		return Identity{}, zero, 0, err
 	}
 	if !slices.Contains(v.cfg.Algorithms, h.Alg) {
 		// Covers "none" and every HS*: they are never in the list.
-		return Identity{}, zero, Errorf(CodeInvalidToken, "algorithm not allowed")
+		return Identity{}, zero, 0, Errorf(CodeInvalidToken, "algorithm not allowed")
 	}
 	if len(h.Crit) > 0 {
-		return Identity{}, zero, Errorf(CodeInvalidToken, "critical header extensions are not supported")
+		return Identity{}, zero, 0, Errorf(CodeInvalidToken, "critical header extensions are not supported")
 	}
+	// The generation is read before the key set: a key set is stored
+	// before its change bumps the generation, so a result verified with a
+	// key since removed always carries an older generation than the cache.
+	gen := v.cacheGeneration()
 	keys := v.keys.find(h.Kid, h.Alg)
 	if len(keys) == 0 && h.Kid != "" && v.keys.refreshForUnknownKid(ctx) {
+		gen = v.cacheGeneration()
 		keys = v.keys.find(h.Kid, h.Alg)
 	}
 	if len(keys) == 0 {
-		return Identity{}, zero, Errorf(CodeInvalidToken, "no key for the token's kid and algorithm")
+		return Identity{}, zero, 0, Errorf(CodeInvalidToken, "no key for the token's kid and algorithm")
 	}
 	var tok jwt.Token
 	for _, k := range keys {
@@ -292,13 +308,20 @@ func (v *JWTVerifier) verify(ctx context.Context, token string, now time.Time) (
 	}
 	if err != nil {
 		// jwx's message is not passed on: it may quote token contents.
-		return Identity{}, zero, Errorf(CodeInvalidToken, "signature or encoding")
+		return Identity{}, zero, 0, Errorf(CodeInvalidToken, "signature or encoding")
 	}
 	until, err := v.checkClaims(tok, now)
 	if err != nil {
-		return Identity{}, zero, err
+		return Identity{}, zero, 0, err
 	}
-	return v.identity(tok), until, nil
+	return v.identity(tok), until, gen, nil
+}
+
+func (v *JWTVerifier) cacheGeneration() uint64 {
+	if v.cache == nil {
+		return 0
+	}
+	return v.cache.generation()
 }
 
 func decodeHeader(token string) (jwsHeader, error) {
@@ -475,9 +498,15 @@ func claimList(x any) []string {
 // bounded: when full, an expired entry is dropped if one is found among a
 // few probed, otherwise an arbitrary one (Go's map iteration order is
 // randomized, which makes eviction cheap and unpredictable to an attacker).
+//
+// gen counts key set changes. An insert names the generation its
+// verification started in and is dropped when that is no longer current,
+// so a verification that overlapped a change cannot refill the cache with
+// a key the change removed.
 type tokenCache struct {
 	mu  sync.RWMutex
 	max int
+	gen uint64
 	m   map[[32]byte]cacheEntry
 }
 
@@ -500,9 +529,20 @@ func (c *tokenCache) get(k [32]byte, now time.Time) (Identity, bool) {
 	return e.id, true
 }
 
-func (c *tokenCache) put(k [32]byte, id Identity, until time.Time) {
+func (c *tokenCache) generation() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.gen
+}
+
+// put inserts the result of a verification that started in generation gen,
+// unless the key set has changed since.
+func (c *tokenCache) put(k [32]byte, id Identity, until time.Time, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
 	if _, ok := c.m[k]; !ok && len(c.m) >= c.max {
 		now := time.Now()
 		var victim [32]byte
@@ -519,8 +559,11 @@ func (c *tokenCache) put(k [32]byte, id Identity, until time.Time) {
 	c.m[k] = cacheEntry{id: id, until: until}
 }
 
-func (c *tokenCache) clear() {
+// invalidate starts a new generation and drops every entry, in one step
+// under the lock, so no insert of the old generation can follow it.
+func (c *tokenCache) invalidate() {
 	c.mu.Lock()
+	c.gen++
 	clear(c.m)
 	c.mu.Unlock()
 }
