@@ -105,7 +105,13 @@ type Engine struct {
 	log *zap.Logger
 	cur atomic.Pointer[Snapshot]
 
-	mu        sync.Mutex // serialises reloads and guards the fields below
+	// loading serialises loads: one compile at a time, each swapped in
+	// before the next reads its source, so the load that ran last is the
+	// one served. Readers never take it: a compile of a large policy takes
+	// seconds, and /readyz and every Check must answer meanwhile from cur.
+	loading sync.Mutex
+
+	mu        sync.Mutex // guards the fields below, held only to read or write them
 	lastErr   error
 	lastErrAt time.Time
 	stamp     string // change stamp of the source at the last load attempt
@@ -116,6 +122,11 @@ type Engine struct {
 	stop       chan struct{}
 	done       chan struct{}
 	closeOne   sync.Once
+
+	// beforeCompile, when set, runs after a load has read its source and
+	// before it compiles: tests hold a compile there to see what readers
+	// do meanwhile.
+	beforeCompile func()
 }
 
 var _ authz.Evaluator = (*Engine)(nil)
@@ -186,19 +197,27 @@ func (e *Engine) Reload(ctx context.Context) error {
 }
 
 func (e *Engine) load(ctx context.Context) error {
+	e.loading.Lock()
+	defer e.loading.Unlock()
+	stamp := sourceStamp(e.cfg.Source)
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.stamp = sourceStamp(e.cfg.Source)
+	e.stamp = stamp
+	e.mu.Unlock()
 	b, err := e.cfg.Source.Load()
 	var s *Snapshot
 	if err == nil {
+		if e.beforeCompile != nil {
+			e.beforeCompile()
+		}
 		s, err = Build(ctx, e.cfg.Source.String(), b, BuildOptions{
 			RunTests: e.cfg.RunTests, DecisionCache: e.cfg.DecisionCache.entries(),
 			CacheMaxAge: e.cfg.DecisionCache.MaxAge, CacheStats: e.cacheStats,
 		})
 	}
 	if err != nil {
+		e.mu.Lock()
 		e.lastErr, e.lastErrAt = err, time.Now()
+		e.mu.Unlock()
 		e.reloads.WithLabelValues("error").Inc()
 		if old := e.cur.Load(); old != nil {
 			e.log.Error("policy reload rejected; still serving the previous revision",
@@ -206,8 +225,12 @@ func (e *Engine) load(ctx context.Context) error {
 		}
 		return err
 	}
+	// The swap and the cleared error change together, so Status never
+	// shows the new revision with the old one's failure.
+	e.mu.Lock()
 	old := e.cur.Swap(s)
 	e.lastErr = nil
+	e.mu.Unlock()
 	e.reloads.WithLabelValues("ok").Inc()
 	if old != nil {
 		e.revision.DeleteLabelValues(old.Revision)
@@ -218,7 +241,8 @@ func (e *Engine) load(ctx context.Context) error {
 	return nil
 }
 
-// Status reports the serving revision and the last reload failure.
+// Status reports the serving revision and the last reload failure. It
+// never waits for a load in progress.
 func (e *Engine) Status() Status {
 	e.mu.Lock()
 	defer e.mu.Unlock()
