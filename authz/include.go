@@ -137,10 +137,12 @@ func (inc include) forwardTypes() []string {
 	case inc.target != "":
 		return []string{inc.target}
 	}
-	if t, ok := refTargets[inc.source+"."+inc.param]; ok {
-		return t
+	if only, _ := compartment.PatientRef(inc.source, inc.param); only {
+		// R4 lists Group among the shared patient parameter's targets,
+		// but on this type its element can hold only a Patient.
+		return []string{"Patient"}
 	}
-	if t, ok := refTargetsAnyType[inc.param]; ok {
+	if t, ok := compartment.RefTargets(inc.source, inc.param); ok {
 		return t
 	}
 	return []string{"*"}
@@ -221,65 +223,4 @@ func (p *RequestParser) pins(q map[string][]string, fr *FHIRRequest) []string {
 		}
 	}
 	return pins
-}
-
-// refTargets are the target types of R4 reference search parameters whose
-// targets differ by resource type, keyed "Type.param". A parameter in
-// neither table may reference anything and brings "*".
-var refTargets = map[string][]string{
-	"Observation.subject":              {"Device", "Group", "Location", "Patient"},
-	"Observation.performer":            {"CareTeam", "Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson"},
-	"Condition.subject":                {"Group", "Patient"},
-	"Encounter.subject":                {"Group", "Patient"},
-	"DiagnosticReport.subject":         {"Device", "Group", "Location", "Patient"},
-	"DiagnosticReport.performer":       {"CareTeam", "Organization", "Practitioner", "PractitionerRole"},
-	"MedicationRequest.subject":        {"Group", "Patient"},
-	"MedicationStatement.subject":      {"Group", "Patient"},
-	"MedicationAdministration.subject": {"Group", "Patient"},
-	"MedicationDispense.subject":       {"Group", "Patient"},
-	"Procedure.subject":                {"Group", "Patient"},
-	"ServiceRequest.subject":           {"Device", "Group", "Location", "Patient"},
-	"CarePlan.subject":                 {"Group", "Patient"},
-	"CareTeam.subject":                 {"Group", "Patient"},
-	"Communication.subject":            {"Group", "Patient"},
-	"DocumentReference.subject":        {"Device", "Group", "Patient", "Practitioner"},
-	"DocumentReference.encounter":      {"Encounter", "EpisodeOfCare"},
-	"Specimen.subject":                 {"Device", "Group", "Location", "Patient", "Substance"},
-}
-
-// refTargetsAnyType are the targets of R4 reference search parameters,
-// for names whose targets are the same (or are covered by this union) on
-// every type that defines them.
-var refTargetsAnyType = map[string][]string{
-	"patient":               {"Patient"},
-	"beneficiary":           {"Patient"},
-	"individual":            {"Patient"},
-	"encounter":             {"Encounter"},
-	"practitioner":          {"Practitioner"},
-	"organization":          {"Organization"},
-	"managing-organization": {"Organization"},
-	"service-provider":      {"Organization"},
-	"medication":            {"Medication"},
-	"location":              {"Location"},
-	"specimen":              {"Specimen"},
-	"device":                {"Device", "DeviceMetric"},
-	"endpoint":              {"Endpoint"},
-	"episode-of-care":       {"EpisodeOfCare"},
-	"care-team":             {"CareTeam"},
-	"condition":             {"Condition"},
-	"goal":                  {"Goal"},
-	"result":                {"Observation"},
-	"has-member":            {"MolecularSequence", "Observation", "QuestionnaireResponse"},
-	"general-practitioner":  {"Organization", "Practitioner", "PractitionerRole"},
-	"link":                  {"Patient", "RelatedPerson"},
-	"requester":             {"Device", "Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson"},
-	"recorder":              {"Device", "Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson"},
-	"asserter":              {"Device", "Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson"},
-	"author":                {"Device", "Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson"},
-	"performer": {"CareTeam", "Device", "HealthcareService", "Organization", "Patient", "Practitioner",
-		"PractitionerRole", "RelatedPerson"},
-	"actor": {"Device", "HealthcareService", "Location", "Patient", "Practitioner", "PractitionerRole",
-		"RelatedPerson"},
-	"participant": {"CareTeam", "Device", "HealthcareService", "Location", "Organization", "Patient",
-		"Practitioner", "PractitionerRole", "RelatedPerson"},
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -159,9 +160,21 @@ func patientRefs(body []byte) ([]string, error) {
 }
 
 func TestUpstreamOwners(t *testing.T) {
-	var seenAccept, seenPath string
+	// The handler may still run after the client gave up (the slow case),
+	// so what it saw is read under a lock.
+	var (
+		mu                   sync.Mutex
+		seenAccept, seenPath string
+	)
+	seen := func() (string, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return seenAccept, seenPath
+	}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
 		seenAccept, seenPath = r.Header.Get("accept"), r.URL.Path
+		mu.Unlock()
 		switch strings.TrimPrefix(r.URL.Path, "/fhir/Observation/") {
 		case "ob":
 			fmt.Fprint(w, `{"resourceType":"Observation","id":"ob","subject":{"reference":"Patient/B"}}`)
@@ -216,8 +229,8 @@ func TestUpstreamOwners(t *testing.T) {
 			if err != nil && (strings.Contains(err.Error(), "Patient/") || strings.Contains(err.Error(), tc.id)) {
 				t.Fatalf("error %q carries a request or resource value", err)
 			}
-			if seenAccept != "application/fhir+json" || seenPath != "/fhir/Observation/"+tc.id {
-				t.Fatalf("upstream saw accept %q path %q", seenAccept, seenPath)
+			if accept, path := seen(); accept != "application/fhir+json" || path != "/fhir/Observation/"+tc.id {
+				t.Fatalf("upstream saw accept %q path %q", accept, path)
 			}
 		})
 	}

@@ -27,6 +27,31 @@ type patientRefsFile struct {
 
 var refs = mustRefs(patientRefsJSON)
 
+// reftargets.json holds the target types of every R4 reference search
+// parameter, generated like patientrefs.json.
+//
+//go:embed reftargets.json
+var refTargetsJSON []byte
+
+var targets = func() map[string]map[string][]string {
+	var f struct {
+		FHIRVersion string                         `json:"fhirVersion"`
+		Params      map[string]map[string][]string `json:"params"`
+	}
+	if err := json.Unmarshal(refTargetsJSON, &f); err != nil || f.FHIRVersion != "4.0.1" || len(f.Params) == 0 {
+		panic(fmt.Errorf("compartment: reftargets.json: not the R4 table (%v)", err))
+	}
+	return f.Params
+}()
+
+// RefTargets returns the target types of rt's reference search parameter
+// code, ["*"] for one that may reference any type, and false when rt has
+// no such reference parameter. The slice is the caller's.
+func RefTargets(rt, code string) ([]string, bool) {
+	ts, ok := targets[rt][code]
+	return slices.Clone(ts), ok
+}
+
 func mustRefs(b []byte) patientRefsFile {
 	var f patientRefsFile
 	if err := json.Unmarshal(b, &f); err != nil {
