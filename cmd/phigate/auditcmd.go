@@ -65,7 +65,7 @@ type selection struct {
 
 func addSelectionFlags(fs *flag.FlagSet) selection {
 	return selection{
-		patient:    fs.String("patient", "", "only records about this patient id (as in Patient/<id>)"),
+		patient:    fs.String("patient", "", "only records about this patient: its id, or Patient/<id>"),
 		user:       fs.String("user", "", "only records of this user (token subject or fhirUser reference)"),
 		since:      fs.String("since", "", "only records at or after this time (RFC 3339, or a duration back from now such as 24h)"),
 		until:      fs.String("until", "", "only records before this time (RFC 3339, or a duration back from now)"),
@@ -76,11 +76,28 @@ func addSelectionFlags(fs *flag.FlagSet) selection {
 	}
 }
 
+// patientFlag reads --patient: an id, or the reference Patient/<id>. Any
+// other reference is refused rather than matched against nothing, which
+// would answer "nobody looked" when the question was malformed.
+func patientFlag(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	id := strings.TrimPrefix(v, "Patient/")
+	if id == "" || strings.ContainsAny(id, "/?#, \t") || len(id) > 64 {
+		return "", errors.New("--patient: want a patient id or Patient/<id>")
+	}
+	return id, nil
+}
+
 // filter turns the flags into an audit.Filter. deny is returned separately
 // because a denial is either outcome 4 (the caller's request failed) or 8
 // (phigate failed closed), and audit.Filter matches one code.
 func (s selection) filter(now time.Time) (f audit.Filter, deny bool, err error) {
-	f = audit.Filter{Patient: *s.patient, User: *s.user, DecisionID: *s.decision}
+	f = audit.Filter{User: *s.user, DecisionID: *s.decision}
+	if f.Patient, err = patientFlag(*s.patient); err != nil {
+		return f, false, err
+	}
 	if f.Since, err = parseWhen(*s.since, now); err != nil {
 		return f, false, fmt.Errorf("--since: %w", err)
 	}

@@ -185,6 +185,8 @@ func TestAuditCommandFlagErrors(t *testing.T) {
 		{"query negative duration", []string{"audit", "query", fx.dir, "--since", "-5m"}, 2, "--since"},
 		{"query until before since", []string{"audit", "query", fx.dir, "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"}, 2, "--until"},
 		{"query json and bundle", []string{"audit", "query", fx.dir, "--json", "--bundle"}, 2, "mutually exclusive"},
+		{"query patient of another type", []string{"audit", "query", fx.dir, "--patient", "Observation/o1"}, 2, "--patient"},
+		{"query empty patient reference", []string{"audit", "query", fx.dir, "--patient", "Patient/"}, 2, "--patient"},
 		{"query bad kind", []string{"audit", "query", fx.dir, "--kind", "other"}, 2, "--kind"},
 		{"query missing dir", []string{"audit", "query", "--patient", "pat-0001"}, 2, "usage: phigate audit query"},
 		{"replay without policy", []string{"audit", "replay", fx.dir}, 2, "--policy is required"},
@@ -286,6 +288,7 @@ func TestAuditQueryCommand(t *testing.T) {
 		wantIDs []string // AuditEvent ids expected, in order (JSON output)
 	}{
 		{"who looked at pat-0002", []string{"--patient", "pat-0002"}, []string{denied, fx.bgID}},
+		{"who looked at Patient/pat-0002", []string{"--patient", "Patient/pat-0002"}, []string{denied, fx.bgID}},
 		{"break-glass only", []string{"--break-glass"}, []string{fx.bgID}},
 		{"denials of pat-0002", []string{"--patient", "pat-0002", "--outcome", "deny"}, []string{denied}},
 		{"allowed for pat-0002", []string{"--patient", "pat-0002", "--outcome", "allow"}, []string{fx.bgID}},
