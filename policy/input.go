@@ -166,6 +166,7 @@ func identityValue(id *authz.Identity) ast.Value {
 		optInt("iat", id.IssuedAt),
 		optInt("exp", id.Expires),
 		item("service", ast.Boolean(id.Service)),
+		optString("purpose_of_use", id.Purpose),
 	)
 }
 
