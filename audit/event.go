@@ -434,6 +434,15 @@ type FilterEvent struct {
 	Removed    []string
 	Withheld   int  // Bundle entries withheld
 	Forbidden  bool // the whole response was refused
+	// Reason says why a refused response was refused, in the response
+	// side's fixed words ("outside_grant" for another patient's data,
+	// "malformed_body" for a body it could not read, "plan_marker_missing"
+	// for a request that reached it without a decision, ...), and Status
+	// is what the client got instead (403, 502). Both are empty for a
+	// response that was released. They go to the filtering entity's
+	// details "reason" and "status".
+	Reason string
+	Status int
 }
 
 // Filtering builds the record linked to a decision that says what was taken
@@ -457,8 +466,16 @@ func (b Builder) Filtering(fe FilterEvent, recorded time.Time) *AuditEvent {
 	if fe.DecisionID != "" {
 		ev.ID = fe.DecisionID + "-f"
 	}
-	if fe.Forbidden {
+	if fe.Forbidden || fe.Reason != "" {
+		// A 403 answers what the caller asked for; a 5xx is a failure on
+		// our side of the exchange (a body or a plan we could not read).
 		ev.Outcome, ev.OutcomeDesc = OutcomeMinor, "response refused"
+		if fe.Status >= 500 {
+			ev.Outcome = OutcomeSerious
+		}
+		if fe.Reason != "" {
+			ev.OutcomeDesc += ": " + fe.Reason
+		}
 	}
 	if fe.RequestID != "" {
 		ev.Entity = append(ev.Entity, Entity{Type: ptr(entityXRequest), What: &Reference{Identifier: &Identifier{Value: fe.RequestID}}})
@@ -472,6 +489,12 @@ func (b Builder) Filtering(fe FilterEvent, recorded time.Time) *AuditEvent {
 	dec.Detail = append(dec.Detail,
 		EntityDetail{Type: "withheld", ValueString: strconv.Itoa(fe.Withheld)},
 		EntityDetail{Type: "forbidden", ValueString: strconv.FormatBool(fe.Forbidden)})
+	if fe.Reason != "" {
+		dec.Detail = append(dec.Detail, EntityDetail{Type: DetailReason, ValueString: fe.Reason})
+	}
+	if fe.Status != 0 {
+		dec.Detail = append(dec.Detail, EntityDetail{Type: "status", ValueString: strconv.Itoa(fe.Status)})
+	}
 	ev.Entity = append(ev.Entity, dec)
 	return ev
 }

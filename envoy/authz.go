@@ -32,7 +32,10 @@ type Authorizer interface {
 }
 
 // Plan is what the response side needs from a decision. It travels as JSON
-// in Envoy's dynamic metadata, so the ext_proc stream needs no shared state.
+// in Envoy's dynamic metadata, so the ext_proc stream needs no shared state,
+// beside a marker that binds it to its request's x-request-id (see
+// MarkerKey). RequestID is the CheckRequest's id, which links the audit
+// records of the decision and of the filtering.
 type Plan struct {
 	filters.Plan
 	RequestID string `json:"request_id,omitempty"`
@@ -42,6 +45,7 @@ type Plan struct {
 type AuthServer struct {
 	authv3.UnimplementedAuthorizationServer
 	authz   Authorizer
+	marker  *MarkerKey
 	log     *zap.Logger
 	metrics *checkMetrics
 }
@@ -52,10 +56,15 @@ type checkMetrics struct {
 }
 
 // NewAuthServer returns the ext_authz adapter over an Authorizer. Metrics
-// are registered on reg when it is not nil.
-func NewAuthServer(a Authorizer, log *zap.Logger, reg prometheus.Registerer) (*AuthServer, error) {
+// are registered on reg when it is not nil. The marker key must be the one
+// the ProcServer verifies with (WithMarkerKey).
+func NewAuthServer(a Authorizer, log *zap.Logger, reg prometheus.Registerer, opts ...Option) (*AuthServer, error) {
 	if log == nil {
 		log = zap.NewNop()
+	}
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	m := &checkMetrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -74,7 +83,7 @@ func NewAuthServer(a Authorizer, log *zap.Logger, reg prometheus.Registerer) (*A
 			}
 		}
 	}
-	return &AuthServer{authz: a, log: log, metrics: m}, nil
+	return &AuthServer{authz: a, marker: o.marker, log: log, metrics: m}, nil
 }
 
 // Check answers one ext_authz request. Every outcome, including internal
@@ -164,22 +173,35 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
 	}
-	if p := (Plan{Plan: filters.Plan{DecisionID: d.ID, Redact: d.Redact, Enforce: d.Enforce}}); !p.Empty() {
-		if r != nil {
-			p.RequestID = r.ID
-		}
-		raw, err := json.Marshal(p)
-		if err != nil {
-			// Unreachable for these types; deny rather than release unfiltered.
-			s.log.Error("response plan does not encode", zap.Error(err))
-			d.Allow, d.Status = false, 503
-			return s.response(r, d)
-		}
-		resp.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
-			MetadataKey: structpb.NewStringValue(string(raw)),
-		}}
+	// Every allowed request carries a plan and its marker, an empty plan
+	// too: the response side refuses a response whose request has none, so
+	// that a lost decision is never taken for one that asked for nothing.
+	p := Plan{Plan: filters.Plan{DecisionID: d.ID, Redact: d.Redact, Enforce: d.Enforce}}
+	if r != nil {
+		p.RequestID = r.ID
 	}
+	raw, err := json.Marshal(p)
+	if err != nil {
+		// Unreachable for these types; deny rather than release unfiltered.
+		s.log.Error("response plan does not encode", zap.Error(err))
+		d.Allow, d.Status = false, 503
+		return s.response(r, d)
+	}
+	resp.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
+		MetadataKey:       structpb.NewStringValue(string(raw)),
+		MarkerMetadataKey: structpb.NewStringValue(s.marker.Sign(xRequestID(r), raw)),
+	}}
 	return resp
+}
+
+// xRequestID is the request's x-request-id, which Envoy also gives
+// ext_proc (RequestIDAttribute); the CheckRequest's own id is Envoy's
+// stream id, which ext_proc is not told.
+func xRequestID(r *authz.Request) string {
+	if r == nil {
+		return ""
+	}
+	return r.Headers["x-request-id"]
 }
 
 func header(k, v string) *corev3.HeaderValueOption {

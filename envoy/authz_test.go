@@ -76,9 +76,9 @@ func TestCheckResponseMapping(t *testing.T) {
 		wantStatus int
 		wantPlan   bool
 	}{
-		{"allow without plan", authz.Decision{Allow: true, Status: 200, ID: "d1",
+		{"allow with an empty plan, marked all the same", authz.Decision{Allow: true, Status: 200, ID: "d1",
 			Headers: map[string]string{"x-phigate-user": "u1"}, RemoveHeaders: []string{"x-phigate-roles"},
-			ResponseHeaders: map[string]string{"cache-control": "no-store"}}, nil, codes.OK, 0, false},
+			ResponseHeaders: map[string]string{"cache-control": "no-store"}}, nil, codes.OK, 0, true},
 		{"allow with redaction plan", authz.Decision{Allow: true, Status: 200, ID: "d2", Redact: plan}, nil, codes.OK, 0, true},
 		{"allow with enforcement only", authz.Decision{Allow: true, Status: 200, ID: "d3", Enforce: &filters.Enforcement{Patients: []string{"p1"}}}, nil, codes.OK, 0, true},
 		{"unauthenticated", authz.Decision{Status: 401, ID: "d4", Reason: "identity.expired_token"}, nil, codes.Unauthenticated, 401, false},

@@ -28,6 +28,12 @@ type BootstrapConfig struct {
 	// NoAuthz leaves phigate's filters out: the same Envoy without
 	// authorization, for comparisons in benchmarks. Never for production.
 	NoAuthz bool `yaml:"-"`
+	// ProcOnlyPrefix adds a route for paths under this prefix (rewritten
+	// to "/") on which ext_authz is disabled and ext_proc still runs: what
+	// a misconfigured route looks like, for the test that proves ext_proc
+	// refuses a response whose request carries no decision. Never for
+	// production.
+	ProcOnlyPrefix string `yaml:"-"`
 	// CheckTimeout bounds one ext_authz call; ProcessTimeout one ext_proc message.
 	CheckTimeout   time.Duration `yaml:"check_timeout"`
 	ProcessTimeout time.Duration `yaml:"process_timeout"`
@@ -182,6 +188,15 @@ static_resources:
             - name: legacy
               domains: ["*"]
               routes:
+{{- with .C.ProcOnlyPrefix}}
+              - match: {prefix: "{{.}}"}
+                route: {cluster: legacy, timeout: 30s, prefix_rewrite: "/"}
+                request_headers_to_remove: ["accept-encoding"]
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                    disabled: true
+{{- end}}
               - match: {prefix: "/"}
                 route: {cluster: legacy, timeout: 30s}
                 request_headers_to_remove: ["accept-encoding"]
@@ -230,6 +245,10 @@ static_resources:
               metadata_options:
                 forwarding_namespaces:
                   untyped: ["envoy.filters.http.ext_authz"]
+              # The request id binds the decision's plan marker to the
+              # response it is checked against; the code details tell
+              # Envoy's own replies (a denial) from the upstream's.
+              response_attributes: ["request.id", "response.code_details"]
               grpc_service:
                 envoy_grpc: {cluster_name: phigate}
                 timeout: {{.ProcessTimeout}}

@@ -63,6 +63,12 @@ type FiltersConfig struct {
 	// TokenKeys maps a tokenization key id to a file holding the secret.
 	TokenKeys map[string]string `yaml:"token_keys"`
 	MaxBody   int               `yaml:"max_body"`
+	// PlanMarkerKey is a file holding the key that MACs the plan marker
+	// ext_authz attaches to every allowed request and ext_proc checks
+	// before it releases a response. Every replica behind one Envoy must
+	// share it; empty means a random key per process, which is right only
+	// when one phigate serves both filters of its Envoy.
+	PlanMarkerKey string `yaml:"plan_marker_key"`
 }
 
 // RuntimeConfig tunes the Go runtime for a sidecar. Policy evaluation
@@ -160,6 +166,11 @@ func (c *Config) Validate() error {
 	for id, f := range c.Filters.TokenKeys {
 		if _, err := os.Stat(f); err != nil {
 			return fmt.Errorf("filters.token_keys[%q]: %v", id, err)
+		}
+	}
+	if f := c.Filters.PlanMarkerKey; f != "" {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("filters.plan_marker_key: %v", err)
 		}
 	}
 	if c.Filters.MaxBody == 0 {

@@ -20,6 +20,7 @@ type legacy struct {
 // show what phigate does with bodies a real service might send.
 type cannedResponse struct {
 	contentType, encoding, body string
+	header                      http.Header // more response headers, if any
 }
 
 type seenRequest struct {
@@ -49,6 +50,9 @@ func startLegacy(t *testing.T) *legacy {
 			w.Header().Set("content-type", canned.contentType)
 			if canned.encoding != "" {
 				w.Header().Set("content-encoding", canned.encoding)
+			}
+			for k, vs := range canned.header {
+				w.Header()[k] = vs
 			}
 			_, _ = w.Write([]byte(canned.body))
 			return
@@ -82,5 +86,15 @@ func (l *legacy) overrideEncoded(path, contentType, encoding, body string) {
 	if l.overrides == nil {
 		l.overrides = map[string]cannedResponse{}
 	}
-	l.overrides[path] = cannedResponse{contentType, encoding, body}
+	l.overrides[path] = cannedResponse{contentType: contentType, encoding: encoding, body: body}
+}
+
+// overrideHeaders is override with more response headers.
+func (l *legacy) overrideHeaders(path, contentType, body string, header http.Header) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.overrides == nil {
+		l.overrides = map[string]cannedResponse{}
+	}
+	l.overrides[path] = cannedResponse{contentType: contentType, body: body, header: header}
 }

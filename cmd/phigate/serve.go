@@ -142,7 +142,12 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 		ServiceAccounts: cfg.Services,
 		Logger:          log.Named("authz"),
 	})
-	authSrv, err := envoy.NewAuthServer(az, log.Named("ext_authz"), reg)
+	marker, err := planMarkerKey(cfg.Filters.PlanMarkerKey)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("plan marker key", zap.Bool("configured", cfg.Filters.PlanMarkerKey != ""))
+	authSrv, err := envoy.NewAuthServer(az, log.Named("ext_authz"), reg, envoy.WithMarkerKey(marker))
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +163,7 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 	if err != nil {
 		return nil, err
 	}
-	procSrv, err := envoy.NewProcServer(engine, filterAudit{trail}, log.Named("ext_proc"), reg)
+	procSrv, err := envoy.NewProcServer(engine, filterAudit{trail}, log.Named("ext_proc"), reg, envoy.WithMarkerKey(marker))
 	if err != nil {
 		return nil, err
 	}
@@ -209,6 +214,19 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 	s.admin = &http.Server{Handler: s.adminMux(reg), ReadHeaderTimeout: 5 * time.Second}
 	ok = true
 	return s, nil
+}
+
+// planMarkerKey loads the fleet's plan marker key, or makes one for this
+// server when none is configured.
+func planMarkerKey(path string) (*envoy.MarkerKey, error) {
+	if path == "" {
+		return envoy.RandomMarkerKey()
+	}
+	k, err := envoy.LoadMarkerKey(path)
+	if err != nil {
+		return nil, fmt.Errorf("filters.plan_marker_key: %w", err)
+	}
+	return k, nil
 }
 
 func serverTLS(c TLSConfig) (*tls.Config, error) {
@@ -311,5 +329,6 @@ type filterAudit struct{ log *audit.Log }
 
 func (f filterAudit) RecordFiltering(ctx context.Context, ev envoy.FilterEvent) error {
 	return f.log.RecordFiltering(ctx, audit.FilterEvent{RequestID: ev.RequestID, DecisionID: ev.DecisionID,
-		Removed: ev.Removed, Withheld: ev.Withheld, Forbidden: ev.Forbidden || ev.Refused != ""})
+		Removed: ev.Removed, Withheld: ev.Withheld, Forbidden: ev.Forbidden || ev.Refused != "",
+		Reason: ev.Refused, Status: ev.Status})
 }
