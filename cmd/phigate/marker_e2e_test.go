@@ -1,11 +1,23 @@
 package main
 
 import (
+	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"github.com/phigate/phigate/audit"
+	"github.com/phigate/phigate/demo/demokeys"
 	"github.com/phigate/phigate/envoy"
 	"github.com/phigate/phigate/envoy/envoytest"
 )
@@ -185,5 +197,109 @@ func TestLocationHeadersEndToEnd(t *testing.T) {
 				t.Errorf("body names another patient: %s", r.body)
 			}
 		})
+	}
+}
+
+// TestPlanMarkerFleetKey: two servers configured with one plan_marker_key
+// file accept each other's markers, as replicas behind one Envoy must; a
+// server with its own random key does not; a key file too short to be a
+// key stops the start.
+func TestPlanMarkerFleetKey(t *testing.T) {
+	keys, err := demokeys.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "plan-marker.key")
+	if err := os.WriteFile(keyFile, []byte(strings.Repeat("5a", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func(key string) *server {
+		t.Helper()
+		cfg := testConfig(t, keys)
+		cfg.Filters.PlanMarkerKey = key
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		srv, err := newServer(ctx, cfg, zap.NewNop())
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { _ = srv.run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return srv
+	}
+	dial := func(s *server) *grpc.ClientConn {
+		t.Helper()
+		conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	a, b, alone := start(keyFile), start(keyFile), start("")
+
+	tok, err := keys.Mint(physician(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := authv3.NewAuthorizationClient(dial(a)).Check(t.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "77", Method: "GET", Path: "/fhir/Patient/pat-0001", Scheme: "http", Host: "phigate.test",
+			Headers: map[string]string{"authorization": "Bearer " + tok, "x-request-id": "req-fleet-1"}}}}})
+	if err != nil || resp.GetOkResponse() == nil {
+		t.Fatalf("Check: %v %v", err, resp)
+	}
+	md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{envoy.AuthzNamespace: resp.GetDynamicMetadata()}}
+	for _, tc := range []struct {
+		name string
+		srv  *server
+		pass bool
+	}{
+		{"the replica that decided", a, true},
+		{"another replica with the fleet key", b, true},
+		{"a server with its own key", alone, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stream, err := extprocv3.NewExternalProcessorClient(dial(tc.srv)).Process(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stream.CloseSend()
+			err = stream.Send(&extprocv3.ProcessingRequest{MetadataContext: md,
+				Attributes: map[string]*structpb.Struct{"envoy.filters.http.ext_proc": {Fields: map[string]*structpb.Value{
+					envoy.RequestIDAttribute: structpb.NewStringValue("req-fleet-1")}}},
+				Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+					Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "content-type", RawValue: []byte("application/fhir+json")}}}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if refused := r.GetImmediateResponse() != nil; refused == tc.pass {
+				t.Fatalf("refused %v, want pass %v: %v", refused, tc.pass, r)
+			}
+		})
+	}
+
+	short := filepath.Join(t.TempDir(), "short.key")
+	if err := os.WriteFile(short, []byte("0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, keys)
+	cfg.Filters.PlanMarkerKey = short
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if srv, err := newServer(t.Context(), cfg, zap.NewNop()); err == nil {
+		srv.close()
+		t.Fatal("a server started with a plan marker key too short to be one")
+	} else if !strings.Contains(err.Error(), "filters.plan_marker_key") || strings.Contains(err.Error(), "0123456789") {
+		t.Errorf("error %q should name the field and not the key", err)
 	}
 }
