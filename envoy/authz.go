@@ -91,6 +91,9 @@ func NewAuthServer(a Authorizer, log *zap.Logger, reg prometheus.Registerer, opt
 // left to interpret a transport error.
 func (s *AuthServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
+	if f := checkBoundary(req); f != nil {
+		return s.refuseAtBoundary(req, f, start), nil
+	}
 	in := checkInput(req, start)
 	r, d, err := s.authz.Authorize(ctx, in)
 	resp := s.response(r, &d)
@@ -108,6 +111,27 @@ func (s *AuthServer) Check(ctx context.Context, req *authv3.CheckRequest) (*auth
 	return resp, nil
 }
 
+// refuseAtBoundary answers a CheckRequest that never reaches the decision
+// path. The log names the rule, the field and the byte offset, never the
+// bytes, which may be PHI or may be crafted to break a log reader.
+func (s *AuthServer) refuseAtBoundary(req *authv3.CheckRequest, f *boundaryFault, start time.Time) *authv3.CheckResponse {
+	ref := safeReference(req.GetAttributes().GetRequest().GetHttp().GetId())
+	s.metrics.decisions.WithLabelValues("deny", strconv.Itoa(f.status)).Inc()
+	s.metrics.latency.Observe(time.Since(start).Seconds())
+	if s.log.Core().Enabled(zap.InfoLevel) {
+		fields := []zap.Field{zap.String("why", f.why), zap.String("field", f.field),
+			zap.Int("status", f.status), zap.String("request_id", ref)}
+		if f.offset >= 0 {
+			fields = append(fields, zap.Int("offset", f.offset))
+		}
+		if f.header != "" {
+			fields = append(fields, zap.String("header", f.header))
+		}
+		s.log.Info("request refused before decision", fields...)
+	}
+	return boundaryDenial(f.status, ref)
+}
+
 // checkInput maps the proto to the proto-free input of the decision path.
 func checkInput(req *authv3.CheckRequest, now time.Time) *authz.CheckInput {
 	a := req.GetAttributes()
@@ -116,7 +140,7 @@ func checkInput(req *authv3.CheckRequest, now time.Time) *authz.CheckInput {
 		ID:       h.GetId(),
 		Method:   h.GetMethod(),
 		Path:     h.GetPath(),
-		Headers:  h.GetHeaders(),
+		Headers:  headersOf(h),
 		Received: now,
 		Source: authz.Peer{
 			Principal: a.GetSource().GetPrincipal(),

@@ -26,6 +26,10 @@ func operationOutcome(status int, reference string) []byte {
 		code, text = "transient", "The request could not be decided now."
 	case http.StatusRequestEntityTooLarge:
 		code, text = "too-costly", "The request is too large."
+	case http.StatusRequestURITooLong:
+		code, text = "too-long", "The request target is too long."
+	case http.StatusRequestHeaderFieldsTooLarge:
+		code, text = "too-long", "The request headers are too large."
 	}
 	if reference != "" {
 		text += " Reference: " + reference
