@@ -2,9 +2,11 @@ package envoy
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"text/template"
@@ -46,6 +48,17 @@ type BootstrapConfig struct {
 	// Compress re-applies gzip for clients after redaction. The upstream is
 	// never asked for a compressed body.
 	Compress bool `yaml:"compress"`
+	// MaxRequestHeadersKB bounds the request line and headers together, in
+	// KiB (Envoy's max_request_headers_kb); a larger block is answered with
+	// 431. Default 96, at most 120 so that what Envoy passes, with the
+	// headers it adds, stays under phigate's MaxCheckHeaderBytes.
+	MaxRequestHeadersKB int `yaml:"max_request_headers_kb"`
+	// MaxRequestHeaders bounds the number of request headers; more are
+	// answered with 431. Default 100, at most MaxCheckHeaders-16.
+	MaxRequestHeaders int `yaml:"max_request_headers"`
+	// MaxRequestPath bounds the request target (path and query) in bytes; a
+	// longer one is answered with 414. Default and maximum MaxCheckPath.
+	MaxRequestPath int `yaml:"max_request_path"`
 }
 
 // UpstreamTLS names the files Envoy uses to reach phigate over TLS.
@@ -75,6 +88,15 @@ func (c *BootstrapConfig) Validate() error {
 	}
 	if c.MaxResponseBody == 0 {
 		c.MaxResponseBody = 8 << 20
+	}
+	if c.MaxRequestHeadersKB == 0 {
+		c.MaxRequestHeadersKB = 96
+	}
+	if c.MaxRequestHeaders == 0 {
+		c.MaxRequestHeaders = 100
+	}
+	if c.MaxRequestPath == 0 {
+		c.MaxRequestPath = MaxCheckPath
 	}
 	for _, f := range []struct{ name, v string }{{"envoy.listen", c.Listen}, {"envoy.admin", c.Admin}, {"envoy.upstream", c.Upstream}} {
 		if _, _, err := splitHostPort(f.v); err != nil {
@@ -106,6 +128,18 @@ func (c *BootstrapConfig) Validate() error {
 	}
 	if c.MaxRequestBody < 0 || c.MaxResponseBody < 1024 {
 		return errors.New("envoy.max_request_body/max_response_body: out of range")
+	}
+	switch {
+	case c.MaxRequestPath < 256 || c.MaxRequestPath > MaxCheckPath:
+		return fmt.Errorf("envoy.max_request_path: %d is outside 256..%d", c.MaxRequestPath, MaxCheckPath)
+	case c.MaxRequestHeaders < 16 || c.MaxRequestHeaders > MaxCheckHeaders-16:
+		return fmt.Errorf("envoy.max_request_headers: %d is outside 16..%d", c.MaxRequestHeaders, MaxCheckHeaders-16)
+	case c.MaxRequestHeadersKB > MaxCheckHeaderBytes>>10-8:
+		return fmt.Errorf("envoy.max_request_headers_kb: %d is over %d", c.MaxRequestHeadersKB, MaxCheckHeaderBytes>>10-8)
+	case c.MaxRequestHeadersKB<<10 < c.MaxRequestPath+4<<10:
+		// The request target counts against the header block: without
+		// room beside it, a long target would get 431 and never 414.
+		return fmt.Errorf("envoy.max_request_headers_kb: %d KiB leaves no room beside a %d-byte request target", c.MaxRequestHeadersKB, c.MaxRequestPath)
 	}
 	return nil
 }
@@ -143,6 +177,11 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 	}
 	v["CheckTimeout"] = durationString(c.CheckTimeout)
 	v["ProcessTimeout"] = durationString(c.ProcessTimeout)
+	for _, status := range []int{http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusRequestURITooLong, http.StatusRequestHeaderFieldsTooLarge} {
+		// JSON strings are YAML double-quoted scalars.
+		q, _ := json.Marshal(string(operationOutcome(status, "")))
+		v["Outcome"+strconv.Itoa(status)] = string(q)
+	}
 	var b bytes.Buffer
 	if err := bootstrapTemplate.Execute(&b, v); err != nil {
 		return nil, err
@@ -182,6 +221,42 @@ static_resources:
           # policy beside the real one. Refuse such requests outright.
           common_http_protocol_options:
             headers_with_underscores_action: REJECT_REQUEST
+            max_headers_count: {{.C.MaxRequestHeaders}}
+          # Oversize and malformed requests get an answer. Envoy's codec
+          # refuses a header block over max_request_headers_kb, more than
+          # max_headers_count headers and malformed HTTP with 431 or 400; the
+          # mappers give those replies a minimal OperationOutcome in place of
+          # Envoy's text. They match the codec's own replies only (details
+          # http1.* and http2.*), never phigate's denials, which carry their
+          # own body and reference. Over HTTP/2 the codec resets the stream
+          # instead of answering; nothing in Envoy 1.40 changes that.
+          max_request_headers_kb: {{.C.MaxRequestHeadersKB}}
+          local_reply_config:
+            mappers:
+            - filter:
+                extension_filter:
+                  name: envoy.access_loggers.extension_filters.cel
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
+                    expression: "response.code == 431 && (response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.'))"
+              body: {inline_string: {{.Outcome431}}}
+              body_format_override: {text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}, content_type: application/fhir+json}
+            - filter:
+                extension_filter:
+                  name: envoy.access_loggers.extension_filters.cel
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
+                    expression: "response.code == 413 && (response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.'))"
+              body: {inline_string: {{.Outcome413}}}
+              body_format_override: {text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}, content_type: application/fhir+json}
+            - filter:
+                extension_filter:
+                  name: envoy.access_loggers.extension_filters.cel
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
+                    expression: "response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.')"
+              body: {inline_string: {{.Outcome400}}}
+              body_format_override: {text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}, content_type: application/fhir+json}
           route_config:
             name: legacy
             virtual_hosts:
@@ -201,6 +276,21 @@ static_resources:
                 route: {cluster: legacy, timeout: 30s}
                 request_headers_to_remove: ["accept-encoding"]
           http_filters:
+          # The request target counts against max_request_headers_kb, but a
+          # long one deserves 414, which Envoy has no setting for: this
+          # check answers before any other filter runs, so the request
+          # reaches neither phigate nor the upstream.
+          - name: envoy.filters.http.lua
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+              default_source_code:
+                inline_string: |
+                  function envoy_on_request(request)
+                    local path = request:headers():get(":path")
+                    if path ~= nil and #path > {{.C.MaxRequestPath}} then
+                      request:respond({[":status"] = "414", ["content-type"] = "application/fhir+json"}, {{.Outcome414}})
+                    end
+                  end
 {{- if .C.Compress}}
           - name: envoy.filters.http.compressor
             typed_config:
@@ -222,6 +312,10 @@ static_resources:
               failure_mode_allow: false
               status_on_error: {code: ServiceUnavailable}
               include_peer_certificate: true
+              # Headers reach phigate as sent, not with bytes that are not
+              # UTF-8 replaced by "!": phigate refuses what the upstream
+              # would otherwise read differently from the policy.
+              encode_raw_headers: true
               with_request_body:
                 max_request_bytes: {{.C.MaxRequestBody}}
                 allow_partial_message: false
@@ -229,29 +323,52 @@ static_resources:
               grpc_service:
                 envoy_grpc: {cluster_name: phigate}
                 timeout: {{.CheckTimeout}}
+          # Envoy's own replies (a denial, a refused oversize request) carry
+          # nothing from the upstream, so ext_proc skips them. It must: a
+          # reply to a codec error waits on ext_proc while the connection
+          # closes, and the client gets no answer at all.
           - name: envoy.filters.http.ext_proc
             typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
-              failure_mode_allow: false
-              allow_mode_override: true
-              message_timeout: {{.ProcessTimeout}}
-              processing_mode:
-                request_header_mode: SKIP
-                request_body_mode: NONE
-                request_trailer_mode: SKIP
-                response_header_mode: SEND
-                response_body_mode: BUFFERED
-                response_trailer_mode: SKIP
-              metadata_options:
-                forwarding_namespaces:
-                  untyped: ["envoy.filters.http.ext_authz"]
-              # The request id binds the decision's plan marker to the
-              # response it is checked against; the code details tell
-              # Envoy's own replies (a denial) from the upstream's.
-              response_attributes: ["request.id", "response.code_details"]
-              grpc_service:
-                envoy_grpc: {cluster_name: phigate}
-                timeout: {{.ProcessTimeout}}
+              "@type": type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher
+              xds_matcher:
+                matcher_list:
+                  matchers:
+                  - predicate:
+                      single_predicate:
+                        input:
+                          name: local_reply
+                          typed_config:
+                            "@type": type.googleapis.com/envoy.type.matcher.v3.HttpResponseLocalReplyMatchInput
+                        value_match: {exact: "true"}
+                    on_match:
+                      action:
+                        name: skip
+                        typed_config:
+                          "@type": type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter
+              extension_config:
+                name: envoy.filters.http.ext_proc
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
+                  failure_mode_allow: false
+                  allow_mode_override: true
+                  message_timeout: {{.ProcessTimeout}}
+                  processing_mode:
+                    request_header_mode: SKIP
+                    request_body_mode: NONE
+                    request_trailer_mode: SKIP
+                    response_header_mode: SEND
+                    response_body_mode: BUFFERED
+                    response_trailer_mode: SKIP
+                  metadata_options:
+                    forwarding_namespaces:
+                      untyped: ["envoy.filters.http.ext_authz"]
+                  # The request id binds the decision's plan marker to the
+                  # response it is checked against; the code details tell
+                  # Envoy's own replies (a denial) from the upstream's.
+                  response_attributes: ["request.id", "response.code_details"]
+                  grpc_service:
+                    envoy_grpc: {cluster_name: phigate}
+                    timeout: {{.ProcessTimeout}}
 {{- end}}
           - name: envoy.filters.http.router
             typed_config:
