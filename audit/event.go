@@ -433,7 +433,7 @@ type FilterEvent struct {
 	DecisionID string
 	Removed    []string
 	Withheld   int  // Bundle entries withheld
-	Forbidden  bool // the whole response was refused
+	Forbidden  bool // the body was data outside the grant: the client got 403
 	// Reason says why a refused response was refused, in the response
 	// side's fixed words ("outside_grant" for another patient's data,
 	// "malformed_body" for a body it could not read, "plan_marker_missing"

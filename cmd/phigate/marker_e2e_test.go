@@ -135,6 +135,9 @@ func TestPlanMarkerEndToEnd(t *testing.T) {
 			if detail(ev, "status") != want.status || ev.Outcome != want.outcome || !strings.HasSuffix(ev.OutcomeDesc, want.reason) {
 				t.Errorf("%s: status %q outcome %q %q, want %s %s", want.reason, detail(ev, "status"), ev.Outcome, ev.OutcomeDesc, want.status, want.outcome)
 			}
+			if forbidden := detail(ev, "forbidden") == "true"; forbidden != (want.status == "403") {
+				t.Errorf("%s: forbidden detail %v for status %s", want.reason, forbidden, want.status)
+			}
 			if want.reason == envoy.RefusedMarkerMissing && ev.RequestID() == "" {
 				t.Errorf("a refusal for a missing marker does not name the request")
 			}

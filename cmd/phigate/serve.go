@@ -329,6 +329,6 @@ type filterAudit struct{ log *audit.Log }
 
 func (f filterAudit) RecordFiltering(ctx context.Context, ev envoy.FilterEvent) error {
 	return f.log.RecordFiltering(ctx, audit.FilterEvent{RequestID: ev.RequestID, DecisionID: ev.DecisionID,
-		Removed: ev.Removed, Withheld: ev.Withheld, Forbidden: ev.Forbidden || ev.Refused != "",
+		Removed: ev.Removed, Withheld: ev.Withheld, Forbidden: ev.Forbidden,
 		Reason: ev.Refused, Status: ev.Status})
 }
