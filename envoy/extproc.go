@@ -94,7 +94,7 @@ func NewProcServer(f BodyFilter, rec FilterRecorder, log *zap.Logger, reg promet
 	s := &ProcServer{filter: f, recorder: rec, marker: o.marker, log: log,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phigate_extproc_responses_total",
-			Help: "Responses seen by ext_proc, by outcome (passed, unchanged, redacted, forbidden, refused).",
+			Help: "Responses seen by ext_proc, by outcome (passed, unchanged, redacted, forbidden, refused, unmarked: no valid plan marker).",
 		}, []string{"outcome"}),
 	}
 	if reg != nil {
@@ -148,7 +148,7 @@ func (s *ProcServer) Process(srv extprocv3.ExternalProcessor_ProcessServer) erro
 				// The decision cannot be known, so neither can what it
 				// asked for: the response cannot be released.
 				st.refused = true
-				s.outcomes.WithLabelValues("refused").Inc()
+				s.outcomes.WithLabelValues("unmarked").Inc()
 				rid, hasID := requestIDOf(req)
 				s.log.Warn("response refused: no valid plan marker", zap.String("why", why), zap.Bool("request_id_attribute", hasID))
 				s.record(ctx, FilterEvent{RequestID: rid, Refused: why, Status: http.StatusBadGateway})

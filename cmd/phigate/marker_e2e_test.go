@@ -113,6 +113,11 @@ func TestPlanMarkerEndToEnd(t *testing.T) {
 		t.Fatalf("another patient's body: status %d, want 403", r.status)
 	}
 
+	// An operator sees unmarked responses apart from other refusals.
+	if _, m := getBody(t, "http://"+s.phigate.AdminAddr+"/metrics"); !strings.Contains(m, `phigate_extproc_responses_total{outcome="unmarked"} 4`) {
+		t.Errorf("metrics do not count the 4 unmarked responses:\n%s", grepLines(m, "phigate_extproc_responses_total"))
+	}
+
 	s.stopPhigate()
 	got := map[string][]*audit.AuditEvent{}
 	for _, e := range filterings(t, dir) {
@@ -143,6 +148,16 @@ func TestPlanMarkerEndToEnd(t *testing.T) {
 			}
 		}
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for l := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func keys[V any](m map[string]V) []string {
