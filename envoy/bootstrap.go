@@ -226,10 +226,11 @@ static_resources:
           # refuses a header block over max_request_headers_kb, more than
           # max_headers_count headers and malformed HTTP with 431 or 400; the
           # mappers give those replies a minimal OperationOutcome in place of
-          # Envoy's text. They match the codec's own replies only (details
-          # http1.* and http2.*), never phigate's denials, which carry their
-          # own body and reference. Over HTTP/2 the codec resets the stream
-          # instead of answering; nothing in Envoy 1.40 changes that.
+          # Envoy's text. They match the codec's own replies (details
+          # http1.* and http2.*) and a body over max_request_body, never
+          # phigate's denials, which carry their own body and reference.
+          # Over HTTP/2, Envoy documents a stream reset instead of an answer
+          # for headers over the limits.
           max_request_headers_kb: {{.C.MaxRequestHeadersKB}}
           local_reply_config:
             mappers:
@@ -246,7 +247,7 @@ static_resources:
                   name: envoy.access_loggers.extension_filters.cel
                   typed_config:
                     "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
-                    expression: "response.code == 413 && (response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.'))"
+                    expression: "response.code == 413 && (response.code_details == 'request_payload_too_large' || response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.'))"
               body: {inline_string: {{.Outcome413}}}
               body_format_override: {text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}, content_type: application/fhir+json}
             - filter:
