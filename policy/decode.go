@@ -2,7 +2,9 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -24,106 +26,355 @@ func (e *shapeError) Error() string {
 	return fmt.Sprintf("%s: want %s, got %s", e.path, e.want, ast.ValueName(e.got))
 }
 
+// unknownFieldError names a key of the decision document that no field
+// of the decoder reads. Ignoring it would fail open: a misspelt "redcat"
+// would mean no redaction at all.
+type unknownFieldError struct {
+	path  string   // the key's path, the key written by keyName
+	known []string // the keys its object may carry
+}
+
+func (e *unknownFieldError) Error() string {
+	return fmt.Sprintf("%s: unknown field (known: %s)", e.path, strings.Join(e.known, ", "))
+}
+
+// keyName writes a key for an error message. A key that reads as a field
+// name is written as it is; any other (a computed key may carry an input
+// value, a patient's name or id) only by its length, so no error repeats
+// what a request carried.
+func keyName(k ast.Value) string {
+	s, ok := k.(ast.String)
+	if !ok {
+		return "<" + ast.ValueName(k) + " key>"
+	}
+	if isFieldName(string(s)) {
+		return string(s)
+	}
+	return "<" + strconv.Itoa(len(s)) + "-byte key>"
+}
+
+// isFieldName: lower-case letters, digits and underscores, starting with
+// a letter, as every field of the document is spelt.
+func isFieldName(s string) bool {
+	if s == "" || len(s) > 64 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// A field decodes one key of an object of the decision document into a T.
+// The tables of fields below are the decoder: a key is read exactly when
+// its object's table has it, and a key no table has refuses the decision.
+// The load-time check (checkDecisionKeys) and DecisionFields read the same
+// tables, so the three cannot disagree.
+type field[T any] struct {
+	decode func(dst *T, path string, v ast.Value) error
+	// inner is what the key checks know of the value's own keys; nil when
+	// it has none to check (scalars, lists of strings, header maps).
+	inner *docShape
+}
+
+type fields[T any] map[string]field[T]
+
+// docShape is the decision document as far as its keys go: an object with
+// exactly keys (each with the shape of its value), or an array or set
+// whose elements have the shape elems.
+type docShape struct {
+	keys  map[string]*docShape
+	elems *docShape
+}
+
+func (fs fields[T]) shape() *docShape {
+	s := &docShape{keys: make(map[string]*docShape, len(fs))}
+	for k, f := range fs {
+		s.keys[k] = f.inner
+	}
+	return s
+}
+
+func (fs fields[T]) names() []string {
+	out := make([]string, 0, len(fs))
+	for k := range fs {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// decodeObject decodes v, an object, into dst. Every key must be one of
+// fs, and every key in required present; unknown keys are refused before
+// any field is decoded, so the error names the misspelling.
+func decodeObject[T any](path string, v ast.Value, fs fields[T], dst *T, required ...string) error {
+	o, ok := v.(ast.Object)
+	if !ok {
+		return &shapeError{path, "object", v}
+	}
+	var unknown []string
+	o.Foreach(func(k, _ *ast.Term) {
+		if s, ok := k.Value.(ast.String); !ok || !hasField(fs, string(s)) {
+			unknown = append(unknown, keyName(k.Value))
+		}
+	})
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return &unknownFieldError{path: path + "." + unknown[0], known: fs.names()}
+	}
+	for _, k := range required {
+		if o.Get(ast.InternedTerm(k)) == nil {
+			// The field's own decoder says what it wants.
+			if err := fs[k].decode(dst, path+"."+k, nil); err != nil {
+				return err
+			}
+		}
+	}
+	var err error
+	o.Foreach(func(k, x *ast.Term) {
+		if err == nil {
+			name := string(k.Value.(ast.String))
+			err = fs[name].decode(dst, path+"."+name, x.Value)
+		}
+	})
+	return err
+}
+
+func hasField[T any](fs fields[T], k string) bool {
+	_, ok := fs[k]
+	return ok
+}
+
 // decodeDecision turns the policy's decision object into authz.Decision. It
 // reads the AST directly: no intermediate interface{} tree, no JSON.
 func decodeDecision(v ast.Value) (authz.Decision, error) {
 	var d authz.Decision
-	obj, ok := v.(ast.Object)
-	if !ok {
-		return d, &shapeError{"decision", "object", v}
-	}
-	var err error
-	field := func(name string) ast.Value {
-		t := obj.Get(ast.InternedTerm(name))
-		if t == nil {
-			return nil
-		}
-		return t.Value
-	}
-	allow := field("allow")
-	b, ok := allow.(ast.Boolean)
-	if !ok {
-		return d, &shapeError{"decision.allow", "boolean", allow}
-	}
-	d.Allow = bool(b)
-	if x := field("status"); x != nil {
-		if d.Status, err = asInt("decision.status", x); err != nil {
-			return d, err
-		}
-		if d.Status < 100 || d.Status > 599 {
-			return d, fmt.Errorf("decision.status: %d is not an HTTP status", d.Status)
-		}
-	}
-	if x := field("reason"); x != nil {
-		if d.Reason, err = asString("decision.reason", x); err != nil {
-			return d, err
-		}
-	}
-	if d.Headers, err = asStringMap("decision.headers", field("headers")); err != nil {
-		return d, err
-	}
-	if d.RemoveHeaders, err = asStrings("decision.remove_headers", field("remove_headers")); err != nil {
-		return d, err
-	}
-	if d.ResponseHeaders, err = asStringMap("decision.response_headers", field("response_headers")); err != nil {
-		return d, err
-	}
-	if d.Redact, err = decodeDirectives(field("redact")); err != nil {
-		return d, err
-	}
-	if x := field("enforce"); x != nil {
-		if d.Enforce, err = decodeEnforcement(x); err != nil {
-			return d, err
-		}
-	}
-	if x := field("break_glass"); x != nil {
-		if d.BreakGlass, err = decodeBreakGlass(x); err != nil {
-			return d, err
-		}
-	}
-	if d.Obligations, err = decodeObligations(field("obligations")); err != nil {
-		return d, err
-	}
-	if x := field("cache"); x != nil {
-		o, ok := x.(ast.Object)
-		if !ok {
-			return d, &shapeError{"decision.cache", "object", x}
-		}
-		if u := termValue(o.Get(ast.InternedTerm("until_ns"))); u != nil {
-			n, isNum := u.(ast.Number)
-			i, isInt := n.Int64()
-			if !isNum || !isInt || i < 0 {
-				return d, &shapeError{"decision.cache.until_ns", "non-negative integer", u}
-			}
-			d.CacheUntilNS = i
-		}
-	}
-	if x := field("audit"); x != nil {
-		o, ok := x.(ast.Object)
-		if !ok {
-			return d, &shapeError{"decision.audit", "object", x}
-		}
-		get := func(k string) ast.Value { return termValue(o.Get(ast.InternedTerm(k))) }
-		if d.Audit.Patients, err = asStrings("decision.audit.patients", get("patients")); err != nil {
-			return d, err
-		}
-		if d.Audit.Rules, err = asStrings("decision.audit.rules", get("rules")); err != nil {
-			return d, err
-		}
-		if p := get("purpose"); p != nil {
-			if d.Audit.Purpose, err = asString("decision.audit.purpose", p); err != nil {
-				return d, err
-			}
-		}
-	}
-	return d, nil
+	err := decodeObject("decision", v, decisionFields, &d, "allow")
+	return d, err
 }
 
-func termValue(t *ast.Term) ast.Value {
-	if t == nil {
-		return nil
+// DecisionFields names every field the decoder reads, as paths below the
+// decision: "allow", "enforce.patients", "redact[].action" (a field of
+// each element of the array). A field whose value is a map of keys the
+// policy chooses (headers, obligation params) is named without them. A
+// decision with any other key is refused.
+func DecisionFields() []string {
+	var out []string
+	var walk func(prefix string, s *docShape)
+	walk = func(prefix string, s *docShape) {
+		for k, inner := range s.keys {
+			p := prefix + k
+			out = append(out, p)
+			if inner == nil {
+				continue
+			}
+			if inner.elems != nil {
+				walk(p+"[].", inner.elems)
+			} else {
+				walk(p+".", inner)
+			}
+		}
 	}
-	return t.Value
+	walk("", decisionShape)
+	slices.Sort(out)
+	return out
+}
+
+// decisionShape is the key tree of the whole document.
+var decisionShape = decisionFields.shape()
+
+var decisionFields = fields[authz.Decision]{
+	"allow": {decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+		d.Allow, err = asBool(p, v)
+		return err
+	}},
+	"status": {decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+		if d.Status, err = asInt(p, v); err != nil {
+			return err
+		}
+		if d.Status < 100 || d.Status > 599 {
+			return fmt.Errorf("%s: %d is not an HTTP status", p, d.Status)
+		}
+		return nil
+	}},
+	"reason": {decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+		d.Reason, err = asString(p, v)
+		return err
+	}},
+	"headers": {decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+		d.Headers, err = asStringMap(p, v)
+		return err
+	}},
+	"remove_headers": {decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+		d.RemoveHeaders, err = asStrings(p, v)
+		return err
+	}},
+	"response_headers": {decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+		d.ResponseHeaders, err = asStringMap(p, v)
+		return err
+	}},
+	"redact": {inner: &docShape{elems: directiveFields.shape()}, decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+		d.Redact, err = decodeDirectives(p, v)
+		return err
+	}},
+	"enforce": {inner: enforcementFields.shape(), decode: func(d *authz.Decision, p string, v ast.Value) error {
+		// An empty object asks for no response-side enforcement.
+		if o, ok := v.(ast.Object); ok && o.Len() == 0 {
+			return nil
+		}
+		e := &filters.Enforcement{}
+		if err := decodeObject(p, v, enforcementFields, e); err != nil {
+			return err
+		}
+		d.Enforce = e
+		return nil
+	}},
+	"break_glass": {inner: breakGlassFields.shape(), decode: func(d *authz.Decision, p string, v ast.Value) error {
+		return decodeObject(p, v, breakGlassFields, &d.BreakGlass)
+	}},
+	"obligations": {inner: &docShape{elems: obligationFields.shape()}, decode: func(d *authz.Decision, p string, v ast.Value) error {
+		return each(p, v, func(p string, x ast.Value) error {
+			var o authz.Obligation
+			if err := decodeObject(p, x, obligationFields, &o, "type"); err != nil {
+				return err
+			}
+			d.Obligations = append(d.Obligations, o)
+			return nil
+		})
+	}},
+	"audit": {inner: auditFields.shape(), decode: func(d *authz.Decision, p string, v ast.Value) error {
+		return decodeObject(p, v, auditFields, &d.Audit)
+	}},
+	"cache": {inner: cacheFields.shape(), decode: func(d *authz.Decision, p string, v ast.Value) error {
+		return decodeObject(p, v, cacheFields, d)
+	}},
+}
+
+var cacheFields = fields[authz.Decision]{
+	"until_ns": {decode: func(d *authz.Decision, p string, v ast.Value) error {
+		n, isNum := v.(ast.Number)
+		i, isInt := n.Int64()
+		if !isNum || !isInt || i < 0 {
+			return &shapeError{p, "non-negative integer", v}
+		}
+		d.CacheUntilNS = i
+		return nil
+	}},
+}
+
+var auditFields = fields[authz.AuditInfo]{
+	"patients": {decode: func(a *authz.AuditInfo, p string, v ast.Value) (err error) {
+		a.Patients, err = asStrings(p, v)
+		return err
+	}},
+	"rules": {decode: func(a *authz.AuditInfo, p string, v ast.Value) (err error) {
+		a.Rules, err = asStrings(p, v)
+		return err
+	}},
+	"purpose": {decode: func(a *authz.AuditInfo, p string, v ast.Value) (err error) {
+		a.Purpose, err = asString(p, v)
+		return err
+	}},
+}
+
+var breakGlassFields = fields[authz.BreakGlass]{
+	"active": {decode: func(bg *authz.BreakGlass, p string, v ast.Value) (err error) {
+		bg.Active, err = asBool(p, v)
+		return err
+	}},
+	"reason": {decode: func(bg *authz.BreakGlass, p string, v ast.Value) (err error) {
+		bg.Reason, err = asString(p, v)
+		return err
+	}},
+	"expires": {decode: func(bg *authz.BreakGlass, p string, v ast.Value) (err error) {
+		bg.Expires, err = asString(p, v)
+		return err
+	}},
+}
+
+var obligationFields = fields[authz.Obligation]{
+	"type": {decode: func(o *authz.Obligation, p string, v ast.Value) (err error) {
+		o.Type, err = asString(p, v)
+		return err
+	}},
+	"params": {decode: func(o *authz.Obligation, p string, v ast.Value) (err error) {
+		o.Params, err = asStringMap(p, v)
+		return err
+	}},
+}
+
+var enforcementFields = fields[filters.Enforcement]{
+	"patients": {decode: func(e *filters.Enforcement, p string, v ast.Value) (err error) {
+		e.Patients, err = asStrings(p, v)
+		return err
+	}},
+	"any_patient": {decode: func(e *filters.Enforcement, p string, v ast.Value) (err error) {
+		e.AnyPatient, err = asBool(p, v)
+		return err
+	}},
+	"permitted_labels": {decode: func(e *filters.Enforcement, p string, v ast.Value) (err error) {
+		e.PermittedLabels, err = asStrings(p, v)
+		return err
+	}},
+	"resource_types": {decode: func(e *filters.Enforcement, p string, v ast.Value) (err error) {
+		e.ResourceTypes, err = asStrings(p, v)
+		return err
+	}},
+}
+
+// directiveString is a directive field holding a string.
+func directiveString(dst func(*filters.Directive) *string) field[filters.Directive] {
+	return field[filters.Directive]{decode: func(d *filters.Directive, p string, v ast.Value) (err error) {
+		*dst(d), err = asString(p, v)
+		return err
+	}}
+}
+
+var directiveFields = fields[filters.Directive]{
+	"path":    directiveString(func(d *filters.Directive) *string { return &d.Path }),
+	"key_id":  directiveString(func(d *filters.Directive) *string { return &d.KeyID }),
+	"format":  directiveString(func(d *filters.Directive) *string { return &d.Format }),
+	"profile": directiveString(func(d *filters.Directive) *string { return &d.Profile }),
+	"action": {decode: func(d *filters.Directive, p string, v ast.Value) error {
+		act, err := asString(p, v)
+		if err != nil {
+			return err
+		}
+		d.Action = filters.Action(act)
+		switch d.Action {
+		case filters.ActionRemove, filters.ActionMask, filters.ActionTokenize, filters.ActionAllow, filters.ActionDeidentify:
+			return nil
+		}
+		return fmt.Errorf("%s: unknown action %q", p, act)
+	}},
+	"keep": {decode: func(d *filters.Directive, p string, v ast.Value) (err error) {
+		d.Keep, err = asStrings(p, v)
+		return err
+	}},
+}
+
+func decodeDirectives(path string, v ast.Value) ([]filters.Directive, error) {
+	var out []filters.Directive
+	err := each(path, v, func(p string, x ast.Value) error {
+		var d filters.Directive
+		if err := decodeObject(p, x, directiveFields, &d, "action"); err != nil {
+			return err
+		}
+		out = append(out, d)
+		return nil
+	})
+	return out, err
+}
+
+func asBool(path string, v ast.Value) (bool, error) {
+	b, ok := v.(ast.Boolean)
+	if !ok {
+		return false, &shapeError{path, "boolean", v}
+	}
+	return bool(b), nil
 }
 
 func asString(path string, v ast.Value) (string, error) {
@@ -231,119 +482,4 @@ func each(path string, v ast.Value, fn func(p string, t ast.Value) error) error 
 		return &shapeError{path, "array", v}
 	}
 	return nil
-}
-
-func decodeDirectives(v ast.Value) ([]filters.Directive, error) {
-	var out []filters.Directive
-	err := each("decision.redact", v, func(p string, x ast.Value) error {
-		o, ok := x.(ast.Object)
-		if !ok {
-			return &shapeError{p, "object", x}
-		}
-		var d filters.Directive
-		var err error
-		for _, f := range []struct {
-			name string
-			dst  *string
-		}{{"path", &d.Path}, {"key_id", &d.KeyID}, {"format", &d.Format}, {"profile", &d.Profile}} {
-			if t := o.Get(ast.InternedTerm(f.name)); t != nil {
-				if *f.dst, err = asString(p+"."+f.name, t.Value); err != nil {
-					return err
-				}
-			}
-		}
-		act, err := asString(p+".action", termValue(o.Get(ast.InternedTerm("action"))))
-		if err != nil {
-			return err
-		}
-		d.Action = filters.Action(act)
-		switch d.Action {
-		case filters.ActionRemove, filters.ActionMask, filters.ActionTokenize, filters.ActionAllow, filters.ActionDeidentify:
-		default:
-			return fmt.Errorf("%s.action: unknown action %q", p, act)
-		}
-		if d.Keep, err = asStrings(p+".keep", termValue(o.Get(ast.InternedTerm("keep")))); err != nil {
-			return err
-		}
-		out = append(out, d)
-		return nil
-	})
-	return out, err
-}
-
-func decodeEnforcement(v ast.Value) (*filters.Enforcement, error) {
-	o, ok := v.(ast.Object)
-	if !ok {
-		return nil, &shapeError{"decision.enforce", "object", v}
-	}
-	if o.Len() == 0 {
-		return nil, nil
-	}
-	e := &filters.Enforcement{}
-	var err error
-	if e.Patients, err = asStrings("decision.enforce.patients", termValue(o.Get(ast.InternedTerm("patients")))); err != nil {
-		return nil, err
-	}
-	if t := o.Get(ast.InternedTerm("any_patient")); t != nil {
-		b, ok := t.Value.(ast.Boolean)
-		if !ok {
-			return nil, &shapeError{"decision.enforce.any_patient", "boolean", t.Value}
-		}
-		e.AnyPatient = bool(b)
-	}
-	if e.PermittedLabels, err = asStrings("decision.enforce.permitted_labels", termValue(o.Get(ast.InternedTerm("permitted_labels")))); err != nil {
-		return nil, err
-	}
-	if e.ResourceTypes, err = asStrings("decision.enforce.resource_types", termValue(o.Get(ast.InternedTerm("resource_types")))); err != nil {
-		return nil, err
-	}
-	return e, nil
-}
-
-func decodeBreakGlass(v ast.Value) (authz.BreakGlass, error) {
-	var bg authz.BreakGlass
-	o, ok := v.(ast.Object)
-	if !ok {
-		return bg, &shapeError{"decision.break_glass", "object", v}
-	}
-	if t := o.Get(ast.InternedTerm("active")); t != nil {
-		b, ok := t.Value.(ast.Boolean)
-		if !ok {
-			return bg, &shapeError{"decision.break_glass.active", "boolean", t.Value}
-		}
-		bg.Active = bool(b)
-	}
-	var err error
-	if t := o.Get(ast.InternedTerm("reason")); t != nil {
-		if bg.Reason, err = asString("decision.break_glass.reason", t.Value); err != nil {
-			return bg, err
-		}
-	}
-	if t := o.Get(ast.InternedTerm("expires")); t != nil {
-		if bg.Expires, err = asString("decision.break_glass.expires", t.Value); err != nil {
-			return bg, err
-		}
-	}
-	return bg, nil
-}
-
-func decodeObligations(v ast.Value) ([]authz.Obligation, error) {
-	var out []authz.Obligation
-	err := each("decision.obligations", v, func(p string, x ast.Value) error {
-		o, ok := x.(ast.Object)
-		if !ok {
-			return &shapeError{p, "object", x}
-		}
-		typ, err := asString(p+".type", termValue(o.Get(ast.InternedTerm("type"))))
-		if err != nil {
-			return err
-		}
-		params, err := asStringMap(p+".params", termValue(o.Get(ast.InternedTerm("params"))))
-		if err != nil {
-			return err
-		}
-		out = append(out, authz.Obligation{Type: typ, Params: params})
-		return nil
-	})
-	return out, err
 }

@@ -65,6 +65,14 @@ func TestLoadFailures(t *testing.T) {
 		{"unknown redact action", "package phigate.authz\n\ndecision := {\"allow\": true, \"redact\": [{\"path\": \"Patient.name\", \"action\": \"shred\"}]}\n", CodeShape, `decision.redact[0].action: unknown action "shred"`},
 		{"undefined for some input", "package phigate.authz\n\ndecision := {\"allow\": true} if input.identity.authenticated\n", CodeEval, "no decision"},
 		{"status out of range", "package phigate.authz\n\ndecision := {\"allow\": false, \"status\": 42}\n", CodeShape, "decision.status: 42"},
+		// Unknown fields, seen in the rules before any evaluation: each case
+		// but the first answers the shape probes with known fields only.
+		{"misspelt field", "package phigate.authz\n\ndecision := {\"allow\": true, \"redcat\": [{\"path\": \"Patient.name\", \"action\": \"remove\"}]}\n", CodeShape, "decision.redcat: unknown field"},
+		{"misspelt field on a branch the probes miss", "package phigate.authz\n\ndecision := {\"allow\": true, \"redcat\": []} if input.fhir.resource_type == \"Encounter\"\nelse := {\"allow\": false, \"status\": 403}\n", CodeShape, "decision.redcat: unknown field"},
+		{"misspelt field in enforce, through a rule", "package phigate.authz\n\ndecision := {\"allow\": false, \"enforce\": enforce}\n\ndefault enforce := {}\n\nenforce := {\"patients\": [], \"any_patients\": true} if input.fhir.resource_type == \"Encounter\"\n", CodeShape, "decision.enforce.any_patients: unknown field"},
+		{"misspelt field in a directive comprehension", "package phigate.authz\n\ndecision := {\"allow\": false, \"redact\": [{\"path\": p, \"action\": \"tokenize\", \"keyid\": \"k\"} | some p in input.fhir.include]}\n", CodeShape, "decision.redact[].keyid: unknown field"},
+		{"misspelt field in a rule of its own", "package phigate.authz\n\ndecision.allow := false\n\ndecision.audit := {\"patients\": [], \"rule\": []} if input.fhir.resource_type == \"Encounter\"\n", CodeShape, "decision.audit.rule: unknown field"},
+		{"misspelt field bound in the body", "package phigate.authz\n\ndecision := d if {\n\td := {\"allow\": false, \"cache\": {\"until\": 0}}\n\tinput.fhir.resource_type == \"Encounter\"\n} else := {\"allow\": false}\n", CodeShape, "decision.cache.until: unknown field"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

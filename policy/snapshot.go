@@ -67,6 +67,9 @@ func Build(ctx context.Context, src string, b *bundle.Bundle, o BuildOptions) (*
 	if !hasRule(compiler, DecisionQuery) {
 		return nil, &Error{Code: CodeShape, Source: src, Err: fmt.Errorf("no rule defines %s", DecisionQuery)}
 	}
+	if err := checkDecisionKeys(compiler); err != nil {
+		return nil, &Error{Code: CodeShape, Source: src, Err: err}
+	}
 	store := inmem.NewFromObjectWithOpts(b.Data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
 	s := &Snapshot{Revision: revision(b), Source: src, LoadedAt: time.Now()}
 	if o.RunTests {
@@ -94,9 +97,10 @@ func Build(ctx context.Context, src string, b *bundle.Bundle, o BuildOptions) (*
 	return s, nil
 }
 
+// hasRule reports whether some rule defines the document at query: a rule
+// of its own, rules below it (decision.allow := …) or one above it.
 func hasRule(c *ast.Compiler, query string) bool {
-	ref := ast.MustParseRef(query)
-	return len(c.GetRulesExact(ref)) > 0 || len(c.GetRulesForVirtualDocument(ref)) > 0
+	return len(c.GetRules(ast.MustParseRef(query))) > 0
 }
 
 // TestResult is one policy test outcome.
