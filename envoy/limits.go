@@ -223,25 +223,39 @@ func decodedFault(path string) *boundaryFault {
 	if strings.IndexByte(path, '%') < 0 {
 		return nil
 	}
-	dec := make([]byte, 0, len(path))
-	at := make([]int, 0, len(path)) // raw offset of each decoded byte
-	for i := 0; i < len(path); i++ {
-		c := path[i]
-		if c == '%' && i+2 < len(path) && isHexDigit(path[i+1]) && isHexDigit(path[i+2]) {
-			v, _ := strconv.ParseUint(path[i+1:i+3], 16, 8)
-			dec = append(dec, byte(v))
-			at = append(at, i)
-			i += 2
-			continue
-		}
-		dec = append(dec, c)
-		at = append(at, i)
-	}
+	var buf [1024]byte
+	dec := buf[:0]
+	eachDecoded(path, func(_ int, c byte) bool { dec = append(dec, c); return true })
 	f := bytesFault(dec, "path (decoded)")
 	if f != nil && f.offset >= 0 {
-		f.offset = at[f.offset]
+		n, want := 0, f.offset
+		eachDecoded(path, func(raw int, _ byte) bool {
+			if n == want {
+				f.offset = raw
+				return false
+			}
+			n++
+			return true
+		})
 	}
 	return f
+}
+
+// eachDecoded calls fn with each byte of path after percent-decoding and
+// the raw offset it starts at, until fn returns false. Escapes that are
+// not two hex digits are passed as they are.
+func eachDecoded(path string, fn func(raw int, c byte) bool) {
+	for i := 0; i < len(path); i++ {
+		at, c := i, path[i]
+		if c == '%' && i+2 < len(path) && isHexDigit(path[i+1]) && isHexDigit(path[i+2]) {
+			v, _ := strconv.ParseUint(path[i+1:i+3], 16, 8)
+			c = byte(v)
+			i += 2
+		}
+		if !fn(at, c) {
+			return
+		}
+	}
 }
 
 func isHexDigit(c byte) bool {
