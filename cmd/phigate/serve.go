@@ -89,6 +89,10 @@ func newLogger(c LogConfig) (*zap.Logger, error) {
 // streamWorkers is how many gRPC worker goroutines serve calls.
 const streamWorkers = 64
 
+// healthServices are the names the gRPC health service answers for: the
+// whole server ("") and each service phigate offers Envoy.
+var healthServices = []string{"", authv3.Authorization_ServiceDesc.ServiceName, extprocv3.ExternalProcessor_ServiceDesc.ServiceName}
+
 func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, error) {
 	s := &server{cfg: cfg, log: log}
 	ok := false
@@ -99,6 +103,7 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 	}()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(reg)
 
 	var err error
 	s.engine, err = policy.NewEngine(ctx, cfg.Policy, log.Named("policy"), reg)
@@ -284,7 +289,11 @@ func (s *server) run(ctx context.Context) error {
 			errc <- err
 		}
 	}()
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	// Health by service name too, as Envoy's and Kubernetes' gRPC health
+	// checks may ask for the service they depend on.
+	for _, svc := range healthServices {
+		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+	}
 	s.log.Info("serving", zap.String("grpc", s.GRPCAddr), zap.String("grpc_unix", s.cfg.Listen.GRPCUnix),
 		zap.String("admin", s.AdminAddr), zap.String("policy_revision", s.engine.Status().Revision))
 	select {
