@@ -156,6 +156,17 @@ func decodeDecision(v ast.Value) (authz.Decision, error) {
 	return d, err
 }
 
+// DecodeDecision decodes a decision document as the engine does, for tools
+// that evaluate the policy themselves. A document of the wrong shape, an
+// unknown field included, is an error of code CodeShape naming the field.
+func DecodeDecision(v ast.Value) (authz.Decision, error) {
+	d, err := decodeDecision(v)
+	if err != nil {
+		return authz.Decision{}, &Error{Code: CodeShape, Err: err}
+	}
+	return d, nil
+}
+
 // DecisionFields names every field the decoder reads, as paths below the
 // decision: "allow", "enforce.patients", "redact[].action" (a field of
 // each element of the array). A field whose value is a map of keys the

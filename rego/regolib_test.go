@@ -239,10 +239,12 @@ func typed(t testing.TB, raw map[string]any) decision {
 	return d
 }
 
-// decision mirrors authz.Decision and filters.Directive/Enforcement field for
-// field (JSON names and types). It is kept here so the policy library's
-// tests build on their own; TestDecisionShape in the policy package decodes
-// into the real type.
+// decision mirrors the decision document phigate decodes into
+// authz.Decision and filters.Directive/Enforcement, field for field (JSON
+// names and types). It is kept here so the library's tests need not import
+// the policy package; TestDecisionShape (shape_test.go) holds its fields to
+// those the real decoder reads and the library writes, and decodes every
+// decision of the equivalence harness through the real decoder.
 type decision struct {
 	Allow           bool              `json:"allow"`
 	Status          int               `json:"status"`
