@@ -3,6 +3,7 @@ package envoy
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"time"
 
@@ -48,6 +49,7 @@ type AuthServer struct {
 	marker  *MarkerKey
 	log     *zap.Logger
 	metrics *checkMetrics
+	strip   []string // request headers removed before the upstream
 }
 
 type checkMetrics struct {
@@ -83,7 +85,11 @@ func NewAuthServer(a Authorizer, log *zap.Logger, reg prometheus.Registerer, opt
 			}
 		}
 	}
-	return &AuthServer{authz: a, marker: o.marker, log: log, metrics: m}, nil
+	strip := []string{"x-break-glass"}
+	if !o.forwardBearerTok {
+		strip = append(strip, "authorization")
+	}
+	return &AuthServer{authz: a, marker: o.marker, log: log, metrics: m, strip: strip}, nil
 }
 
 // Check answers one ext_authz request. Every outcome, including internal
@@ -160,6 +166,21 @@ func checkInput(req *authv3.CheckRequest, now time.Time) *authz.CheckInput {
 	return in
 }
 
+// removeHeaders is what the policy removes plus what never reaches the
+// upstream: the break-glass reason (free text a clinician typed, which
+// may name a patient and would land in the upstream's logs) and, unless
+// configured otherwise, the client's credentials.
+func (s *AuthServer) removeHeaders(policy []string) []string {
+	out := make([]string, 0, len(policy)+len(s.strip))
+	out = append(out, policy...)
+	for _, h := range s.strip {
+		if !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
 func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.CheckResponse {
 	if !d.Allow {
 		status := d.Status
@@ -184,7 +205,7 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 	}
 	ok := &authv3.OkHttpResponse{
 		Headers:         make([]*corev3.HeaderValueOption, 0, len(d.Headers)+1),
-		HeadersToRemove: d.RemoveHeaders,
+		HeadersToRemove: s.removeHeaders(d.RemoveHeaders),
 	}
 	ok.Headers = append(ok.Headers, header(DecisionHeader, d.ID))
 	for k, v := range d.Headers {

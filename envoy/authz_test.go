@@ -66,6 +66,32 @@ func TestCheckInputMapping(t *testing.T) {
 	}
 }
 
+// TestForwardAuthorization: the client's Authorization reaches the
+// upstream only when configured to; the break-glass reason never does.
+func TestForwardAuthorization(t *testing.T) {
+	d := authz.Decision{Allow: true, Status: 200, ID: "d1", RemoveHeaders: []string{"x-break-glass"}}
+	for _, tc := range []struct {
+		opts []Option
+		want string
+	}{
+		{nil, "x-break-glass,authorization"},
+		{[]Option{WithForwardAuthorization(false)}, "x-break-glass,authorization"},
+		{[]Option{WithForwardAuthorization(true)}, "x-break-glass"},
+	} {
+		s, err := NewAuthServer(&fakeAuthorizer{d: d}, nil, nil, tc.opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := s.Check(t.Context(), &authv3.CheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(resp.GetOkResponse().GetHeadersToRemove(), ","); got != tc.want {
+			t.Errorf("%d options: headers to remove %q, want %q", len(tc.opts), got, tc.want)
+		}
+	}
+}
+
 func TestCheckResponseMapping(t *testing.T) {
 	plan := []filters.Directive{{Path: "Patient.telecom", Action: filters.ActionRemove}}
 	cases := []struct {
@@ -132,8 +158,11 @@ func TestCheckResponseMapping(t *testing.T) {
 					t.Errorf("header %s = %q, want %q", k, hdr[k], v)
 				}
 			}
-			if strings.Join(ok.GetHeadersToRemove(), ",") != strings.Join(tc.d.RemoveHeaders, ",") {
-				t.Errorf("headers to remove = %v, want %v", ok.GetHeadersToRemove(), tc.d.RemoveHeaders)
+			// The policy's removals, then the break-glass reason and the
+			// client's credentials, which never reach the upstream.
+			wantRemove := append(append([]string{}, tc.d.RemoveHeaders...), "x-break-glass", "authorization")
+			if strings.Join(ok.GetHeadersToRemove(), ",") != strings.Join(wantRemove, ",") {
+				t.Errorf("headers to remove = %v, want %v", ok.GetHeadersToRemove(), wantRemove)
 			}
 			if len(ok.GetResponseHeadersToAdd()) != len(tc.d.ResponseHeaders) {
 				t.Errorf("response headers = %v, want %v", ok.GetResponseHeadersToAdd(), tc.d.ResponseHeaders)

@@ -148,7 +148,16 @@ func (k *MarkerKey) mac(requestID string, plan []byte) []byte {
 type Option func(*options)
 
 type options struct {
-	marker *MarkerKey
+	marker           *MarkerKey
+	forwardBearerTok bool
+}
+
+// WithForwardAuthorization lets the client's Authorization header through
+// to the upstream (ext_authz). Off by default: the upstream trusts the
+// identity headers phigate writes, and a bearer token it does not need is
+// one more place a credential can leak from (its logs, its own calls).
+func WithForwardAuthorization(on bool) Option {
+	return func(o *options) { o.forwardBearerTok = on }
 }
 
 // WithMarkerKey sets the key that MACs (ext_authz) or verifies (ext_proc)

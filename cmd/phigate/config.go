@@ -32,6 +32,18 @@ type Config struct {
 	// Owners is where the stored resource a write changes is read, so the
 	// write is authorized on the patients who own it.
 	Owners authz.OwnerConfig `yaml:"owners"`
+
+	// Upstream says what of the client's request reaches the upstream.
+	Upstream UpstreamConfig `yaml:"upstream"`
+}
+
+// UpstreamConfig governs the request the upstream receives. The
+// break-glass reason is never forwarded (free text that may name a
+// patient, bound for the upstream's logs); the client's Authorization is
+// removed unless ForwardAuthorization, since the upstream trusts the
+// identity headers phigate writes.
+type UpstreamConfig struct {
+	ForwardAuthorization bool `yaml:"forward_authorization"`
 }
 
 // ListenConfig names phigate's listeners.

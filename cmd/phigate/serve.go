@@ -152,7 +152,8 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 		return nil, err
 	}
 	log.Info("plan marker key", zap.Bool("configured", cfg.Filters.PlanMarkerKey != ""))
-	authSrv, err := envoy.NewAuthServer(az, log.Named("ext_authz"), reg, envoy.WithMarkerKey(marker))
+	authSrv, err := envoy.NewAuthServer(az, log.Named("ext_authz"), reg, envoy.WithMarkerKey(marker),
+		envoy.WithForwardAuthorization(cfg.Upstream.ForwardAuthorization))
 	if err != nil {
 		return nil, err
 	}
