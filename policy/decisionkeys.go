@@ -12,7 +12,7 @@ import (
 // produce a key the decoder does not read (decisionShape), as far as the
 // compiled rules show it. It follows, from the rules that define the
 // decision (decision := {...}, else branches and defaults, decision.audit
-// := {...}, decision["redact"] := ...):
+// := {...}, decision["redact"] := ..., redact contains {...}):
 //
 //   - object literals with constant keys, at any depth the decoder knows
 //     the keys of (enforce, redact[], audit …);
@@ -94,11 +94,17 @@ func (w *keyWalk) rules(ref ast.Ref, path string, s *docShape) {
 			continue
 		}
 		for x := r; x != nil; x = x.Else {
-			if x.Head.Value == nil || w.seen[keyVisit{x, rs}] {
+			if w.seen[keyVisit{x, rs}] {
 				continue
 			}
 			w.seen[keyVisit{x, rs}] = true
-			w.term(x.Head.Value, []ast.Body{x.Body}, p, rs, x.Location, 0)
+			switch {
+			case x.Head.Value != nil:
+				w.term(x.Head.Value, []ast.Body{x.Body}, p, rs, x.Location, 0)
+			case x.Head.Key != nil && rs.elems != nil:
+				// A partial set (redact contains {...}): each member is an element.
+				w.term(x.Head.Key, []ast.Body{x.Body}, p+"[]", rs.elems, x.Location, 0)
+			}
 		}
 	}
 }

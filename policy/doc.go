@@ -8,5 +8,8 @@
 // aside and swaps only when it is sound, so a bad push never replaces a good
 // policy. On the hot path the request is turned into an ast.Value directly,
 // without a JSON round trip, and the decision is decoded from the AST into
-// authz.Decision with errors that name the offending field.
+// authz.Decision with errors that name the offending field. A key the
+// decoder does not read is never ignored: a policy whose rules show one is
+// refused at load, and a decision that carries one anyway (a key computed
+// or read from data) is refused at evaluation, which denies.
 package policy

@@ -72,6 +72,8 @@ func TestLoadFailures(t *testing.T) {
 		{"misspelt field in enforce, through a rule", "package phigate.authz\n\ndecision := {\"allow\": false, \"enforce\": enforce}\n\ndefault enforce := {}\n\nenforce := {\"patients\": [], \"any_patients\": true} if input.fhir.resource_type == \"Encounter\"\n", CodeShape, "decision.enforce.any_patients: unknown field"},
 		{"misspelt field in a directive comprehension", "package phigate.authz\n\ndecision := {\"allow\": false, \"redact\": [{\"path\": p, \"action\": \"tokenize\", \"keyid\": \"k\"} | some p in input.fhir.include]}\n", CodeShape, "decision.redact[].keyid: unknown field"},
 		{"misspelt field in a rule of its own", "package phigate.authz\n\ndecision.allow := false\n\ndecision.audit := {\"patients\": [], \"rule\": []} if input.fhir.resource_type == \"Encounter\"\n", CodeShape, "decision.audit.rule: unknown field"},
+		{"misspelt field as a constant key", "package phigate.authz\n\ndecision.allow := false\n\ndecision[\"redcat\"] := [] if input.fhir.resource_type == \"Encounter\"\n", CodeShape, "decision.redcat: unknown field"},
+		{"misspelt field in a partial set", "package phigate.authz\n\ndecision := {\"allow\": false, \"redact\": redact}\n\nredact contains {\"path\": \"x\", \"action\": \"remove\", \"keyid\": \"k\"} if input.fhir.resource_type == \"Encounter\"\n", CodeShape, "decision.redact[].keyid: unknown field"},
 		{"misspelt field bound in the body", "package phigate.authz\n\ndecision := d if {\n\td := {\"allow\": false, \"cache\": {\"until\": 0}}\n\tinput.fhir.resource_type == \"Encounter\"\n} else := {\"allow\": false}\n", CodeShape, "decision.cache.until: unknown field"},
 	}
 	for _, tc := range cases {
