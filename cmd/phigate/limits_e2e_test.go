@@ -105,6 +105,9 @@ func TestOversizeRequestsAnswered(t *testing.T) {
 		echo    string
 	}{
 		{"64 KiB query", "/fhir/Observation?code=" + strings.Repeat("q", 64<<10), []string{auth}, 414, "qqqqqqqq"},
+		// The target counts against max_request_headers_kb too: one that
+		// overflows the whole header block gets the codec's 431 first.
+		{"200 KiB query", "/fhir/Observation?code=" + strings.Repeat("q", 200<<10), []string{auth}, 431, "qqqqqqqq"},
 		{"path just over the limit", "/fhir/Observation?code=" + strings.Repeat("q", 8<<10), []string{auth}, 414, "qqqqqqqq"},
 		{"1 MiB header", "/fhir/Patient/pat-0001", []string{auth, "x-big: " + strings.Repeat("h", 1<<20)}, 431, "hhhhhhhh"},
 		{"header block just over the limit", "/fhir/Patient/pat-0001", []string{auth, "x-big: " + strings.Repeat("h", 96<<10)}, 431, "hhhhhhhh"},
