@@ -142,12 +142,20 @@ func contentTypeOf(headers map[string]string, raw []*corev3.HeaderValue) string 
 	if len(raw) == 0 {
 		return headers["content-type"]
 	}
+	// Joined as headersOf joins them, so the check reads the value the
+	// request parser will.
+	var ct string
+	seen := false
 	for _, hv := range raw {
 		if hv.GetKey() == "content-type" {
-			return headerText(hv)
+			if seen {
+				ct += ","
+			}
+			ct += headerText(hv)
+			seen = true
 		}
 	}
-	return ""
+	return ct
 }
 
 func headerText(hv *corev3.HeaderValue) string {

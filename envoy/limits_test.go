@@ -100,6 +100,12 @@ func TestCheckRefusesBadBytes(t *testing.T) {
 			r.Attributes.Request.Http.RawBody = body(secret + "\x00")
 			return r
 		}(), "body", 53, []string{"\x00"}},
+		{"NUL in a body whose second raw content-type line makes it unreadable", func() *authv3.CheckRequest {
+			r := rawHeaders(&corev3.HeaderValue{Key: "content-type", RawValue: []byte("application/octet-stream")},
+				&corev3.HeaderValue{Key: "content-type", RawValue: []byte("application/json")})
+			r.Attributes.Request.Http.RawBody = body(secret + "\x00")
+			return r
+		}(), "body", 53, []string{"\x00"}},
 		{"invalid UTF-8 in the peer principal", func() *authv3.CheckRequest {
 			r := checkReq("GET", "/fhir/Patient", nil, nil)
 			r.Attributes.Source = &authv3.AttributeContext_Peer{Principal: "spiffe://" + secret + "\xff"}
