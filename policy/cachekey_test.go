@@ -74,7 +74,7 @@ func randomRequest(r *rand.Rand, depth int) *authz.Request {
 		Source: authz.Peer{Address: str(), Principal: str()},
 		Identity: authz.Identity{Authenticated: r.IntN(2) == 0, Error: str(), Subject: str(), Issuer: str(),
 			FHIRUser: str(), Roles: strs(), Patient: str(), ClientID: str(), MFA: r.IntN(2) == 0, AMR: strs(),
-			ACR: str(), IssuedAt: num(), Expires: num(), Service: r.IntN(2) == 0},
+			ACR: str(), IssuedAt: num(), Expires: num(), Service: r.IntN(2) == 0, Purpose: str()},
 		BreakGlass: authz.BreakGlassRequest{Requested: r.IntN(2) == 0, Reason: str()},
 		FHIR:       randomFHIR(r, str, strs, depth),
 	}
