@@ -11,7 +11,7 @@ FHIR_R4_SHA256 := dce87f1b5b9341867033f7d1f544fa1b5232503f6d62813887ac6b8a8b6cb6
 FHIR_R4_DIR    := $(TOOLS)/fhir/package
 export PHIGATE_FHIR_R4 ?= $(abspath $(FHIR_R4_DIR))
 
-.PHONY: all build tools fhir-defs demo test vet fmt-check unit fuzz bench-smoke bench clean
+.PHONY: all build tools fhir-defs demo test vet fmt-check tidy-check unit fuzz bench-smoke bench clean
 
 all: build
 
@@ -47,10 +47,14 @@ $(FHIR_R4_DIR)/package.json:
 demo: tools build
 	bin/phigate demo up
 
-test: tools fhir-defs vet fmt-check unit fuzz bench-smoke
+test: tools fhir-defs vet fmt-check tidy-check unit fuzz bench-smoke
 
 vet:
 	$(GO) vet ./...
+
+# go.mod and go.sum say exactly what the code imports.
+tidy-check:
+	$(GO) mod tidy -diff
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
