@@ -224,3 +224,10 @@ func (p *RequestParser) pins(q map[string][]string, fr *FHIRRequest) []string {
 	}
 	return pins
 }
+
+func includeValue(key, v string) string {
+	if _, mod, ok := strings.Cut(key, ":"); ok {
+		return v + ":" + mod
+	}
+	return v
+}
