@@ -77,7 +77,34 @@ public if {
 
 # Request-level reasons (not tied to one entry), one union of the modules'
 # complete sets rather than a rule per module copying elements one by one.
-request_denies := ((((((rbac.deny | purpose.deny) | timing.deny) | mfa.deny) | break_glass.deny) | break_glass.bad_request) | minimum_necessary.deny) | own_denies
+request_denies := (((((((rbac.deny | purpose.deny) | timing.deny) | mfa.deny) | break_glass.deny) | break_glass.bad_request) | minimum_necessary.deny) | own_denies) | ext_denies
+
+# A site's own rules: every package under data.phigate.ext that defines a
+# deny set contributes its reasons without an edit to this module, so a
+# rule cannot be written and then silently left out of the decision. Name
+# reasons "ext.<package>.<why>" so the trail says whose rule decided;
+# reasons absent from the precedence table sort after the library's own
+# and deny with 403. A deny that is not a set of strings denies all the
+# same, as "ext.malformed_deny".
+ext_denies contains r if {
+	some name
+	d := data.phigate.ext[name].deny
+	is_set(d)
+	some r in d
+	is_string(r)
+}
+
+ext_denies contains "ext.malformed_deny" if {
+	some name
+	d := data.phigate.ext[name].deny
+	not is_set(d)
+}
+
+ext_denies contains "ext.malformed_deny" if {
+	some name
+	some r in data.phigate.ext[name].deny
+	not is_string(r)
+}
 
 own_denies contains request.fhir.malformed if request.fhir.malformed != ""
 

@@ -109,3 +109,34 @@ test_allow_without_subject_removes_user_header if {
 	not d.headers["x-phigate-user"]
 	d.remove_headers == ["x-phigate-user", "x-phigate-break-glass"]
 }
+
+# A site module under data.phigate.ext denies without an edit to this
+# library, and its reason is the one reported when nothing of the
+# library's own denies first.
+test_ext_deny_collected if {
+	d := authz.decision with input as fx.req(fx.physician, fx.read_patient("pat-0001"))
+		with data.phigate.ext.site.deny as {"ext.site.closed_ward"}
+	not d.allow
+	d.status == 403
+	d.reason == "ext.site.closed_ward"
+}
+
+test_ext_deny_after_library if {
+	d := authz.decision with input as fx.req(fx.billing, fx.read("DocumentReference", "d", []))
+		with data.phigate.ext.site.deny as {"ext.site.closed_ward"}
+	d.reason != "ext.site.closed_ward"
+	not d.allow
+}
+
+test_ext_empty_deny_allows if {
+	d := authz.decision with input as fx.req(fx.physician, fx.read_patient("pat-0001"))
+		with data.phigate.ext.site.deny as set()
+	d.allow
+}
+
+test_ext_malformed_deny if {
+	d := authz.decision with input as fx.req(fx.physician, fx.read_patient("pat-0001"))
+		with data.phigate.ext.site.deny as ["not a set"]
+	not d.allow
+	d.reason == "ext.malformed_deny"
+}
