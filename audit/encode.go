@@ -478,7 +478,7 @@ func appendIdentity(dst []byte, id *authz.Identity) []byte {
 
 func appendFHIRRequest(dst []byte, f *authz.FHIRRequest) []byte {
 	dst = append(dst, `{"interaction":`...)
-	dst = appendString(dst, f.Interaction)
+	dst = appendString(dst, string(f.Interaction))
 	dst = optString(dst, `"resource_type":`, f.ResourceType)
 	dst = optString(dst, `"id":`, f.ID)
 	dst = optString(dst, `"version":`, f.Version)

@@ -296,7 +296,7 @@ func FuzzRecordEncoding(f *testing.F) {
 		}
 		req.Query = map[string][]string{hkey: {hval, reason}}
 		req.Identity.Roles = append(req.Identity.Roles, reason)
-		req.FHIR.Entries = []authz.FHIRRequest{{Interaction: reason, ID: patient, Patients: []string{patient}}}
+		req.FHIR.Entries = []authz.FHIRRequest{{Interaction: authz.Interaction(reason), ID: patient, Patients: []string{patient}}}
 		req.BreakGlass.Grants = []authz.Grant{{Patient: patient, Reason: reason, ExpiresNS: n}}
 		d := testDecision(int(n%1000), allow)
 		d.Reason, d.ID = reason, hval

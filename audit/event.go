@@ -173,15 +173,15 @@ var (
 
 // actionOf maps a FHIR interaction to AuditEvent.action the way BALP does:
 // searches, operations and batches are executions (E), not reads.
-func actionOf(interaction string) string {
+func actionOf(interaction authz.Interaction) string {
 	switch interaction {
-	case "create":
+	case authz.InteractionCreate:
 		return "C"
-	case "read", "vread", "history-instance":
+	case authz.InteractionRead, authz.InteractionVRead, authz.InteractionHistoryInstance:
 		return "R"
-	case "update", "patch":
+	case authz.InteractionUpdate, authz.InteractionPatch:
 		return "U"
-	case "delete":
+	case authz.InteractionDelete:
 		return "D"
 	default:
 		return "E"
@@ -189,14 +189,15 @@ func actionOf(interaction string) string {
 }
 
 // restCode maps phigate's interaction words to R4 restful-interaction codes.
-func restCode(interaction string) string {
+func restCode(interaction authz.Interaction) string {
 	switch interaction {
-	case "search-compartment":
-		return "search-type" // R4 has no compartment code; the compartment is in the query entity
-	case "non-fhir", "":
+	case authz.InteractionSearchCompartment:
+		// R4 has no compartment code; the compartment is in the query entity.
+		return string(authz.InteractionSearchType)
+	case authz.InteractionNonFHIR, "":
 		return ""
 	default:
-		return interaction
+		return string(interaction)
 	}
 }
 

@@ -214,3 +214,26 @@ func TestFilteringEvent(t *testing.T) {
 		t.Fatalf("forbidden outcome = %s, want 4", ev.Outcome)
 	}
 }
+
+// Every interaction the parser can name must reach the record as an R4
+// restful-interaction code (or none, for a legacy route), and as one of the
+// AuditEvent action codes; a new Interaction that this mapping misses fails here.
+func TestInteractionCodes(t *testing.T) {
+	r4 := []string{"read", "vread", "update", "patch", "delete", "history", "history-instance",
+		"history-type", "history-system", "create", "search", "search-type", "search-system",
+		"capabilities", "transaction", "batch", "operation"}
+	for _, i := range authz.Interactions() {
+		code := restCode(i)
+		switch {
+		case i == authz.InteractionNonFHIR:
+			if code != "" {
+				t.Errorf("restCode(%q) = %q, want none", i, code)
+			}
+		case !slices.Contains(r4, code):
+			t.Errorf("restCode(%q) = %q, not an R4 restful-interaction code", i, code)
+		}
+		if a := actionOf(i); !slices.Contains([]string{"C", "R", "U", "D", "E"}, a) {
+			t.Errorf("actionOf(%q) = %q", i, a)
+		}
+	}
+}

@@ -99,7 +99,7 @@ func probeRecord() (*authz.Request, *authz.Decision) {
 		Source: authz.Peer{Address: "127.0.0.1:40000"},
 		Identity: authz.Identity{Authenticated: true, Subject: "probe-user", Issuer: "https://probe.invalid",
 			FHIRUser: "Practitioner/probe-user", Roles: []string{"physician"}, Scopes: []authz.Scope{}, ClientID: "probe-client"},
-		FHIR: authz.FHIRRequest{Interaction: "read", ResourceType: "Patient", ID: "probe-patient",
+		FHIR: authz.FHIRRequest{Interaction: authz.InteractionRead, ResourceType: "Patient", ID: "probe-patient",
 			Patients: []string{"probe-patient"}},
 		Purpose: "TREAT",
 	}

@@ -136,7 +136,7 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 // reaching none. The policy still decides it; this only chooses which
 // unauthenticated requests it is asked about.
 func isPublic(f *FHIRRequest) bool {
-	return f.Interaction == "capabilities" && len(f.Patients) == 0 && !f.AllPatients &&
+	return f.Interaction == InteractionCapabilities && len(f.Patients) == 0 && !f.AllPatients &&
 		len(f.Entries) == 0 && len(f.IncludedTypes) == 0
 }
 

@@ -345,8 +345,10 @@ func (p *RequestParser) bundle(q map[string][]string, h map[string]string, body 
 		return fr, unsupported("POST to the base needs a Bundle")
 	}
 	switch btype {
-	case "batch", "transaction":
-		fr.Interaction = btype
+	case "batch":
+		fr.Interaction = InteractionBatch
+	case "transaction":
+		fr.Interaction = InteractionTransaction
 	default:
 		return fr, unsupported("bundle type is not batch or transaction")
 	}

@@ -202,7 +202,7 @@ func bringsPatientData(types []string) bool {
 // nil when it is not pinned (all patients, a compartment search, or not a
 // type-level search at all).
 func (p *RequestParser) pins(q map[string][]string, fr *FHIRRequest) []string {
-	if fr.Interaction != interactionSearchTyp || fr.AllPatients || len(fr.Patients) == 0 || fr.Compartment != nil {
+	if fr.Interaction != InteractionSearchType || fr.AllPatients || len(fr.Patients) == 0 || fr.Compartment != nil {
 		return nil
 	}
 	if fr.ResourceType == "Patient" {

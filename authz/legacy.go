@@ -82,7 +82,7 @@ func (r *legacyRoute) match(method string, segs []string, q map[string][]string,
 			return FHIRRequest{}, false, nil
 		}
 	}
-	fr := FHIRRequest{Interaction: interactionNonFHIR, Kind: r.kind, Patients: []string{}}
+	fr := FHIRRequest{Interaction: InteractionNonFHIR, Kind: r.kind, Patients: []string{}}
 	var id string
 	switch r.from {
 	case "":

@@ -77,11 +77,7 @@ type Scope struct {
 
 // FHIRRequest is the request interpreted as a FHIR REST interaction.
 type FHIRRequest struct {
-	// Interaction: read, vread, update, patch, delete, create, search-type,
-	// search-system, search-compartment, history-instance, history-type,
-	// history-system, operation, batch, transaction, capabilities, or
-	// "non-fhir" for a configured legacy route.
-	Interaction  string       `json:"interaction"`
+	Interaction  Interaction  `json:"interaction"`
 	ResourceType string       `json:"resource_type,omitempty"`
 	ID           string       `json:"id,omitempty"`
 	Version      string       `json:"version,omitempty"`

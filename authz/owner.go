@@ -196,7 +196,7 @@ func needsOwner(f *FHIRRequest) bool {
 		return false
 	}
 	switch f.Interaction {
-	case "update", "patch", "delete", "operation":
+	case InteractionUpdate, InteractionPatch, InteractionDelete, InteractionOperation:
 		return true
 	}
 	return false
@@ -231,7 +231,7 @@ func (a *Authorizer) resolveOwners(ctx context.Context, req *Request) error {
 			return rerr
 		}
 		switch {
-		case notFound && f.Interaction == "update":
+		case notFound && f.Interaction == InteractionUpdate:
 		case notFound, err == nil && len(owners) > maxOwners:
 			// A missing resource's owner is unknown, and a resource owned
 			// by a crowd (a large Group) is as good as everyone's.
@@ -283,7 +283,7 @@ func (a *Authorizer) recordOwnerRead(ctx context.Context, req *Request, f *FHIRR
 		Query: map[string][]string{}, Headers: map[string]string{},
 		Source: req.Source, Identity: req.Identity, Purpose: req.Purpose,
 		BreakGlass: BreakGlassRequest{Grants: []Grant{}},
-		FHIR: FHIRRequest{Interaction: "read", ResourceType: f.ResourceType, ID: f.ID,
+		FHIR: FHIRRequest{Interaction: InteractionRead, ResourceType: f.ResourceType, ID: f.ID,
 			Patients: owners, IncludedTypes: []string{}, PatientsWithheld: withheld},
 	}
 	if rerr := a.recorder.Record(ctx, read, &d); rerr != nil {

@@ -17,15 +17,13 @@ const (
 	// maxRefusedPatients is how many patients the record of a request
 	// refused before the policy (an unauthenticated caller) still lists;
 	// FHIRRequest.PatientsWithheld counts the rest.
-	maxRefusedPatients   = 10
-	maxBreakGlassReason  = 512
-	maxQueryParams       = 256
-	maxPathSegments      = 16
-	headerPurpose        = "x-purpose-of-use"
-	headerBreakGlass     = "x-break-glass"
-	headerIfNoneExist    = "if-none-exist"
-	interactionNonFHIR   = "non-fhir"
-	interactionSearchTyp = "search-type"
+	maxRefusedPatients  = 10
+	maxBreakGlassReason = 512
+	maxQueryParams      = 256
+	maxPathSegments     = 16
+	headerPurpose       = "x-purpose-of-use"
+	headerBreakGlass    = "x-break-glass"
+	headerIfNoneExist   = "if-none-exist"
 )
 
 // RequestConfig configures a RequestParser.

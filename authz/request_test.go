@@ -283,7 +283,7 @@ func TestParseBatch(t *testing.T) {
 			}
 			var got []string
 			for _, e := range f.Entries {
-				got = append(got, e.Interaction)
+				got = append(got, string(e.Interaction))
 				if e.Method == "" {
 					t.Fatal("entry without method")
 				}

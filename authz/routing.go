@@ -61,7 +61,7 @@ func (p *RequestParser) fhir(method string, s []string, q map[string][]string,
 	if len(s) == 0 {
 		switch {
 		case isRead(method):
-			fr.Interaction = "search-system"
+			fr.Interaction = InteractionSearchSystem
 			if err := p.searchPatients("", q, &fr); err != nil {
 				return fr, err
 			}
@@ -78,13 +78,13 @@ func (p *RequestParser) fhir(method string, s []string, q map[string][]string,
 		if len(s) != 1 || !isRead(method) {
 			return fr, unsupported("metadata shape")
 		}
-		fr.Interaction = "capabilities"
+		fr.Interaction = InteractionCapabilities
 		return fr, nil
 	case first == "_history":
 		if len(s) != 1 || !isRead(method) {
 			return fr, unsupported("history shape")
 		}
-		fr.Interaction, fr.AllPatients = "history-system", true
+		fr.Interaction, fr.AllPatients = InteractionHistorySystem, true
 		return fr, nil
 	case first == "_search":
 		if len(s) != 1 || method != "POST" {
@@ -93,7 +93,7 @@ func (p *RequestParser) fhir(method string, s []string, q map[string][]string,
 		if err := p.formBody(h, body, q); err != nil {
 			return fr, err
 		}
-		fr.Interaction, fr.AllPatients = "search-system", true
+		fr.Interaction, fr.AllPatients = InteractionSearchSystem, true
 		if err := p.searchPatients("", q, &fr); err != nil {
 			return fr, err
 		}
@@ -121,7 +121,7 @@ func (p *RequestParser) fhir(method string, s []string, q map[string][]string,
 			if err := p.formBody(h, body, q); err != nil {
 				return fr, err
 			}
-			fr.Interaction = interactionSearchTyp
+			fr.Interaction = InteractionSearchType
 			if err := p.searchPatients(first, q, &fr); err != nil {
 				return fr, err
 			}
@@ -130,7 +130,7 @@ func (p *RequestParser) fhir(method string, s []string, q map[string][]string,
 			if !isRead(method) {
 				return fr, unsupported("history needs GET")
 			}
-			fr.Interaction = "history-type"
+			fr.Interaction = InteractionHistoryType
 			fr.AllPatients = isPatientData(first)
 			return fr, nil
 		case strings.HasPrefix(second, "$"):
@@ -150,7 +150,7 @@ func (p *RequestParser) fhir(method string, s []string, q map[string][]string,
 			if !isRead(method) {
 				return fr, unsupported("history needs GET")
 			}
-			fr.Interaction, fr.ID = "history-instance", id
+			fr.Interaction, fr.ID = InteractionHistoryInstance, id
 			if first == "Patient" {
 				fr.Patients = []string{id}
 			}
@@ -175,7 +175,7 @@ func (p *RequestParser) fhir(method string, s []string, q map[string][]string,
 			if !validID(fourth) {
 				return fr, ambiguous("invalid version id")
 			}
-			fr.Interaction, fr.ID, fr.Version = "vread", id, fourth
+			fr.Interaction, fr.ID, fr.Version = InteractionVRead, id, fourth
 			if first == "Patient" {
 				fr.Patients = []string{id}
 			}
@@ -196,13 +196,13 @@ func (p *RequestParser) typeLevel(method, rt string, q map[string][]string, h ma
 	fr := FHIRRequest{ResourceType: rt}
 	switch method {
 	case "GET", "HEAD":
-		fr.Interaction = interactionSearchTyp
+		fr.Interaction = InteractionSearchType
 		if err := p.searchPatients(rt, q, &fr); err != nil {
 			return fr, err
 		}
 		return fr, nil
 	case "POST":
-		fr.Interaction = "create"
+		fr.Interaction = InteractionCreate
 		if cond, ok := h[headerIfNoneExist]; ok {
 			// Conditional create: the server searches first and creates
 			// only when nothing matches, so the criteria are a search
@@ -220,7 +220,7 @@ func (p *RequestParser) typeLevel(method, rt string, q map[string][]string, h ma
 		}
 		return fr, nil
 	case "PUT", "PATCH", "DELETE":
-		fr.Interaction = map[string]string{"PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+		fr.Interaction = map[string]Interaction{"PUT": InteractionUpdate, "PATCH": InteractionPatch, "DELETE": InteractionDelete}[method]
 		// Conditional: the server picks the resource by search, so the
 		// search decides which patients are touched.
 		if err := p.searchPatients(rt, q, &fr); err != nil {
@@ -243,16 +243,16 @@ func (p *RequestParser) instance(method, rt, id string, q map[string][]string, h
 	}
 	switch method {
 	case "GET", "HEAD":
-		fr.Interaction = "read"
+		fr.Interaction = InteractionRead
 	case "DELETE":
-		fr.Interaction = "delete"
+		fr.Interaction = InteractionDelete
 	case "PUT":
-		fr.Interaction = "update"
+		fr.Interaction = InteractionUpdate
 		if err := p.resourceBody(h, body, rt, id, &fr, true); err != nil {
 			return fr, err
 		}
 	case "PATCH":
-		fr.Interaction = "patch"
+		fr.Interaction = InteractionPatch
 		if err := p.resourceBody(h, body, rt, id, &fr, false); err != nil {
 			return fr, err
 		}
@@ -263,7 +263,7 @@ func (p *RequestParser) instance(method, rt, id string, q map[string][]string, h
 }
 
 func (p *RequestParser) compartment(ctype, id, rt string, q map[string][]string) (FHIRRequest, error) {
-	fr := FHIRRequest{Interaction: "search-compartment", Compartment: &Compartment{Type: ctype, ID: id}}
+	fr := FHIRRequest{Interaction: InteractionSearchCompartment, Compartment: &Compartment{Type: ctype, ID: id}}
 	if !compartmentTypes[ctype] {
 		return fr, unsupported("not a compartment type")
 	}
@@ -292,7 +292,7 @@ func (p *RequestParser) compartment(ctype, id, rt string, q map[string][]string)
 
 func (p *RequestParser) operation(method, rt, id, op string, q map[string][]string, h map[string]string) (FHIRRequest, error) {
 	name := op[1:]
-	fr := FHIRRequest{Interaction: "operation", ResourceType: rt, ID: id, Operation: name}
+	fr := FHIRRequest{Interaction: InteractionOperation, ResourceType: rt, ID: id, Operation: name}
 	if !validOpName(name) {
 		return fr, ambiguous("invalid operation name")
 	}

@@ -143,7 +143,7 @@ func appendFHIR(b []byte, f *authz.FHIRRequest) []byte {
 	if len(f.IncludedTypes) > 0 {
 		b = appendStrings(appendCanonString(b, "included_types"), f.IncludedTypes)
 	}
-	b = appendCanonString(appendCanonString(b, "interaction"), f.Interaction)
+	b = appendCanonString(appendCanonString(b, "interaction"), string(f.Interaction))
 	b = appendOptField(b, "kind", f.Kind)
 	b = appendOptField(b, "method", f.Method)
 	b = appendOptField(b, "operation", f.Operation)

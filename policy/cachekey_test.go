@@ -88,7 +88,7 @@ func randomRequest(r *rand.Rand, depth int) *authz.Request {
 }
 
 func randomFHIR(r *rand.Rand, str func() string, strs func() []string, depth int) authz.FHIRRequest {
-	f := authz.FHIRRequest{Interaction: str(), ResourceType: str(), ID: str(), Version: str(), Operation: str(),
+	f := authz.FHIRRequest{Interaction: authz.Interaction(str()), ResourceType: str(), ID: str(), Version: str(), Operation: str(),
 		Patients: strs(), AllPatients: r.IntN(2) == 0, Include: strs(), IncludedTypes: strs(), RevInclude: strs(), Method: str(), Kind: str()}
 	if r.IntN(3) == 0 {
 		f.Compartment = &authz.Compartment{Type: str(), ID: str()}

@@ -93,13 +93,13 @@ func (s *Snapshot) evaluate(ctx context.Context, input ast.Value, opts ...rego.E
 var shapeProbes = []*authz.Request{
 	{ID: "probe-1", Method: "GET", Path: "/fhir/Patient/probe",
 		Identity: authz.Identity{Error: "missing_token"},
-		FHIR:     authz.FHIRRequest{Interaction: "read", ResourceType: "Patient", ID: "probe", Patients: []string{"probe"}}},
+		FHIR:     authz.FHIRRequest{Interaction: authz.InteractionRead, ResourceType: "Patient", ID: "probe", Patients: []string{"probe"}}},
 	{ID: "probe-2", Method: "GET", Path: "/fhir/Observation",
 		Identity: authz.Identity{Authenticated: true, Subject: "probe", Roles: []string{"no-such-role"}},
-		FHIR:     authz.FHIRRequest{Interaction: "search-type", ResourceType: "Observation", AllPatients: true}},
+		FHIR:     authz.FHIRRequest{Interaction: authz.InteractionSearchType, ResourceType: "Observation", AllPatients: true}},
 	{ID: "probe-3", Method: "DELETE", Path: "/fhir",
 		Identity: authz.Identity{Authenticated: true, Subject: "probe", Roles: []string{"admin"}},
-		FHIR:     authz.FHIRRequest{Interaction: "batch"}},
+		FHIR:     authz.FHIRRequest{Interaction: authz.InteractionBatch}},
 }
 
 // checkShape evaluates the probes: a policy that is undefined or malformed

@@ -198,7 +198,7 @@ func fhirValue(f *authz.FHIRRequest) ast.Value {
 		entries = item("entries", ast.NewArray(ts...))
 	}
 	return obj(
-		item("interaction", ast.String(f.Interaction)),
+		item("interaction", ast.String(string(f.Interaction))),
 		optString("resource_type", f.ResourceType),
 		optString("id", f.ID),
 		optString("version", f.Version),
