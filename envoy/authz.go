@@ -35,8 +35,9 @@ type Authorizer interface {
 // Plan is what the response side needs from a decision. It travels as JSON
 // in Envoy's dynamic metadata, so the ext_proc stream needs no shared state,
 // beside a marker that binds it to its request's x-request-id (see
-// MarkerKey). RequestID is the CheckRequest's id, which links the audit
-// records of the decision and of the filtering.
+// MarkerKey). RequestID is the request's id in the audit trail (its
+// x-request-id), which links the records of the decision and of the
+// filtering to each other and to Envoy's access log.
 type Plan struct {
 	filters.Plan
 	RequestID string `json:"request_id,omitempty"`
@@ -155,6 +156,7 @@ func checkInput(req *authv3.CheckRequest, now time.Time) *authz.CheckInput {
 	if in.Headers == nil {
 		in.Headers = map[string]string{}
 	}
+	in.ID = requestID(in.Headers, in.ID)
 	if sa := a.GetSource().GetAddress().GetSocketAddress(); sa != nil {
 		in.Source.Address = sa.GetAddress() + ":" + strconv.FormatUint(uint64(sa.GetPortValue()), 10)
 	}
@@ -165,6 +167,20 @@ func checkInput(req *authv3.CheckRequest, now time.Time) *authz.CheckInput {
 	}
 	return in
 }
+
+// requestID is the id the request is known by in the audit trail: its
+// x-request-id, which Envoy's access logs, the upstream and ext_proc see
+// too, so that records join with them; Envoy's own stream id when the
+// header is absent or unreasonably long.
+func requestID(headers map[string]string, streamID string) string {
+	if v := headers["x-request-id"]; v != "" && len(v) <= maxRequestIDLen {
+		return v
+	}
+	return streamID
+}
+
+// maxRequestIDLen bounds a client-chosen x-request-id kept as the id.
+const maxRequestIDLen = 128
 
 // removeHeaders is what the policy removes plus what never reaches the
 // upstream: the break-glass reason (free text a clinician typed, which

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -181,5 +182,27 @@ func TestCheckResponseMapping(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRequestIDIsXRequestID: the request is known in the trail by its
+// x-request-id, so records join with Envoy's access log, the upstream's
+// and ext_proc's; Envoy's stream id stands in when the header is absent
+// or too long to be a reasonable id.
+func TestRequestIDIsXRequestID(t *testing.T) {
+	for _, tc := range []struct {
+		headers map[string]string
+		want    string
+	}{
+		{map[string]string{"x-request-id": "3f1c-77"}, "3f1c-77"},
+		{map[string]string{}, "10215338968434533503"},
+		{map[string]string{"x-request-id": ""}, "10215338968434533503"},
+		{map[string]string{"x-request-id": strings.Repeat("a", maxRequestIDLen+1)}, "10215338968434533503"},
+	} {
+		in := checkInput(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Id: "10215338968434533503", Method: "GET", Path: "/fhir/metadata", Headers: tc.headers}}}}, time.Now())
+		if in.ID != tc.want {
+			t.Errorf("headers %v: id %q, want %q", tc.headers, in.ID, tc.want)
+		}
 	}
 }

@@ -185,7 +185,7 @@ func TestCheckMarksEveryPlan(t *testing.T) {
 			if (why == "") != tc.ok {
 				t.Fatalf("%s, %s: refusal %q, want ok %v", d.ID, tc.name, why, tc.ok)
 			}
-			if tc.ok && (p.DecisionID != d.ID || p.RequestID != "1234" || (p.Enforce == nil) != (d.Enforce == nil)) {
+			if tc.ok && (p.DecisionID != d.ID || p.RequestID != "req-7" || (p.Enforce == nil) != (d.Enforce == nil)) {
 				t.Errorf("%s: plan %+v", d.ID, p)
 			}
 		}
