@@ -3,8 +3,11 @@ package envoy
 import (
 	"context"
 	"encoding/json"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -51,6 +54,7 @@ type AuthServer struct {
 	log     *zap.Logger
 	metrics *checkMetrics
 	strip   []string // request headers removed before the upstream
+	reasons reasonLabels
 }
 
 type checkMetrics struct {
@@ -71,8 +75,8 @@ func NewAuthServer(a Authorizer, log *zap.Logger, reg prometheus.Registerer, opt
 	}
 	m := &checkMetrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "phigate_decisions_total", Help: "Authorization decisions by outcome and HTTP status.",
-		}, []string{"outcome", "status"}),
+			Name: "phigate_decisions_total", Help: "Authorization decisions by outcome, HTTP status and deny reason code.",
+		}, []string{"outcome", "status", "reason"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "phigate_decision_duration_seconds",
 			Help:    "Time to answer one ext_authz Check, audit append included.",
@@ -108,7 +112,7 @@ func (s *AuthServer) Check(ctx context.Context, req *authv3.CheckRequest) (*auth
 	if !d.Allow {
 		outcome = "deny"
 	}
-	s.metrics.decisions.WithLabelValues(outcome, strconv.Itoa(d.Status)).Inc()
+	s.metrics.decisions.WithLabelValues(outcome, strconv.Itoa(d.Status), s.reasons.label(d)).Inc()
 	s.metrics.latency.Observe(time.Since(start).Seconds())
 	if err != nil && s.log.Core().Enabled(zap.InfoLevel) {
 		// The code and decision id only: the detail may carry request data.
@@ -123,7 +127,7 @@ func (s *AuthServer) Check(ctx context.Context, req *authv3.CheckRequest) (*auth
 // bytes, which may be PHI or may be crafted to break a log reader.
 func (s *AuthServer) refuseAtBoundary(req *authv3.CheckRequest, f *boundaryFault, start time.Time) *authv3.CheckResponse {
 	ref := safeReference(req.GetAttributes().GetRequest().GetHttp().GetId())
-	s.metrics.decisions.WithLabelValues("deny", strconv.Itoa(f.status)).Inc()
+	s.metrics.decisions.WithLabelValues("deny", strconv.Itoa(f.status), "boundary."+f.why).Inc()
 	s.metrics.latency.Observe(time.Since(start).Seconds())
 	if s.log.Core().Enabled(zap.InfoLevel) {
 		fields := []zap.Field{zap.String("why", f.why), zap.String("field", f.field),
@@ -182,6 +186,66 @@ func requestID(headers map[string]string, streamID string) string {
 // maxRequestIDLen bounds a client-chosen x-request-id kept as the id.
 const maxRequestIDLen = 128
 
+// denialHeaders are the headers of a denial: the content type, the
+// decision id, and on a 401 the Bearer challenge of RFC 6750, with
+// error="invalid_token" when a token was presented and refused (none when
+// the request carried no credentials, as section 3.1 asks).
+func denialHeaders(d *authz.Decision, status int) []*corev3.HeaderValueOption {
+	h := []*corev3.HeaderValueOption{header("content-type", fhirJSON), header(DecisionHeader, d.ID)}
+	if status == 401 {
+		challenge := `Bearer realm="phigate"`
+		if !strings.Contains(d.Reason, "missing") {
+			challenge += `, error="invalid_token"`
+		}
+		h = append(h, header("www-authenticate", challenge))
+	}
+	return h
+}
+
+// reasonLabels turns deny reasons into metric label values: reason codes
+// only, a bounded number of them. A reason is a policy's word, so one that
+// does not look like a code (or any beyond the first maxReasonLabels) is
+// counted as "other"; the entry index of a batch reason is dropped.
+type reasonLabels struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+const maxReasonLabels = 128
+
+var reasonCode = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z0-9_:-]+)*$`)
+
+func (r *reasonLabels) label(d authz.Decision) string {
+	if d.Allow {
+		return ""
+	}
+	reason := d.Reason
+	if strings.HasPrefix(reason, "entry[") {
+		if _, rest, ok := strings.Cut(reason, "]."); ok {
+			reason = rest
+		}
+	}
+	if reason == "" {
+		return "none"
+	}
+	if len(reason) > 64 || !reasonCode.MatchString(reason) {
+		return "other"
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen[reason] {
+		return reason
+	}
+	if len(r.seen) >= maxReasonLabels {
+		return "other"
+	}
+	if r.seen == nil {
+		r.seen = map[string]bool{}
+	}
+	r.seen[reason] = true
+	return reason
+}
+
 // removeHeaders is what the policy removes plus what never reaches the
 // upstream: the break-glass reason (free text a clinician typed, which
 // may name a patient and would land in the upstream's logs) and, unless
@@ -210,12 +274,9 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 		return &authv3.CheckResponse{
 			Status: &rpcstatus.Status{Code: int32(code)},
 			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-				Status: &typev3.HttpStatus{Code: typev3.StatusCode(status)},
-				Headers: []*corev3.HeaderValueOption{
-					header("content-type", fhirJSON),
-					header(DecisionHeader, d.ID),
-				},
-				Body: string(operationOutcome(status, d.ID)),
+				Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+				Headers: denialHeaders(d, status),
+				Body:    string(operationOutcome(status, d.ID)),
 			}},
 		}
 	}
@@ -230,6 +291,9 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 	for k, v := range d.ResponseHeaders {
 		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, header(k, v))
 	}
+	// The client gets the decision id on an allowed response too, so
+	// support can find the audit record of any answer.
+	ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, header(DecisionHeader, d.ID))
 	resp := &authv3.CheckResponse{
 		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},

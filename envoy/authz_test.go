@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/filters"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fakeAuthorizer records the input and answers with a fixed decision.
@@ -165,8 +168,17 @@ func TestCheckResponseMapping(t *testing.T) {
 			if strings.Join(ok.GetHeadersToRemove(), ",") != strings.Join(wantRemove, ",") {
 				t.Errorf("headers to remove = %v, want %v", ok.GetHeadersToRemove(), wantRemove)
 			}
-			if len(ok.GetResponseHeadersToAdd()) != len(tc.d.ResponseHeaders) {
-				t.Errorf("response headers = %v, want %v", ok.GetResponseHeadersToAdd(), tc.d.ResponseHeaders)
+			// The policy's response headers, and the decision id.
+			got := map[string]string{}
+			for _, h := range ok.GetResponseHeadersToAdd() {
+				got[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+			}
+			want := map[string]string{DecisionHeader: tc.d.ID}
+			for k, v := range tc.d.ResponseHeaders {
+				want[k] = v
+			}
+			if !maps.Equal(got, want) {
+				t.Errorf("response headers = %v, want %v", got, want)
 			}
 			md := resp.GetDynamicMetadata().GetFields()[MetadataKey]
 			if (md != nil) != tc.wantPlan {
@@ -204,5 +216,95 @@ func TestRequestIDIsXRequestID(t *testing.T) {
 		if in.ID != tc.want {
 			t.Errorf("headers %v: id %q, want %q", tc.headers, in.ID, tc.want)
 		}
+	}
+}
+
+// TestDenialChallengeAndReasonLabel: a 401 carries the RFC 6750 Bearer
+// challenge (with error="invalid_token" only when a token was refused),
+// and phigate_decisions_total counts denials by reason code, with batch
+// indexes dropped and anything not shaped like a code counted as other.
+func TestDenialChallengeAndReasonLabel(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cases := []struct {
+		d         authz.Decision
+		challenge string
+		label     string
+	}{
+		{authz.Decision{Status: 401, ID: "a", Reason: "identity.missing_token"}, `Bearer realm="phigate"`, "identity.missing_token"},
+		{authz.Decision{Status: 401, ID: "b", Reason: "identity.expired"}, `Bearer realm="phigate", error="invalid_token"`, "identity.expired"},
+		{authz.Decision{Status: 403, ID: "c", Reason: "entry[3].relationship.not_on_care_team"}, "", "relationship.not_on_care_team"},
+		{authz.Decision{Status: 403, ID: "d", Reason: "Smith, John is not yours"}, "", "other"},
+		{authz.Decision{Allow: true, Status: 200, ID: "e"}, "", ""},
+	}
+	var s *AuthServer
+	for _, tc := range cases {
+		var err error
+		s, err = NewAuthServer(&fakeAuthorizer{d: tc.d}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.d.Allow {
+			continue
+		}
+		resp, err := s.Check(t.Context(), &authv3.CheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		for _, h := range resp.GetDeniedResponse().GetHeaders() {
+			if h.GetHeader().GetKey() == "www-authenticate" {
+				got = h.GetHeader().GetValue()
+			}
+		}
+		if got != tc.challenge {
+			t.Errorf("%s: www-authenticate %q, want %q", tc.d.Reason, got, tc.challenge)
+		}
+	}
+	// One server counts every case.
+	ctr := &fakeAuthorizer{}
+	s, err := NewAuthServer(ctr, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		ctr.d = tc.d
+		if _, err := s.Check(t.Context(), &authv3.CheckRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out strings.Builder
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "phigate_decisions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" {
+					fmt.Fprintf(&out, "%s;", l.GetValue())
+				}
+			}
+		}
+	}
+	for _, tc := range cases {
+		if !strings.Contains(";"+out.String(), ";"+tc.label+";") {
+			t.Errorf("reason label %q missing from %q", tc.label, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "Smith") {
+		t.Errorf("a reason that is not a code reached a label: %q", out.String())
+	}
+	// The label set is bounded.
+	for i := range maxReasonLabels + 10 {
+		ctr.d = authz.Decision{Status: 403, ID: "x", Reason: fmt.Sprintf("ext.site.r%d", i)}
+		if _, err := s.Check(t.Context(), &authv3.CheckRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(s.reasons.seen); n != maxReasonLabels {
+		t.Errorf("%d reason labels kept, want the cap %d", n, maxReasonLabels)
 	}
 }
