@@ -3,6 +3,8 @@ package audit
 import (
 	"errors"
 	"fmt"
+
+	"github.com/phigate/phigate/internal/errs"
 )
 
 // Code classifies an audit failure. Codes are stable words, usable with
@@ -57,71 +59,25 @@ var (
 	ErrQuarantined        = &Error{Code: CodeQuarantined}
 )
 
+// Prefix implements errs.Code.
+func (Code) Prefix() string { return "audit: " }
+
 // Position locates a problem in the log directory. Seq is 0 when the
 // problem is not a record (a checkpoint line, a file name).
-type Position struct {
-	File   string `json:"file"`
-	Seq    uint64 `json:"seq,omitempty"`
-	Offset int64  `json:"offset"`
-}
-
-func (p Position) String() string {
-	if p.File == "" {
-		return ""
-	}
-	if p.Seq > 0 {
-		return fmt.Sprintf("%s seq %d offset %d", p.File, p.Seq, p.Offset)
-	}
-	return fmt.Sprintf("%s offset %d", p.File, p.Offset)
-}
+type Position = errs.Position
 
 // Error is the one error type of this package. Detail names files, offsets
-// and sequence numbers, never record content, so it is safe to log.
-type Error struct {
-	Code   Code
-	Pos    *Position
-	Detail string
-	Err    error
-}
-
-func (e *Error) Error() string {
-	msg := "audit: " + string(e.Code)
-	if e.Pos != nil {
-		msg += " at " + e.Pos.String()
-	}
-	if e.Detail != "" {
-		msg += ": " + e.Detail
-	}
-	if e.Err != nil {
-		msg += ": " + e.Err.Error()
-	}
-	return msg
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// Is matches a target *Error on the code alone when the target is a bare
+// and sequence numbers, never record content, so it is safe to log. Is
+// matches a target *Error on the code alone when the target is a bare
 // sentinel (no position, detail or cause).
-func (e *Error) Is(target error) bool {
-	t, ok := target.(*Error)
-	if !ok {
-		return false
-	}
-	return t.Code == e.Code && t.Pos == nil && t.Detail == "" && t.Err == nil
-}
+type Error = errs.Error[Code]
 
 func errf(code Code, pos *Position, err error, format string, args ...any) *Error {
 	return &Error{Code: code, Pos: pos, Detail: fmt.Sprintf(format, args...), Err: err}
 }
 
 // CodeOf returns the code of err, or "" when err is not an *Error.
-func CodeOf(err error) Code {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return ""
-}
+func CodeOf(err error) Code { return errs.CodeOf[Code](err) }
 
 // PositionOf returns where err happened, if it says.
 func PositionOf(err error) (Position, bool) {

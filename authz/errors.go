@@ -1,8 +1,9 @@
 package authz
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/phigate/phigate/internal/errs"
 )
 
 // Code classifies a failure on the decision path. Codes are stable words,
@@ -34,35 +35,14 @@ const (
 	CodeOwnerUnresolved Code = "owner_unresolved"
 )
 
+// Prefix implements errs.Code: the decision path's codes stand alone
+// in logs and audit records.
+func (Code) Prefix() string { return "" }
+
 // Error is the one error type of the decision path. Detail is for operators'
 // logs and must hold no PHI; the client only ever sees the status.
-type Error struct {
-	Code   Code
-	Detail string
-	Err    error
-}
-
-func (e *Error) Error() string {
-	msg := string(e.Code)
-	if e.Detail != "" {
-		msg += ": " + e.Detail
-	}
-	if e.Err != nil {
-		msg += ": " + e.Err.Error()
-	}
-	return msg
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// Is lets errors.Is(err, &Error{Code: c}) match on the code alone.
-func (e *Error) Is(target error) bool {
-	var t *Error
-	if errors.As(target, &t) {
-		return t.Code == e.Code && t.Detail == "" && t.Err == nil
-	}
-	return false
-}
+// errors.Is(err, &Error{Code: c}) matches on the code alone.
+type Error = errs.Error[Code]
 
 // Errorf builds an Error with a formatted detail.
 func Errorf(code Code, format string, args ...any) *Error {
@@ -70,13 +50,7 @@ func Errorf(code Code, format string, args ...any) *Error {
 }
 
 // CodeOf returns the code of err, or "" when err is not an *Error.
-func CodeOf(err error) Code {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return ""
-}
+func CodeOf(err error) Code { return errs.CodeOf[Code](err) }
 
 // StatusOf maps a failure to the HTTP status the client receives. One table,
 // so every path agrees.

@@ -1,8 +1,9 @@
 package bench
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/phigate/phigate/internal/errs"
 )
 
 // Code classifies a bench failure.
@@ -23,40 +24,13 @@ const (
 	CodeReport Code = "report"
 )
 
+// Prefix implements errs.Code.
+func (Code) Prefix() string { return "bench: " }
+
 // Error is the one error type of package bench. Field names the offending
 // config or scenario field when there is one, so that a user can fix the
-// right line.
-type Error struct {
-	Code   Code
-	Field  string
-	Detail string
-	Err    error
-}
-
-func (e *Error) Error() string {
-	msg := "bench: " + string(e.Code)
-	if e.Field != "" {
-		msg += ": " + e.Field
-	}
-	if e.Detail != "" {
-		msg += ": " + e.Detail
-	}
-	if e.Err != nil {
-		msg += ": " + e.Err.Error()
-	}
-	return msg
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// Is lets errors.Is(err, &Error{Code: c}) match on the code alone.
-func (e *Error) Is(target error) bool {
-	var t *Error
-	if errors.As(target, &t) {
-		return t.Code == e.Code && t.Field == "" && t.Detail == "" && t.Err == nil
-	}
-	return false
-}
+// right line. errors.Is(err, &Error{Code: c}) matches on the code alone.
+type Error = errs.Error[Code]
 
 func fieldErr(code Code, field, format string, args ...any) *Error {
 	return &Error{Code: code, Field: field, Detail: fmt.Sprintf(format, args...)}

@@ -1,8 +1,9 @@
 package filters
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/phigate/phigate/internal/errs"
 )
 
 // Code classifies why a body could not be filtered. Codes are stable words,
@@ -32,36 +33,14 @@ const (
 	CodeBadConfig Code = "bad_config"
 )
 
+// Prefix implements errs.Code.
+func (Code) Prefix() string { return "filters: " }
+
 // Error is the one error type of the package. Detail is for operators' logs:
 // it names elements and positions, never values, so it holds no PHI.
-type Error struct {
-	Code   Code
-	Detail string
-	Err    error
-}
-
-func (e *Error) Error() string {
-	msg := "filters: " + string(e.Code)
-	if e.Detail != "" {
-		msg += ": " + e.Detail
-	}
-	if e.Err != nil {
-		msg += ": " + e.Err.Error()
-	}
-	return msg
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// Is lets errors.Is(err, ErrMalformed) (or any &Error{Code: c}) match on the
+// errors.Is(err, ErrMalformed) (or any &Error{Code: c}) matches on the
 // code alone.
-func (e *Error) Is(target error) bool {
-	var t *Error
-	if errors.As(target, &t) {
-		return t.Code == e.Code && t.Detail == "" && t.Err == nil
-	}
-	return false
-}
+type Error = errs.Error[Code]
 
 // Sentinels for errors.Is.
 var (
@@ -79,10 +58,4 @@ func errorf(code Code, format string, args ...any) *Error {
 }
 
 // CodeOf returns the code of err, or "" when err is not an *Error.
-func CodeOf(err error) Code {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return ""
-}
+func CodeOf(err error) Code { return errs.CodeOf[Code](err) }

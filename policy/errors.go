@@ -1,8 +1,7 @@
 package policy
 
 import (
-	"errors"
-	"fmt"
+	"github.com/phigate/phigate/internal/errs"
 )
 
 // Code classifies a policy failure.
@@ -21,24 +20,9 @@ const (
 	CodeEval Code = "eval"
 )
 
-// Error is the coded error of this package.
-type Error struct {
-	Code   Code
-	Source string
-	Err    error
-}
+// Prefix implements errs.Code.
+func (Code) Prefix() string { return "policy " }
 
-func (e *Error) Error() string {
-	if e.Source != "" {
-		return fmt.Sprintf("policy %s (%s): %v", e.Code, e.Source, e.Err)
-	}
-	return fmt.Sprintf("policy %s: %v", e.Code, e.Err)
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// Is matches another *Error by code alone.
-func (e *Error) Is(target error) bool {
-	var t *Error
-	return errors.As(target, &t) && t.Code == e.Code && t.Err == nil
-}
+// Error is the coded error of this package: "policy CODE (SOURCE): cause".
+// errors.Is(err, &Error{Code: c}) matches on the code alone.
+type Error = errs.Error[Code]
