@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/template"
@@ -98,10 +99,15 @@ func (c *BootstrapConfig) Validate() error {
 	if c.MaxRequestPath == 0 {
 		c.MaxRequestPath = MaxCheckPath
 	}
-	for _, f := range []struct{ name, v string }{{"envoy.listen", c.Listen}, {"envoy.admin", c.Admin}, {"envoy.upstream", c.Upstream}} {
+	for _, f := range []struct{ name, v string }{{"envoy.listen", c.Listen}, {"envoy.admin", c.Admin}} {
 		if _, _, err := splitHostPort(f.v); err != nil {
 			return fmt.Errorf("%s: %w", f.name, err)
 		}
+	}
+	if h, _, err := splitHostOrName(c.Upstream); err != nil {
+		return fmt.Errorf("envoy.upstream: %w", err)
+	} else if len(h) > 253 {
+		return fmt.Errorf("envoy.upstream: host name over 253 bytes")
 	}
 	if host, _, _ := splitHostPort(c.Admin); !net.ParseIP(host).IsLoopback() {
 		return fmt.Errorf("envoy.admin: %q is not a loopback address; Envoy's admin must not be reachable from the network", c.Admin)
@@ -111,7 +117,7 @@ func (c *BootstrapConfig) Validate() error {
 			return errors.New("envoy.phigate: phigate's gRPC address is required")
 		}
 		if !strings.HasPrefix(c.Phigate, "unix://") {
-			if _, _, err := splitHostPort(c.Phigate); err != nil {
+			if _, _, err := splitHostOrName(c.Phigate); err != nil {
 				return fmt.Errorf("envoy.phigate: %w", err)
 			}
 		}
@@ -154,9 +160,38 @@ func splitHostPort(hp string) (string, int, error) {
 		return "", 0, fmt.Errorf("%q has no valid port", hp)
 	}
 	if net.ParseIP(h) == nil {
-		return "", 0, fmt.Errorf("%q: the host must be an IP address (Envoy's static clusters do not resolve names)", hp)
+		return "", 0, fmt.Errorf("%q: the host must be an IP address", hp)
 	}
 	return h, port, nil
+}
+
+// splitHostOrName is splitHostPort for a cluster's address, which may also
+// be a DNS name (a Kubernetes service, a host in /etc/hosts): Envoy then
+// resolves it itself (STRICT_DNS) and follows its changes.
+func splitHostOrName(hp string) (string, int, error) {
+	h, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not host:port", hp)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("%q has no valid port", hp)
+	}
+	if net.ParseIP(h) == nil && !dnsName.MatchString(h) {
+		return "", 0, fmt.Errorf("%q: the host is neither an IP address nor a DNS name", hp)
+	}
+	return h, port, nil
+}
+
+// dnsName is a host name of RFC 1123 labels, at most 253 bytes.
+var dnsName = regexp.MustCompile(`^(?i)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$`)
+
+// clusterType is STATIC for an IP address and STRICT_DNS for a name.
+func clusterType(host string) string {
+	if net.ParseIP(host) != nil {
+		return "STATIC"
+	}
+	return "STRICT_DNS"
 }
 
 // Bootstrap renders Envoy's static bootstrap configuration as YAML.
@@ -166,8 +201,8 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 	}
 	v := map[string]any{"C": c}
 	addr := func(hp string) map[string]any {
-		h, p, _ := splitHostPort(hp)
-		return map[string]any{"Host": h, "Port": p}
+		h, p, _ := splitHostOrName(hp)
+		return map[string]any{"Host": h, "Port": p, "Type": clusterType(h)}
 	}
 	v["Listen"], v["Admin"], v["Upstream"] = addr(c.Listen), addr(c.Admin), addr(c.Upstream)
 	if path, ok := strings.CutPrefix(c.Phigate, "unix://"); ok {
@@ -177,7 +212,8 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 	}
 	v["CheckTimeout"] = durationString(c.CheckTimeout)
 	v["ProcessTimeout"] = durationString(c.ProcessTimeout)
-	for _, status := range []int{http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusRequestURITooLong, http.StatusRequestHeaderFieldsTooLarge} {
+	for _, status := range []int{http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusRequestURITooLong,
+		http.StatusRequestHeaderFieldsTooLarge, http.StatusServiceUnavailable} {
 		// JSON strings are YAML double-quoted scalars.
 		q, _ := json.Marshal(string(operationOutcome(status, "")))
 		v["Outcome"+strconv.Itoa(status)] = string(q)
@@ -258,6 +294,18 @@ static_resources:
                     expression: "response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.')"
               body: {inline_string: {{.Outcome400}}}
               body_format_override: {text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}, content_type: application/fhir+json}
+            # phigate unreachable or failing (ext_authz's status_on_error,
+            # ext_proc's error reply): 503 with an OperationOutcome, not an
+            # empty 403 or 500. Nothing from the upstream was released.
+            - filter:
+                extension_filter:
+                  name: envoy.access_loggers.extension_filters.cel
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
+                    expression: "response.code_details.startsWith('ext_authz_error') || response.code_details.startsWith('ext_proc_error')"
+              status_code: 503
+              body: {inline_string: {{.Outcome503}}}
+              body_format_override: {text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}, content_type: application/fhir+json}
           route_config:
             name: legacy
             virtual_hosts:
@@ -299,7 +347,13 @@ static_resources:
               response_direction_config:
                 common_config:
                   min_content_length: 256
-                  content_type: ["application/fhir+json", "application/json", "application/fhir+xml", "application/xml", "text/plain"]
+                  # Matched as prefixes, so a charset parameter still compresses.
+                  content_type_matcher:
+                  - {prefix: "application/fhir+json"}
+                  - {prefix: "application/json"}
+                  - {prefix: "application/fhir+xml"}
+                  - {prefix: "application/xml"}
+                  - {prefix: "text/plain"}
               compressor_library:
                 name: gzip
                 typed_config:
@@ -376,7 +430,8 @@ static_resources:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
   - name: legacy
-    type: STATIC
+    type: {{.Upstream.Type}}
+    dns_lookup_family: V4_PREFERRED
     connect_timeout: 1s
     per_connection_buffer_limit_bytes: {{.C.MaxResponseBody}}
     load_assignment:
@@ -388,7 +443,12 @@ static_resources:
               socket_address: {address: {{.Upstream.Host}}, port_value: {{.Upstream.Port}}}
 {{- if not .C.NoAuthz}}
   - name: phigate
+{{- if .PhigatePipe}}
     type: STATIC
+{{- else}}
+    type: {{.Phigate.Type}}
+    dns_lookup_family: V4_PREFERRED
+{{- end}}
     connect_timeout: 1s
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:

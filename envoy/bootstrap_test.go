@@ -38,6 +38,7 @@ func TestBootstrapValidatesWithEnvoy(t *testing.T) {
 		{"tcp", envoy.BootstrapConfig{Upstream: "127.0.0.1:8080", Phigate: "127.0.0.1:9191"}},
 		{"unix socket and gzip", envoy.BootstrapConfig{Upstream: "127.0.0.1:8080", Phigate: "unix:///tmp/phigate.sock", Compress: true}},
 		{"no authz baseline", envoy.BootstrapConfig{Upstream: "127.0.0.1:8080", NoAuthz: true}},
+		{"names, gzip", envoy.BootstrapConfig{Upstream: "legacy.clinical.svc.cluster.local:8080", Phigate: "localhost:9191", Compress: true}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -63,7 +64,9 @@ func TestBootstrapConfigErrors(t *testing.T) {
 		field string
 	}{
 		{"missing upstream", envoy.BootstrapConfig{Phigate: "127.0.0.1:9191"}, "envoy.upstream"},
-		{"upstream by name", envoy.BootstrapConfig{Upstream: "legacy:8080", Phigate: "127.0.0.1:9191"}, "envoy.upstream"},
+		{"upstream not a host name", envoy.BootstrapConfig{Upstream: "leg_acy:8080", Phigate: "127.0.0.1:9191"}, "envoy.upstream"},
+		{"upstream port zero", envoy.BootstrapConfig{Upstream: "legacy:0", Phigate: "127.0.0.1:9191"}, "envoy.upstream"},
+		{"phigate not a host name", envoy.BootstrapConfig{Upstream: "legacy:8080", Phigate: "php gate:9191"}, "envoy.phigate"},
 		{"admin off loopback", envoy.BootstrapConfig{Upstream: "127.0.0.1:1", Phigate: "127.0.0.1:2", Admin: "0.0.0.0:9901"}, "envoy.admin"},
 		{"no phigate", envoy.BootstrapConfig{Upstream: "127.0.0.1:1"}, "envoy.phigate"},
 		{"bad phigate port", envoy.BootstrapConfig{Upstream: "127.0.0.1:1", Phigate: "127.0.0.1:x"}, "envoy.phigate"},
@@ -157,9 +160,17 @@ func TestBootstrapLimits(t *testing.T) {
 				if err := m.GetFilter().GetExtensionFilter().GetTypedConfig().UnmarshalTo(&cel); err != nil {
 					t.Fatalf("mapper %d: %v", i, err)
 				}
-				// Only the codec's replies: phigate's denials keep their body.
-				if !strings.Contains(cel.GetExpression(), "response.code_details.startsWith('http1.')") {
-					t.Errorf("mapper %d matches more than the codec's replies: %s", i, cel.GetExpression())
+				// Only the codec's replies and phigate's failures (code
+				// details ext_authz_error, ext_proc_error): phigate's
+				// denials (ext_authz_denied) keep their body and reference.
+				expr := cel.GetExpression()
+				codec := strings.Contains(expr, "response.code_details.startsWith('http1.')")
+				failure := expr == "response.code_details.startsWith('ext_authz_error') || response.code_details.startsWith('ext_proc_error')"
+				if !codec && !failure {
+					t.Errorf("mapper %d matches more than the codec's replies and phigate's failures: %s", i, expr)
+				}
+				if failure && m.GetStatusCode().GetValue() != 503 {
+					t.Errorf("mapper %d: phigate's failures answer %d, want 503", i, m.GetStatusCode().GetValue())
 				}
 				var oo map[string]any
 				if err := json.Unmarshal([]byte(m.GetBody().GetInlineString()), &oo); err != nil || oo["resourceType"] != "OperationOutcome" {
