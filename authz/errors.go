@@ -33,6 +33,10 @@ const (
 	// resource). The write is refused: it cannot be authorized on the
 	// record it changes.
 	CodeOwnerUnresolved Code = "owner_unresolved"
+	// CodeNoRoute: the path is neither under the FHIR base nor a configured
+	// legacy route. Nothing is there to authorize, so the answer is 404,
+	// whoever asks.
+	CodeNoRoute Code = "no_route"
 )
 
 // Prefix implements errs.Code: the decision path's codes stand alone
@@ -60,6 +64,8 @@ func StatusOf(err error) int {
 		return 401
 	case CodeAmbiguous, CodeUnsupported, CodeOverLimit:
 		return 400
+	case CodeNoRoute:
+		return 404
 	case CodeTooLarge:
 		return 413
 	case CodeCanceled, CodePolicy, CodeAudit, CodeOwnerUnresolved:

@@ -23,7 +23,7 @@ func (p *RequestParser) interpret(method string, path canonPath, q map[string][]
 	}
 	rel, ok := p.relative(path.segs)
 	if !ok {
-		return FHIRRequest{}, unsupported("path outside the FHIR base")
+		return FHIRRequest{}, &Error{Code: CodeNoRoute, Detail: "path outside the FHIR base and every legacy route"}
 	}
 	fr, err := p.fhir(method, rel, q, h, body, inEntry)
 	if err != nil {

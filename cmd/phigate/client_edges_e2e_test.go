@@ -7,13 +7,14 @@ import (
 )
 
 // TestClientEdges: through the real Envoy, a 401 carries the RFC 6750
-// Bearer challenge, and an allowed response carries the decision id so
-// support can find its audit record.
+// Bearer challenge, an allowed response carries the decision id so
+// support can find its audit record, and a path that is neither FHIR nor
+// a legacy route is a 404, not a 400.
 func TestClientEdges(t *testing.T) {
 	s := startStack(t, stackOptions{})
-	get := func(token string) *http.Response {
+	get := func(path, token string) *http.Response {
 		t.Helper()
-		req, err := http.NewRequest("GET", s.envoy.URL("/fhir/Patient/pat-0001"), nil)
+		req, err := http.NewRequest("GET", s.envoy.URL(path), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -27,14 +28,22 @@ func TestClientEdges(t *testing.T) {
 		resp.Body.Close()
 		return resp
 	}
-	if r := get(""); r.StatusCode != 401 || r.Header.Get("www-authenticate") != `Bearer realm="phigate"` {
+	doc := s.token(physician(1))
+	if r := get("/fhir/Patient/pat-0001", doc); r.StatusCode != 200 || len(r.Header.Get("x-phigate-decision-id")) < 8 {
+		t.Errorf("allowed: %d, decision id %q", r.StatusCode, r.Header.Get("x-phigate-decision-id"))
+	}
+	if r := get("/fhir/Patient/pat-0001", ""); r.StatusCode != 401 || r.Header.Get("www-authenticate") != `Bearer realm="phigate"` {
 		t.Errorf("no token: %d %q", r.StatusCode, r.Header.Get("www-authenticate"))
 	}
-	if r := get("not-a-jwt"); r.StatusCode != 401 || r.Header.Get("www-authenticate") != `Bearer realm="phigate", error="invalid_token"` {
+	if r := get("/fhir/Patient/pat-0001", "not-a-jwt"); r.StatusCode != 401 ||
+		r.Header.Get("www-authenticate") != `Bearer realm="phigate", error="invalid_token"` {
 		t.Errorf("bad token: %d %q", r.StatusCode, r.Header.Get("www-authenticate"))
 	}
-	r := get(s.token(physician(1)))
-	if r.StatusCode != 200 || len(r.Header.Get("x-phigate-decision-id")) < 8 {
-		t.Errorf("allowed: %d, decision id %q", r.StatusCode, r.Header.Get("x-phigate-decision-id"))
+	s.up.reset()
+	if r := get("/admin/users", doc); r.StatusCode != 404 || r.Header.Get("content-type") != "application/fhir+json" {
+		t.Errorf("unknown route: %d %q, want 404 with an OperationOutcome", r.StatusCode, r.Header.Get("content-type"))
+	}
+	if n := len(s.up.requests()); n != 0 {
+		t.Errorf("upstream saw %d requests for an unknown route", n)
 	}
 }
