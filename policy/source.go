@@ -1,12 +1,14 @@
 package policy
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -76,20 +78,31 @@ func (s Source) Load() (*bundle.Bundle, error) {
 	return b, nil
 }
 
-// revision is a content hash of the bundle, stable across loads of the same
-// files, so operators can tell which policy decided.
+// revision is a hash of the bundle's content alone: the modules' bytes
+// and the data, not where the files were read from. One policy loaded
+// embedded, from rego/, from an absolute path or from a copy is one
+// revision, so "which policy decided" in the trail and in a replay has one
+// answer.
 func revision(b *bundle.Bundle) string {
 	if b.Manifest.Revision != "" {
 		return b.Manifest.Revision
 	}
-	h := sha256.New()
-	mods := append([]bundle.ModuleFile(nil), b.Modules...)
-	sort.Slice(mods, func(i, j int) bool { return mods[i].Path < mods[j].Path })
-	for _, m := range mods {
-		fmt.Fprintf(h, "%s\x00%d\x00", m.Path, len(m.Raw))
-		h.Write(m.Raw)
+	sums := make([][32]byte, len(b.Modules))
+	for i, m := range b.Modules {
+		sums[i] = sha256.Sum256(m.Raw)
 	}
-	fmt.Fprintf(h, "%v", b.Data)
+	slices.SortFunc(sums, func(x, y [32]byte) int { return bytes.Compare(x[:], y[:]) })
+	h := sha256.New()
+	for _, s := range sums {
+		h.Write(s[:])
+	}
+	// encoding/json writes object keys sorted, so equal data hash equally.
+	data, err := json.Marshal(b.Data)
+	if err != nil {
+		fmt.Fprintf(h, "%v", b.Data)
+	} else {
+		h.Write(data)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:12]
 }
 
