@@ -22,6 +22,11 @@ type Config struct {
 	SegmentMaxAge time.Duration `yaml:"segment_max_age"`
 	// CheckpointEvery signs a checkpoint at least every N records.
 	CheckpointEvery int `yaml:"checkpoint_every"`
+	// CheckpointInterval signs a checkpoint of any records not yet
+	// checkpointed this long after the last one, at the next record or the
+	// next one-second tick: a quiet trail is vouched for within this time,
+	// not only every CheckpointEvery records or at shutdown.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 	// SigningKeyFile is the Ed25519 private key (PEM PKCS#8). It must not be
 	// inside Dir. It is created (mode 0600, public key at SigningKeyFile+".pub")
 	// only for a trail that has never been written; a missing key over an
@@ -56,6 +61,9 @@ const (
 	DefaultSegmentMaxBytes = 64 << 20
 	DefaultSegmentMaxAge   = 24 * time.Hour
 	DefaultCheckpointEvery = 1000
+	// DefaultCheckpointInterval bounds how long records wait for a
+	// checkpoint on a quiet trail.
+	DefaultCheckpointInterval = 5 * time.Minute
 	DefaultMaxBatch        = 4096
 	DefaultMaxRecordBytes  = 1 << 20
 	// PublicKeyName is the copy of the public key kept in Dir, for
@@ -108,6 +116,12 @@ func (c *Config) Validate() error {
 		c.CheckpointEvery = DefaultCheckpointEvery
 	case c.CheckpointEvery < 0:
 		return errf(CodeConfig, nil, nil, "checkpoint_every must be positive")
+	}
+	switch {
+	case c.CheckpointInterval == 0:
+		c.CheckpointInterval = DefaultCheckpointInterval
+	case c.CheckpointInterval < time.Second:
+		return errf(CodeConfig, nil, nil, "checkpoint_interval must be at least 1s")
 	}
 	switch {
 	case c.MaxBatch == 0:

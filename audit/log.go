@@ -137,6 +137,7 @@ type Log struct {
 	seq       uint64
 	head      [32]byte
 	lastCP    uint64
+	lastCPAt  time.Time // when the last checkpoint was signed (or the log opened)
 	cpSize    int64 // bytes in checkpoints.jsonl when Open found it
 	pendingQ  bool  // a pending quarantine file is to be removed
 	failed    error
@@ -231,6 +232,7 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 			return nil, err
 		}
 	}
+	l.lastCPAt = l.now()
 	// A recovered or previously unterminated tail is covered by a fresh
 	// checkpoint before anything new is appended.
 	if l.seq > l.lastCP {
@@ -528,10 +530,17 @@ func (l *Log) run() {
 				return
 			}
 		case <-tick.C:
-			if now := l.now(); l.failed == nil && l.segSize > 0 && now.Sub(l.segOpened) >= l.cfg.SegmentMaxAge {
-				if err := l.rotate(now); err != nil {
-					l.fail(err)
-				}
+			now := l.now()
+			var err error
+			switch {
+			case l.failed != nil:
+			case l.segSize > 0 && now.Sub(l.segOpened) >= l.cfg.SegmentMaxAge:
+				err = l.rotate(now)
+			case l.checkpointDue(now):
+				err = l.checkpoint(now)
+			}
+			if err != nil {
+				l.fail(err)
 			}
 		}
 	}
@@ -611,12 +620,18 @@ func (l *Log) commit(batch []*pending) {
 	switch {
 	case l.segSize >= l.cfg.SegmentMaxBytes || now.Sub(l.segOpened) >= l.cfg.SegmentMaxAge:
 		err = l.rotate(now)
-	case l.seq-l.lastCP >= uint64(l.cfg.CheckpointEvery):
+	case l.seq-l.lastCP >= uint64(l.cfg.CheckpointEvery) || l.checkpointDue(now):
 		err = l.checkpoint(now)
 	}
 	if err != nil {
 		l.fail(err)
 	}
+}
+
+// checkpointDue reports records waiting longer than CheckpointInterval
+// for a checkpoint.
+func (l *Log) checkpointDue(now time.Time) bool {
+	return l.seq > l.lastCP && now.Sub(l.lastCPAt) >= l.cfg.CheckpointInterval
 }
 
 // checkpoint signs and durably appends a checkpoint of the current head.
@@ -636,7 +651,7 @@ func (l *Log) checkpoint(now time.Time) error {
 	if err := writeWitness(l.cfg.WitnessFile, line); err != nil {
 		return err
 	}
-	l.lastCP = l.seq
+	l.lastCP, l.lastCPAt = l.seq, now
 	l.m.checkpoints.Inc()
 	for _, s := range l.sinks {
 		s.enqueueCheckpoint(cp)

@@ -566,3 +566,63 @@ func TestRotation(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckpointByTime: on a quiet trail, records are vouched for by a
+// checkpoint CheckpointInterval after the last one, without waiting for
+// CheckpointEvery records or for shutdown; with nothing new, no checkpoint
+// is written.
+func TestCheckpointByTime(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	l, cfg := openTest(t, func(c *Config) {
+		c.CheckpointEvery, c.CheckpointInterval, c.SegmentMaxBytes = 1000, time.Minute, 1<<20
+	}, WithClock(clock))
+	count := func() int {
+		t.Helper()
+		_, cps, _, err := readCheckpoints(cfg.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(cps)
+	}
+	waitFor := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second) // the committer ticks every second
+		for count() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d checkpoints, want %d", count(), want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	base := count()
+	fill(t, l, 1, 3)
+	advance(30 * time.Second)
+	time.Sleep(1500 * time.Millisecond) // a tick passes with the interval not yet up
+	if got := count(); got != base {
+		t.Fatalf("%d checkpoints before the interval, want %d", got, base)
+	}
+	advance(31 * time.Second)
+	waitFor(base + 1) // by the tick, no record needed
+	_, cps, _, _ := readCheckpoints(cfg.Dir)
+	if last := cps[len(cps)-1].Checkpoint; last.Size != 3 {
+		t.Fatalf("checkpoint covers %d records, want 3", last.Size)
+	}
+	advance(2 * time.Minute)
+	time.Sleep(1500 * time.Millisecond)
+	if got := count(); got != base+1 {
+		t.Fatalf("%d checkpoints with nothing new, want %d", got, base+1)
+	}
+	fill(t, l, 4, 1)
+	advance(2 * time.Minute)
+	fill(t, l, 5, 1) // due at this record: the commit signs it
+	waitFor(base + 2)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{RequireCheckpointedTail: true}); err != nil {
+		t.Fatal(err)
+	}
+}
