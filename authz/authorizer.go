@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"time"
 
@@ -252,7 +253,49 @@ func (a *Authorizer) finish(ctx context.Context, req *Request, d Decision) Decis
 }
 
 func deny(err error) Decision {
-	return Decision{Allow: false, Status: StatusOf(err), Reason: string(CodeOf(err))}
+	d := Decision{Allow: false, Status: StatusOf(err), Reason: string(CodeOf(err))}
+	if rule := refusalRule(err); rule != "" {
+		d.Audit.Rules = []string{rule}
+	}
+	return d
+}
+
+// refusalRule names, for a request refused before the policy (400, 404,
+// 413), the rule that refused it, so the audit trail says which
+// canonicalization or limit it broke: "request.ambiguous_request.
+// backslash_in_the_request_target". An error's detail names rules and
+// limits, never request values, so it is fit for the trail.
+func refusalRule(err error) string {
+	var e *Error
+	if !errors.As(err, &e) || e.Detail == "" {
+		return ""
+	}
+	switch e.Code {
+	case CodeAmbiguous, CodeUnsupported, CodeOverLimit, CodeTooLarge, CodeNoRoute:
+	default:
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("request.")
+	b.WriteString(string(e.Code))
+	b.WriteByte('.')
+	sep := false
+	for _, c := range strings.ToLower(e.Detail) {
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+			if sep && !strings.HasSuffix(b.String(), ".") {
+				b.WriteByte('_')
+			}
+			b.WriteRune(c)
+			sep = false
+		default:
+			sep = true
+		}
+		if b.Len() >= 96 {
+			break
+		}
+	}
+	return b.String()
 }
 
 func partialRequest(in *CheckInput) *Request {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,5 +165,26 @@ func TestAuthorizeNarrowsGrantsToNamedPatients(t *testing.T) {
 				t.Fatalf("grants for %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestRefusalNamesItsRule: a request refused before the policy carries,
+// for the audit trail, the rule it broke, and nothing of its values.
+func TestRefusalNamesItsRule(t *testing.T) {
+	a := NewAuthorizer(Options{Parser: newTestParser(t), Evaluator: &echoEvaluator{}})
+	for _, tc := range []struct {
+		path, rule string
+		status     int
+	}{
+		{`/fhir/Patient\pat-0001`, "request.ambiguous_request.backslash_in_the_request_target", 400},
+		{"/admin/users/pat-0001", "request.no_route.path_outside_the_fhir_base_and_every_legacy_route", 404},
+	} {
+		_, d, _ := a.Authorize(t.Context(), &CheckInput{Method: "GET", Path: tc.path, Headers: map[string]string{}})
+		if d.Status != tc.status || len(d.Audit.Rules) != 1 || d.Audit.Rules[0] != tc.rule {
+			t.Errorf("%s: status %d rules %q, want %d [%s]", tc.path, d.Status, d.Audit.Rules, tc.status, tc.rule)
+		}
+		if strings.Contains(strings.Join(d.Audit.Rules, ""), "pat-0001") {
+			t.Errorf("%s: the rule carries a request value: %q", tc.path, d.Audit.Rules)
+		}
 	}
 }
