@@ -166,3 +166,17 @@ func BenchmarkAppendPaced(b *testing.B) {
 	b.ReportMetric(float64(len(lat))/time.Since(start).Seconds(), "records/s")
 	reportQuantiles(b, lat)
 }
+
+// BenchmarkAppendPolicyInput is the policy input's share of
+// BenchmarkEncodeDecision: the request as the record stores it.
+func BenchmarkAppendPolicyInput(b *testing.B) {
+	for _, bc := range benchDecisions() {
+		b.Run(bc.name, func(b *testing.B) {
+			buf := make([]byte, 0, 4<<10)
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = appendPolicyInput(buf[:0], bc.req)
+			}
+		})
+	}
+}
