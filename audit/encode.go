@@ -17,10 +17,12 @@ import (
 // its cost. The output is byte for byte what json.Marshal produces for the
 // same storedRecord (key order, omitempty, null for nil slices and maps,
 // sorted map keys, HTML-safe string escaping), so records written before and
-// after this encoder existed read and verify alike. encode_test.go holds the
-// encoder to that with varied records and with every field of every type set,
-// so a field added to authz.Request or authz.Decision fails the tests until it
-// is added here.
+// after this encoder existed read and verify alike. The request's writers
+// (encode_gen.go) are generated from authz.Request; the event and decision
+// writers are written here. encode_test.go holds the encoder to
+// encoding/json with varied records and with every field of every type set,
+// so a field added to authz.Decision fails the tests until it is added here,
+// and one added to authz.Request until the code is generated again.
 //
 // Members are written with a leading comma, which comma leaves out when the
 // object or array was just opened: no JSON value ends in '{' or '[', so the
@@ -345,49 +347,9 @@ func appendEntity(dst []byte, e *Entity) []byte {
 
 // appendPolicyInput appends the policy input document as stored: req with
 // credential headers, and any header carrying a bearer token, removed and
-// the remaining header names lower-cased.
-func appendPolicyInput(dst []byte, req *authz.Request) []byte {
-	dst = append(dst, `{"id":`...)
-	dst = appendString(dst, req.ID)
-	dst = append(dst, `,"time_ns":`...)
-	dst = strconv.AppendInt(dst, req.TimeNS, 10)
-	dst = append(dst, `,"method":`...)
-	dst = appendString(dst, req.Method)
-	dst = append(dst, `,"path":`...)
-	dst = appendString(dst, req.Path)
-	dst = append(dst, `,"query":`...)
-	dst = appendMap(dst, req.Query, appendStrings)
-	dst = append(dst, `,"headers":`...)
-	dst = appendStoredHeaders(dst, req.Headers)
-	dst = append(dst, `,"source":{`...)
-	dst = optString(dst, `"address":`, req.Source.Address)
-	dst = optString(dst, `"principal":`, req.Source.Principal)
-	dst = append(dst, `},"identity":`...)
-	dst = appendIdentity(dst, &req.Identity)
-	dst = append(dst, `,"fhir":`...)
-	dst = appendFHIRRequest(dst, &req.FHIR)
-	dst = optString(dst, `"purpose_of_use":`, req.Purpose)
-	dst = append(dst, `,"break_glass":{"requested":`...)
-	dst = appendBool(dst, req.BreakGlass.Requested)
-	dst = optString(dst, `"reason":`, req.BreakGlass.Reason)
-	dst = append(dst, `,"grants":`...)
-	if req.BreakGlass.Grants == nil {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '[')
-		for _, g := range req.BreakGlass.Grants {
-			dst = append(comma(dst), `{"patient":`...)
-			dst = appendString(dst, g.Patient)
-			dst = append(dst, `,"reason":`...)
-			dst = appendString(dst, g.Reason)
-			dst = append(dst, `,"expires_ns":`...)
-			dst = strconv.AppendInt(dst, g.ExpiresNS, 10)
-			dst = append(dst, '}')
-		}
-		dst = append(dst, ']')
-	}
-	return append(dst, `}}`...)
-}
+// the remaining header names lower-cased. appendJSONRequest and the writers
+// of the request's parts are generated from authz.Request (encode_gen.go).
+func appendPolicyInput(dst []byte, req *authz.Request) []byte { return appendJSONRequest(dst, req) }
 
 // storedHeader is one header kept in the policy input; key is its name as
 // given, name lower case.
@@ -427,81 +389,6 @@ func appendStoredHeaders(dst []byte, h map[string]string) []byte {
 		}
 		dst = appendString(appendMember(dst, sh.name), sh.value)
 	}
-	return append(dst, '}')
-}
-
-func appendIdentity(dst []byte, id *authz.Identity) []byte {
-	dst = append(dst, `{"authenticated":`...)
-	dst = appendBool(dst, id.Authenticated)
-	dst = optString(dst, `"error":`, id.Error)
-	dst = optString(dst, `"subject":`, id.Subject)
-	dst = optString(dst, `"issuer":`, id.Issuer)
-	dst = optString(dst, `"fhir_user":`, id.FHIRUser)
-	dst = append(dst, `,"roles":`...)
-	dst = appendStrings(dst, id.Roles)
-	dst = append(dst, `,"scopes":`...)
-	if id.Scopes == nil {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '[')
-		for i := range id.Scopes {
-			s := &id.Scopes[i]
-			dst = append(comma(dst), `{"raw":`...)
-			dst = appendString(dst, s.Raw)
-			dst = append(dst, `,"context":`...)
-			dst = appendString(dst, s.Context)
-			dst = append(dst, `,"resource":`...)
-			dst = appendString(dst, s.Resource)
-			dst = append(dst, `,"permissions":`...)
-			dst = appendString(dst, s.Permissions)
-			dst = append(dst, '}')
-		}
-		dst = append(dst, ']')
-	}
-	dst = optString(dst, `"patient":`, id.Patient)
-	dst = optString(dst, `"client_id":`, id.ClientID)
-	dst = append(dst, `,"mfa":`...)
-	dst = appendBool(dst, id.MFA)
-	dst = optStrings(dst, `"amr":`, id.AMR)
-	dst = optString(dst, `"acr":`, id.ACR)
-	if id.IssuedAt != 0 {
-		dst = strconv.AppendInt(append(dst, `,"iat":`...), id.IssuedAt, 10)
-	}
-	if id.Expires != 0 {
-		dst = strconv.AppendInt(append(dst, `,"exp":`...), id.Expires, 10)
-	}
-	dst = append(dst, `,"service":`...)
-	dst = appendBool(dst, id.Service)
-	dst = optString(dst, `"purpose_of_use":`, id.Purpose)
-	return append(dst, '}')
-}
-
-func appendFHIRRequest(dst []byte, f *authz.FHIRRequest) []byte {
-	dst = append(dst, `{"interaction":`...)
-	dst = appendString(dst, string(f.Interaction))
-	dst = optString(dst, `"resource_type":`, f.ResourceType)
-	dst = optString(dst, `"id":`, f.ID)
-	dst = optString(dst, `"version":`, f.Version)
-	if c := f.Compartment; c != nil {
-		dst = append(dst, `,"compartment":{"type":`...)
-		dst = appendString(dst, c.Type)
-		dst = append(dst, `,"id":`...)
-		dst = appendString(dst, c.ID)
-		dst = append(dst, '}')
-	}
-	dst = optString(dst, `"operation":`, f.Operation)
-	dst = append(dst, `,"patients":`...)
-	dst = appendStrings(dst, f.Patients)
-	dst = append(dst, `,"all_patients":`...)
-	dst = appendBool(dst, f.AllPatients)
-	dst = optStrings(dst, `"include":`, f.Include)
-	dst = optStrings(dst, `"revinclude":`, f.RevInclude)
-	dst = optStrings(dst, `"included_types":`, f.IncludedTypes)
-	if len(f.Entries) > 0 {
-		dst = appendArray(append(dst, `,"entries":`...), f.Entries, appendFHIRRequest)
-	}
-	dst = optString(dst, `"method":`, f.Method)
-	dst = optString(dst, `"kind":`, f.Kind)
 	return append(dst, '}')
 }
 

@@ -24,6 +24,10 @@ type Peer struct {
 	Principal string `json:"principal,omitempty"`
 }
 
+// The policy input, the decision cache key and the audit record's copy of
+// the input are generated from Request; run it after changing a type here.
+//go:generate go run ../internal/gen -root ..
+
 // Request is the policy input document (input in Rego). Its JSON shape is a
 // contract with policy authors: fields are only added, never renamed.
 type Request struct {

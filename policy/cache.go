@@ -166,23 +166,12 @@ func hasPathPrefix(p, prefix []string) bool {
 
 // key is the canonical text of the input's projection on the cached paths.
 // Distinct projections give distinct keys: every value is written with its
-// type and length-delimited strings. Paths the shipped library reads are
-// written straight from the request (appendRequestPath); for any other the
-// top-level field is built as AST, once (paths are sorted).
+// type and length-delimited strings. Every path is written straight from
+// the request (appendRequestPath), never through the AST.
 func (dc *decisionCache) key(r *authz.Request) string {
 	b := make([]byte, 0, 512)
-	var top string
-	var topV ast.Value
-	built := false
 	for _, p := range dc.paths {
-		if nb, ok := appendRequestPath(b, r, p); ok {
-			b = nb
-			continue
-		}
-		if !built || p[0] != top {
-			top, topV, built = p[0], inputField(r, p[0]), true
-		}
-		b = appendProjected(b, topV, p[1:])
+		b = appendRequestPath(b, r, p)
 	}
 	return string(b)
 }
