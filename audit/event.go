@@ -188,6 +188,27 @@ func actionOf(interaction authz.Interaction) string {
 	}
 }
 
+// actionOfRequest is actionOf, and for a legacy route (no FHIR
+// interaction to go by) the action its method performs: a GET of an HL7
+// message is a read.
+func actionOfRequest(req *authz.Request) string {
+	if req.FHIR.Interaction != authz.InteractionNonFHIR {
+		return actionOf(req.FHIR.Interaction)
+	}
+	switch req.Method {
+	case "GET", "HEAD":
+		return "R"
+	case "POST":
+		return "C"
+	case "PUT", "PATCH":
+		return "U"
+	case "DELETE":
+		return "D"
+	default:
+		return "E"
+	}
+}
+
 // restCode maps phigate's interaction words to R4 restful-interaction codes.
 func restCode(interaction authz.Interaction) string {
 	switch interaction {
@@ -267,7 +288,7 @@ func (b Builder) Decision(req *authz.Request, d *authz.Decision, recorded time.T
 		ResourceType: "AuditEvent",
 		ID:           d.ID,
 		Type:         typeRest,
-		Action:       actionOf(req.FHIR.Interaction),
+		Action:       actionOfRequest(req),
 		Recorded:     recorded.UTC().Format(time.RFC3339Nano),
 		Outcome:      OutcomeOf(d),
 		OutcomeDesc:  outcomeDesc(d),
@@ -277,6 +298,10 @@ func (b Builder) Decision(req *authz.Request, d *authz.Decision, recorded time.T
 	subtype := p.subtype[:0]
 	if code := restCode(req.FHIR.Interaction); code != "" {
 		subtype = append(subtype, Coding{System: SystemRestInteraction, Code: code, Display: code})
+	} else if req.FHIR.Interaction == authz.InteractionNonFHIR && req.FHIR.Kind != "" {
+		// A configured legacy route (an HL7 v2 feed, a report): its kind
+		// says what was read, as a FHIR interaction code would.
+		subtype = append(subtype, Coding{System: SystemPhigateEvent, Code: "legacy:" + req.FHIR.Kind, Display: req.FHIR.Kind})
 	}
 	if d.BreakGlass.Active {
 		subtype = append(subtype, overrideStart)

@@ -237,3 +237,21 @@ func TestInteractionCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestLegacyRouteEvent: a read through a legacy route (an HL7 v2 feed) is
+// recorded as a read of that route's kind, not as an execution of nothing,
+// and audit query's table says so.
+func TestLegacyRouteEvent(t *testing.T) {
+	for _, tc := range []struct{ method, action string }{{"GET", "R"}, {"POST", "C"}, {"DELETE", "D"}} {
+		req := testRequest(1, "billing-1", "pat-0003")
+		req.Method, req.Path = tc.method, "/legacy/hl7/pat-0003"
+		req.FHIR = authz.FHIRRequest{Interaction: authz.InteractionNonFHIR, Kind: "hl7-adt", Patients: []string{"pat-0003"}}
+		ev := Builder{Server: "s"}.Decision(req, testDecision(1, true), req.Time, false)
+		if ev.Action != tc.action {
+			t.Errorf("%s: action %q, want %q", tc.method, ev.Action, tc.action)
+		}
+		if got := what(ev); got != "legacy:hl7-adt" {
+			t.Errorf("%s: query shows %q, want legacy:hl7-adt", tc.method, got)
+		}
+	}
+}
