@@ -87,7 +87,7 @@ bench-smoke: build
 #   make bench && cp bench/out/go-bench.txt old.txt   # before a change
 #   make bench && benchstat old.txt bench/out/go-bench.txt
 # The file is written even when a benchmark fails, and make then fails too.
-BENCH_PKGS  ?= ./authz ./policy ./rego ./filters ./audit ./envoy/... ./cmd/phigate
+BENCH_PKGS  ?= ./authz ./policy ./rego ./filters ./audit ./envoy/... ./server
 BENCH_COUNT ?= 6
 BENCH_TIME  ?= 1s
 bench:

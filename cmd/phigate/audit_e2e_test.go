@@ -9,6 +9,8 @@ import (
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/demo/demokeys"
 	"github.com/phigate/phigate/envoy"
+	"github.com/phigate/phigate/internal/stacktest"
+	"github.com/phigate/phigate/server"
 )
 
 // TestAuditEndToEnd sends allowed, denied, break-glass and redacted requests
@@ -19,16 +21,16 @@ import (
 // break-glass access and verify the closed trail.
 func TestAuditEndToEnd(t *testing.T) {
 	var dir string
-	tokenKey := withTokenKey(t)
-	s := startStack(t, stackOptions{mutate: func(c *Config) {
+	tokenKey := stacktest.WithTokenKey(t)
+	s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) {
 		tokenKey(c)
 		dir = c.Audit.Dir
 	}})
-	doc := s.token(physician(1))
-	emergency := physician(1)
+	doc := s.Token(stacktest.Physician(1))
+	emergency := stacktest.Physician(1)
 	emergency.AMR = []string{"pwd", "otp"}
-	bgDoc := s.token(emergency)
-	billing := s.token(demokeys.TokenSpec{Subject: "billing-01", Roles: []string{"billing"}, Purpose: "HPAYMT"})
+	bgDoc := s.Token(emergency)
+	billing := s.Token(demokeys.TokenSpec{Subject: "billing-01", Roles: []string{"billing"}, Purpose: "HPAYMT"})
 
 	cases := []struct {
 		name       string
@@ -53,16 +55,16 @@ func TestAuditEndToEnd(t *testing.T) {
 	}
 	ids := make([]string, len(cases))
 	for i, tc := range cases {
-		s.up.reset()
-		r := s.do(tc.method, tc.path, tc.token, tc.headers, nil)
-		if r.status != tc.status {
-			t.Fatalf("%s: status = %d, want %d; body %.300s", tc.name, r.status, tc.status, r.body)
+		s.Up.Reset()
+		r := s.Do(tc.method, tc.path, tc.token, tc.headers, nil)
+		if r.Status != tc.status {
+			t.Fatalf("%s: status = %d, want %d; body %.300s", tc.name, r.Status, tc.status, r.Body)
 		}
 		// Denials carry the decision id to the client; allowed requests
 		// carry it to the legacy service.
-		ids[i] = r.header.Get(envoy.DecisionHeader)
-		if seen := s.up.requests(); ids[i] == "" && len(seen) == 1 {
-			ids[i] = seen[0].headers.Get(envoy.DecisionHeader)
+		ids[i] = r.Header.Get(envoy.DecisionHeader)
+		if seen := s.Up.Requests(); ids[i] == "" && len(seen) == 1 {
+			ids[i] = seen[0].Headers.Get(envoy.DecisionHeader)
 		}
 		if ids[i] == "" {
 			t.Fatalf("%s: no decision id in the response or at the legacy service", tc.name)
@@ -73,19 +75,19 @@ func TestAuditEndToEnd(t *testing.T) {
 	// request on the far side of a minute boundary is evaluated afresh,
 	// since the demo policy's shift windows end decisions there): its
 	// record must say the decision was reused and when it was evaluated.
-	rev := s.phigate.engine.Status().Revision
+	rev := s.Phigate.Policy().Status().Revision
 	var reusedID string
 	var repeats []string
 	for range 3 {
-		hits := s.phigate.engine.CacheCounts().Hits
-		s.up.reset()
-		r := s.do("GET", "/fhir/Patient/pat-0001", doc, nil, nil)
-		seen := s.up.requests()
-		if r.status != 200 || len(seen) != 1 {
-			t.Fatalf("repeated read: status %d, %d requests upstream", r.status, len(seen))
+		hits := s.Phigate.Policy().CacheCounts().Hits
+		s.Up.Reset()
+		r := s.Do("GET", "/fhir/Patient/pat-0001", doc, nil, nil)
+		seen := s.Up.Requests()
+		if r.Status != 200 || len(seen) != 1 {
+			t.Fatalf("repeated read: status %d, %d requests upstream", r.Status, len(seen))
 		}
-		repeats = append(repeats, seen[0].headers.Get(envoy.DecisionHeader))
-		if s.phigate.engine.CacheCounts().Hits > hits {
+		repeats = append(repeats, seen[0].Headers.Get(envoy.DecisionHeader))
+		if s.Phigate.Policy().CacheCounts().Hits > hits {
 			reusedID = repeats[len(repeats)-1]
 			break
 		}
@@ -118,7 +120,7 @@ func TestAuditEndToEnd(t *testing.T) {
 		}
 	})
 
-	s.stopPhigate()
+	s.StopPhigate()
 	entries, err := audit.Query(dir, audit.Filter{}, audit.QueryOptions{})
 	if err != nil {
 		t.Fatal(err)

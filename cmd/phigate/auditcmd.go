@@ -16,7 +16,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/phigate/phigate/audit"
+	"github.com/phigate/phigate/internal/fskind"
 	"github.com/phigate/phigate/policy"
+	"github.com/phigate/phigate/server"
 )
 
 // ExitReplayChanged is what `audit replay` returns when at least one
@@ -193,7 +195,7 @@ func cmdAuditProbe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "phigate audit probe:", err)
 		return 1
 	}
-	if err := audit.WriteProbeReport(stdout, rep, fsKind(dir), *asJSON); err != nil {
+	if err := audit.WriteProbeReport(stdout, rep, fskind.Of(dir), *asJSON); err != nil {
 		fmt.Fprintln(stderr, "phigate audit probe:", err)
 		return 1
 	}
@@ -308,7 +310,7 @@ func cmdAuditPubkey(_ context.Context, args []string, stdout, stderr io.Writer) 
 		return 2
 	}
 	if *cfgFile != "" {
-		cfg, err := LoadConfig(*cfgFile)
+		cfg, err := server.LoadConfig(*cfgFile)
 		if err != nil {
 			fmt.Fprintln(stderr, "phigate audit pubkey:", err)
 			return audit.ExitConfig

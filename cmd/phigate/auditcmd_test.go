@@ -19,6 +19,8 @@ import (
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/demo/demokeys"
+	"github.com/phigate/phigate/internal/fskind"
+	"github.com/phigate/phigate/internal/stacktest"
 	"github.com/phigate/phigate/policy"
 )
 
@@ -43,7 +45,7 @@ type trailCall struct {
 }
 
 func breakGlassSpec() *demokeys.TokenSpec {
-	s := physician(1)
+	s := stacktest.Physician(1)
 	s.AMR = []string{"pwd", "otp"}
 	return &s
 }
@@ -51,14 +53,14 @@ func breakGlassSpec() *demokeys.TokenSpec {
 func ptrSpec(s demokeys.TokenSpec) *demokeys.TokenSpec { return &s }
 
 var trailCalls = []trailCall{
-	{name: "allowed read", method: "GET", path: "/fhir/Patient/pat-0001", spec: ptrSpec(physician(1))},
-	{name: "outside care team", method: "GET", path: "/fhir/Patient/pat-0002", spec: ptrSpec(physician(1))},
+	{name: "allowed read", method: "GET", path: "/fhir/Patient/pat-0001", spec: ptrSpec(stacktest.Physician(1))},
+	{name: "outside care team", method: "GET", path: "/fhir/Patient/pat-0002", spec: ptrSpec(stacktest.Physician(1))},
 	{name: "no token", method: "GET", path: "/fhir/Patient/pat-0001"},
 	{name: "break glass", method: "GET", path: "/fhir/Patient/pat-0002", spec: breakGlassSpec(),
 		headers: map[string]string{"x-break-glass": "cardiac arrest in ED"}},
-	{name: "other physician read", method: "GET", path: "/fhir/Patient/pat-0061", spec: ptrSpec(physician(2))},
-	{name: "search", method: "GET", path: "/fhir/Observation?patient=pat-0001", spec: ptrSpec(physician(1))},
-	{name: "ambiguous path", method: "GET", path: "/fhir/Patient%2Fpat-0001", spec: ptrSpec(physician(1))},
+	{name: "other physician read", method: "GET", path: "/fhir/Patient/pat-0061", spec: ptrSpec(stacktest.Physician(2))},
+	{name: "search", method: "GET", path: "/fhir/Observation?patient=pat-0001", spec: ptrSpec(stacktest.Physician(1))},
+	{name: "ambiguous path", method: "GET", path: "/fhir/Patient%2Fpat-0001", spec: ptrSpec(stacktest.Physician(1))},
 }
 
 // writeTrail authorizes trailCalls through a real Authorizer whose
@@ -737,7 +739,7 @@ func TestAuditProbeCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("not a report: %v: %s", err, stdout)
 	}
-	if len(rep.Phases) != 2 || rep.Phases[1].Count != 30 || rep.FileSystem != fsKind(dir) || rep.Dir != dir {
+	if len(rep.Phases) != 2 || rep.Phases[1].Count != 30 || rep.FileSystem != fskind.Of(dir) || rep.Dir != dir {
 		t.Errorf("report %+v", rep)
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 0 {

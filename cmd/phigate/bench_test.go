@@ -15,6 +15,7 @@ import (
 
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/bench"
+	"github.com/phigate/phigate/internal/fskind"
 )
 
 // TestBenchModes runs `phigate bench`'s self-starting modes for a couple of
@@ -104,7 +105,7 @@ func TestBenchModes(t *testing.T) {
 				if st := rep.Targets[1].Stages[0]; int64(len(entries)) < st.Answered {
 					t.Errorf("reference audit trail holds %d records for %d answered requests", len(entries), st.Answered)
 				}
-				if !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, "file system: "+fsKind(dir)) }) {
+				if !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, "file system: "+fskind.Of(dir)) }) {
 					t.Errorf("notes %q do not name the reference's file system", rep.Notes)
 				}
 			}

@@ -20,8 +20,10 @@ import (
 
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/bench"
+	"github.com/phigate/phigate/internal/fskind"
 	"github.com/phigate/phigate/policy"
 	regolib "github.com/phigate/phigate/rego"
+	"github.com/phigate/phigate/server"
 )
 
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -184,7 +186,7 @@ func runBench(ctx context.Context, cfg bench.Config, o benchOptions, dir string,
 			// Both share this process; the pid is sampled once, for the target.
 			cfg.Compare, cfg.CompareName, cfg.ComparePID = ref.addr, "phigate-audit-reference", -1
 			notes = append(notes, fmt.Sprintf("reference: a second in-process phigate, the same but for its audit trail in %s (file system: %s)",
-				o.auditReference, fsKind(o.auditReference)))
+				o.auditReference, fskind.Of(o.auditReference)))
 			refEngine = ref.engine
 		}
 	}
@@ -224,9 +226,9 @@ func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, di
 	if err := signer.WriteJWKS(cfg.JWKSFile); err != nil {
 		return nil, err
 	}
-	pc := &Config{
-		Listen: ListenConfig{GRPC: "127.0.0.1:0", Admin: "127.0.0.1:0"},
-		Log:    LogConfig{Level: "error"},
+	pc := &server.Config{
+		Listen: server.ListenConfig{GRPC: "127.0.0.1:0", Admin: "127.0.0.1:0"},
+		Log:    server.LogConfig{Level: "error"},
 		JWT:    authz.JWTConfig{Issuer: cfg.Issuer, Audiences: []string{cfg.Audience}, JWKSFile: cfg.JWKSFile},
 	}
 	pc.Audit.Dir = auditDir
@@ -260,7 +262,7 @@ func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, di
 	// soft memory limit is not applied: this process also holds the
 	// generator (and with --envoy the legacy service), and a limit sized
 	// for phigate alone would keep its collector running without pause.
-	applyGCPercent(pc.Runtime)
+	server.ApplyGCPercent(pc.Runtime)
 	gc := debug.SetGCPercent(-1) // reads the setting; restored at once
 	debug.SetGCPercent(gc)
 	limit := "none"
@@ -269,14 +271,14 @@ func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, di
 	}
 	ph.notes = append(ph.notes, fmt.Sprintf("runtime: GOGC %d (as serve sets it), soft memory limit %s (serve's is not applied to this shared process)", gc, limit))
 	sctx, cancel := context.WithCancel(ctx)
-	srv, err := newServer(sctx, pc, zap.NewNop())
+	srv, err := server.New(sctx, pc, zap.NewNop())
 	if err != nil {
 		cancel()
 		return nil, err
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.run(sctx) }()
-	ph.addr, ph.engine = srv.GRPCAddr, srv.engine
+	go func() { done <- srv.Run(sctx) }()
+	ph.addr, ph.engine = srv.GRPCAddr(), srv.Policy()
 	ph.stop = func() { cancel(); <-done }
 	return ph, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/phigate/phigate/demo/demokeys"
 	"github.com/phigate/phigate/envoy"
 	"github.com/phigate/phigate/envoy/envoytest"
+	"github.com/phigate/phigate/internal/stacktest"
 )
 
 // phigateProc is phigate running as a separate process.
@@ -54,7 +55,7 @@ func TestCrashKeepsEveryForwardedRequestAudited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := startLegacy(t)
+	up := stacktest.StartLegacy(t)
 	grpcAddr, adminAddr := envoytest.FreePort(t), envoytest.FreePort(t)
 	auditDir := filepath.Join(t.TempDir(), "audit")
 	cfgPath := filepath.Join(t.TempDir(), "phigate.yaml")
@@ -78,8 +79,8 @@ log:
 		t.Fatal(err)
 	}
 	first := startPhigateProc(t, cfgPath, adminAddr)
-	ev := envoytest.Start(t, envoy.BootstrapConfig{Upstream: up.addr, Phigate: grpcAddr})
-	tok, err := keys.Mint(physician(1))
+	ev := envoytest.Start(t, envoy.BootstrapConfig{Upstream: up.Addr, Phigate: grpcAddr})
+	tok, err := keys.Mint(stacktest.Physician(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,10 +171,10 @@ log:
 	for _, e := range entries {
 		recorded[e.Event.DecisionID()] = true
 	}
-	seen := up.requests()
+	seen := up.Requests()
 	var missing []string
 	for _, r := range seen {
-		id := r.headers.Get(envoy.DecisionHeader)
+		id := r.Headers.Get(envoy.DecisionHeader)
 		if id == "" || !recorded[id] {
 			missing = append(missing, fmt.Sprintf("%q", id))
 		}

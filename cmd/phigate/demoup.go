@@ -17,6 +17,7 @@ import (
 	"github.com/phigate/phigate/demo/fhirdata"
 	"github.com/phigate/phigate/demo/upstream"
 	"github.com/phigate/phigate/envoy"
+	"github.com/phigate/phigate/server"
 )
 
 // demoUpstreamHandler is the legacy FHIR service over the default
@@ -78,9 +79,9 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	upDone := make(chan error, 1)
 	go func() { upDone <- up.Run(ctx, demoUpstream, demoUpLog) }()
 
-	cfg := &Config{
-		Listen: ListenConfig{GRPC: demoGRPC, Admin: demoAdmin},
-		Log:    LogConfig{Level: "warn", Format: "console"},
+	cfg := &server.Config{
+		Listen: server.ListenConfig{GRPC: demoGRPC, Admin: demoAdmin},
+		Log:    server.LogConfig{Level: "warn", Format: "console"},
 		JWT: authz.JWTConfig{Issuer: demokeys.DefaultIssuer, Audiences: []string{demokeys.DefaultAudience},
 			JWKSFile: keys.JWKSPath()},
 	}
@@ -97,17 +98,17 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := cfg.Validate(); err != nil {
 		return fail(err)
 	}
-	applyRuntime(cfg.Runtime)
-	log, err := newLogger(cfg.Log)
+	server.ApplyRuntime(cfg.Runtime)
+	log, err := server.NewLogger(cfg.Log)
 	if err != nil {
 		return fail(err)
 	}
-	srv, err := newServer(ctx, cfg, log)
+	srv, err := server.New(ctx, cfg, log, server.WithBuildInfo(buildInfo()))
 	if err != nil {
 		return fail(err)
 	}
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.run(ctx) }()
+	go func() { srvDone <- srv.Run(ctx) }()
 
 	bootstrap, err := envoy.Bootstrap(envoy.BootstrapConfig{Listen: demoListen, Admin: demoEnvoyAdm,
 		Upstream: demoUpstream, Phigate: demoGRPC, Compress: true})

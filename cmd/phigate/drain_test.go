@@ -22,6 +22,7 @@ import (
 
 	"github.com/phigate/phigate/demo/demokeys"
 	"github.com/phigate/phigate/envoy/envoytest"
+	"github.com/phigate/phigate/internal/stacktest"
 )
 
 // buildBinary compiles phigate once per test binary.
@@ -78,7 +79,7 @@ log:
 	}
 	p := startPhigateProc(t, cfgPath, adminAddr)
 
-	tok, err := keys.Mint(physician(1))
+	tok, err := keys.Mint(stacktest.Physician(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,7 @@ log:
 	}
 	defer conn.Close()
 	client := authv3.NewAuthorizationClient(conn)
-	req := checkRequest("GET", "/fhir/Patient/pat-0001", tok)
+	req := stacktest.CheckRequest("GET", "/fhir/Patient/pat-0001", tok)
 
 	var (
 		sigAt             atomic.Int64
@@ -188,14 +189,4 @@ func waitReady(t *testing.T, url string, exited chan error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("phigate not ready within 20s")
-}
-
-func checkRequest(method, path, token string) *authv3.CheckRequest {
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Id: "drain", Method: method, Path: path, Host: "127.0.0.1", Scheme: "http", Protocol: "HTTP/1.1",
-			Headers: map[string]string{":method": method, ":path": path, ":authority": "127.0.0.1",
-				"authorization": "Bearer " + token},
-		}},
-	}}
 }

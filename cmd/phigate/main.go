@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/phigate/phigate/server"
 )
 
 // command is one subcommand. run returns the process exit code.
@@ -109,7 +111,7 @@ func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
-	cfg, err := LoadConfig(*path)
+	cfg, err := server.LoadConfig(*path)
 	if err == nil && (*grpcAddr != "" || *adminAddr != "") {
 		if *grpcAddr != "" {
 			cfg.Listen.GRPC = *grpcAddr
@@ -123,19 +125,19 @@ func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
 	}
-	applyRuntime(cfg.Runtime)
-	log, err := newLogger(cfg.Log)
+	server.ApplyRuntime(cfg.Runtime)
+	log, err := server.NewLogger(cfg.Log)
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate: log:", err)
 		return 1
 	}
 	defer func() { _ = log.Sync() }()
-	s, err := newServer(ctx, cfg, log)
+	s, err := server.New(ctx, cfg, log, server.WithBuildInfo(buildInfo()))
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
 	}
-	if err := s.run(ctx); err != nil {
+	if err := s.Run(ctx); err != nil {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
 	}
@@ -153,7 +155,7 @@ func cmdConfigCheck(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stderr, "usage: phigate config check <phigate.yaml>")
 		return 2
 	}
-	cfg, err := LoadConfig(fs.Arg(0))
+	cfg, err := server.LoadConfig(fs.Arg(0))
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1

@@ -12,6 +12,7 @@ import (
 
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/policy"
+	"github.com/phigate/phigate/server"
 )
 
 func policySource(dir string) policy.Source {
@@ -37,7 +38,7 @@ func loadBundle(args []string) (policy.Source, *bundle.Bundle, error) {
 
 // decisionPath builds the engine and verifier a configuration names, for the
 // commands that decide outside serve. The caller closes both.
-func decisionPath(ctx context.Context, cfg *Config) (*policy.Engine, *authz.JWTVerifier, error) {
+func decisionPath(ctx context.Context, cfg *server.Config) (*policy.Engine, *authz.JWTVerifier, error) {
 	cfg.Policy.ReloadInterval = 0
 	engine, err := policy.NewEngine(ctx, cfg.Policy, nil, nil)
 	if err != nil {
@@ -148,7 +149,7 @@ func cmdPolicyEval(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "phigate: --request must be 'METHOD /path'")
 		return 2
 	}
-	cfg, err := LoadConfig(*cfgPath)
+	cfg, err := server.LoadConfig(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/phigate/phigate/demo/demokeys"
+	"github.com/phigate/phigate/internal/stacktest"
 )
 
 func run(t *testing.T, args ...string) (int, string) {
@@ -20,7 +21,7 @@ func run(t *testing.T, args ...string) (int, string) {
 
 func TestPolicyCommands(t *testing.T) {
 	lib := t.TempDir()
-	copyLibrary(t, lib)
+	stacktest.CopyLibrary(t, lib)
 	if code, out := run(t, "policy", "test", lib); code != 0 || !strings.Contains(out, "0 failed") {
 		t.Fatalf("policy test on the shipped library: exit %d\n%s", code, out)
 	}
@@ -30,7 +31,7 @@ func TestPolicyCommands(t *testing.T) {
 	}
 
 	broken := t.TempDir()
-	copyLibrary(t, broken)
+	stacktest.CopyLibrary(t, broken)
 	f := filepath.Join(broken, "rbac.rego")
 	src, _ := os.ReadFile(f)
 	if err := os.WriteFile(f, append(src, []byte("\nbad_rule := x if { x := input.y\n")...), 0o644); err != nil {
@@ -42,7 +43,7 @@ func TestPolicyCommands(t *testing.T) {
 
 	// A test that now fails makes policy test fail, naming it.
 	failing := t.TempDir()
-	copyLibrary(t, failing)
+	stacktest.CopyLibrary(t, failing)
 	extra := "package phigate.extra_test\n\nimport data.phigate.authz\n\n# Deliberately wrong: a physician may read their own patient.\ntest_wrong if {\n\tnot authz.decision.allow with input as {\"identity\": {\"authenticated\": false}}\n\tfalse\n}\n"
 	if err := os.WriteFile(filepath.Join(failing, "extra_test.rego"), []byte(extra), 0o644); err != nil {
 		t.Fatal(err)
@@ -60,7 +61,7 @@ func TestPolicyCommands(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := keys.Mint(physician(1))
+	tok, err := keys.Mint(stacktest.Physician(1))
 	if err != nil {
 		t.Fatal(err)
 	}

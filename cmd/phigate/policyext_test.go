@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/phigate/phigate/demo/demokeys"
+	"github.com/phigate/phigate/internal/stacktest"
 )
 
 // TestPolicySiteModule: a site's own module under package phigate.ext.*
@@ -16,7 +17,7 @@ import (
 // the site's reason where its rule holds and allows where it does not.
 func TestPolicySiteModule(t *testing.T) {
 	dir := t.TempDir()
-	copyLibrary(t, dir)
+	stacktest.CopyLibrary(t, dir)
 	site := `package phigate.ext.ward
 
 # Reads sent from ward 7's terminals are closed for the day.
@@ -44,7 +45,7 @@ deny contains "ext.ward.closed" if {
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := keys.Mint(physician(1)) // cares for pat-0001
+	tok, err := keys.Mint(stacktest.Physician(1)) // cares for pat-0001
 	if err != nil {
 		t.Fatal(err)
 	}

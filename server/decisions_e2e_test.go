@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"strings"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/demo/demokeys"
+	"github.com/phigate/phigate/internal/stacktest"
 )
 
 // frontDeskOnShift mirrors the default data's front-desk shift, so the
@@ -35,10 +36,10 @@ const cleanBatch = `{"resourceType":"Bundle","type":"batch","entry":[
 // module, every token flaw, and every ambiguous request form through the
 // real Envoy, and checks that nothing denied reached the legacy service.
 func TestEndToEndDecisions(t *testing.T) {
-	s := startStack(t, stackOptions{mutate: withTokenKey(t)})
+	s := stacktest.Start(t, stacktest.Options{Mutate: stacktest.WithTokenKey(t)})
 	mfaDoc := demokeys.TokenSpec{Subject: "prac-001", Roles: []string{"physician"}, FHIRUser: "Practitioner/prac-001", AMR: []string{"pwd", "otp"}}
-	tok := func(spec demokeys.TokenSpec) string { return s.token(spec) }
-	doc := tok(physician(1))
+	tok := func(spec demokeys.TokenSpec) string { return s.Token(spec) }
+	doc := tok(stacktest.Physician(1))
 	patient := tok(demokeys.TokenSpec{Subject: "pat-0001", Roles: []string{"patient"}, FHIRUser: "Patient/pat-0001"})
 	related := tok(demokeys.TokenSpec{Subject: "rp-0010", Roles: []string{"related-person"}, FHIRUser: "RelatedPerson/rp-0010"})
 	scoped := tok(demokeys.TokenSpec{Subject: "prac-001", Roles: []string{"physician"}, FHIRUser: "Practitioner/prac-001",
@@ -47,7 +48,7 @@ func TestEndToEndDecisions(t *testing.T) {
 	frontDesk := tok(demokeys.TokenSpec{Subject: "fd-1", Roles: []string{"front-desk"}})
 	admin := tok(demokeys.TokenSpec{Subject: "admin-1", Roles: []string{"admin"}})
 	adminMFA := tok(demokeys.TokenSpec{Subject: "admin-1", Roles: []string{"admin"}, AMR: []string{"pwd", "otp"}})
-	noMFA := tok(physician(1))
+	noMFA := tok(stacktest.Physician(1))
 	withMFA := tok(mfaDoc)
 	frontDeskWant := 403
 	if frontDeskOnShift(time.Now()) {
@@ -93,7 +94,7 @@ func TestEndToEndDecisions(t *testing.T) {
 		{"batch: an entry smuggles another patient", "POST", "/fhir", doc, fhir, smuggleBatch, 403},
 	}
 	for _, f := range demokeys.Flaws() {
-		bad, err := s.keys.MintFlawed(physician(1), f)
+		bad, err := s.Keys.MintFlawed(stacktest.Physician(1), f)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,26 +115,26 @@ func TestEndToEndDecisions(t *testing.T) {
 
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			s.up.reset()
+			s.Up.Reset()
 			var body *strings.Reader
 			if c.body != "" {
 				body = strings.NewReader(c.body)
 			}
-			var r response
+			var r stacktest.Response
 			if body != nil {
-				r = s.do(c.method, c.path, c.token, c.headers, body)
+				r = s.Do(c.method, c.path, c.token, c.headers, body)
 			} else {
-				r = s.do(c.method, c.path, c.token, c.headers, nil)
+				r = s.Do(c.method, c.path, c.token, c.headers, nil)
 			}
-			if r.status != c.want {
-				t.Fatalf("status = %d, want %d; body %.300s", r.status, c.want, r.body)
+			if r.Status != c.want {
+				t.Fatalf("status = %d, want %d; body %.300s", r.Status, c.want, r.Body)
 			}
-			seen := s.up.requests()
+			seen := s.Up.Requests()
 			// phigate never answers 404: a 404 comes from the legacy service.
 			reached := c.want < 400 || c.want == 404
 			if !reached {
-				if !isOutcome(r) {
-					t.Errorf("denial body is not an OperationOutcome: %.200s", r.body)
+				if !stacktest.IsOutcome(r) {
+					t.Errorf("denial body is not an OperationOutcome: %.200s", r.Body)
 				}
 				if len(seen) != 0 {
 					t.Errorf("the legacy service saw a denied request: %+v", seen)

@@ -1,18 +1,21 @@
-package main
+package stacktest
 
 import (
 	"net"
 	"net/http"
 	"sync"
 	"testing"
+
+	"github.com/phigate/phigate/demo/fhirdata"
+	"github.com/phigate/phigate/demo/upstream"
 )
 
-// legacy runs the demo's legacy FHIR service on a loopback port and records
+// Legacy runs the demo's legacy FHIR service on a loopback port and records
 // every request that reaches it, so tests can prove what got through.
-type legacy struct {
-	addr      string
+type Legacy struct {
+	Addr      string
 	mu        sync.Mutex
-	seen      []seenRequest
+	seen      []SeenRequest
 	overrides map[string]cannedResponse
 }
 
@@ -23,27 +26,29 @@ type cannedResponse struct {
 	header                      http.Header // more response headers, if any
 }
 
-type seenRequest struct {
-	method  string
-	path    string // with query
-	headers http.Header
+// SeenRequest is one request as the legacy service received it.
+type SeenRequest struct {
+	Method  string
+	Path    string // with query
+	Headers http.Header
 }
 
-func startLegacy(t *testing.T) *legacy {
+// StartLegacy serves the legacy service for t.
+func StartLegacy(t *testing.T) *Legacy {
 	t.Helper()
-	h, err := demoUpstreamHandler()
+	h, err := upstream.New(fhirdata.Default(), upstream.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &legacy{}
+	l := &Legacy{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.addr = ln.Addr().String()
+	l.Addr = ln.Addr().String()
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		l.mu.Lock()
-		l.seen = append(l.seen, seenRequest{r.Method, r.URL.RequestURI(), r.Header.Clone()})
+		l.seen = append(l.seen, SeenRequest{r.Method, r.URL.RequestURI(), r.Header.Clone()})
 		canned, ok := l.overrides[r.URL.Path]
 		l.mu.Unlock()
 		if ok {
@@ -64,23 +69,27 @@ func startLegacy(t *testing.T) *legacy {
 	return l
 }
 
-func (l *legacy) reset() {
+// Reset forgets the requests seen so far.
+func (l *Legacy) Reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seen = nil
 }
 
-func (l *legacy) requests() []seenRequest {
+// Requests returns the requests seen since the last Reset.
+func (l *Legacy) Requests() []SeenRequest {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]seenRequest(nil), l.seen...)
+	return append([]SeenRequest(nil), l.seen...)
 }
 
-func (l *legacy) override(path, contentType, body string) {
-	l.overrideEncoded(path, contentType, "", body)
+// Override answers path with body instead of the data set's resource.
+func (l *Legacy) Override(path, contentType, body string) {
+	l.OverrideEncoded(path, contentType, "", body)
 }
 
-func (l *legacy) overrideEncoded(path, contentType, encoding, body string) {
+// OverrideEncoded is Override with a content-encoding.
+func (l *Legacy) OverrideEncoded(path, contentType, encoding, body string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.overrides == nil {
@@ -89,8 +98,8 @@ func (l *legacy) overrideEncoded(path, contentType, encoding, body string) {
 	l.overrides[path] = cannedResponse{contentType: contentType, encoding: encoding, body: body}
 }
 
-// overrideHeaders is override with more response headers.
-func (l *legacy) overrideHeaders(path, contentType, body string, header http.Header) {
+// OverrideHeaders is Override with more response headers.
+func (l *Legacy) OverrideHeaders(path, contentType, body string, header http.Header) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.overrides == nil {

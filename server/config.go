@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"bytes"
@@ -35,6 +35,11 @@ type Config struct {
 
 	// Upstream says what of the client's request reaches the upstream.
 	Upstream UpstreamConfig `yaml:"upstream"`
+
+	// validated is set by a successful Validate; New refuses a
+	// configuration without it, since the defaults it fills are ones New
+	// relies on (the admin address, the body limit, the grace period).
+	validated bool
 }
 
 // UpstreamConfig governs the request the upstream receives. The
@@ -206,5 +211,6 @@ func (c *Config) Validate() error {
 	if c.Shutdown.DrainDelay < 0 || c.Shutdown.Grace < 0 {
 		return errors.New("shutdown.grace: durations must not be negative")
 	}
+	c.validated = true
 	return nil
 }

@@ -1,4 +1,9 @@
-package main
+// Package server assembles one phigate: the policy engine, the identity
+// verifier, the audit trail, the request parser and the response filters,
+// behind the ext_authz and ext_proc gRPC services and the admin listener.
+// New wires and binds everything, so a bad configuration fails before
+// anything is served; Run serves until its context ends and then drains.
+package server
 
 import (
 	"context"
@@ -31,12 +36,11 @@ import (
 	"github.com/phigate/phigate/envoy"
 	"github.com/phigate/phigate/filters"
 	"github.com/phigate/phigate/policy"
-	"github.com/phigate/phigate/store"
 )
 
-// server is one running phigate: both gRPC services, the admin listener
-// and everything they share.
-type server struct {
+// Server is one phigate: both gRPC services, the admin listener and
+// everything they share.
+type Server struct {
 	cfg      *Config
 	log      *zap.Logger
 	engine   *policy.Engine
@@ -48,29 +52,32 @@ type server struct {
 	closers  []func()
 
 	// Addresses actually bound (useful with port 0).
-	GRPCAddr  string
-	AdminAddr string
+	grpcAddr  string
+	adminAddr string
 	listeners []net.Listener
 	adminLn   net.Listener
 }
 
-// applyRuntime sets the collector's pace and soft memory limit for the
-// process, unless the operator set GOGC or GOMEMLIMIT.
-func applyRuntime(c RuntimeConfig) {
-	applyGCPercent(c)
+// ApplyRuntime sets the collector's pace and soft memory limit for the
+// process, unless the operator set GOGC or GOMEMLIMIT. It is the caller's
+// to apply, not New's: both settings are process-wide, and a process that
+// holds more than phigate sizes them otherwise.
+func ApplyRuntime(c RuntimeConfig) {
+	ApplyGCPercent(c)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(int64(c.MemoryLimitMB) << 20)
 	}
 }
 
-// applyGCPercent sets the collector's pace unless the operator set GOGC.
-func applyGCPercent(c RuntimeConfig) {
+// ApplyGCPercent sets the collector's pace unless the operator set GOGC.
+func ApplyGCPercent(c RuntimeConfig) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(c.GCPercent)
 	}
 }
 
-func newLogger(c LogConfig) (*zap.Logger, error) {
+// NewLogger builds the operational log the configuration names.
+func NewLogger(c LogConfig) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
 		return nil, err
@@ -84,8 +91,6 @@ func newLogger(c LogConfig) (*zap.Logger, error) {
 	return zc.Build()
 }
 
-// newServer wires every component and binds the listeners; nothing is
-// served until run. Any failure here is a start-up error and a non-zero exit.
 // streamWorkers is how many gRPC worker goroutines serve calls.
 const streamWorkers = 64
 
@@ -93,19 +98,27 @@ const streamWorkers = 64
 // whole server ("") and each service phigate offers Envoy.
 var healthServices = []string{"", authv3.Authorization_ServiceDesc.ServiceName, extprocv3.ExternalProcessor_ServiceDesc.ServiceName}
 
-func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, error) {
-	s := &server{cfg: cfg, log: log}
+// New wires every component and binds the listeners; nothing is served
+// until Run. cfg must have passed Validate, which fills the defaults New
+// relies on. Any failure here is a start-up error: what New acquired is
+// released, and the caller should exit non-zero. A Server that is never
+// Run is released with Close.
+func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Server, error) {
+	o, err := buildOptions(ctx, cfg, log, opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log}
 	ok := false
 	defer func() {
 		if !ok {
-			s.close()
+			s.Close()
 		}
 	}()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	registerBuildInfo(reg)
+	registerBuildInfo(reg, o.build)
 
-	var err error
 	s.engine, err = policy.NewEngine(ctx, cfg.Policy, log.Named("policy"), reg)
 	if err != nil {
 		return nil, err
@@ -142,7 +155,7 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 		Parser:          parser,
 		Evaluator:       s.engine,
 		Recorder:        trail,
-		Grants:          store.NewMemory(0),
+		Grants:          o.grants,
 		Owners:          owners,
 		ServiceAccounts: cfg.Services,
 		Logger:          log.Named("authz"),
@@ -179,15 +192,15 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 	// chain, which measured about a tenth of the CPU of a Check. When all
 	// workers are busy (calls waiting on the audit fsync), gRPC starts a
 	// goroutine as before.
-	opts := []grpc.ServerOption{grpc.NumStreamWorkers(streamWorkers)}
+	gopts := []grpc.ServerOption{grpc.NumStreamWorkers(streamWorkers)}
 	if cfg.Listen.TLS.Cert != "" {
 		tc, err := serverTLS(cfg.Listen.TLS)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tc)))
 	}
-	s.grpc = grpc.NewServer(opts...)
+	s.grpc = grpc.NewServer(gopts...)
 	authv3.RegisterAuthorizationServer(s.grpc, authSrv)
 	extprocv3.RegisterExternalProcessorServer(s.grpc, procSrv)
 	s.health = health.NewServer()
@@ -200,7 +213,7 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 		}
 		s.listeners = append(s.listeners, ln)
 		s.closers = append(s.closers, func() { _ = ln.Close() })
-		s.GRPCAddr = ln.Addr().String()
+		s.grpcAddr = ln.Addr().String()
 	}
 	if cfg.Listen.GRPCUnix != "" {
 		_ = os.Remove(cfg.Listen.GRPCUnix)
@@ -216,7 +229,7 @@ func newServer(ctx context.Context, cfg *Config, log *zap.Logger) (*server, erro
 		return nil, fmt.Errorf("listen.admin: %w", err)
 	}
 	s.closers = append(s.closers, func() { _ = s.adminLn.Close() })
-	s.AdminAddr = s.adminLn.Addr().String()
+	s.adminAddr = s.adminLn.Addr().String()
 	s.admin = &http.Server{Handler: s.adminMux(reg), ReadHeaderTimeout: 5 * time.Second}
 	ok = true
 	return s, nil
@@ -255,7 +268,7 @@ func serverTLS(c TLSConfig) (*tls.Config, error) {
 	return tc, nil
 }
 
-func (s *server) adminMux(reg *prometheus.Registry) http.Handler {
+func (s *Server) adminMux(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
@@ -278,9 +291,22 @@ func (s *server) adminMux(reg *prometheus.Registry) http.Handler {
 	return mux
 }
 
-// run serves until ctx ends, then drains: readiness turns false, the drain
+// GRPCAddr is the TCP address the gRPC services listen on (with its
+// actual port when listen.grpc asked for port 0), or "" with a Unix socket
+// only.
+func (s *Server) GRPCAddr() string { return s.grpcAddr }
+
+// AdminAddr is the address of /healthz, /readyz and /metrics.
+func (s *Server) AdminAddr() string { return s.adminAddr }
+
+// Policy is the running policy engine: its status and decision cache
+// counts are what an operator reads from /readyz and /metrics.
+func (s *Server) Policy() *policy.Engine { return s.engine }
+
+// Run serves until ctx ends, then drains: readiness turns false, the drain
 // delay passes, listeners close, in-flight calls finish within the grace.
-func (s *server) run(ctx context.Context) error {
+// It releases everything New acquired before it returns.
+func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, len(s.listeners)+1)
 	for _, ln := range s.listeners {
 		go func(ln net.Listener) { errc <- s.grpc.Serve(ln) }(ln)
@@ -295,12 +321,12 @@ func (s *server) run(ctx context.Context) error {
 	for _, svc := range healthServices {
 		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
 	}
-	s.log.Info("serving", zap.String("grpc", s.GRPCAddr), zap.String("grpc_unix", s.cfg.Listen.GRPCUnix),
-		zap.String("admin", s.AdminAddr), zap.String("policy_revision", s.engine.Status().Revision))
+	s.log.Info("serving", zap.String("grpc", s.grpcAddr), zap.String("grpc_unix", s.cfg.Listen.GRPCUnix),
+		zap.String("admin", s.adminAddr), zap.String("policy_revision", s.engine.Status().Revision))
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
-		s.close()
+		s.Close()
 		return err
 	}
 	s.log.Info("draining")
@@ -318,13 +344,14 @@ func (s *server) run(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_ = s.admin.Shutdown(shutdownCtx)
 	cancel()
-	s.close()
+	s.Close()
 	s.log.Info("stopped")
 	return nil
 }
 
-// close releases what newServer acquired; calling it twice is harmless.
-func (s *server) close() {
+// Close releases what New acquired; calling it twice, or after Run, is
+// harmless.
+func (s *Server) Close() {
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		s.closers[i]()
 	}

@@ -1,4 +1,7 @@
-package main
+// Package fskind names the file system a path is on. Whether an audit
+// directory is on tmpfs decides what a durability measurement means, so
+// the audit probe and the bench report both say it.
+package fskind
 
 import (
 	"strconv"
@@ -6,9 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fsKind names the file system holding path, for the bench report: whether
-// an audit directory is on tmpfs decides what a comparison measures.
-func fsKind(path string) string {
+// Of names the file system holding path: tmpfs, ext4, xfs, btrfs,
+// overlayfs, or its magic number.
+func Of(path string) string {
 	var st unix.Statfs_t
 	if err := unix.Statfs(path, &st); err != nil {
 		return "unknown (" + err.Error() + ")"

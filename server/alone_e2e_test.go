@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"fmt"
@@ -7,6 +7,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/phigate/phigate/internal/stacktest"
+	"github.com/phigate/phigate/server"
 )
 
 // withoutPatientChecks writes the shipped policy library with its
@@ -17,7 +20,7 @@ import (
 func withoutPatientChecks(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	src := filepath.Join("..", "..", "rego")
+	src := filepath.Join("..", "rego")
 	files, err := filepath.Glob(filepath.Join(src, "*"))
 	if err != nil {
 		t.Fatal(err)
@@ -98,28 +101,28 @@ func TestResponseSideAlone(t *testing.T) {
 	}
 	for _, mode := range []struct {
 		name   string
-		mutate func(*Config)
+		mutate func(*server.Config)
 	}{
 		{"request side on", nil},
-		{"response side alone", func(c *Config) {
+		{"response side alone", func(c *server.Config) {
 			c.Policy.Dir = withoutPatientChecks(t)
 			c.Policy.RunTests = false
 		}},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
-			s := startStack(t, stackOptions{mutate: mode.mutate})
-			doc := s.token(physician(1))
+			s := stacktest.Start(t, stacktest.Options{Mutate: mode.mutate})
+			doc := s.Token(stacktest.Physician(1))
 			for _, path := range searches {
 				t.Run(path, func(t *testing.T) {
-					r := s.do("GET", strings.ReplaceAll(path, " ", "%20"), doc, nil, nil)
-					for _, id := range patientID.FindAllString(string(r.body), -1) {
+					r := s.Do("GET", strings.ReplaceAll(path, " ", "%20"), doc, nil, nil)
+					for _, id := range patientID.FindAllString(string(r.Body), -1) {
 						if !own(id) {
-							t.Errorf("status %d: %s reached the client: %.400s", r.status, id, r.body)
+							t.Errorf("status %d: %s reached the client: %.400s", r.Status, id, r.Body)
 							break
 						}
 					}
 					for _, h := range []string{"Location", "Content-Location"} {
-						for _, id := range patientID.FindAllString(r.header.Get(h), -1) {
+						for _, id := range patientID.FindAllString(r.Header.Get(h), -1) {
 							if !own(id) {
 								t.Errorf("%s header names %s", h, id)
 							}

@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"bytes"
@@ -6,25 +6,13 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/phigate/phigate/demo/demokeys"
 	"github.com/phigate/phigate/demo/fhirdata"
+	"github.com/phigate/phigate/internal/stacktest"
 )
-
-// withTokenKey configures the tokenization key the default policy names.
-func withTokenKey(t *testing.T) func(*Config) {
-	return func(c *Config) {
-		p := filepath.Join(t.TempDir(), "demo-1.key")
-		if err := os.WriteFile(p, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		c.Filters.TokenKeys = map[string]string{"demo-1": p}
-	}
-}
 
 func decodeJSON(t *testing.T, b []byte) map[string]any {
 	t.Helper()
@@ -47,38 +35,38 @@ func entries(bundle map[string]any) []map[string]any {
 }
 
 func TestEndToEndRedaction(t *testing.T) {
-	s := startStack(t, stackOptions{compress: true, mutate: withTokenKey(t)})
-	billing := s.token(demokeys.TokenSpec{Subject: "billing-01", Roles: []string{"billing"}, Purpose: "HPAYMT"})
-	nurse := s.token(demokeys.TokenSpec{Subject: "nurse-01", Roles: []string{"nurse"}, FHIRUser: "Practitioner/prac-001", Purpose: "TREAT"})
-	doc := s.token(physician(1))
+	s := stacktest.Start(t, stacktest.Options{Compress: true, Mutate: stacktest.WithTokenKey(t)})
+	billing := s.Token(demokeys.TokenSpec{Subject: "billing-01", Roles: []string{"billing"}, Purpose: "HPAYMT"})
+	nurse := s.Token(demokeys.TokenSpec{Subject: "nurse-01", Roles: []string{"nurse"}, FHIRUser: "Practitioner/prac-001", Purpose: "TREAT"})
+	doc := s.Token(stacktest.Physician(1))
 
 	t.Run("billing sees no telecom or address", func(t *testing.T) {
-		r := s.do("GET", "/fhir/Patient/pat-0001", billing, nil, nil)
-		if r.status != 200 {
-			t.Fatalf("status %d: %s", r.status, r.body)
+		r := s.Do("GET", "/fhir/Patient/pat-0001", billing, nil, nil)
+		if r.Status != 200 {
+			t.Fatalf("status %d: %s", r.Status, r.Body)
 		}
-		p := decodeJSON(t, r.body)
+		p := decodeJSON(t, r.Body)
 		for _, field := range []string{"telecom", "address", "text"} {
 			if _, ok := p[field]; ok {
 				t.Errorf("billing response still has %s", field)
 			}
 		}
-		if !bytes.Contains(r.body, []byte(`"REDACTED"`)) {
+		if !bytes.Contains(r.Body, []byte(`"REDACTED"`)) {
 			t.Error("redacted resource is not marked REDACTED in meta.security")
 		}
-		if got := r.header.Get("content-length"); got != "" && got != itoa(len(r.body)) {
-			t.Errorf("content-length %s, body %d bytes", got, len(r.body))
+		if got := r.Header.Get("content-length"); got != "" && got != itoa(len(r.Body)) {
+			t.Errorf("content-length %s, body %d bytes", got, len(r.Body))
 		}
 	})
 
 	t.Run("nurse sees tokenized identifiers, equal across responses", func(t *testing.T) {
 		var first []any
 		for i := range 2 {
-			r := s.do("GET", "/fhir/Patient/pat-0001", nurse, nil, nil)
-			if r.status != 200 {
-				t.Fatalf("status %d: %s", r.status, r.body)
+			r := s.Do("GET", "/fhir/Patient/pat-0001", nurse, nil, nil)
+			if r.Status != 200 {
+				t.Fatalf("status %d: %s", r.Status, r.Body)
 			}
-			ids, _ := decodeJSON(t, r.body)["identifier"].([]any)
+			ids, _ := decodeJSON(t, r.Body)["identifier"].([]any)
 			if len(ids) == 0 {
 				t.Fatal("no identifiers in the nurse's response")
 			}
@@ -103,11 +91,11 @@ func TestEndToEndRedaction(t *testing.T) {
 
 	t.Run("search bundle loses patients outside the care team and total matches", func(t *testing.T) {
 		// All conditions fit one page, so the adjusted total is exact.
-		r := s.do("GET", "/fhir/Condition?_count=1000", doc, nil, nil)
-		if r.status != 200 {
-			t.Fatalf("status %d: %.300s", r.status, r.body)
+		r := s.Do("GET", "/fhir/Condition?_count=1000", doc, nil, nil)
+		if r.Status != 200 {
+			t.Fatalf("status %d: %.300s", r.Status, r.Body)
 		}
-		b := decodeJSON(t, r.body)
+		b := decodeJSON(t, r.Body)
 		matches := 0
 		for _, e := range entries(b) {
 			res, _ := e["resource"].(map[string]any)
@@ -130,11 +118,11 @@ func TestEndToEndRedaction(t *testing.T) {
 	})
 
 	t.Run("a paged search drops the total it cannot know", func(t *testing.T) {
-		r := s.do("GET", "/fhir/Patient?_count=100", doc, nil, nil)
-		if r.status != 200 {
-			t.Fatalf("status %d: %.300s", r.status, r.body)
+		r := s.Do("GET", "/fhir/Patient?_count=100", doc, nil, nil)
+		if r.Status != 200 {
+			t.Fatalf("status %d: %.300s", r.Status, r.Body)
 		}
-		b := decodeJSON(t, r.body)
+		b := decodeJSON(t, r.Body)
 		if _, ok := b["total"]; ok {
 			t.Errorf("paged Bundle still states total %v, which counts patients outside the care team", b["total"])
 		}
@@ -151,30 +139,30 @@ func TestEndToEndRedaction(t *testing.T) {
 
 	t.Run("PSY observation withheld without a permitting purpose", func(t *testing.T) {
 		psy := fhirdata.LabelledObservationID(1, fhirdata.LabelPSY)
-		r := s.do("GET", "/fhir/Observation?patient=pat-0001", doc, nil, nil)
-		if r.status != 200 {
-			t.Fatalf("status %d: %.300s", r.status, r.body)
+		r := s.Do("GET", "/fhir/Observation?patient=pat-0001", doc, nil, nil)
+		if r.Status != 200 {
+			t.Fatalf("status %d: %.300s", r.Status, r.Body)
 		}
-		if bytes.Contains(r.body, []byte(psy)) {
+		if bytes.Contains(r.Body, []byte(psy)) {
 			t.Fatalf("PSY observation %s reached the client", psy)
 		}
-		if !bytes.Contains(r.body, []byte("suppressed")) {
+		if !bytes.Contains(r.Body, []byte("suppressed")) {
 			t.Error("the Bundle does not say that entries were suppressed")
 		}
-		single := s.do("GET", "/fhir/Observation/"+psy, doc, nil, nil)
-		if single.status != 403 || bytes.Contains(single.body, []byte("PSY")) {
-			t.Errorf("direct read of the PSY observation: status %d body %.200s, want 403", single.status, single.body)
+		single := s.Do("GET", "/fhir/Observation/"+psy, doc, nil, nil)
+		if single.Status != 403 || bytes.Contains(single.Body, []byte("PSY")) {
+			t.Errorf("direct read of the PSY observation: status %d body %.200s, want 403", single.Status, single.Body)
 		}
 	})
 
 	t.Run("gzip is never passed unredacted", func(t *testing.T) {
-		s.up.reset()
-		r := s.do("GET", "/fhir/Patient/pat-0001", billing, map[string]string{"accept-encoding": "gzip"}, nil)
-		if r.status != 200 {
-			t.Fatalf("status %d", r.status)
+		s.Up.Reset()
+		r := s.Do("GET", "/fhir/Patient/pat-0001", billing, map[string]string{"accept-encoding": "gzip"}, nil)
+		if r.Status != 200 {
+			t.Fatalf("status %d", r.Status)
 		}
-		body := r.body
-		if r.header.Get("content-encoding") == "gzip" {
+		body := r.Body
+		if r.Header.Get("content-encoding") == "gzip" {
 			zr, err := gzip.NewReader(bytes.NewReader(body))
 			if err != nil {
 				t.Fatal(err)
@@ -186,35 +174,35 @@ func TestEndToEndRedaction(t *testing.T) {
 		if bytes.Contains(body, []byte("telecom")) {
 			t.Fatal("compressed path leaked telecom")
 		}
-		for _, req := range s.up.requests() {
-			if req.headers.Get("accept-encoding") != "" {
-				t.Errorf("upstream was asked for %q", req.headers.Get("accept-encoding"))
+		for _, req := range s.Up.Requests() {
+			if req.Headers.Get("accept-encoding") != "" {
+				t.Errorf("upstream was asked for %q", req.Headers.Get("accept-encoding"))
 			}
 		}
 	})
 }
 
 func TestEndToEndFailClosedBodies(t *testing.T) {
-	s := startStack(t, stackOptions{maxBody: 16 << 10, mutate: withTokenKey(t)})
-	billing := s.token(demokeys.TokenSpec{Subject: "billing-01", Roles: []string{"billing"}, Purpose: "HPAYMT"})
+	s := stacktest.Start(t, stacktest.Options{MaxBody: 16 << 10, Mutate: stacktest.WithTokenKey(t)})
+	billing := s.Token(demokeys.TokenSpec{Subject: "billing-01", Roles: []string{"billing"}, Purpose: "HPAYMT"})
 
 	t.Run("body over the buffer limit", func(t *testing.T) {
-		r := s.do("GET", "/fhir/Patient?_count=500", billing, nil, nil)
-		if r.status < 500 {
-			t.Fatalf("status %d for an oversized body, want an error", r.status)
+		r := s.Do("GET", "/fhir/Patient?_count=500", billing, nil, nil)
+		if r.Status < 500 {
+			t.Fatalf("status %d for an oversized body, want an error", r.Status)
 		}
-		if bytes.Contains(r.body, []byte("telecom")) || bytes.Contains(r.body, []byte("pat-0")) {
-			t.Fatalf("oversized body leaked data: %.200s", r.body)
+		if bytes.Contains(r.Body, []byte("telecom")) || bytes.Contains(r.Body, []byte("pat-0")) {
+			t.Fatalf("oversized body leaked data: %.200s", r.Body)
 		}
 	})
 
 	t.Run("malformed JSON", func(t *testing.T) {
-		s.up.override("/fhir/Patient/pat-0001", "application/fhir+json", `{"resourceType":"Patient","id":"pat-0001","telecom":[{"value":"555-0100"}`)
-		r := s.do("GET", "/fhir/Patient/pat-0001", billing, nil, nil)
-		if r.status != 502 {
-			t.Fatalf("status %d for malformed JSON, want 502", r.status)
+		s.Up.Override("/fhir/Patient/pat-0001", "application/fhir+json", `{"resourceType":"Patient","id":"pat-0001","telecom":[{"value":"555-0100"}`)
+		r := s.Do("GET", "/fhir/Patient/pat-0001", billing, nil, nil)
+		if r.Status != 502 {
+			t.Fatalf("status %d for malformed JSON, want 502", r.Status)
 		}
-		if strings.Contains(string(r.body), "555-0100") {
+		if strings.Contains(string(r.Body), "555-0100") {
 			t.Fatal("malformed body leaked")
 		}
 	})
@@ -224,17 +212,17 @@ func TestEndToEndFailClosedBodies(t *testing.T) {
 		zw := gzip.NewWriter(&zb)
 		_, _ = zw.Write([]byte(`{"resourceType":"Patient","id":"pat-0001","telecom":[{"value":"555-0100"}]}`))
 		_ = zw.Close()
-		s.up.overrideEncoded("/fhir/Patient/pat-0001", "application/fhir+json", "gzip", zb.String())
-		r := s.do("GET", "/fhir/Patient/pat-0001", billing, nil, nil)
-		if r.status != 502 || !isOutcome(r) {
-			t.Fatalf("status %d body %.200s, want 502 OperationOutcome", r.status, r.body)
+		s.Up.OverrideEncoded("/fhir/Patient/pat-0001", "application/fhir+json", "gzip", zb.String())
+		r := s.Do("GET", "/fhir/Patient/pat-0001", billing, nil, nil)
+		if r.Status != 502 || !stacktest.IsOutcome(r) {
+			t.Fatalf("status %d body %.200s, want 502 OperationOutcome", r.Status, r.Body)
 		}
 	})
 }
 
-func upstreamPatient(t *testing.T, s *stack, id string) map[string]any {
+func upstreamPatient(t *testing.T, s *stacktest.Stack, id string) map[string]any {
 	t.Helper()
-	resp, err := http.Get("http://" + s.up.addr + "/fhir/Patient/" + id)
+	resp, err := http.Get("http://" + s.Up.Addr + "/fhir/Patient/" + id)
 	if err != nil {
 		t.Fatal(err)
 	}

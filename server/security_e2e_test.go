@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"fmt"
@@ -13,6 +13,8 @@ import (
 
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/demo/demokeys"
+	"github.com/phigate/phigate/internal/stacktest"
+	"github.com/phigate/phigate/server"
 )
 
 // TestUnderscoreHeadersRefused: servers in the CGI, WSGI and PHP style read
@@ -21,12 +23,12 @@ import (
 // request with a 400 and a minimal OperationOutcome before it reaches
 // phigate or the upstream.
 func TestUnderscoreHeadersRefused(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	good := s.token(physician(1))
+	s := stacktest.Start(t, stacktest.Options{})
+	good := s.Token(stacktest.Physician(1))
 	for _, name := range []string{"x_phigate_user", "X_Phigate_Roles", "x_forwarded_for"} {
 		t.Run(name, func(t *testing.T) {
-			s.up.reset()
-			req, err := http.NewRequest("GET", s.envoy.URL("/fhir/Patient/pat-0001"), nil)
+			s.Up.Reset()
+			req, err := http.NewRequest("GET", s.Envoy.URL("/fhir/Patient/pat-0001"), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -41,21 +43,21 @@ func TestUnderscoreHeadersRefused(t *testing.T) {
 			if resp.StatusCode != 400 || !strings.Contains(string(body), `"OperationOutcome"`) {
 				t.Errorf("status = %d body %.200s, want 400 with an OperationOutcome", resp.StatusCode, body)
 			}
-			for _, seen := range s.up.requests() {
-				for k := range seen.headers {
+			for _, seen := range s.Up.Requests() {
+				for k := range seen.Headers {
 					if strings.Contains(k, "_") {
 						t.Errorf("upstream received header %q", k)
 					}
 				}
 			}
-			if n := len(s.up.requests()); n != 0 {
+			if n := len(s.Up.Requests()); n != 0 {
 				t.Errorf("upstream saw %d requests, want 0", n)
 			}
 		})
 	}
 	t.Run("the same request without the header passes", func(t *testing.T) {
-		if r := s.do("GET", "/fhir/Patient/pat-0001", good, nil, nil); r.status != 200 {
-			t.Errorf("status = %d, want 200", r.status)
+		if r := s.Do("GET", "/fhir/Patient/pat-0001", good, nil, nil); r.Status != 200 {
+			t.Errorf("status = %d, want 200", r.Status)
 		}
 	})
 }
@@ -65,31 +67,31 @@ func TestUnderscoreHeadersRefused(t *testing.T) {
 // the emergency purpose must open nothing: no PSY-labelled Condition, and
 // nothing flagged as break-glass either.
 func TestEmergencyPurposeNeedsBreakGlass(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	spec := physician(1)
+	s := stacktest.Start(t, stacktest.Options{})
+	spec := stacktest.Physician(1)
 	spec.Purpose = ""
-	doc := s.token(spec)
+	doc := s.Token(spec)
 	psy := "cond-pat-0001-psy"
 
 	t.Run("ETREAT header alone", func(t *testing.T) {
-		r := s.do("GET", "/fhir/Condition/"+psy, doc, map[string]string{"x-purpose-of-use": "ETREAT"}, nil)
-		if r.status != 403 || strings.Contains(string(r.body), "PSY") {
-			t.Fatalf("status %d body %.200s, want 403 without the label", r.status, r.body)
+		r := s.Do("GET", "/fhir/Condition/"+psy, doc, map[string]string{"x-purpose-of-use": "ETREAT"}, nil)
+		if r.Status != 403 || strings.Contains(string(r.Body), "PSY") {
+			t.Fatalf("status %d body %.200s, want 403 without the label", r.Status, r.Body)
 		}
-		r = s.do("GET", "/fhir/Condition?patient=pat-0001", doc, map[string]string{"x-purpose-of-use": "ETREAT"}, nil)
-		if strings.Contains(string(r.body), psy) {
-			t.Fatalf("search under ETREAT returned the PSY condition (status %d)", r.status)
+		r = s.Do("GET", "/fhir/Condition?patient=pat-0001", doc, map[string]string{"x-purpose-of-use": "ETREAT"}, nil)
+		if strings.Contains(string(r.Body), psy) {
+			t.Fatalf("search under ETREAT returned the PSY condition (status %d)", r.Status)
 		}
 	})
 	t.Run("ETREAT inside an activated break-glass", func(t *testing.T) {
 		spec := spec
 		spec.AMR = []string{"pwd", "otp"}
-		mfa := s.token(spec)
+		mfa := s.Token(spec)
 		// Break-glass opens exactly one named patient.
-		r := s.do("GET", "/fhir/Condition?patient=pat-0001", mfa, map[string]string{
+		r := s.Do("GET", "/fhir/Condition?patient=pat-0001", mfa, map[string]string{
 			"x-purpose-of-use": "ETREAT", "x-break-glass": "unconscious in ED"}, nil)
-		if r.status != 200 || !strings.Contains(string(r.body), psy) {
-			t.Fatalf("status %d body %.200s, want 200 with the condition", r.status, r.body)
+		if r.Status != 200 || !strings.Contains(string(r.Body), psy) {
+			t.Fatalf("status %d body %.200s, want 200 with the condition", r.Status, r.Body)
 		}
 	})
 }
@@ -99,9 +101,9 @@ func TestEmergencyPurposeNeedsBreakGlass(t *testing.T) {
 // search would be refused, and the response side must withhold a type the
 // caller may not read even when the request side let the search pass.
 func TestIncludeIsItsOwnTarget(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	admin := s.token(demokeys.TokenSpec{Subject: "admin-1", Roles: []string{"admin"}})
-	billing := s.token(demokeys.TokenSpec{Subject: "billing-1", Roles: []string{"billing"}, Purpose: "HPAYMT"})
+	s := stacktest.Start(t, stacktest.Options{})
+	admin := s.Token(demokeys.TokenSpec{Subject: "admin-1", Roles: []string{"admin"}})
+	billing := s.Token(demokeys.TokenSpec{Subject: "billing-1", Roles: []string{"billing"}, Purpose: "HPAYMT"})
 
 	cases := []struct {
 		name, token, path string
@@ -115,38 +117,38 @@ func TestIncludeIsItsOwnTarget(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s.up.reset()
-			r := s.do("GET", tc.path, tc.token, nil, nil)
-			if r.status != 403 || !isOutcome(r) {
-				t.Fatalf("status %d body %.300s, want 403 with an OperationOutcome", r.status, r.body)
+			s.Up.Reset()
+			r := s.Do("GET", tc.path, tc.token, nil, nil)
+			if r.Status != 403 || !stacktest.IsOutcome(r) {
+				t.Fatalf("status %d body %.300s, want 403 with an OperationOutcome", r.Status, r.Body)
 			}
-			if n := len(s.up.requests()); n != 0 {
+			if n := len(s.Up.Requests()); n != 0 {
 				t.Errorf("the upstream saw %d requests, want none", n)
 			}
 		})
 	}
 	t.Run("admin: the Organization search alone passes", func(t *testing.T) {
-		r := s.do("GET", "/fhir/Organization?_count=5", admin, nil, nil)
-		if r.status != 200 || strings.Contains(string(r.body), `"resourceType":"Patient"`) {
-			t.Fatalf("status %d body %.300s", r.status, r.body)
+		r := s.Do("GET", "/fhir/Organization?_count=5", admin, nil, nil)
+		if r.Status != 200 || strings.Contains(string(r.Body), `"resourceType":"Patient"`) {
+			t.Fatalf("status %d body %.300s", r.Status, r.Body)
 		}
 	})
 	t.Run("response side alone withholds a type the caller may not read", func(t *testing.T) {
 		// An upstream that answers an Organization search with Patient
 		// entries (a bug, or an include parameter it reads differently).
-		s.up.override("/fhir/Organization", "application/fhir+json", `{"resourceType":"Bundle","type":"searchset",`+
+		s.Up.Override("/fhir/Organization", "application/fhir+json", `{"resourceType":"Bundle","type":"searchset",`+
 			`"entry":[{"resource":{"resourceType":"Organization","id":"org-1","name":"Clinic"},"search":{"mode":"match"}},`+
 			`{"resource":{"resourceType":"Patient","id":"pat-0002","name":[{"family":"Leaked"}],`+
 			`"identifier":[{"system":"http://hl7.org/fhir/sid/us-ssn","value":"123-45-6789"}]},"search":{"mode":"include"}}]}`)
-		r := s.do("GET", "/fhir/Organization", admin, nil, nil)
-		if r.status != 200 {
-			t.Fatalf("status %d body %.300s", r.status, r.body)
+		r := s.Do("GET", "/fhir/Organization", admin, nil, nil)
+		if r.Status != 200 {
+			t.Fatalf("status %d body %.300s", r.Status, r.Body)
 		}
-		if strings.Contains(string(r.body), "Leaked") || strings.Contains(string(r.body), "123-45-6789") {
-			t.Fatalf("a Patient reached an admin: %s", r.body)
+		if strings.Contains(string(r.Body), "Leaked") || strings.Contains(string(r.Body), "123-45-6789") {
+			t.Fatalf("a Patient reached an admin: %s", r.Body)
 		}
-		if !strings.Contains(string(r.body), "org-1") {
-			t.Errorf("the Organization itself was withheld: %s", r.body)
+		if !strings.Contains(string(r.Body), "org-1") {
+			t.Errorf("the Organization itself was withheld: %s", r.Body)
 		}
 	})
 }
@@ -179,12 +181,12 @@ func poisonBatch(entries, idsPerEntry int) string {
 // record, and leave a trail that verifies and reopens.
 func TestAuditPoisoningRefused(t *testing.T) {
 	var dir string
-	s := startStack(t, stackOptions{mutate: func(c *Config) { dir = c.Audit.Dir }})
+	s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) { dir = c.Audit.Dir }})
 	body := poisonBatch(10, 14000)
 	if len(body) > 1<<20 {
 		t.Fatalf("attack body is %d bytes, more than Envoy forwards", len(body))
 	}
-	doc := s.token(physician(1))
+	doc := s.Token(stacktest.Physician(1))
 	for _, tc := range []struct {
 		name   string
 		token  string
@@ -195,16 +197,16 @@ func TestAuditPoisoningRefused(t *testing.T) {
 		{"authenticated, over the caps", doc, 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s.up.reset()
+			s.Up.Reset()
 			start := time.Now()
-			r := s.do("POST", "/fhir", tc.token, map[string]string{"content-type": "application/fhir+json"}, strings.NewReader(body))
-			if r.status != tc.status || !isOutcome(r) {
-				t.Fatalf("status %d body %.300s, want %d with an OperationOutcome", r.status, r.body, tc.status)
+			r := s.Do("POST", "/fhir", tc.token, map[string]string{"content-type": "application/fhir+json"}, strings.NewReader(body))
+			if r.Status != tc.status || !stacktest.IsOutcome(r) {
+				t.Fatalf("status %d body %.300s, want %d with an OperationOutcome", r.Status, r.Body, tc.status)
 			}
 			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("refusal took %v", d)
 			}
-			if n := len(s.up.requests()); n != 0 {
+			if n := len(s.Up.Requests()); n != 0 {
 				t.Errorf("upstream saw %d requests", n)
 			}
 		})
@@ -227,10 +229,10 @@ func TestAuditPoisoningRefused(t *testing.T) {
 		t.Errorf("trail holds %d records, want the two refusals", len(entries))
 	}
 	// The trail reopens: a second phigate on the same directory starts and serves.
-	s.stopPhigate()
-	s2 := startStack(t, stackOptions{mutate: func(c *Config) { c.Audit.Dir = dir }})
-	if r := s2.do("GET", "/fhir/Patient/pat-0001", s2.token(physician(1)), nil, nil); r.status != 200 {
-		t.Fatalf("after a restart on the same trail: status %d", r.status)
+	s.StopPhigate()
+	s2 := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) { c.Audit.Dir = dir }})
+	if r := s2.Do("GET", "/fhir/Patient/pat-0001", s2.Token(stacktest.Physician(1)), nil, nil); r.Status != 200 {
+		t.Fatalf("after a restart on the same trail: status %d", r.Status)
 	}
 }
 
@@ -239,9 +241,9 @@ func TestAuditPoisoningRefused(t *testing.T) {
 // decision, not on whatever patient the new body names. prac-001 cares for
 // pat-0001, prac-002 for pat-0002.
 func TestWritesAuthorizedOnTheStoredOwner(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	outsider := s.token(physician(1))
-	own := s.token(physician(2))
+	s := stacktest.Start(t, stacktest.Options{})
+	outsider := s.Token(stacktest.Physician(1))
+	own := s.Token(stacktest.Physician(2))
 	const obs = "/fhir/Observation/obs-pat-0002-01"
 	observation := func(patient string) string {
 		return `{"resourceType":"Observation","id":"obs-pat-0002-01","status":"final",` +
@@ -262,11 +264,11 @@ func TestWritesAuthorizedOnTheStoredOwner(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := s.do(tc.method, obs, tc.token, tc.headers, strings.NewReader(tc.body))
-			if r.status != tc.status {
-				t.Fatalf("status %d body %.300s, want %d", r.status, r.body, tc.status)
+			r := s.Do(tc.method, obs, tc.token, tc.headers, strings.NewReader(tc.body))
+			if r.Status != tc.status {
+				t.Fatalf("status %d body %.300s, want %d", r.Status, r.Body, tc.status)
 			}
-			status, stored := getBody(t, "http://"+s.up.addr+obs)
+			status, stored := stacktest.GetBody(t, "http://"+s.Up.Addr+obs)
 			if status != 200 || !strings.Contains(stored, `"Patient/pat-0002"`) {
 				t.Fatalf("the stored observation changed owner or vanished: status %d %.300s", status, stored)
 			}
@@ -280,8 +282,8 @@ func TestWritesAuthorizedOnTheStoredOwner(t *testing.T) {
 // inside Parameters, a contained resource, and a deleted entry known only
 // by its URLs.
 func TestResponseShapesOfAnotherPatient(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	doc := s.token(physician(1))
+	s := stacktest.Start(t, stacktest.Options{})
+	doc := s.Token(stacktest.Physician(1))
 	entry := func(res string) string { return `{"resource":` + res + `,"search":{"mode":"match"}}` }
 	own := `{"resourceType":"Observation","id":"obs-own","status":"final","code":{"text":"hr"},"subject":{"reference":"Patient/pat-0001"}}`
 	shapes := map[string]string{
@@ -302,14 +304,14 @@ func TestResponseShapesOfAnotherPatient(t *testing.T) {
 			if name == "deleted" {
 				typ = "history"
 			}
-			s.up.override("/fhir/Observation", "application/fhir+json",
+			s.Up.Override("/fhir/Observation", "application/fhir+json",
 				`{"resourceType":"Bundle","type":"`+typ+`","entry":[`+entry(own)+`,`+e+`]}`)
-			r := s.do("GET", "/fhir/Observation?patient=pat-0001", doc, nil, nil)
-			body := string(r.body)
+			r := s.Do("GET", "/fhir/Observation?patient=pat-0001", doc, nil, nil)
+			body := string(r.Body)
 			if strings.Contains(body, "pat-0002") || strings.Contains(body, "Leaked") {
-				t.Fatalf("status %d: another patient reached the client: %s", r.status, body)
+				t.Fatalf("status %d: another patient reached the client: %s", r.Status, body)
 			}
-			if r.status == 200 && !strings.Contains(body, "obs-own") {
+			if r.Status == 200 && !strings.Contains(body, "obs-own") {
 				t.Errorf("the caller's own observation was withheld too: %s", body)
 			}
 		})
@@ -320,22 +322,22 @@ func TestResponseShapesOfAnotherPatient(t *testing.T) {
 // date anywhere, meta.lastUpdated included, while effectiveDateTime was
 // already coarsened.
 func TestSafeHarborEveryDate(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	researcher := s.token(demokeys.TokenSpec{Subject: "researcher-1", Roles: []string{"researcher"}, Purpose: "HRESCH"})
+	s := stacktest.Start(t, stacktest.Options{})
+	researcher := s.Token(demokeys.TokenSpec{Subject: "researcher-1", Roles: []string{"researcher"}, Purpose: "HRESCH"})
 	for _, tc := range []struct {
 		path string
 		meta bool // the resource carries meta.lastUpdated upstream
 	}{{"/fhir/Observation/obs-pat-0001-01", true}, {"/fhir/Observation?patient=pat-0001", false}} {
 		t.Run(tc.path, func(t *testing.T) {
-			r := s.do("GET", tc.path, researcher, nil, nil)
-			if r.status != 200 {
-				t.Fatalf("status %d body %.300s", r.status, r.body)
+			r := s.Do("GET", tc.path, researcher, nil, nil)
+			if r.Status != 200 {
+				t.Fatalf("status %d body %.300s", r.Status, r.Body)
 			}
-			if exact := regexp.MustCompile(`"\d{4}-\d{2}(-\d{2})?(T[^"]*)?"`).Find(r.body); exact != nil {
-				t.Errorf("a date finer than the year reached a researcher: %s in %.400s", exact, r.body)
+			if exact := regexp.MustCompile(`"\d{4}-\d{2}(-\d{2})?(T[^"]*)?"`).Find(r.Body); exact != nil {
+				t.Errorf("a date finer than the year reached a researcher: %s in %.400s", exact, r.Body)
 			}
-			if tc.meta && !strings.Contains(string(r.body), `"lastUpdated":"20`) {
-				t.Errorf("meta.lastUpdated vanished instead of being coarsened: %.300s", r.body)
+			if tc.meta && !strings.Contains(string(r.Body), `"lastUpdated":"20`) {
+				t.Errorf("meta.lastUpdated vanished instead of being coarsened: %.300s", r.Body)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/demo/demokeys"
 	"github.com/phigate/phigate/envoy"
+	"github.com/phigate/phigate/internal/stacktest"
 	"github.com/phigate/phigate/policy"
 )
 
@@ -57,11 +58,11 @@ func checkServer(b *testing.B, withAudit, cached bool) (*envoy.AuthServer, *auth
 	if err != nil {
 		b.Fatal(err)
 	}
-	tok, err := keys.Mint(physician(1))
+	tok, err := keys.Mint(stacktest.Physician(1))
 	if err != nil {
 		b.Fatal(err)
 	}
-	return srv, checkRequest("GET", "/fhir/Patient/pat-0001", tok)
+	return srv, stacktest.CheckRequest("GET", "/fhir/Patient/pat-0001", tok)
 }
 
 func runChecks(b *testing.B, srv *envoy.AuthServer, req *authv3.CheckRequest) {
@@ -83,7 +84,7 @@ func BenchmarkCheckNoop(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	runChecks(b, srv, checkRequest("GET", "/fhir/Patient/pat-0001", "t"))
+	runChecks(b, srv, stacktest.CheckRequest("GET", "/fhir/Patient/pat-0001", "t"))
 }
 
 // BenchmarkCheck is the full decision path without the audit trail; the

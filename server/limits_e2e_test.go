@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/envoy"
+	"github.com/phigate/phigate/internal/stacktest"
 )
 
 // rawResponse is what came back on a raw connection: a response, or the
@@ -90,8 +91,8 @@ func minimalOutcome(r rawResponse, echo string) string {
 // and a minimal OperationOutcome, not a closed connection, and reaches
 // neither phigate's policy nor the legacy service.
 func TestOversizeRequestsAnswered(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	good := s.token(physician(1))
+	s := stacktest.Start(t, stacktest.Options{})
+	good := s.Token(stacktest.Physician(1))
 	auth := "Authorization: Bearer " + good
 	many := []string{auth}
 	for i := range 120 {
@@ -115,8 +116,8 @@ func TestOversizeRequestsAnswered(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s.up.reset()
-			r := sendRaw(t, s.envoy.Listen, tc.target, tc.headers)
+			s.Up.Reset()
+			r := sendRaw(t, s.Envoy.Listen, tc.target, tc.headers)
 			if r.err != nil {
 				t.Fatalf("%v; want %d with an OperationOutcome", r.err, tc.status)
 			}
@@ -126,7 +127,7 @@ func TestOversizeRequestsAnswered(t *testing.T) {
 			if why := minimalOutcome(r, tc.echo); why != "" {
 				t.Errorf("%s", why)
 			}
-			if n := len(s.up.requests()); n != 0 {
+			if n := len(s.Up.Requests()); n != 0 {
 				t.Errorf("upstream saw %d requests, want 0", n)
 			}
 		})
@@ -139,7 +140,7 @@ func TestOversizeRequestsAnswered(t *testing.T) {
 	// 16 MiB; on a network that depends on the socket buffers between.)
 	for _, size := range []int{1 << 20, 8 << 20} {
 		t.Run(fmt.Sprintf("net/http client, %d MiB header", size>>20), func(t *testing.T) {
-			req, err := http.NewRequest("GET", s.envoy.URL("/fhir/Patient/pat-0001"), nil)
+			req, err := http.NewRequest("GET", s.Envoy.URL("/fhir/Patient/pat-0001"), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,21 +162,21 @@ func TestOversizeRequestsAnswered(t *testing.T) {
 		})
 	}
 	t.Run("body over max_request_body", func(t *testing.T) {
-		s.up.reset()
+		s.Up.Reset()
 		big := `{"resourceType":"Observation","note":[{"text":"` + strings.Repeat("b", 2<<20) + `"}]}`
-		r := sendRawBody(t, s.envoy.Listen, "POST", "/fhir/Observation", []string{auth, "Content-Type: application/fhir+json"}, big)
+		r := sendRawBody(t, s.Envoy.Listen, "POST", "/fhir/Observation", []string{auth, "Content-Type: application/fhir+json"}, big)
 		if r.err != nil || r.status != 413 {
 			t.Fatalf("status = %d, err %v, want 413; body %.200q", r.status, r.err, r.body)
 		}
 		if why := minimalOutcome(r, "bbbbbbbb"); why != "" {
 			t.Errorf("%s", why)
 		}
-		if n := len(s.up.requests()); n != 0 {
+		if n := len(s.Up.Requests()); n != 0 {
 			t.Errorf("upstream saw %d requests, want 0", n)
 		}
 	})
 	t.Run("ordinary requests still pass", func(t *testing.T) {
-		r := sendRaw(t, s.envoy.Listen, "/fhir/Observation?patient=pat-0001&code="+strings.Repeat("q", 2<<10),
+		r := sendRaw(t, s.Envoy.Listen, "/fhir/Observation?patient=pat-0001&code="+strings.Repeat("q", 2<<10),
 			[]string{auth, "x-note: " + strings.Repeat("n", 8<<10)})
 		if r.err != nil || r.status != 200 {
 			t.Fatalf("status = %d, err %v, want 200; body %.200q", r.status, r.err, r.body)
@@ -184,13 +185,13 @@ func TestOversizeRequestsAnswered(t *testing.T) {
 	t.Run("a request target at the limit passes", func(t *testing.T) {
 		target := "/fhir/Observation?patient=pat-0001&code="
 		target += strings.Repeat("q", envoy.MaxCheckPath-len(target))
-		r := sendRaw(t, s.envoy.Listen, target, []string{auth})
+		r := sendRaw(t, s.Envoy.Listen, target, []string{auth})
 		if r.err != nil || r.status != 200 {
 			t.Fatalf("status = %d, err %v, want 200; body %.200q", r.status, r.err, r.body)
 		}
 	})
 	t.Run("60 KiB of headers pass", func(t *testing.T) {
-		r := sendRaw(t, s.envoy.Listen, "/fhir/Patient/pat-0001", []string{auth, "x-note: " + strings.Repeat("n", 60<<10)})
+		r := sendRaw(t, s.Envoy.Listen, "/fhir/Patient/pat-0001", []string{auth, "x-note: " + strings.Repeat("n", 60<<10)})
 		if r.err != nil || r.status != 200 {
 			t.Fatalf("status = %d, err %v, want 200; body %.200q", r.status, r.err, r.body)
 		}
@@ -203,8 +204,8 @@ func TestOversizeRequestsAnswered(t *testing.T) {
 // Envoy passes on: percent-encoded bytes, obs-text in a header value, a
 // body), and never reach the legacy service.
 func TestLimitsBadBytesRefused(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	auth := "Authorization: Bearer " + s.token(physician(1))
+	s := stacktest.Start(t, stacktest.Options{})
+	auth := "Authorization: Bearer " + s.Token(stacktest.Physician(1))
 	body := func(text string) string {
 		return `{"resourceType":"Patient","id":"pat-0001","name":[{"text":"` + text + `"}]}`
 	}
@@ -230,8 +231,8 @@ func TestLimitsBadBytesRefused(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s.up.reset()
-			r := sendRawBody(t, s.envoy.Listen, tc.method, tc.target, tc.headers, tc.body)
+			s.Up.Reset()
+			r := sendRawBody(t, s.Envoy.Listen, tc.method, tc.target, tc.headers, tc.body)
 			if r.err != nil {
 				t.Fatalf("%v; want 400 with an OperationOutcome", r.err)
 			}
@@ -241,7 +242,7 @@ func TestLimitsBadBytesRefused(t *testing.T) {
 			if why := minimalOutcome(r, "SECRET"); why != "" {
 				t.Errorf("%s", why)
 			}
-			if n := len(s.up.requests()); n != 0 {
+			if n := len(s.Up.Requests()); n != 0 {
 				t.Errorf("upstream saw %d requests, want 0", n)
 			}
 		})

@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"context"
@@ -20,6 +20,8 @@ import (
 	"github.com/phigate/phigate/demo/demokeys"
 	"github.com/phigate/phigate/envoy"
 	"github.com/phigate/phigate/envoy/envoytest"
+	"github.com/phigate/phigate/internal/stacktest"
+	"github.com/phigate/phigate/server"
 )
 
 // procOnlyPrefix is the test route on which Envoy runs ext_proc without
@@ -28,12 +30,12 @@ const procOnlyPrefix = "/unauthorized/"
 
 // startProcOnlyStack starts the stack, then puts in front of it an Envoy
 // that also has the ext_proc-only route. It returns the audit directory.
-func startProcOnlyStack(t *testing.T) (*stack, string) {
+func startProcOnlyStack(t *testing.T) (*stacktest.Stack, string) {
 	t.Helper()
 	var dir string
-	s := startStack(t, stackOptions{mutate: func(c *Config) { dir = c.Audit.Dir }})
-	s.envoy = envoytest.Start(t, envoy.BootstrapConfig{
-		Upstream: s.up.addr, Phigate: s.phigate.GRPCAddr, ProcOnlyPrefix: procOnlyPrefix,
+	s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) { dir = c.Audit.Dir }})
+	s.Envoy = envoytest.Start(t, envoy.BootstrapConfig{
+		Upstream: s.Up.Addr, Phigate: s.Phigate.GRPCAddr(), ProcOnlyPrefix: procOnlyPrefix,
 	})
 	return s, dir
 }
@@ -67,7 +69,7 @@ func detail(ev *audit.AuditEvent, typ string) string {
 // an unreadable body, another patient's data.
 func TestPlanMarkerEndToEnd(t *testing.T) {
 	s, dir := startProcOnlyStack(t)
-	doc := s.token(physician(1))
+	doc := s.Token(stacktest.Physician(1))
 
 	for _, tc := range []struct {
 		name, path, token string
@@ -81,44 +83,44 @@ func TestPlanMarkerEndToEnd(t *testing.T) {
 		{"ext_proc alone, what needs no plan", procOnlyPrefix + "fhir/metadata", "", 502},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s.up.reset()
-			r := s.do("GET", tc.path, tc.token, nil, nil)
-			if r.status != tc.want {
-				t.Fatalf("status %d, want %d: %.300s", r.status, tc.want, r.body)
+			s.Up.Reset()
+			r := s.Do("GET", tc.path, tc.token, nil, nil)
+			if r.Status != tc.want {
+				t.Fatalf("status %d, want %d: %.300s", r.Status, tc.want, r.Body)
 			}
 			if tc.want == 200 {
 				return
 			}
-			if len(s.up.requests()) != 1 {
-				t.Fatalf("the legacy service saw %d requests; the test needs the response refused, not the request", len(s.up.requests()))
+			if len(s.Up.Requests()) != 1 {
+				t.Fatalf("the legacy service saw %d requests; the test needs the response refused, not the request", len(s.Up.Requests()))
 			}
-			if !isOutcome(r) {
-				t.Fatalf("body is not a minimal OperationOutcome: %s", r.body)
+			if !stacktest.IsOutcome(r) {
+				t.Fatalf("body is not a minimal OperationOutcome: %s", r.Body)
 			}
 			for _, leak := range []string{"pat-000", "marker", "family", "Patient"} {
-				if strings.Contains(string(r.body), leak) {
-					t.Errorf("refusal body reveals %q: %s", leak, r.body)
+				if strings.Contains(string(r.Body), leak) {
+					t.Errorf("refusal body reveals %q: %s", leak, r.Body)
 				}
 			}
 		})
 	}
 
 	// The response side's other refusals, for the trail.
-	s.up.override("/fhir/Patient/pat-0001", "application/fhir+json", `{"resourceType":"Patient","id":"pat-0001","name":[{"family":"X"}`)
-	if r := s.do("GET", "/fhir/Patient/pat-0001", doc, nil, nil); r.status != 502 {
-		t.Fatalf("unreadable body: status %d, want 502", r.status)
+	s.Up.Override("/fhir/Patient/pat-0001", "application/fhir+json", `{"resourceType":"Patient","id":"pat-0001","name":[{"family":"X"}`)
+	if r := s.Do("GET", "/fhir/Patient/pat-0001", doc, nil, nil); r.Status != 502 {
+		t.Fatalf("unreadable body: status %d, want 502", r.Status)
 	}
-	s.up.override("/fhir/Patient/pat-0001", "application/fhir+json", `{"resourceType":"Patient","id":"pat-0002","name":[{"family":"X"}]}`)
-	if r := s.do("GET", "/fhir/Patient/pat-0001", doc, nil, nil); r.status != 403 {
-		t.Fatalf("another patient's body: status %d, want 403", r.status)
+	s.Up.Override("/fhir/Patient/pat-0001", "application/fhir+json", `{"resourceType":"Patient","id":"pat-0002","name":[{"family":"X"}]}`)
+	if r := s.Do("GET", "/fhir/Patient/pat-0001", doc, nil, nil); r.Status != 403 {
+		t.Fatalf("another patient's body: status %d, want 403", r.Status)
 	}
 
 	// An operator sees unmarked responses apart from other refusals.
-	if _, m := getBody(t, "http://"+s.phigate.AdminAddr+"/metrics"); !strings.Contains(m, `phigate_extproc_responses_total{outcome="unmarked"} 4`) {
+	if _, m := stacktest.GetBody(t, "http://"+s.Phigate.AdminAddr()+"/metrics"); !strings.Contains(m, `phigate_extproc_responses_total{outcome="unmarked"} 4`) {
 		t.Errorf("metrics do not count the 4 unmarked responses:\n%s", grepLines(m, "phigate_extproc_responses_total"))
 	}
 
-	s.stopPhigate()
+	s.StopPhigate()
 	got := map[string][]*audit.AuditEvent{}
 	for _, e := range filterings(t, dir) {
 		got[detail(e.Event, "reason")] = append(got[detail(e.Event, "reason")], e.Event)
@@ -173,8 +175,8 @@ func keys[V any](m map[string]V) []string {
 // vouch for, do not reach the client through the real Envoy; those about
 // the granted patient, or the body itself, do.
 func TestLocationHeadersEndToEnd(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	doc := s.token(physician(1))
+	s := stacktest.Start(t, stacktest.Options{})
+	doc := s.Token(stacktest.Physician(1))
 	patient := `{"resourceType":"Patient","id":"pat-0001","gender":"female"}`
 	obs := `{"resourceType":"Observation","id":"obs-pat-0001-01","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/pat-0001"}}`
 	for _, tc := range []struct {
@@ -196,23 +198,23 @@ func TestLocationHeadersEndToEnd(t *testing.T) {
 			"Content-Location": {"/fhir/Observation/obs-pat-0002-01/_history/1"}}, nil, []string{"Content-Location"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s.up.overrideHeaders(tc.path, "application/fhir+json", tc.body, tc.header)
-			r := s.do("GET", tc.path, doc, nil, nil)
-			if r.status != 200 {
-				t.Fatalf("status %d, want 200: %.300s", r.status, r.body)
+			s.Up.OverrideHeaders(tc.path, "application/fhir+json", tc.body, tc.header)
+			r := s.Do("GET", tc.path, doc, nil, nil)
+			if r.Status != 200 {
+				t.Fatalf("status %d, want 200: %.300s", r.Status, r.Body)
 			}
 			for _, h := range tc.kept {
-				if r.header.Get(h) != tc.header.Get(h) {
-					t.Errorf("%s = %q, want %q kept", h, r.header.Get(h), tc.header.Get(h))
+				if r.Header.Get(h) != tc.header.Get(h) {
+					t.Errorf("%s = %q, want %q kept", h, r.Header.Get(h), tc.header.Get(h))
 				}
 			}
 			for _, h := range tc.dropped {
-				if v := r.header.Get(h); v != "" {
+				if v := r.Header.Get(h); v != "" {
 					t.Errorf("%s reached the client: %q", h, v)
 				}
 			}
-			if strings.Contains(string(r.body), "pat-0002") {
-				t.Errorf("body names another patient: %s", r.body)
+			if strings.Contains(string(r.Body), "pat-0002") {
+				t.Errorf("body names another patient: %s", r.Body)
 			}
 		})
 	}
@@ -231,27 +233,27 @@ func TestPlanMarkerFleetKey(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte(strings.Repeat("5a", 32)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	start := func(key string) *server {
+	start := func(key string) *server.Server {
 		t.Helper()
-		cfg := testConfig(t, keys)
+		cfg := stacktest.ServerConfig(t, keys)
 		cfg.Filters.PlanMarkerKey = key
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		srv, err := newServer(ctx, cfg, zap.NewNop())
+		srv, err := server.New(ctx, cfg, zap.NewNop())
 		if err != nil {
 			cancel()
 			t.Fatal(err)
 		}
 		done := make(chan struct{})
-		go func() { _ = srv.run(ctx); close(done) }()
+		go func() { _ = srv.Run(ctx); close(done) }()
 		t.Cleanup(func() { cancel(); <-done })
 		return srv
 	}
-	dial := func(s *server) *grpc.ClientConn {
+	dial := func(s *server.Server) *grpc.ClientConn {
 		t.Helper()
-		conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,7 +262,7 @@ func TestPlanMarkerFleetKey(t *testing.T) {
 	}
 	a, b, alone := start(keyFile), start(keyFile), start("")
 
-	tok, err := keys.Mint(physician(1))
+	tok, err := keys.Mint(stacktest.Physician(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +276,7 @@ func TestPlanMarkerFleetKey(t *testing.T) {
 	md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{envoy.AuthzNamespace: resp.GetDynamicMetadata()}}
 	for _, tc := range []struct {
 		name string
-		srv  *server
+		srv  *server.Server
 		pass bool
 	}{
 		{"the replica that decided", a, true},
@@ -309,13 +311,13 @@ func TestPlanMarkerFleetKey(t *testing.T) {
 	if err := os.WriteFile(short, []byte("0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(t, keys)
+	cfg := stacktest.ServerConfig(t, keys)
 	cfg.Filters.PlanMarkerKey = short
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if srv, err := newServer(t.Context(), cfg, zap.NewNop()); err == nil {
-		srv.close()
+	if srv, err := server.New(t.Context(), cfg, zap.NewNop()); err == nil {
+		srv.Close()
 		t.Fatal("a server started with a plan marker key too short to be one")
 	} else if !strings.Contains(err.Error(), "filters.plan_marker_key") || strings.Contains(err.Error(), "0123456789") {
 		t.Errorf("error %q should name the field and not the key", err)

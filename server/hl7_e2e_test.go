@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"strings"
@@ -6,29 +6,31 @@ import (
 
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/demo/demokeys"
+	"github.com/phigate/phigate/internal/stacktest"
+	"github.com/phigate/phigate/server"
 )
 
 // TestEndToEndHL7 protects the legacy service's HL7 v2 route, described to
 // the request model as a legacy route: the same decision path as FHIR, and
 // the same redaction vocabulary applied to PID fields.
 func TestEndToEndHL7(t *testing.T) {
-	s := startStack(t, stackOptions{mutate: func(c *Config) {
-		withTokenKey(t)(c)
+	s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) {
+		stacktest.WithTokenKey(t)(c)
 		c.Request.LegacyRoutes = []authz.LegacyRoute{{Method: "GET", Pattern: "/hl7/patients/{id}/adt", Kind: "hl7-adt", PatientFrom: "path:id"}}
 	}})
-	billing := s.token(demokeys.TokenSpec{Subject: "billing-01", Roles: []string{"billing"}, Purpose: "HPAYMT"})
-	doc := s.token(physician(1))
-	direct := s.directHL7(t, "pat-0001")
+	billing := s.Token(demokeys.TokenSpec{Subject: "billing-01", Roles: []string{"billing"}, Purpose: "HPAYMT"})
+	doc := s.Token(stacktest.Physician(1))
+	direct := directHL7(t, s, "pat-0001")
 	phone := field(direct, "PID", 13)
 	if phone == "" || field(direct, "PID", 5) == "" {
 		t.Fatalf("the legacy message has no phone or name to protect:\n%s", direct)
 	}
 
-	r := s.do("GET", "/hl7/patients/pat-0001/adt", billing, nil, nil)
-	if r.status != 200 {
-		t.Fatalf("billing: status %d: %.300s", r.status, r.body)
+	r := s.Do("GET", "/hl7/patients/pat-0001/adt", billing, nil, nil)
+	if r.Status != 200 {
+		t.Fatalf("billing: status %d: %.300s", r.Status, r.Body)
 	}
-	got := string(r.body)
+	got := string(r.Body)
 	if !strings.HasPrefix(got, "MSH|^~\\&|") {
 		t.Fatalf("not an ER7 message: %.200s", got)
 	}
@@ -44,21 +46,21 @@ func TestEndToEndHL7(t *testing.T) {
 
 	// PID-3 names the patient, so response-side enforcement holds the
 	// message to the grant.
-	if r := s.do("GET", "/hl7/patients/pat-0001/adt", doc, nil, nil); r.status != 200 {
-		t.Errorf("physician, own patient: status %d, want 200: %.200s", r.status, r.body)
+	if r := s.Do("GET", "/hl7/patients/pat-0001/adt", doc, nil, nil); r.Status != 200 {
+		t.Errorf("physician, own patient: status %d, want 200: %.200s", r.Status, r.Body)
 	}
-	if r := s.do("GET", "/hl7/patients/pat-0002/adt", doc, nil, nil); r.status != 403 {
-		t.Errorf("physician, patient outside the care team: status %d, want 403", r.status)
+	if r := s.Do("GET", "/hl7/patients/pat-0002/adt", doc, nil, nil); r.Status != 403 {
+		t.Errorf("physician, patient outside the care team: status %d, want 403", r.Status)
 	}
-	if r := s.do("GET", "/hl7/patients/pat-0001/adt", "", nil, nil); r.status != 401 {
-		t.Errorf("no token: status %d, want 401", r.status)
+	if r := s.Do("GET", "/hl7/patients/pat-0001/adt", "", nil, nil); r.Status != 401 {
+		t.Errorf("no token: status %d, want 401", r.Status)
 	}
 }
 
 // directHL7 fetches the message from the legacy service, bypassing Envoy.
-func (s *stack) directHL7(t *testing.T, id string) string {
+func directHL7(t *testing.T, s *stacktest.Stack, id string) string {
 	t.Helper()
-	code, body := getBody(t, "http://"+s.up.addr+"/hl7/patients/"+id+"/adt")
+	code, body := stacktest.GetBody(t, "http://"+s.Up.Addr+"/hl7/patients/"+id+"/adt")
 	if code != 200 {
 		t.Fatalf("legacy service: %d", code)
 	}
@@ -82,11 +84,11 @@ func field(msg, seg string, n int) string {
 // table does not know (a Z-segment) could hold anything: the message is
 // refused rather than released.
 func TestEndToEndHL7Segments(t *testing.T) {
-	s := startStack(t, stackOptions{mutate: func(c *Config) {
-		withTokenKey(t)(c)
+	s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) {
+		stacktest.WithTokenKey(t)(c)
 		c.Request.LegacyRoutes = []authz.LegacyRoute{{Method: "GET", Pattern: "/hl7/patients/{id}/adt", Kind: "hl7-adt", PatientFrom: "path:id"}}
 	}})
-	billing := s.token(demokeys.TokenSpec{Subject: "billing-01", Roles: []string{"billing"}, Purpose: "HPAYMT"})
+	billing := s.Token(demokeys.TokenSpec{Subject: "billing-01", Roles: []string{"billing"}, Purpose: "HPAYMT"})
 	const (
 		gtAddr  = "77 Guarantor Way^^Springfield^MO^65804"
 		gtPhone = "^PRN^PH^^^555^3030303"
@@ -103,13 +105,13 @@ func TestEndToEndHL7Segments(t *testing.T) {
 		`IN1|1|PLAN01|INS01|Acme Health||||||||||||Doe^John|SPO|19800101|` + inAddr,
 		`IN2|1|987-65-4321`,
 	}, "\r") + "\r"
-	s.up.override("/hl7/patients/pat-0001/adt", "x-application/hl7-v2+er7", msg)
+	s.Up.Override("/hl7/patients/pat-0001/adt", "x-application/hl7-v2+er7", msg)
 
-	r := s.do("GET", "/hl7/patients/pat-0001/adt", billing, nil, nil)
-	if r.status != 200 {
-		t.Fatalf("billing: status %d: %.300s", r.status, r.body)
+	r := s.Do("GET", "/hl7/patients/pat-0001/adt", billing, nil, nil)
+	if r.Status != 200 {
+		t.Fatalf("billing: status %d: %.300s", r.Status, r.Body)
 	}
-	got := string(r.body)
+	got := string(r.Body)
 	for _, leak := range []string{"77 Guarantor Way", "3030303", "9 Insured Lane", "2010102", "2010101"} {
 		if strings.Contains(got, leak) {
 			t.Errorf("billing still sees %q:\n%s", leak, strings.ReplaceAll(got, "\r", "\n"))
@@ -120,9 +122,9 @@ func TestEndToEndHL7Segments(t *testing.T) {
 			field(got, "PID", 5), field(got, "IN1", 4))
 	}
 
-	s.up.override("/hl7/patients/pat-0001/adt", "x-application/hl7-v2+er7", msg+"ZPI|1|555-12-3456|free text\r")
-	r = s.do("GET", "/hl7/patients/pat-0001/adt", billing, nil, nil)
-	if r.status != 502 || strings.Contains(string(r.body), "555-12-3456") {
-		t.Errorf("a message with a Z-segment: status %d body %.200s, want 502", r.status, r.body)
+	s.Up.Override("/hl7/patients/pat-0001/adt", "x-application/hl7-v2+er7", msg+"ZPI|1|555-12-3456|free text\r")
+	r = s.Do("GET", "/hl7/patients/pat-0001/adt", billing, nil, nil)
+	if r.Status != 502 || strings.Contains(string(r.Body), "555-12-3456") {
+		t.Errorf("a message with a Z-segment: status %d body %.200s, want 502", r.Status, r.Body)
 	}
 }

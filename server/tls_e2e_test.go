@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"crypto/ecdsa"
@@ -17,6 +17,8 @@ import (
 
 	"github.com/phigate/phigate/envoy"
 	"github.com/phigate/phigate/envoy/envoytest"
+	"github.com/phigate/phigate/internal/stacktest"
+	"github.com/phigate/phigate/server"
 )
 
 type pki struct {
@@ -90,23 +92,23 @@ func TestEndToEndMutualTLS(t *testing.T) {
 	srvCert, srvKey := p.issue(t, "phigate", 2, "phigate.local", "", x509.ExtKeyUsageServerAuth)
 	cliCert, cliKey := p.issue(t, "envoy", 3, "", "spiffe://test/ns/mesh/sa/envoy", x509.ExtKeyUsageClientAuth)
 	ca := filepath.Join(p.dir, "ca.pem")
-	s := startStack(t, stackOptions{mutate: func(c *Config) {
-		c.Listen.TLS = TLSConfig{Cert: srvCert, Key: srvKey, ClientCA: ca}
-	}, phigateTLS: &envoy.UpstreamTLS{CA: ca, Cert: cliCert, Key: cliKey, ServerName: "phigate.local"}})
-	good := s.token(physician(1))
-	if r := s.do("GET", "/fhir/Patient/pat-0001", good, nil, nil); r.status != 200 {
-		t.Fatalf("over mTLS: status %d, want 200; %.200s", r.status, r.body)
+	s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) {
+		c.Listen.TLS = server.TLSConfig{Cert: srvCert, Key: srvKey, ClientCA: ca}
+	}, PhigateTLS: &envoy.UpstreamTLS{CA: ca, Cert: cliCert, Key: cliKey, ServerName: "phigate.local"}})
+	good := s.Token(stacktest.Physician(1))
+	if r := s.Do("GET", "/fhir/Patient/pat-0001", good, nil, nil); r.Status != 200 {
+		t.Fatalf("over mTLS: status %d, want 200; %.200s", r.Status, r.Body)
 	}
-	if r := s.do("GET", "/fhir/Patient/pat-0002", good, nil, nil); r.status != 403 {
-		t.Fatalf("over mTLS: status %d, want 403", r.status)
+	if r := s.Do("GET", "/fhir/Patient/pat-0002", good, nil, nil); r.Status != 403 {
+		t.Fatalf("over mTLS: status %d, want 403", r.Status)
 	}
 
 	// The same phigate, reached by an Envoy that has no client certificate.
-	anon := envoytest.Start(t, envoy.BootstrapConfig{Upstream: s.up.addr, Phigate: s.phigate.GRPCAddr,
+	anon := envoytest.Start(t, envoy.BootstrapConfig{Upstream: s.Up.Addr, Phigate: s.Phigate.GRPCAddr(),
 		PhigateTLS: &envoy.UpstreamTLS{CA: ca, ServerName: "phigate.local"}})
-	s.up.reset()
-	resp := doURL(t, anon.URL("/fhir/Patient/pat-0001"), good)
-	if resp < 500 || len(s.up.requests()) != 0 {
-		t.Fatalf("without a client certificate: status %d, legacy saw %d requests; want an error and nothing through", resp, len(s.up.requests()))
+	s.Up.Reset()
+	resp := stacktest.DoURL(t, anon.URL("/fhir/Patient/pat-0001"), good)
+	if resp < 500 || len(s.Up.Requests()) != 0 {
+		t.Fatalf("without a client certificate: status %d, legacy saw %d requests; want an error and nothing through", resp, len(s.Up.Requests()))
 	}
 }

@@ -1,8 +1,7 @@
-package main
+package server_test
 
 import (
 	"context"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -17,26 +16,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/phigate/phigate/demo/demokeys"
-	regolib "github.com/phigate/phigate/rego"
+	"github.com/phigate/phigate/internal/stacktest"
+	"github.com/phigate/phigate/server"
 )
-
-// copyLibrary writes the shipped policy library into dir, tests excluded.
-func copyLibrary(t *testing.T, dir string) {
-	t.Helper()
-	err := fs.WalkDir(regolib.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(regolib.FS, p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dir, p), b, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestPolicyReloadUnderLoad swaps the policy directory repeatedly, with
 // broken pushes in between, while Check calls run without pause: every
@@ -47,8 +29,8 @@ func TestPolicyReloadUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	pdir := t.TempDir()
-	copyLibrary(t, pdir)
-	cfg := testConfig(t, keys)
+	stacktest.CopyLibrary(t, pdir)
+	cfg := stacktest.ServerConfig(t, keys)
 	cfg.Policy.Dir = pdir
 	cfg.Policy.ReloadInterval = 100 * time.Millisecond
 	if err := cfg.Validate(); err != nil {
@@ -56,19 +38,19 @@ func TestPolicyReloadUnderLoad(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	srv, err := newServer(ctx, cfg, zap.NewNop())
+	srv, err := server.New(ctx, cfg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.run(ctx) }()
+	go func() { done <- srv.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	tok, err := keys.Mint(physician(1))
+	tok, err := keys.Mint(stacktest.Physician(1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(srv.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,9 +60,9 @@ func TestPolicyReloadUnderLoad(t *testing.T) {
 		req  *authv3.CheckRequest
 		want codes.Code
 	}{
-		{checkRequest("GET", "/fhir/Patient/pat-0001", tok), codes.OK},
-		{checkRequest("GET", "/fhir/Patient/pat-0002", tok), codes.PermissionDenied},
-		{checkRequest("GET", "/fhir/Patient/pat-0001", "forged"), codes.Unauthenticated},
+		{stacktest.CheckRequest("GET", "/fhir/Patient/pat-0001", tok), codes.OK},
+		{stacktest.CheckRequest("GET", "/fhir/Patient/pat-0002", tok), codes.PermissionDenied},
+		{stacktest.CheckRequest("GET", "/fhir/Patient/pat-0001", "forged"), codes.Unauthenticated},
 	}
 
 	var calls, wrong atomic.Int64
@@ -110,22 +92,22 @@ func TestPolicyReloadUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	revisions := map[string]bool{srv.engine.Status().Revision: true}
+	revisions := map[string]bool{srv.Policy().Status().Revision: true}
 	rejected := 0
 	for round := range 3 {
 		// A broken push: the old policy keeps serving and the error shows.
 		if err := os.WriteFile(authz, append(append([]byte{}, good...), []byte("\nbroken := {\n")...), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, func() bool { return srv.engine.Status().LastError != "" })
+		waitUntil(t, func() bool { return srv.Policy().Status().LastError != "" })
 		rejected++
 		// A good push with a new revision: swapped in atomically.
 		next := append(append([]byte{}, good...), []byte("\n# revision "+string(rune('a'+round))+"\n")...)
 		if err := os.WriteFile(authz, next, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, func() bool { st := srv.engine.Status(); return st.LastError == "" && !revisions[st.Revision] })
-		revisions[srv.engine.Status().Revision] = true
+		waitUntil(t, func() bool { st := srv.Policy().Status(); return st.LastError == "" && !revisions[st.Revision] })
+		revisions[srv.Policy().Status().Revision] = true
 	}
 	stopLoad()
 	wg.Wait()

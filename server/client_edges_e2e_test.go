@@ -1,9 +1,11 @@
-package main
+package server_test
 
 import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/phigate/phigate/internal/stacktest"
 )
 
 // TestClientEdges: through the real Envoy, a 401 carries the RFC 6750
@@ -11,10 +13,10 @@ import (
 // support can find its audit record, and a path that is neither FHIR nor
 // a legacy route is a 404, not a 400.
 func TestClientEdges(t *testing.T) {
-	s := startStack(t, stackOptions{})
+	s := stacktest.Start(t, stacktest.Options{})
 	get := func(path, token string) *http.Response {
 		t.Helper()
-		req, err := http.NewRequest("GET", s.envoy.URL(path), nil)
+		req, err := http.NewRequest("GET", s.Envoy.URL(path), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -28,7 +30,7 @@ func TestClientEdges(t *testing.T) {
 		resp.Body.Close()
 		return resp
 	}
-	doc := s.token(physician(1))
+	doc := s.Token(stacktest.Physician(1))
 	if r := get("/fhir/Patient/pat-0001", doc); r.StatusCode != 200 || len(r.Header.Get("x-phigate-decision-id")) < 8 {
 		t.Errorf("allowed: %d, decision id %q", r.StatusCode, r.Header.Get("x-phigate-decision-id"))
 	}
@@ -39,11 +41,11 @@ func TestClientEdges(t *testing.T) {
 		r.Header.Get("www-authenticate") != `Bearer realm="phigate", error="invalid_token"` {
 		t.Errorf("bad token: %d %q", r.StatusCode, r.Header.Get("www-authenticate"))
 	}
-	s.up.reset()
+	s.Up.Reset()
 	if r := get("/admin/users", doc); r.StatusCode != 404 || r.Header.Get("content-type") != "application/fhir+json" {
 		t.Errorf("unknown route: %d %q, want 404 with an OperationOutcome", r.StatusCode, r.Header.Get("content-type"))
 	}
-	if n := len(s.up.requests()); n != 0 {
+	if n := len(s.Up.Requests()); n != 0 {
 		t.Errorf("upstream saw %d requests for an unknown route", n)
 	}
 }

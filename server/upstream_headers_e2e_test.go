@@ -1,7 +1,10 @@
-package main
+package server_test
 
 import (
 	"testing"
+
+	"github.com/phigate/phigate/internal/stacktest"
+	"github.com/phigate/phigate/server"
 )
 
 // TestUpstreamHeaders: through the real Envoy, the upstream receives
@@ -10,7 +13,7 @@ import (
 // upstream's logs) nor, unless upstream.forward_authorization, the
 // client's bearer token.
 func TestUpstreamHeaders(t *testing.T) {
-	emergency := physician(1)
+	emergency := stacktest.Physician(1)
 	emergency.AMR = []string{"pwd", "otp"}
 	reason := map[string]string{"x-break-glass": "unconscious, brought in by daughter"}
 	for _, forward := range []bool{false, true} {
@@ -19,8 +22,8 @@ func TestUpstreamHeaders(t *testing.T) {
 			name = "forward_authorization"
 		}
 		t.Run(name, func(t *testing.T) {
-			s := startStack(t, stackOptions{mutate: func(c *Config) { c.Upstream.ForwardAuthorization = forward }})
-			doc := s.token(emergency)
+			s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) { c.Upstream.ForwardAuthorization = forward }})
+			doc := s.Token(emergency)
 			for _, c := range []struct {
 				path    string
 				headers map[string]string
@@ -29,15 +32,15 @@ func TestUpstreamHeaders(t *testing.T) {
 				{"/fhir/Patient/pat-0001", nil, false},
 				{"/fhir/Patient/pat-0005", reason, true}, // outside the care team: break-glass
 			} {
-				s.up.reset()
-				if r := s.do("GET", c.path, doc, c.headers, nil); r.status != 200 {
-					t.Fatalf("GET %s: status %d", c.path, r.status)
+				s.Up.Reset()
+				if r := s.Do("GET", c.path, doc, c.headers, nil); r.Status != 200 {
+					t.Fatalf("GET %s: status %d", c.path, r.Status)
 				}
-				seen := s.up.requests()
+				seen := s.Up.Requests()
 				if len(seen) != 1 {
 					t.Fatalf("upstream saw %d requests", len(seen))
 				}
-				h := seen[0].headers
+				h := seen[0].Headers
 				if h.Get("x-phigate-user") == "" {
 					t.Errorf("%s: no x-phigate-user upstream", c.path)
 				}

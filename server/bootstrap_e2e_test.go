@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"encoding/json"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/phigate/phigate/envoy"
 	"github.com/phigate/phigate/envoy/envoytest"
+	"github.com/phigate/phigate/internal/stacktest"
 )
 
 // TestBootstrapNamesAndOutage, through the real Envoy: the upstream and
@@ -17,7 +18,7 @@ import (
 // would be), and when phigate cannot be reached the client gets a 503
 // with a minimal OperationOutcome rather than an empty reply.
 func TestBootstrapNamesAndOutage(t *testing.T) {
-	s := startStack(t, stackOptions{})
+	s := stacktest.Start(t, stacktest.Options{})
 	byName := func(addr string) string {
 		_, port, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -40,10 +41,10 @@ func TestBootstrapNamesAndOutage(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, body, resp.Header
 	}
-	doc := s.token(physician(1))
+	doc := s.Token(stacktest.Physician(1))
 
 	t.Run("by name", func(t *testing.T) {
-		e := envoytest.Start(t, envoy.BootstrapConfig{Upstream: byName(s.up.addr), Phigate: byName(s.phigate.GRPCAddr)})
+		e := envoytest.Start(t, envoy.BootstrapConfig{Upstream: byName(s.Up.Addr), Phigate: byName(s.Phigate.GRPCAddr())})
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			code, body, _ := get(e, "/fhir/Patient/pat-0001", doc)
@@ -62,15 +63,15 @@ func TestBootstrapNamesAndOutage(t *testing.T) {
 
 	t.Run("phigate unreachable", func(t *testing.T) {
 		dead := envoytest.FreePort(t) // nothing listens there
-		e := envoytest.Start(t, envoy.BootstrapConfig{Upstream: s.up.addr, Phigate: dead})
-		s.up.reset()
+		e := envoytest.Start(t, envoy.BootstrapConfig{Upstream: s.Up.Addr, Phigate: dead})
+		s.Up.Reset()
 		code, body, h := get(e, "/fhir/Patient/pat-0001", doc)
 		var oo struct{ ResourceType string }
 		if code != 503 || json.Unmarshal(body, &oo) != nil || oo.ResourceType != "OperationOutcome" ||
 			h.Get("content-type") != "application/fhir+json" {
 			t.Errorf("status %d, content type %q, body %.200s; want 503 with an OperationOutcome", code, h.Get("content-type"), body)
 		}
-		if n := len(s.up.requests()); n != 0 {
+		if n := len(s.Up.Requests()); n != 0 {
 			t.Errorf("upstream saw %d requests while phigate was unreachable", n)
 		}
 	})

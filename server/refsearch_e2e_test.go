@@ -1,9 +1,11 @@
-package main
+package server_test
 
 import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/phigate/phigate/internal/stacktest"
 )
 
 // TestReferenceSearchNamesThePatient: a reference search parameter that
@@ -14,8 +16,8 @@ import (
 // before the legacy service is asked, through the real Envoy; the same
 // forms naming the physician's own patient pass.
 func TestReferenceSearchNamesThePatient(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	doc := s.token(physician(1)) // cares for pat-0001, not pat-0002
+	s := stacktest.Start(t, stacktest.Options{})
+	doc := s.Token(stacktest.Physician(1)) // cares for pat-0001, not pat-0002
 	forms := []struct{ name, query string }{
 		{"bare subject", "subject=%s"},
 		{"bare subject beside a code", "code=8867-4&subject=%s"},
@@ -29,23 +31,23 @@ func TestReferenceSearchNamesThePatient(t *testing.T) {
 	}
 	for _, f := range forms {
 		t.Run(f.name, func(t *testing.T) {
-			s.up.reset()
+			s.Up.Reset()
 			other := "/fhir/Observation?" + strings.ReplaceAll(f.query, "%s", "pat-0002")
-			r := s.do("GET", other, doc, nil, nil)
-			if r.status != 403 || !isOutcome(r) {
-				t.Fatalf("GET %s: status %d, want 403 with an OperationOutcome", other, r.status)
+			r := s.Do("GET", other, doc, nil, nil)
+			if r.Status != 403 || !stacktest.IsOutcome(r) {
+				t.Fatalf("GET %s: status %d, want 403 with an OperationOutcome", other, r.Status)
 			}
-			if strings.Contains(string(r.body), "pat-0002") {
-				t.Errorf("refusal echoes the patient id: %.200s", r.body)
+			if strings.Contains(string(r.Body), "pat-0002") {
+				t.Errorf("refusal echoes the patient id: %.200s", r.Body)
 			}
-			if n := len(s.up.requests()); n != 0 {
+			if n := len(s.Up.Requests()); n != 0 {
 				t.Errorf("upstream saw %d requests for a refused search", n)
 			}
 			own := "/fhir/Observation?" + strings.ReplaceAll(f.query, "%s", "pat-0001")
-			if r := s.do("GET", own, doc, nil, nil); r.status != 200 {
-				t.Errorf("GET %s: status %d, want 200", own, r.status)
-			} else if strings.Contains(string(r.body), "pat-0002") {
-				t.Errorf("own-patient search returned another patient: %.200s", r.body)
+			if r := s.Do("GET", own, doc, nil, nil); r.Status != 200 {
+				t.Errorf("GET %s: status %d, want 200", own, r.Status)
+			} else if strings.Contains(string(r.Body), "pat-0002") {
+				t.Errorf("own-patient search returned another patient: %.200s", r.Body)
 			}
 		})
 	}

@@ -1,6 +1,0 @@
-//go:build !linux
-
-package main
-
-// fsKind is known only on Linux.
-func fsKind(string) string { return "unknown" }
