@@ -111,3 +111,14 @@ func TestPolicyDocsDecision(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyDocsInteractions: the guide names every interaction word the
+// parser can write, which is what a policy author matches on.
+func TestPolicyDocsInteractions(t *testing.T) {
+	row := docRows(t)["input.fhir.interaction"]
+	for _, i := range authz.Interactions() {
+		if !strings.Contains(row, "`"+string(i)+"`") {
+			t.Errorf("docs/policy.md: input.fhir.interaction does not name %q", i)
+		}
+	}
+}
