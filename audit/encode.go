@@ -8,8 +8,8 @@ import (
 	"sync"
 
 	"github.com/phigate/phigate/authz"
-	"github.com/phigate/phigate/filters"
 	"github.com/phigate/phigate/internal/jsonstr"
+	"github.com/phigate/phigate/plan"
 )
 
 // Record payloads are encoded by hand, not with encoding/json, because one
@@ -445,7 +445,9 @@ func appendDecision(dst []byte, d *authz.Decision) []byte {
 	return append(dst, `}}`...)
 }
 
-func appendDirective(dst []byte, r *filters.Directive) []byte {
+// appendDirective writes a rule as its directive was written: the JSON of a
+// plan.Rule is its embedded Directive's.
+func appendDirective(dst []byte, r *plan.Rule) []byte {
 	dst = append(dst, '{')
 	dst = optString(dst, `"path":`, r.Path)
 	dst = appendString(key(dst, `"action":`), string(r.Action))

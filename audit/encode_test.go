@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/authz"
-	"github.com/phigate/phigate/filters"
+	"github.com/phigate/phigate/plan"
 )
 
 // jsonPolicyInput is the policy input as it was encoded before encode.go:
@@ -91,7 +91,7 @@ func TestRecordEncodingMatchesEncodingJSON(t *testing.T) {
 		FHIR:       authz.FHIRRequest{Patients: []string{}, Include: []string{}, Entries: []authz.FHIRRequest{}},
 		BreakGlass: authz.BreakGlassRequest{Grants: []authz.Grant{}}}
 	emptyDecision := &authz.Decision{Headers: map[string]string{}, RemoveHeaders: []string{}, ResponseHeaders: map[string]string{},
-		Redact: []filters.Directive{}, Enforce: &filters.Enforcement{}, Obligations: []authz.Obligation{{Params: map[string]string{}}},
+		Plan: plan.Plan{Redact: []plan.Rule{}, Enforce: &plan.Enforcement{}}, Obligations: []authz.Obligation{{Params: map[string]string{}}},
 		Audit: authz.AuditInfo{Patients: []string{}, Rules: []string{}}}
 
 	headers := testRequest(7, "u7", "p7")
@@ -128,15 +128,15 @@ func TestRecordEncodingMatchesEncodingJSON(t *testing.T) {
 	redact.Headers = map[string]string{"x-phigate-decision": "dec-11", "b": "<b>", "a": "&a"}
 	redact.RemoveHeaders = []string{"x-internal"}
 	redact.ResponseHeaders = map[string]string{"cache-control": "no-store"}
-	redact.Redact = []filters.Directive{
-		{Path: "Patient.telecom", Action: filters.ActionRemove},
-		{Path: "Patient.identifier.where(system='http://hl7.org/fhir/sid/us-ssn').value", Action: filters.ActionTokenize, KeyID: "k1", Format: "ff1"},
-		{Path: "*.text", Action: filters.ActionMask},
-		{Path: "Patient", Action: filters.ActionAllow, Keep: []string{"id", "name", "birthDate"}},
-		{Action: filters.ActionDeidentify, Profile: "safe-harbor"},
-		{Action: ""},
-	}
-	redact.Enforce = &filters.Enforcement{Patients: []string{"p1"}, AnyPatient: true, PermittedLabels: []string{"PSY", "ETH"}}
+	redact.Redact = asRules(
+		plan.Directive{Path: "Patient.telecom", Action: plan.ActionRemove},
+		plan.Directive{Path: "Patient.identifier.where(system='http://hl7.org/fhir/sid/us-ssn').value", Action: plan.ActionTokenize, KeyID: "k1", Format: "ff1"},
+		plan.Directive{Path: "*.text", Action: plan.ActionMask},
+		plan.Directive{Path: "Patient", Action: plan.ActionAllow, Keep: []string{"id", "name", "birthDate"}},
+		plan.Directive{Action: plan.ActionDeidentify, Profile: "safe-harbor"},
+		plan.Directive{Action: ""},
+	)
+	redact.Enforce = &plan.Enforcement{Patients: []string{"p1"}, AnyPatient: true, PermittedLabels: []string{"PSY", "ETH"}}
 
 	anon := testRequest(12, "", "p1")
 	anon.Identity = authz.Identity{Error: "expired <token>"}
@@ -303,7 +303,7 @@ func FuzzRecordEncoding(f *testing.F) {
 		d.Status = int(n % 1000)
 		d.Audit.Patients = []string{patient, user}
 		d.Audit.Purpose, req.Purpose = user, patient
-		d.Redact = []filters.Directive{{Path: hkey, Action: filters.Action(hval)}}
+		d.Redact = asRules(plan.Directive{Path: hkey, Action: plan.Action(hval)})
 		d.Obligations = []authz.Obligation{{Type: reason, Params: map[string]string{hkey: hval}}}
 		d.BreakGlass = authz.BreakGlass{Active: !allow, Reason: reason, Expires: hval}
 		checkDecisionEncoding(t, req, d, allow)

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/authz"
-	"github.com/phigate/phigate/filters"
+	"github.com/phigate/phigate/plan"
 )
 
 // testRequest builds a policy input for patient p read by user u.
@@ -126,9 +126,9 @@ func benchDecisions() []benchDecision {
 	search.BreakGlass = authz.BreakGlassRequest{Requested: true, Reason: "unconscious patient", Grants: []authz.Grant{}}
 	bg := testDecision(2, true)
 	bg.Headers = map[string]string{"x-phigate-decision": "dec-2", "x-phigate-purpose": "ETREAT"}
-	bg.Redact = []filters.Directive{{Path: "Patient.telecom", Action: filters.ActionRemove},
-		{Path: "Patient.identifier.where(system='http://hl7.org/fhir/sid/us-ssn').value", Action: filters.ActionTokenize, KeyID: "k1"}}
-	bg.Enforce = &filters.Enforcement{Patients: []string{"p9"}, PermittedLabels: []string{"PSY"}}
+	bg.Redact = asRules(plan.Directive{Path: "Patient.telecom", Action: plan.ActionRemove},
+		plan.Directive{Path: "Patient.identifier.where(system='http://hl7.org/fhir/sid/us-ssn').value", Action: plan.ActionTokenize, KeyID: "k1"})
+	bg.Enforce = &plan.Enforcement{Patients: []string{"p9"}, PermittedLabels: []string{"PSY"}}
 	bg.BreakGlass = authz.BreakGlass{Active: true, Reason: "unconscious patient", Expires: "2026-03-01T13:00:00Z"}
 	bg.Obligations = []authz.Obligation{{Type: "notify-privacy-office", Params: map[string]string{"patient": "p9"}}}
 	bg.Audit.Rules = append(bg.Audit.Rules, "data.phigate.breakglass.allow")
@@ -136,4 +136,15 @@ func benchDecisions() []benchDecision {
 		{"read", testRequest(1, "u1", "p1"), testDecision(1, true)},
 		{"search", search, bg},
 	}
+}
+
+// asRules wraps directives as a decision's rules. The stored record holds
+// each rule's directive only, so these need not compile: the encoding is
+// tested on any value, sound or not.
+func asRules(ds ...plan.Directive) []plan.Rule {
+	out := make([]plan.Rule, len(ds))
+	for i, d := range ds {
+		out[i] = plan.Rule{Directive: d}
+	}
+	return out
 }

@@ -1,7 +1,7 @@
 package authz
 
 import (
-	"github.com/phigate/phigate/filters"
+	"github.com/phigate/phigate/plan"
 )
 
 // Decision is the typed form of data.phigate.authz.decision.
@@ -13,14 +13,17 @@ type Decision struct {
 	Headers       map[string]string `json:"headers,omitempty"`
 	RemoveHeaders []string          `json:"remove_headers,omitempty"`
 	// ResponseHeaders are added to the response the client receives.
-	ResponseHeaders map[string]string   `json:"response_headers,omitempty"`
-	Redact          []filters.Directive `json:"redact,omitempty"`
-	// Enforce holds the response-side checks (patients in the grant, permitted
-	// sensitivity labels). Nil means no response-side enforcement.
-	Enforce     *filters.Enforcement `json:"enforce,omitempty"`
-	BreakGlass  BreakGlass           `json:"break_glass"`
-	Obligations []Obligation         `json:"obligations,omitempty"`
-	Audit       AuditInfo            `json:"audit"`
+	ResponseHeaders map[string]string `json:"response_headers,omitempty"`
+	// Plan is what the response side must do to the body: the redaction
+	// rules and response-side checks, compiled when the decision was
+	// decoded, so that a directive that cannot be applied denies the
+	// request instead of failing its response. Embedded so that its
+	// "redact" and "enforce" keys stay where the stored decision has
+	// always had them.
+	plan.Plan
+	BreakGlass  BreakGlass   `json:"break_glass"`
+	Obligations []Obligation `json:"obligations,omitempty"`
+	Audit       AuditInfo    `json:"audit"`
 	// ID identifies this decision in the audit trail and response metadata.
 	ID string `json:"-"`
 	// CacheUntilNS is decision.cache.until_ns: the same request (every

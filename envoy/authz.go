@@ -2,7 +2,6 @@ package envoy
 
 import (
 	"context"
-	"encoding/json"
 	"regexp"
 	"slices"
 	"strconv"
@@ -20,11 +19,13 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/phigate/phigate/authz"
-	"github.com/phigate/phigate/filters"
+	"github.com/phigate/phigate/plan"
 )
 
 // MetadataKey is the key under the ext_authz dynamic metadata namespace
-// (envoy.filters.http.ext_authz) that carries the response plan to ext_proc.
+// (envoy.filters.http.ext_authz) that carries the response plan to
+// ext_proc: plan.Metadata encoded, a string Envoy forwards as it is, so
+// the marker beside it covers the very bytes ext_proc decodes.
 const MetadataKey = "phigate"
 
 // DecisionHeader carries the decision id to the upstream and the client.
@@ -33,17 +34,6 @@ const DecisionHeader = "x-phigate-decision-id"
 // Authorizer is the decision path as the adapter sees it.
 type Authorizer interface {
 	Authorize(ctx context.Context, in *authz.CheckInput) (*authz.Request, authz.Decision, error)
-}
-
-// Plan is what the response side needs from a decision. It travels as JSON
-// in Envoy's dynamic metadata, so the ext_proc stream needs no shared state,
-// beside a marker that binds it to its request's x-request-id (see
-// MarkerKey). RequestID is the request's id in the audit trail (its
-// x-request-id), which links the records of the decision and of the
-// filtering to each other and to Envoy's access log.
-type Plan struct {
-	filters.Plan
-	RequestID string `json:"request_id,omitempty"`
 }
 
 // AuthServer is the ext_authz Authorization service.
@@ -301,14 +291,19 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 	// Every allowed request carries a plan and its marker, an empty plan
 	// too: the response side refuses a response whose request has none, so
 	// that a lost decision is never taken for one that asked for nothing.
-	p := Plan{Plan: filters.Plan{DecisionID: d.ID, Redact: d.Redact, Enforce: d.Enforce}}
+	// The plan travels with the ids that tie it to its decision and to
+	// its request (its id in the audit trail, which links the records of
+	// the decision and of the filtering), so ext_proc needs no shared state.
+	p := plan.Metadata{Plan: d.Plan, DecisionID: d.ID}
 	if r != nil {
 		p.RequestID = r.ID
 	}
-	raw, err := json.Marshal(p)
+	raw, err := p.Encode()
 	if err != nil {
-		// Unreachable for these types; deny rather than release unfiltered.
-		s.log.Error("response plan does not encode", zap.Error(err))
+		// Only a plan that was never compiled fails to encode: a decision
+		// that did not come through the decoder. Deny rather than release
+		// a response nobody can filter.
+		s.log.Error("response plan does not encode", zap.String("code", string(plan.CodeOf(err))))
 		d.Allow, d.Status = false, 503
 		return s.response(r, d)
 	}

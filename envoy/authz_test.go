@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/phigate/phigate/authz"
-	"github.com/phigate/phigate/filters"
+	"github.com/phigate/phigate/plan"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -97,7 +97,10 @@ func TestForwardAuthorization(t *testing.T) {
 }
 
 func TestCheckResponseMapping(t *testing.T) {
-	plan := []filters.Directive{{Path: "Patient.telecom", Action: filters.ActionRemove}}
+	redact, err := plan.Compile([]plan.Directive{{Path: "Patient.telecom", Action: plan.ActionRemove}}, nil, plan.Keys{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name       string
 		d          authz.Decision
@@ -109,8 +112,8 @@ func TestCheckResponseMapping(t *testing.T) {
 		{"allow with an empty plan, marked all the same", authz.Decision{Allow: true, Status: 200, ID: "d1",
 			Headers: map[string]string{"x-phigate-user": "u1"}, RemoveHeaders: []string{"x-phigate-roles"},
 			ResponseHeaders: map[string]string{"cache-control": "no-store"}}, nil, codes.OK, 0, true},
-		{"allow with redaction plan", authz.Decision{Allow: true, Status: 200, ID: "d2", Redact: plan}, nil, codes.OK, 0, true},
-		{"allow with enforcement only", authz.Decision{Allow: true, Status: 200, ID: "d3", Enforce: &filters.Enforcement{Patients: []string{"p1"}}}, nil, codes.OK, 0, true},
+		{"allow with redaction plan", authz.Decision{Allow: true, Status: 200, ID: "d2", Plan: redact}, nil, codes.OK, 0, true},
+		{"allow with enforcement only", authz.Decision{Allow: true, Status: 200, ID: "d3", Plan: plan.Plan{Enforce: &plan.Enforcement{Patients: []string{"p1"}}}}, nil, codes.OK, 0, true},
 		{"unauthenticated", authz.Decision{Status: 401, ID: "d4", Reason: "identity.expired_token"}, nil, codes.Unauthenticated, 401, false},
 		{"forbidden", authz.Decision{Status: 403, ID: "d5", Reason: "relationship.not_on_care_team"}, nil, codes.PermissionDenied, 403, false},
 		{"ambiguous", authz.Decision{Status: 400, ID: "d6", Reason: "ambiguous_request"}, errors.New("detail with pat-0001"), codes.PermissionDenied, 400, false},
@@ -185,8 +188,8 @@ func TestCheckResponseMapping(t *testing.T) {
 				t.Fatalf("plan in metadata = %v, want %v", md != nil, tc.wantPlan)
 			}
 			if md != nil {
-				var p Plan
-				if err := json.Unmarshal([]byte(md.GetStringValue()), &p); err != nil {
+				p, err := plan.DecodeMetadata([]byte(md.GetStringValue()), plan.Keys{})
+				if err != nil {
 					t.Fatal(err)
 				}
 				if p.DecisionID != tc.d.ID || len(p.Redact) != len(tc.d.Redact) || (p.Enforce == nil) != (tc.d.Enforce == nil) {

@@ -23,15 +23,19 @@ import (
 
 	"github.com/phigate/phigate/filters"
 	"github.com/phigate/phigate/internal/compartment"
+	"github.com/phigate/phigate/plan"
 )
 
 // AuthzNamespace is the dynamic metadata namespace ext_authz writes to and
 // ext_proc forwards.
 const AuthzNamespace = "envoy.filters.http.ext_authz"
 
-// BodyFilter is the response filter engine as the adapter sees it.
+// BodyFilter is the response filter engine as the adapter sees it. Keys
+// are the token key ids it holds: each plan is compiled against them when
+// its metadata is decoded, before any body is buffered.
 type BodyFilter interface {
-	Apply(mediaType string, body []byte, p filters.Plan) (filters.Result, error)
+	Apply(mediaType string, body []byte, p plan.Plan, decisionID string) (filters.Result, error)
+	Keys() plan.Keys
 }
 
 // FilterEvent describes what the response side removed, for the audit trail.
@@ -48,7 +52,8 @@ type FilterEvent struct {
 // Why a response was refused, as written to the audit trail and logs. They
 // are fixed words, never data from the request or response. The codes of
 // filters.Code (malformed_body, body_too_large, unsupported_media_type,
-// bad_directive, unsupported_segment) are used as they are.
+// bad_directive, unsupported_segment) are used as they are; bad_directive
+// is also a verified plan that does not compile against this side's keys.
 const (
 	// RefusedOutsideGrant (403): the body is about a patient, a resource
 	// type or a sensitivity label the decision did not grant.
@@ -62,7 +67,7 @@ const (
 	RefusedMarkerMissing = "plan_marker_missing"
 	// RefusedMarkerInvalid (502): a marker is there but does not verify
 	// for this plan, this request and this key, or the plan it vouches
-	// for cannot be read.
+	// for cannot be read (no version, another version, not a plan).
 	RefusedMarkerInvalid = "plan_marker_invalid"
 )
 
@@ -75,6 +80,7 @@ type FilterRecorder interface {
 type ProcServer struct {
 	extprocv3.UnimplementedExternalProcessorServer
 	filter   BodyFilter
+	keys     plan.Keys // the filter's, read once: plans are compiled against them
 	recorder FilterRecorder
 	marker   *MarkerKey
 	log      *zap.Logger
@@ -91,7 +97,11 @@ func NewProcServer(f BodyFilter, rec FilterRecorder, log *zap.Logger, reg promet
 	if err != nil {
 		return nil, err
 	}
-	s := &ProcServer{filter: f, recorder: rec, marker: o.marker, log: log,
+	var keys plan.Keys
+	if f != nil {
+		keys = f.Keys()
+	}
+	s := &ProcServer{filter: f, keys: keys, recorder: rec, marker: o.marker, log: log,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phigate_extproc_responses_total",
 			Help: "Responses seen by ext_proc, by outcome (passed, unchanged, redacted, forbidden, refused, unmarked: no valid plan marker).",
@@ -107,7 +117,7 @@ func NewProcServer(f BodyFilter, rec FilterRecorder, log *zap.Logger, reg promet
 
 // stream is the state of one HTTP exchange.
 type stream struct {
-	plan      *Plan
+	plan      *plan.Metadata
 	refused   bool // no valid marker: every message is answered with the refusal
 	mediaType string
 	grant     map[string]bool // patients of a grant limited to patients; nil otherwise
@@ -140,7 +150,7 @@ func (s *ProcServer) Process(srv extprocv3.ExternalProcessor_ProcessServer) erro
 			// Envoy wrote this response itself (a denial, a 413, an
 			// upstream that could not be reached): nothing in it came from
 			// the legacy service, and a denial has no plan to carry.
-			st.plan = &Plan{}
+			st.plan = &plan.Metadata{}
 		}
 		if st.plan == nil {
 			p, why := s.planOf(req)
@@ -148,9 +158,13 @@ func (s *ProcServer) Process(srv extprocv3.ExternalProcessor_ProcessServer) erro
 				// The decision cannot be known, so neither can what it
 				// asked for: the response cannot be released.
 				st.refused = true
-				s.outcomes.WithLabelValues("unmarked").Inc()
+				outcome, msg := "unmarked", "response refused: no valid plan marker"
+				if why == string(filters.CodeBadDirective) {
+					outcome, msg = "refused", "response refused: the plan does not compile against this side's keys"
+				}
+				s.outcomes.WithLabelValues(outcome).Inc()
 				rid, hasID := requestIDOf(req)
-				s.log.Warn("response refused: no valid plan marker", zap.String("why", why), zap.Bool("request_id_attribute", hasID))
+				s.log.Warn(msg, zap.String("why", why), zap.Bool("request_id_attribute", hasID))
 				s.record(ctx, FilterEvent{RequestID: rid, Refused: why, Status: http.StatusBadGateway})
 				if err := srv.Send(immediate(http.StatusBadGateway, "")); err != nil {
 					return err
@@ -271,7 +285,7 @@ func (s *ProcServer) responseBody(ctx context.Context, st *stream, b *extprocv3.
 		// means the buffer limit was reached.
 		return s.refuse(ctx, st, http.StatusBadGateway, RefusedPartialBody)
 	}
-	res, err := s.filter.Apply(st.mediaType, b.GetBody(), st.plan.Plan)
+	res, err := s.filter.Apply(st.mediaType, b.GetBody(), st.plan.Plan, st.plan.DecisionID)
 	if err != nil {
 		return s.refuse(ctx, st, http.StatusBadGateway, string(filters.CodeOf(err)))
 	}
@@ -344,7 +358,7 @@ func immediate(code int, ref string) *extprocv3.ProcessingResponse {
 // its marker against the request the response answers. A plan that is not
 // there, or whose marker does not verify, is a refusal reason: "the
 // decision asked for nothing" is an empty plan with a valid marker.
-func (s *ProcServer) planOf(req *extprocv3.ProcessingRequest) (*Plan, string) {
+func (s *ProcServer) planOf(req *extprocv3.ProcessingRequest) (*plan.Metadata, string) {
 	md := req.GetMetadataContext().GetFilterMetadata()[AuthzNamespace].GetFields()
 	pv, okPlan := md[MetadataKey]
 	mv, okMarker := md[MarkerMetadataKey]
@@ -356,12 +370,18 @@ func (s *ProcServer) planOf(req *extprocv3.ProcessingRequest) (*Plan, string) {
 	if !okPlan || !okMarker || s.marker.Verify(rid, raw, mv.GetStringValue()) != nil {
 		return nil, RefusedMarkerInvalid
 	}
-	var p Plan
-	if err := json.Unmarshal(raw, &p); err != nil {
+	p, err := plan.DecodeMetadata(raw, s.keys)
+	switch plan.CodeOf(err) {
+	case "":
+		return &p, ""
+	case plan.CodeBadDirective:
+		// A plan signed by a decision side whose keys this side does
+		// not hold: readable, but not something it can apply.
+		return nil, string(filters.CodeBadDirective)
+	default:
 		// Signed by a phigate that writes plans this one cannot read.
 		return nil, RefusedMarkerInvalid
 	}
-	return &p, ""
 }
 
 // envoyReply reports whether Envoy says the response is its own local

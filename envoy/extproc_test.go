@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/phigate/phigate/filters"
+	"github.com/phigate/phigate/plan"
 )
 
 type recorded struct{ events []FilterEvent }
@@ -92,9 +94,16 @@ func headers(kv ...string) *extprocv3.HttpHeaders {
 	return &extprocv3.HttpHeaders{Headers: hm}
 }
 
-func planJSON(t *testing.T, p Plan) string {
+// planJSON is what ext_authz writes for request r1: the plan compiled on a
+// decision side that holds k1, as startProc's engine does, and k9, which
+// the engine does not, and encoded.
+func planJSON(t *testing.T, decisionID string, redact []plan.Directive, enforce *plan.Enforcement) string {
 	t.Helper()
-	b, err := json.Marshal(p)
+	p, err := plan.Compile(redact, enforce, plan.NewKeys("k1", "k9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := (&plan.Metadata{Plan: p, DecisionID: decisionID, RequestID: "r1"}).Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,9 +112,17 @@ func planJSON(t *testing.T, p Plan) string {
 
 func TestProcess(t *testing.T) {
 	client, rec := startProc(t)
-	removeTelecom := planJSON(t, Plan{Plan: filters.Plan{DecisionID: "d1", Redact: []filters.Directive{{Path: "Patient.telecom", Action: filters.ActionRemove}}}, RequestID: "r1"})
-	otherPatient := planJSON(t, Plan{Plan: filters.Plan{DecisionID: "d2", Enforce: &filters.Enforcement{Patients: []string{"pat-0001"}}}, RequestID: "r1"})
-	empty := planJSON(t, Plan{Plan: filters.Plan{DecisionID: "d3"}, RequestID: "r1"})
+	removeTelecom := planJSON(t, "d1", []plan.Directive{{Path: "Patient.telecom", Action: plan.ActionRemove}}, nil)
+	otherPatient := planJSON(t, "d2", nil, &plan.Enforcement{Patients: []string{"pat-0001"}})
+	empty := planJSON(t, "d3", nil, nil)
+	// Signed, but what the filter side cannot apply or read: a key it does
+	// not hold, a plan without a version, a later version.
+	keyNotHeld := planJSON(t, "d4", []plan.Directive{{Path: "Patient.identifier.value", Action: plan.ActionTokenize, KeyID: "k9"}}, nil)
+	unversioned := strings.Replace(empty, `"v":1,`, ``, 1)
+	laterVersion := strings.Replace(empty, `"v":1,`, `"v":2,`, 1)
+	if unversioned == empty || laterVersion == empty {
+		t.Fatalf("plan encoding lacks its version: %s", empty)
+	}
 	otherKey, err := NewMarkerKey([]byte("another key, as long as the first"))
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +153,9 @@ func TestProcess(t *testing.T) {
 		{"marker of another request refused", marked(procKey, "r2", empty), fhir, "", false, 502, "", RefusedMarkerInvalid},
 		{"marker of another key refused", marked(otherKey, "r1", empty), fhir, "", false, 502, "", RefusedMarkerInvalid},
 		{"plan altered after signing refused", withMarker(empty, procKey.Sign("r1", []byte(removeTelecom))), fhir, "", false, 502, "", RefusedMarkerInvalid},
+		{"signed plan naming a key not held refused", marked(procKey, "r1", keyNotHeld), fhir, patient, false, 502, "", string(filters.CodeBadDirective)},
+		{"signed plan without a version refused", marked(procKey, "r1", unversioned), fhir, "", false, 502, "", RefusedMarkerInvalid},
+		{"signed plan of a later version refused", marked(procKey, "r1", laterVersion), fhir, "", false, 502, "", RefusedMarkerInvalid},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -279,8 +299,8 @@ func TestJudgeLocation(t *testing.T) {
 // than a Patient stays only when the body is that resource.
 func TestProcessLocationHeaders(t *testing.T) {
 	client, rec := startProc(t)
-	grant := planJSON(t, Plan{Plan: filters.Plan{DecisionID: "d1", Enforce: &filters.Enforcement{Patients: []string{"pat-0001"}}}, RequestID: "r1"})
-	anyPatient := planJSON(t, Plan{Plan: filters.Plan{DecisionID: "d2", Enforce: &filters.Enforcement{AnyPatient: true}}, RequestID: "r1"})
+	grant := planJSON(t, "d1", nil, &plan.Enforcement{Patients: []string{"pat-0001"}})
+	anyPatient := planJSON(t, "d2", nil, &plan.Enforcement{AnyPatient: true})
 	obs := `{"resourceType":"Observation","id":"obs-7","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/pat-0001"}}`
 	cases := []struct {
 		name    string

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/phigate/phigate/authz"
-	"github.com/phigate/phigate/filters"
+	"github.com/phigate/phigate/plan"
 )
 
 func testKey(t *testing.T, fill byte) *MarkerKey {
@@ -154,7 +154,7 @@ func TestCheckMarksEveryPlan(t *testing.T) {
 	k := testKey(t, 4)
 	for _, d := range []authz.Decision{
 		{Allow: true, Status: 200, ID: "d1"},
-		{Allow: true, Status: 200, ID: "d2", Enforce: &filters.Enforcement{Patients: []string{"p1"}}},
+		{Allow: true, Status: 200, ID: "d2", Plan: plan.Plan{Enforce: &plan.Enforcement{Patients: []string{"p1"}}}},
 	} {
 		s, err := NewAuthServer(headerAuthorizer{d}, nil, nil, WithMarkerKey(k))
 		if err != nil {

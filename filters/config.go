@@ -3,9 +3,12 @@ package filters
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"maps"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/phigate/phigate/plan"
 )
 
 // Config configures an Engine.
@@ -66,8 +69,9 @@ func (c *Config) Validate() error {
 // Engine applies redaction plans to response bodies. It is safe for
 // concurrent use: all state is built in NewEngine and only read after.
 type Engine struct {
-	cfg  Config
-	keys map[string]*tokenKey
+	cfg    Config
+	keys   map[string]*tokenKey
+	keyIDs plan.Keys
 }
 
 // tokenKey holds what a key id needs, derived once: the HMAC secret and
@@ -94,5 +98,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 		}
 		e.keys[id] = &tokenKey{id: id, secret: slices.Clone(secret), ff1_10: f}
 	}
+	e.keyIDs = plan.NewKeys(slices.Collect(maps.Keys(cfg.Keys))...)
 	return e, nil
 }
+
+// Keys returns the ids of the engine's token keys, which plans must be
+// compiled against: a plan naming any other key is refused before it
+// reaches Apply.
+func (e *Engine) Keys() plan.Keys { return e.keyIDs }

@@ -3,6 +3,8 @@ package filters
 import (
 	"bytes"
 	"strconv"
+
+	"github.com/phigate/phigate/plan"
 )
 
 // ProfileSafeHarbor names the HIPAA Safe Harbor de-identification profile
@@ -53,7 +55,7 @@ import (
 // ST) is not scanned. An instant cut to its year (meta.lastUpdated,
 // Observation.issued) no longer has the precision R4 requires of an
 // instant: a strict parser on the receiving side may refuse it.
-const ProfileSafeHarbor = "safe-harbor"
+const ProfileSafeHarbor = plan.ProfileSafeHarbor
 
 // restrictedZip3 are the three-digit ZIP prefixes with 20,000 people or
 // fewer (HHS guidance, 2000 census); they become "000".
@@ -64,15 +66,15 @@ var restrictedZip3 = map[string]bool{
 
 type shRule struct {
 	rtype string
-	steps []step
+	steps []plan.Step
 }
 
 func mustSteps(rtype, path string) shRule {
-	p, err := parsePath(rtype + "." + path)
+	p, err := plan.ParsePath(rtype + "." + path)
 	if err != nil {
 		panic(err) // a constant table: caught by every test run
 	}
-	return shRule{rtype: rtype, steps: p.steps}
+	return shRule{rtype: rtype, steps: p.Steps}
 }
 
 var shRemove, shZip = func() ([]shRule, []shRule) {
@@ -163,22 +165,22 @@ func (r *run) safeHarbor(res *node, rt string, _ *rule) bool {
 	return changed
 }
 
-func stepsString(st []step) string {
+func stepsString(st []plan.Step) string {
 	var b bytes.Buffer
 	for i, s := range st {
 		if i > 0 {
 			b.WriteByte('.')
 		}
-		b.WriteString(s.name)
-		for _, c := range s.where {
+		b.WriteString(s.Name)
+		for _, c := range s.Where {
 			b.WriteString(".where(")
-			for j, f := range c.field {
+			for j, f := range c.Field {
 				if j > 0 {
 					b.WriteByte('.')
 				}
 				b.WriteString(f)
 			}
-			b.WriteString("='" + c.value + "')")
+			b.WriteString("='" + c.Value + "')")
 		}
 	}
 	return b.String()

@@ -13,7 +13,7 @@ func TestSafeHarborFHIR(t *testing.T) {
 		t.Fatal(err)
 	}
 	plan := Plan{Redact: []Directive{{Action: ActionDeidentify, Profile: ProfileSafeHarbor}}}
-	res, err := e.Apply(fhirJSON, readTestdata(t, "patient.json"), plan)
+	res, err := apply(e, fhirJSON, readTestdata(t, "patient.json"), plan)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestSafeHarborAgesAndZips(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(fhirJSON, []byte(tc.body), plan)
+			res, err := apply(e, fhirJSON, []byte(tc.body), plan)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -96,7 +96,7 @@ func TestSafeHarborHL7(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := e.Apply(hl7CT, readTestdata(t, "adt_a08.hl7"), Plan{Redact: []Directive{{Action: ActionDeidentify, Profile: ProfileSafeHarbor}}})
+	res, err := apply(e, hl7CT, readTestdata(t, "adt_a08.hl7"), Plan{Redact: []Directive{{Action: ActionDeidentify, Profile: ProfileSafeHarbor}}})
 	if err != nil {
 		t.Fatal(err)
 	}

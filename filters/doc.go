@@ -1,11 +1,11 @@
 // Package filters redacts and checks response bodies on their way to the
 // client: FHIR R4 JSON (single resources and Bundles) and HL7 v2 messages.
-// It receives the directives a decision carried and applies them; it never
-// decides who may see what.
+// It receives the plan a decision carried, compiled by package plan, and
+// applies it; it never decides who may see what.
 //
 // The ext_proc adapter builds one Engine at start-up (NewEngine with the
-// tokenization keys) and calls Apply per buffered response body with the
-// decision's Plan. Every error means fail closed: no byte of the original
+// tokenization keys), decodes each request's plan against Engine.Keys and
+// calls Apply per buffered response body. Every error means fail closed: no byte of the original
 // body reaches the client. Result.Forbidden means the body is a single
 // resource the caller may not see and the answer must be 403.
 //

@@ -181,7 +181,7 @@ func TestDuplicateKeysRefused(t *testing.T) {
 	for _, tc := range cases {
 		for _, p := range plans {
 			t.Run(tc.name+"/"+p.name, func(t *testing.T) {
-				res, err := e.Apply(fhirJSON, []byte(tc.body), p.plan)
+				res, err := apply(e, fhirJSON, []byte(tc.body), p.plan)
 				if err == nil {
 					t.Fatalf("accepted (forbidden=%v changed=%v):\n%s", res.Forbidden, res.Changed, res.Body)
 				}
@@ -221,7 +221,7 @@ func TestRepeatedNamesThatAreNotDuplicates(t *testing.T) {
 	plan := Plan{Enforce: &Enforcement{Patients: []string{"A"}}, Redact: []Directive{{Path: "Patient.telecom", Action: ActionRemove}}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(fhirJSON, []byte(tc.body), plan)
+			res, err := apply(e, fhirJSON, []byte(tc.body), plan)
 			if err != nil {
 				t.Fatalf("err = %v", err)
 			}
@@ -256,7 +256,7 @@ func TestHL7EveryPIDChecked(t *testing.T) {
 	plan := Plan{Enforce: &Enforcement{Patients: []string{"A"}}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(hl7CT, []byte(tc.msg), plan)
+			res, err := apply(e, hl7CT, []byte(tc.msg), plan)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -295,7 +295,7 @@ func TestHL7HeadersShareDelimiters(t *testing.T) {
 	plan := Plan{Enforce: &Enforcement{Patients: []string{"A"}}, Redact: []Directive{{Path: "Patient.name", Action: ActionRemove}}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(hl7CT, []byte(tc.msg), plan)
+			res, err := apply(e, hl7CT, []byte(tc.msg), plan)
 			if tc.want == nil {
 				if err != nil || res.Forbidden {
 					t.Fatalf("err = %v, forbidden = %v", err, res.Forbidden)

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/phigate/phigate/internal/compartment"
+	"github.com/phigate/phigate/plan"
 )
 
 // SensitivityCodes is the vocabulary of v3-ActCode sensitivity labels
@@ -118,7 +119,7 @@ func sameResource(fu, rt, id *node) bool {
 	return len(u) == 0 || (u[len(u)-1] == '/' && bytes.Contains(u, []byte("://")))
 }
 
-func newEnforcer(e *Enforcement) *enforcer {
+func newEnforcer(e *plan.Enforcement) *enforcer {
 	x := &enforcer{any: e.AnyPatient, patients: map[string]bool{}, permitted: map[string]bool{}, names: map[string]string{}}
 	for _, p := range e.Patients {
 		x.patients[p] = true
@@ -379,7 +380,7 @@ func lastSeg(p string) (before, last string) {
 }
 
 func isResourceType(s string) bool {
-	return s != "" && s[0] >= 'A' && s[0] <= 'Z' && isIdent(s)
+	return s != "" && s[0] >= 'A' && s[0] <= 'Z' && plan.IsIdent(s)
 }
 
 // isResourceID follows the R4 id datatype: 1 to 64 of [A-Za-z0-9-.].
@@ -665,8 +666,8 @@ func atoiNum(raw []byte) (int, bool) {
 // many: a count of hidden psychotherapy notes is itself a disclosure.
 func (r *run) suppressedOutcome() *node {
 	msg := "Some content was withheld by access policy."
-	if r.plan.DecisionID != "" && safeID(r.plan.DecisionID) {
-		msg += " Decision " + r.plan.DecisionID + "."
+	if r.decisionID != "" && safeID(r.decisionID) {
+		msg += " Decision " + r.decisionID + "."
 	}
 	issue := objNode("severity", "information", "code", "suppressed", "diagnostics", msg)
 	return objNode("resourceType", "OperationOutcome", "issue", arrNode(issue))

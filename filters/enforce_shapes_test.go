@@ -146,7 +146,7 @@ func TestEnforceShapes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(fhirJSON, []byte(tc.body), Plan{Enforce: tc.enf, DecisionID: "dec-1"})
+			res, err := apply(e, fhirJSON, []byte(tc.body), Plan{Enforce: tc.enf, DecisionID: "dec-1"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -194,7 +194,7 @@ func TestDirectivesReachIncludedEntries(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(fhirJSON, []byte(body), Plan{Redact: tc.d, Enforce: &Enforcement{Patients: []string{"A"}, ResourceTypes: []string{"Patient", "Observation"}}})
+			res, err := apply(e, fhirJSON, []byte(body), Plan{Redact: tc.d, Enforce: &Enforcement{Patients: []string{"A"}, ResourceTypes: []string{"Patient", "Observation"}}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -119,7 +119,7 @@ func TestEnforceBundles(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(fhirJSON, []byte(tc.body), Plan{Enforce: tc.enf, DecisionID: "dec-1"})
+			res, err := apply(e, fhirJSON, []byte(tc.body), Plan{Enforce: tc.enf, DecisionID: "dec-1"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,7 +176,7 @@ func TestEnforceBatchResponseKeepsPositions(t *testing.T) {
 	body := `{"resourceType":"Bundle","type":"batch-response","entry":[
 	  {"resource":` + obsA + `,"response":{"status":"200 OK"}},
 	  {"fullUrl":"https://fhir.example/Observation/ob","resource":` + obsB + `,"response":{"status":"200 OK","etag":"W/\"1\"","location":"Observation/ob/_history/1"}}]}`
-	res, err := e.Apply(fhirJSON, []byte(body), Plan{Enforce: &Enforcement{Patients: []string{"A"}}})
+	res, err := apply(e, fhirJSON, []byte(body), Plan{Enforce: &Enforcement{Patients: []string{"A"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

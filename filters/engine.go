@@ -4,21 +4,9 @@ import (
 	"mime"
 	"slices"
 	"strings"
+
+	"github.com/phigate/phigate/plan"
 )
-
-// Plan is what the response side must do to one body: the decision's
-// redaction directives and response-side enforcement. DecisionID ties the
-// result to the audit record and appears in the OperationOutcome that
-// explains withheld entries.
-type Plan struct {
-	Redact     []Directive  `json:"redact,omitempty"`
-	Enforce    *Enforcement `json:"enforce,omitempty"`
-	DecisionID string       `json:"decision_id"`
-}
-
-// Empty reports whether the plan asks for nothing, so the caller may pass
-// the body through without buffering it.
-func (p Plan) Empty() bool { return len(p.Redact) == 0 && p.Enforce == nil }
 
 // Result is the filtered body and what was done to it, for the audit trail.
 type Result struct {
@@ -68,74 +56,38 @@ func classifyMedia(ct string) (mediaKind, error) {
 	return 0, errorf(CodeUnsupportedMedia, "media type %q", mt)
 }
 
-// rule is a compiled directive.
+// rule is a compiled directive bound to this engine: its token key and
+// what it does to a selected value.
 type rule struct {
-	Directive
-	path elemPath
-	key  *tokenKey
-	ff1  bool
-	keep map[string]bool
-	fn   func(v *node) (changed, drop bool)
+	plan.Rule
+	key *tokenKey
+	fn  func(v *node) (changed, drop bool)
 }
 
-func (e *Engine) compile(ds []Directive) ([]rule, error) {
-	rules := make([]rule, 0, len(ds))
-	for i, d := range ds {
-		r := rule{Directive: d}
-		switch d.Action {
-		case ActionRemove, ActionMask, ActionTokenize:
-			p, err := parsePath(d.Path)
-			if err != nil {
-				return nil, err
-			}
-			if len(p.steps) == 0 {
-				return nil, errorf(CodeBadDirective, "directive %d: path %q names no element", i, d.Path)
-			}
-			r.path = p
-			if d.Action == ActionTokenize {
-				k, ok := e.keys[d.KeyID]
-				if !ok {
-					return nil, errorf(CodeBadDirective, "directive %d: unknown key id %q", i, d.KeyID)
-				}
-				r.key = k
-				switch d.Format {
-				case "", "hmac":
-				case "ff1":
-					r.ff1 = true
-				default:
-					return nil, errorf(CodeBadDirective, "directive %d: unknown token format %q", i, d.Format)
-				}
-			}
-		case ActionAllow:
-			if d.Path != "*" && !isIdent(d.Path) {
-				return nil, errorf(CodeBadDirective, "directive %d: allow needs a resource type as path", i)
-			}
-			r.path = elemPath{rtype: d.Path}
-			r.keep = map[string]bool{"resourceType": true, "id": true, "meta": true}
-			for _, k := range d.Keep {
-				r.keep[k] = true
-			}
-		case ActionDeidentify:
-			if d.Profile != ProfileSafeHarbor {
-				return nil, errorf(CodeBadDirective, "directive %d: unknown profile %q", i, d.Profile)
-			}
-			if d.KeyID != "" {
-				k, ok := e.keys[d.KeyID]
-				if !ok {
-					return nil, errorf(CodeBadDirective, "directive %d: unknown key id %q", i, d.KeyID)
-				}
-				r.key = k
-			}
-		default:
-			return nil, errorf(CodeBadDirective, "directive %d: unknown action %q", i, d.Action)
+// bind readies the plan's rules for this engine. The plan was compiled
+// against the configured key ids, so a key missing here means the plan
+// was compiled for other keys, or not at all: both refuse the body.
+func (e *Engine) bind(rs []plan.Rule) ([]rule, error) {
+	rules := make([]rule, 0, len(rs))
+	for i := range rs {
+		r := rule{Rule: rs[i]}
+		if !r.Compiled() {
+			return nil, errorf(CodeBadDirective, "directive %d: not compiled", i)
 		}
-		switch d.Action {
-		case ActionRemove:
+		if r.Action == plan.ActionTokenize || (r.Action == plan.ActionDeidentify && r.KeyID != "") {
+			k, ok := e.keys[r.KeyID]
+			if !ok {
+				return nil, errorf(CodeBadDirective, "directive %d: unknown key id %q", i, r.KeyID)
+			}
+			r.key = k
+		}
+		switch r.Action {
+		case plan.ActionRemove:
 			r.fn = func(*node) (bool, bool) { return false, true }
-		case ActionMask:
+		case plan.ActionMask:
 			r.fn = func(v *node) (bool, bool) { return maskNode(v), false }
-		case ActionTokenize:
-			k, ff := r.key, r.ff1
+		case plan.ActionTokenize:
+			k, ff := r.key, r.FF1()
 			r.fn = func(v *node) (bool, bool) { return tokenizeNode(v, k, ff), false }
 		}
 		rules = append(rules, r)
@@ -143,9 +95,10 @@ func (e *Engine) compile(ds []Directive) ([]rule, error) {
 	return rules, nil
 }
 
-// Apply filters body according to p. mediaType is the Content-Type value.
-// Any error means the caller must fail closed: send none of body.
-func (e *Engine) Apply(mediaType string, body []byte, p Plan) (Result, error) {
+// Apply filters body according to p, the plan of the decision decisionID.
+// mediaType is the Content-Type value. Any error means the caller must
+// fail closed: send none of body.
+func (e *Engine) Apply(mediaType string, body []byte, p plan.Plan, decisionID string) (Result, error) {
 	if len(body) > e.cfg.MaxBody {
 		return Result{}, errorf(CodeTooLarge, "%d bytes over the %d byte limit", len(body), e.cfg.MaxBody)
 	}
@@ -153,14 +106,14 @@ func (e *Engine) Apply(mediaType string, body []byte, p Plan) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	rules, err := e.compile(p.Redact)
+	rules, err := e.bind(p.Redact)
 	if err != nil {
 		return Result{}, err
 	}
 	if p.Empty() {
 		return Result{Body: body}, nil
 	}
-	r := &run{e: e, rules: rules, plan: p, removed: map[string]struct{}{}, ruleNotes: map[ruleNote]struct{}{}}
+	r := &run{e: e, rules: rules, decisionID: decisionID, removed: map[string]struct{}{}, ruleNotes: map[ruleNote]struct{}{}}
 	if p.Enforce != nil {
 		r.enf = newEnforcer(p.Enforce)
 	}
@@ -172,15 +125,15 @@ func (e *Engine) Apply(mediaType string, body []byte, p Plan) (Result, error) {
 
 // run is the state of one Apply.
 type run struct {
-	e         *Engine
-	rules     []rule
-	plan      Plan
-	enf       *enforcer
-	removed   map[string]struct{}
-	ruleNotes map[ruleNote]struct{}
-	withheld  int
-	scope     *refScope // the innermost Bundle's entries, for references between them
-	err       error
+	e          *Engine
+	rules      []rule
+	decisionID string
+	enf        *enforcer
+	removed    map[string]struct{}
+	ruleNotes  map[ruleNote]struct{}
+	withheld   int
+	scope      *refScope // the innermost Bundle's entries, for references between them
+	err        error
 }
 
 func (r *run) note(path string) { r.removed[path] = struct{}{} }
@@ -194,7 +147,7 @@ func (r *run) noteRule(i int, rt string) {
 	}
 	r.ruleNotes[k] = struct{}{}
 	rl := &r.rules[i]
-	r.note(rt + strings.TrimPrefix(rl.Path, rl.path.rtype))
+	r.note(rt + strings.TrimPrefix(rl.Path, rl.Elem().Type))
 }
 
 type ruleNote struct {
@@ -350,10 +303,11 @@ func (r *run) drop(v *node) bool {
 // applies reports whether a rule's resource type selects rt. "*" selects
 // every resource but Bundle, which is a container rather than data.
 func (rl *rule) applies(rt string) bool {
-	if rl.path.rtype == "*" {
+	t := rl.Elem().Type
+	if t == "*" {
 		return rt != "Bundle"
 	}
-	return rl.path.rtype == rt
+	return t == rt
 }
 
 func (r *run) applyRules(res *node, rt string) bool {
@@ -361,16 +315,16 @@ func (r *run) applyRules(res *node, rt string) bool {
 	for i := range r.rules {
 		rl := &r.rules[i]
 		switch rl.Action {
-		case ActionDeidentify:
+		case plan.ActionDeidentify:
 			changed = r.safeHarbor(res, rt, rl) || changed
 			continue
-		case ActionAllow:
+		case plan.ActionAllow:
 			if !rl.applies(rt) {
 				continue
 			}
 			out := res.mem[:0]
 			for _, m := range res.mem {
-				if rl.keep[m.name()] {
+				if rl.Keeps(m.name()) {
 					out = append(out, m)
 				} else {
 					r.note(rt + "." + m.name())
@@ -387,7 +341,7 @@ func (r *run) applyRules(res *node, rt string) bool {
 		if !rl.applies(rt) {
 			continue
 		}
-		if visit(res, rl.path.steps, rl.fn) {
+		if visit(res, rl.Elem().Steps, rl.fn) {
 			changed = true
 			r.noteRule(i, rt)
 		}

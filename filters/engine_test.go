@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/phigate/phigate/plan"
 )
 
 const (
@@ -245,7 +247,7 @@ func TestApplyPatientActions(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(fhirJSON, patient, Plan{Redact: tc.d})
+			res, err := apply(e, fhirJSON, patient, Plan{Redact: tc.d})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -280,7 +282,7 @@ func TestTokensAreDeterministicPerKey(t *testing.T) {
 	e := testEngine(t)
 	body := []byte(`{"resourceType":"Patient","id":"a","identifier":[{"value":"MRN-1"}],"link":[{"other":{"identifier":{"value":"MRN-1"}}}]}`)
 	tok := func(key string) (string, string) {
-		res, err := e.Apply(fhirJSON, body, Plan{Redact: []Directive{
+		res, err := apply(e, fhirJSON, body, Plan{Redact: []Directive{
 			{Path: "Patient.identifier.value", Action: ActionTokenize, KeyID: key},
 			{Path: "Patient.link.other.identifier.value", Action: ActionTokenize, KeyID: key},
 		}})
@@ -393,7 +395,7 @@ func TestApplyNestedResources(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(fhirJSON, []byte(tc.body), Plan{Redact: tc.d})
+			res, err := apply(e, fhirJSON, []byte(tc.body), Plan{Redact: tc.d})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -435,23 +437,44 @@ func TestApplyErrors(t *testing.T) {
 		{"xml", e, "application/fhir+xml", string(pat), rm, ErrUnsupportedMedia},
 		{"latin1", e, "application/json; charset=iso-8859-1", string(pat), rm, ErrUnsupportedMedia},
 		{"garbage content type", e, ";;", string(pat), rm, ErrUnsupportedMedia},
-		{"unknown action", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient.x", Action: "shred"}}}, ErrBadDirective},
-		{"unknown key", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient.x", Action: ActionTokenize, KeyID: "nope"}}}, ErrBadDirective},
-		{"unknown format", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient.x", Action: ActionTokenize, KeyID: "k1", Format: "rot13"}}}, ErrBadDirective},
-		{"path without element", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient", Action: ActionRemove}}}, ErrBadDirective},
-		{"bad where", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient.identifier.where(system)", Action: ActionRemove}}}, ErrBadDirective},
-		{"unbalanced", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient.identifier.where(system='x'", Action: ActionRemove}}}, ErrBadDirective},
-		{"allow with element path", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient.name", Action: ActionAllow}}}, ErrBadDirective},
-		{"unknown profile", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Action: ActionDeidentify, Profile: "expert"}}}, ErrBadDirective},
+		// Directives are refused when compiled, before any body.
+		{"unknown action", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient.x", Action: "shred"}}}, plan.ErrBadDirective},
+		{"unknown key", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient.x", Action: ActionTokenize, KeyID: "nope"}}}, plan.ErrBadDirective},
+		{"unknown format", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient.x", Action: ActionTokenize, KeyID: "k1", Format: "rot13"}}}, plan.ErrBadDirective},
+		{"path without element", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient", Action: ActionRemove}}}, plan.ErrBadDirective},
+		{"bad where", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient.identifier.where(system)", Action: ActionRemove}}}, plan.ErrBadDirective},
+		{"unbalanced", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient.identifier.where(system='x'", Action: ActionRemove}}}, plan.ErrBadDirective},
+		{"allow with element path", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Path: "Patient.name", Action: ActionAllow}}}, plan.ErrBadDirective},
+		{"unknown profile", e, fhirJSON, string(pat), Plan{Redact: []Directive{{Action: ActionDeidentify, Profile: "expert"}}}, plan.ErrBadDirective},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := tc.e.Apply(tc.ct, []byte(tc.body), tc.plan)
+			res, err := apply(tc.e, tc.ct, []byte(tc.body), tc.plan)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
 			if res.Body != nil {
 				t.Error("error result carries a body")
+			}
+		})
+	}
+}
+
+// TestApplyRefusesUnboundRules: the engine applies only rules compiled by
+// package plan, and only with keys it holds, whatever the plan's origin.
+func TestApplyRefusesUnboundRules(t *testing.T) {
+	e := testEngine(t)
+	pat := readTestdata(t, "patient.json")
+	otherKeys, err := plan.Compile([]Directive{{Path: "Patient.identifier.value", Action: ActionTokenize, KeyID: "k9"}}, nil, plan.NewKeys("k9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	handMade := plan.Plan{Redact: []plan.Rule{{Directive: Directive{Path: "Patient.telecom", Action: ActionRemove}}}}
+	for name, p := range map[string]plan.Plan{"key this engine does not hold": otherKeys, "rule never compiled": handMade} {
+		t.Run(name, func(t *testing.T) {
+			res, err := e.Apply(fhirJSON, pat, p, "d")
+			if !errors.Is(err, ErrBadDirective) || res.Body != nil {
+				t.Fatalf("err = %v, body %d bytes; want %v and no body", err, len(res.Body), ErrBadDirective)
 			}
 		})
 	}
@@ -463,7 +486,7 @@ func TestEmptyPlanPassesThrough(t *testing.T) {
 	if !(Plan{}).Empty() || (Plan{Enforce: &Enforcement{AnyPatient: true}}).Empty() {
 		t.Fatal("Empty() wrong")
 	}
-	res, err := e.Apply(fhirJSON, body, Plan{DecisionID: "d"})
+	res, err := apply(e, fhirJSON, body, Plan{DecisionID: "d"})
 	if err != nil || res.Changed || &res.Body[0] != &body[0] {
 		t.Fatalf("res=%+v err=%v", res, err)
 	}

@@ -22,8 +22,10 @@ const (
 	CodeMalformed Code = "malformed_body"
 	// CodeTooLarge: the body exceeds Config.MaxBody.
 	CodeTooLarge Code = "body_too_large"
-	// CodeBadDirective: a directive cannot be compiled or applied (bad
-	// path, unknown action, unknown key id, unmapped HL7 v2 element).
+	// CodeBadDirective: a rule cannot be applied to this body (an element
+	// with no HL7 v2 mapping, a value outside FF1's domain, a key this
+	// engine does not hold) or was never compiled. Directives themselves
+	// are checked earlier, by plan.Compile, with the same word.
 	CodeBadDirective Code = "bad_directive"
 	// CodeUnsupportedSegment: an HL7 v2 message holds a segment the engine
 	// has no field mapping for (a Z-segment, a segment outside the known

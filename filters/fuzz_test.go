@@ -50,7 +50,7 @@ func FuzzRedactJSON(f *testing.F) {
 	e := testEngine(f)
 	plan := fuzzPlan()
 	f.Fuzz(func(t *testing.T, in []byte) {
-		res, err := e.Apply(fhirJSON, in, plan)
+		res, err := apply(e, fhirJSON, in, plan)
 		if hasDuplicateKey(in) && CodeOf(err) != CodeMalformed {
 			t.Fatalf("duplicate key not refused: err=%v forbidden=%v\n%s", err, res.Forbidden, res.Body)
 		}
@@ -58,7 +58,7 @@ func FuzzRedactJSON(f *testing.F) {
 			// Accepted as it is, so a second copy of its first member is
 			// the only thing wrong with the variants below.
 			for _, dup := range duplicateFirstMember(in) {
-				if _, derr := e.Apply(fhirJSON, dup, plan); CodeOf(derr) != CodeMalformed {
+				if _, derr := apply(e, fhirJSON, dup, plan); CodeOf(derr) != CodeMalformed {
 					t.Fatalf("duplicated member not refused: err=%v\n%s", derr, dup)
 				}
 			}
@@ -75,7 +75,7 @@ func FuzzRedactJSON(f *testing.F) {
 		// The same bytes inside a Patient whose telecom must go.
 		doc := []byte(`{"resourceType":"Patient","id":"p1","telecom":[{"system":"phone","value":"` + planted + `"}],"extension":[`)
 		doc = append(append(doc, in...), "]}"...)
-		res, err = e.Apply(fhirJSON, doc, plan)
+		res, err = apply(e, fhirJSON, doc, plan)
 		if err != nil || res.Forbidden {
 			return
 		}
@@ -89,7 +89,7 @@ func FuzzRedactJSON(f *testing.F) {
 		// member twice: the duplicate sits in a subtree no check expands.
 		for _, dup := range duplicateFirstMember(in) {
 			d := append(append([]byte(`{"resourceType":"Patient","id":"p1","extension":[`), dup...), "]}"...)
-			if _, derr := e.Apply(fhirJSON, d, plan); CodeOf(derr) != CodeMalformed {
+			if _, derr := apply(e, fhirJSON, d, plan); CodeOf(derr) != CodeMalformed {
 				t.Fatalf("nested duplicated member not refused: err=%v\n%s", derr, d)
 			}
 		}
@@ -210,14 +210,14 @@ func FuzzRedactHL7(f *testing.F) {
 		{Path: "Patient.identifier.value", Action: ActionTokenize, KeyID: "k1", Format: "ff1"},
 	}}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if _, err := e.Apply(hl7CT, in, plan); err != nil {
+		if _, err := apply(e, hl7CT, in, plan); err != nil {
 			return
 		}
 		if bytes.Contains(in, []byte(planted)) {
 			return
 		}
 		msg := append([]byte("MSH|^~\\&|A|B\rPID|1||X||||||||||^PRN^PH^^^"+planted+"\r"), in...)
-		res, err := e.Apply(hl7CT, msg, plan)
+		res, err := apply(e, hl7CT, msg, plan)
 		if err != nil {
 			return
 		}

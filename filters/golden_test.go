@@ -45,7 +45,7 @@ func TestGolden(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(fhirJSON, tc.in(t), goldenPlan())
+			res, err := apply(e, fhirJSON, tc.in(t), goldenPlan())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+
+	"github.com/phigate/phigate/plan"
 )
 
 // HL7 v2 ER7 messages are filtered field by field: the directive
@@ -358,12 +360,12 @@ func (r *run) hl7(body []byte) (Result, error) {
 
 func (r *run) hl7Rule(m *message, rl *rule) error {
 	switch rl.Action {
-	case ActionDeidentify:
+	case plan.ActionDeidentify:
 		r.hl7SafeHarbor(m)
 		return nil
-	case ActionAllow:
-		if rl.path.rtype != "Patient" && rl.path.rtype != "*" {
-			return errorf(CodeBadDirective, "allow on %s has no HL7 v2 mapping", rl.path.rtype)
+	case plan.ActionAllow:
+		if t := rl.Elem().Type; t != "Patient" && t != "*" {
+			return errorf(CodeBadDirective, "allow on %s has no HL7 v2 mapping", t)
 		}
 		for _, s := range m.segs {
 			def := v2Segments[s.name()]
@@ -374,12 +376,12 @@ func (r *run) hl7Rule(m *message, rl *rule) error {
 					first = 2
 				}
 				for f := first; f < len(s.fields); f++ {
-					if fd, ok := def.field(f); !ok || !rl.keep[keepName(fd.elem)] {
+					if fd, ok := def.field(f); !ok || !rl.Keeps(keepName(fd.elem)) {
 						r.clearField(s, f)
 					}
 				}
 			case allowContact:
-				if !rl.keep["contact"] {
+				if !rl.Keeps("contact") {
 					for f := 2; f < len(s.fields); f++ {
 						r.clearField(s, f)
 					}
@@ -412,20 +414,20 @@ func (r *run) hl7Rule(m *message, rl *rule) error {
 			}
 			var nv []byte
 			switch rl.Action {
-			case ActionRemove:
+			case plan.ActionRemove:
 				if l.comps == nil {
 					nv = nil
 				} else {
 					nv = m.d.clearComps(f, l.comps)
 				}
-			case ActionMask:
+			case plan.ActionMask:
 				fn := v2Mask
 				if l.ts {
 					fn = v2MaskTS
 				}
 				nv = m.d.mapLeaves(f, l.comps, fn)
-			case ActionTokenize:
-				nv = m.d.mapLeaves(f, l.comps, func(v string) string { return rl.key.token(v, rl.ff1) })
+			case plan.ActionTokenize:
+				nv = m.d.mapLeaves(f, l.comps, func(v string) string { return rl.key.token(v, rl.FF1()) })
 			}
 			if !bytes.Equal(nv, f) {
 				s.setField(l.field, nv)
@@ -450,11 +452,11 @@ func (r *run) clearField(s *segment, f int) {
 func allowKeeps(rl *rule, fd v2Field) bool {
 	switch fd.role {
 	case rolePatient:
-		return rl.keep[keepName(fd.elem)]
+		return rl.Keeps(keepName(fd.elem))
 	case roleEither:
-		return rl.keep[keepName(fd.elem)] && rl.keep["contact"]
+		return rl.Keeps(keepName(fd.elem)) && rl.Keeps("contact")
 	case roleContact, roleAssociate:
-		return rl.keep["contact"]
+		return rl.Keeps("contact")
 	}
 	return true
 }

@@ -113,7 +113,7 @@ func TestHL7ADTA01Directives(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(hl7CT, msg, Plan{Redact: tc.d})
+			res, err := apply(e, hl7CT, msg, Plan{Redact: tc.d})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,7 +154,7 @@ func TestHL7UnknownSegments(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			body := append(append([]byte{}, msg...), tc.add+"\r"...)
-			res, err := e.Apply(hl7CT, body, tc.plan)
+			res, err := apply(e, hl7CT, body, tc.plan)
 			if !errors.Is(err, ErrUnsupportedSegment) {
 				t.Fatalf("err = %v, want %v", err, ErrUnsupportedSegment)
 			}
@@ -185,7 +185,7 @@ func TestHL7ResourceTypes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(hl7CT, msg, Plan{Enforce: &Enforcement{AnyPatient: true, ResourceTypes: tc.types}})
+			res, err := apply(e, hl7CT, msg, Plan{Enforce: &Enforcement{AnyPatient: true, ResourceTypes: tc.types}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -201,7 +201,7 @@ func TestSafeHarborADTA01(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := e.Apply(hl7CT, readTestdata(t, "adt_a01.hl7"), Plan{Redact: []Directive{{Action: ActionDeidentify, Profile: ProfileSafeHarbor}}})
+	res, err := apply(e, hl7CT, readTestdata(t, "adt_a01.hl7"), Plan{Redact: []Directive{{Action: ActionDeidentify, Profile: ProfileSafeHarbor}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestHL7WithoutPID(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(hl7CT, msg, Plan{Enforce: tc.enf})
+			res, err := apply(e, hl7CT, msg, Plan{Enforce: tc.enf})
 			if err != nil {
 				t.Fatal(err)
 			}

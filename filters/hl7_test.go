@@ -47,7 +47,7 @@ func TestHL7Directives(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(hl7CT, msg, Plan{Redact: tc.d})
+			res, err := apply(e, hl7CT, msg, Plan{Redact: tc.d})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +107,7 @@ func TestHL7Delimiters(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply("application/hl7-v2", []byte(tc.msg), Plan{Redact: []Directive{{Path: "Patient.name", Action: ActionMask}}})
+			res, err := apply(e, "application/hl7-v2", []byte(tc.msg), Plan{Redact: []Directive{{Path: "Patient.name", Action: ActionMask}}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,7 +140,7 @@ func TestHL7Enforcement(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := e.Apply(hl7CT, msg, Plan{Enforce: tc.enf})
+			res, err := apply(e, hl7CT, msg, Plan{Enforce: tc.enf})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -170,7 +170,7 @@ func TestHL7Errors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := e.Apply(hl7CT, []byte(tc.body), tc.plan); !errors.Is(err, tc.want) {
+			if _, err := apply(e, hl7CT, []byte(tc.body), tc.plan); !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
 		})

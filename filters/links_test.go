@@ -43,7 +43,7 @@ func TestBundleLinksNamingOtherPatients(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			body := bundle(link("self", tc.url), link("next", "https://fhir.example/r4/Observation?_page=2"))
-			res, err := e.Apply(fhirJSON, []byte(body), Plan{Enforce: &Enforcement{Patients: []string{"A"}}})
+			res, err := apply(e, fhirJSON, []byte(body), Plan{Enforce: &Enforcement{Patients: []string{"A"}}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -59,7 +59,7 @@ func TestBundleLinksNamingOtherPatients(t *testing.T) {
 	}
 	t.Run("any patient keeps every link", func(t *testing.T) {
 		body := bundle(link("self", "https://fhir.example/r4/Observation?patient=B"))
-		res, err := e.Apply(fhirJSON, []byte(body), Plan{Enforce: &Enforcement{AnyPatient: true}})
+		res, err := apply(e, fhirJSON, []byte(body), Plan{Enforce: &Enforcement{AnyPatient: true}})
 		if err != nil {
 			t.Fatal(err)
 		}

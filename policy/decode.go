@@ -9,7 +9,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/phigate/phigate/authz"
-	"github.com/phigate/phigate/filters"
+	"github.com/phigate/phigate/plan"
 )
 
 // shapeError names the field of the decision document that is wrong.
@@ -148,19 +148,41 @@ func hasField[T any](fs fields[T], k string) bool {
 	return ok
 }
 
-// decodeDecision turns the policy's decision object into authz.Decision. It
-// reads the AST directly: no intermediate interface{} tree, no JSON.
-func decodeDecision(v ast.Value) (authz.Decision, error) {
-	var d authz.Decision
-	err := decodeObject("decision", v, decisionFields, &d, "allow")
-	return d, err
+// decoded is a decision while its fields are read: the directives and the
+// enforcement wait here until the whole document is read, and only then
+// compile into the decision's plan.
+type decoded struct {
+	authz.Decision
+	redact  []plan.Directive
+	enforce *plan.Enforcement
+}
+
+// decodeDecision turns the policy's decision object into authz.Decision,
+// its plan compiled against keys: a directive that could not be applied
+// (a bad path, a key id not configured) refuses the decision here, not its
+// response later. It reads the AST directly: no intermediate interface{}
+// tree, no JSON.
+func decodeDecision(v ast.Value, keys plan.Keys) (authz.Decision, error) {
+	var d decoded
+	if err := decodeObject("decision", v, decisionFields, &d, "allow"); err != nil {
+		return authz.Decision{}, err
+	}
+	p, err := plan.Compile(d.redact, d.enforce, keys)
+	if err != nil {
+		return authz.Decision{}, fmt.Errorf("decision.redact: %w", err)
+	}
+	d.Plan = p
+	return d.Decision, nil
 }
 
 // DecodeDecision decodes a decision document as the engine does, for tools
 // that evaluate the policy themselves. A document of the wrong shape, an
-// unknown field included, is an error of code CodeShape naming the field.
+// unknown field or a directive that does not compile included, is an
+// error of code CodeShape naming the field. Tools hold no token keys, so
+// key ids are not checked here (plan.AnyKey): the serving engine checks
+// them against Config.TokenKeys, and the response side again.
 func DecodeDecision(v ast.Value) (authz.Decision, error) {
-	d, err := decodeDecision(v)
+	d, err := decodeDecision(v, plan.AnyKey())
 	if err != nil {
 		return authz.Decision{}, &Error{Code: CodeShape, Err: err}
 	}
@@ -197,12 +219,12 @@ func DecisionFields() []string {
 // decisionShape is the key tree of the whole document.
 var decisionShape = decisionFields.shape()
 
-var decisionFields = fields[authz.Decision]{
-	"allow": {decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+var decisionFields = fields[decoded]{
+	"allow": {decode: func(d *decoded, p string, v ast.Value) (err error) {
 		d.Allow, err = asBool(p, v)
 		return err
 	}},
-	"status": {decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+	"status": {decode: func(d *decoded, p string, v ast.Value) (err error) {
 		if d.Status, err = asInt(p, v); err != nil {
 			return err
 		}
@@ -211,42 +233,42 @@ var decisionFields = fields[authz.Decision]{
 		}
 		return nil
 	}},
-	"reason": {decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+	"reason": {decode: func(d *decoded, p string, v ast.Value) (err error) {
 		d.Reason, err = asString(p, v)
 		return err
 	}},
-	"headers": {decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+	"headers": {decode: func(d *decoded, p string, v ast.Value) (err error) {
 		d.Headers, err = asStringMap(p, v)
 		return err
 	}},
-	"remove_headers": {decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+	"remove_headers": {decode: func(d *decoded, p string, v ast.Value) (err error) {
 		d.RemoveHeaders, err = asStrings(p, v)
 		return err
 	}},
-	"response_headers": {decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
+	"response_headers": {decode: func(d *decoded, p string, v ast.Value) (err error) {
 		d.ResponseHeaders, err = asStringMap(p, v)
 		return err
 	}},
-	"redact": {inner: &docShape{elems: directiveFields.shape()}, decode: func(d *authz.Decision, p string, v ast.Value) (err error) {
-		d.Redact, err = decodeDirectives(p, v)
+	"redact": {inner: &docShape{elems: directiveFields.shape()}, decode: func(d *decoded, p string, v ast.Value) (err error) {
+		d.redact, err = decodeDirectives(p, v)
 		return err
 	}},
-	"enforce": {inner: enforcementFields.shape(), decode: func(d *authz.Decision, p string, v ast.Value) error {
+	"enforce": {inner: enforcementFields.shape(), decode: func(d *decoded, p string, v ast.Value) error {
 		// An empty object asks for no response-side enforcement.
 		if o, ok := v.(ast.Object); ok && o.Len() == 0 {
 			return nil
 		}
-		e := &filters.Enforcement{}
+		e := &plan.Enforcement{}
 		if err := decodeObject(p, v, enforcementFields, e); err != nil {
 			return err
 		}
-		d.Enforce = e
+		d.enforce = e
 		return nil
 	}},
-	"break_glass": {inner: breakGlassFields.shape(), decode: func(d *authz.Decision, p string, v ast.Value) error {
+	"break_glass": {inner: breakGlassFields.shape(), decode: func(d *decoded, p string, v ast.Value) error {
 		return decodeObject(p, v, breakGlassFields, &d.BreakGlass)
 	}},
-	"obligations": {inner: &docShape{elems: obligationFields.shape()}, decode: func(d *authz.Decision, p string, v ast.Value) error {
+	"obligations": {inner: &docShape{elems: obligationFields.shape()}, decode: func(d *decoded, p string, v ast.Value) error {
 		return each(p, v, func(p string, x ast.Value) error {
 			var o authz.Obligation
 			if err := decodeObject(p, x, obligationFields, &o, "type"); err != nil {
@@ -256,11 +278,11 @@ var decisionFields = fields[authz.Decision]{
 			return nil
 		})
 	}},
-	"audit": {inner: auditFields.shape(), decode: func(d *authz.Decision, p string, v ast.Value) error {
+	"audit": {inner: auditFields.shape(), decode: func(d *decoded, p string, v ast.Value) error {
 		return decodeObject(p, v, auditFields, &d.Audit)
 	}},
-	"cache": {inner: cacheFields.shape(), decode: func(d *authz.Decision, p string, v ast.Value) error {
-		return decodeObject(p, v, cacheFields, d)
+	"cache": {inner: cacheFields.shape(), decode: func(d *decoded, p string, v ast.Value) error {
+		return decodeObject(p, v, cacheFields, &d.Decision)
 	}},
 }
 
@@ -317,60 +339,60 @@ var obligationFields = fields[authz.Obligation]{
 	}},
 }
 
-var enforcementFields = fields[filters.Enforcement]{
-	"patients": {decode: func(e *filters.Enforcement, p string, v ast.Value) (err error) {
+var enforcementFields = fields[plan.Enforcement]{
+	"patients": {decode: func(e *plan.Enforcement, p string, v ast.Value) (err error) {
 		e.Patients, err = asStrings(p, v)
 		return err
 	}},
-	"any_patient": {decode: func(e *filters.Enforcement, p string, v ast.Value) (err error) {
+	"any_patient": {decode: func(e *plan.Enforcement, p string, v ast.Value) (err error) {
 		e.AnyPatient, err = asBool(p, v)
 		return err
 	}},
-	"permitted_labels": {decode: func(e *filters.Enforcement, p string, v ast.Value) (err error) {
+	"permitted_labels": {decode: func(e *plan.Enforcement, p string, v ast.Value) (err error) {
 		e.PermittedLabels, err = asStrings(p, v)
 		return err
 	}},
-	"resource_types": {decode: func(e *filters.Enforcement, p string, v ast.Value) (err error) {
+	"resource_types": {decode: func(e *plan.Enforcement, p string, v ast.Value) (err error) {
 		e.ResourceTypes, err = asStrings(p, v)
 		return err
 	}},
 }
 
 // directiveString is a directive field holding a string.
-func directiveString(dst func(*filters.Directive) *string) field[filters.Directive] {
-	return field[filters.Directive]{decode: func(d *filters.Directive, p string, v ast.Value) (err error) {
+func directiveString(dst func(*plan.Directive) *string) field[plan.Directive] {
+	return field[plan.Directive]{decode: func(d *plan.Directive, p string, v ast.Value) (err error) {
 		*dst(d), err = asString(p, v)
 		return err
 	}}
 }
 
-var directiveFields = fields[filters.Directive]{
-	"path":    directiveString(func(d *filters.Directive) *string { return &d.Path }),
-	"key_id":  directiveString(func(d *filters.Directive) *string { return &d.KeyID }),
-	"format":  directiveString(func(d *filters.Directive) *string { return &d.Format }),
-	"profile": directiveString(func(d *filters.Directive) *string { return &d.Profile }),
-	"action": {decode: func(d *filters.Directive, p string, v ast.Value) error {
+var directiveFields = fields[plan.Directive]{
+	"path":    directiveString(func(d *plan.Directive) *string { return &d.Path }),
+	"key_id":  directiveString(func(d *plan.Directive) *string { return &d.KeyID }),
+	"format":  directiveString(func(d *plan.Directive) *string { return &d.Format }),
+	"profile": directiveString(func(d *plan.Directive) *string { return &d.Profile }),
+	"action": {decode: func(d *plan.Directive, p string, v ast.Value) error {
 		act, err := asString(p, v)
 		if err != nil {
 			return err
 		}
-		d.Action = filters.Action(act)
+		d.Action = plan.Action(act)
 		switch d.Action {
-		case filters.ActionRemove, filters.ActionMask, filters.ActionTokenize, filters.ActionAllow, filters.ActionDeidentify:
+		case plan.ActionRemove, plan.ActionMask, plan.ActionTokenize, plan.ActionAllow, plan.ActionDeidentify:
 			return nil
 		}
 		return fmt.Errorf("%s: unknown action %q", p, act)
 	}},
-	"keep": {decode: func(d *filters.Directive, p string, v ast.Value) (err error) {
+	"keep": {decode: func(d *plan.Directive, p string, v ast.Value) (err error) {
 		d.Keep, err = asStrings(p, v)
 		return err
 	}},
 }
 
-func decodeDirectives(path string, v ast.Value) ([]filters.Directive, error) {
-	var out []filters.Directive
+func decodeDirectives(path string, v ast.Value) ([]plan.Directive, error) {
+	var out []plan.Directive
 	err := each(path, v, func(p string, x ast.Value) error {
-		var d filters.Directive
+		var d plan.Directive
 		if err := decodeObject(p, x, directiveFields, &d, "action"); err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/plan"
 )
 
 // fullDecision carries every field the decoder reads, each set.
@@ -23,6 +24,9 @@ const fullDecision = `{
 	"audit": {"patients": ["p1"], "purpose": "TREAT", "rules": ["rbac.physician"]},
 	"cache": {"until_ns": 5}
 }`
+
+// fullDecisionKeys are the token keys the full decision's directive names.
+var fullDecisionKeys = plan.NewKeys("k1")
 
 func parseValue(t *testing.T, doc string) ast.Value {
 	t.Helper()
@@ -62,7 +66,7 @@ func at(t *testing.T, doc ast.Value, path string) (ast.Value, func(ast.Value)) {
 // field, so the decoder reads every field it accepts; and each object of the
 // document with one key more is refused naming the key.
 func TestDecoderFields(t *testing.T) {
-	if _, err := decodeDecision(parseValue(t, fullDecision)); err != nil {
+	if _, err := decodeDecision(parseValue(t, fullDecision), fullDecisionKeys); err != nil {
 		t.Fatalf("full decision: %v", err)
 	}
 	for _, f := range DecisionFields() {
@@ -70,7 +74,7 @@ func TestDecoderFields(t *testing.T) {
 			doc := parseValue(t, fullDecision)
 			_, set := at(t, doc, f)
 			set(ast.Null{})
-			_, err := decodeDecision(doc)
+			_, err := decodeDecision(doc, fullDecisionKeys)
 			if want := "decision." + strings.ReplaceAll(f, "[]", "[0]") + ":"; err == nil || !strings.HasPrefix(err.Error(), want) {
 				t.Errorf("%s set to null: got %v, want an error naming %s", f, err, want)
 			}
@@ -95,7 +99,7 @@ func TestDecoderFields(t *testing.T) {
 				want = "decision." + strings.ReplaceAll(o, "[]", "[0]") + ".redcat"
 			}
 			obj.Insert(ast.StringTerm("redcat"), ast.ArrayTerm())
-			_, err := decodeDecision(doc)
+			_, err := decodeDecision(doc, fullDecisionKeys)
 			if err == nil || !strings.Contains(err.Error(), want+": unknown field") {
 				t.Errorf("got %v, want %s refused as an unknown field", err, want)
 			}
@@ -112,7 +116,7 @@ func TestUnknownKeyIsNotEchoed(t *testing.T) {
 		`{"allow": true, "enforce": {"patients": [], "pat-0001": true}}`,
 		`{"allow": true, "audit": {"Jane Doe 1970-01-01": []}}`,
 	} {
-		_, err := decodeDecision(parseValue(t, doc))
+		_, err := decodeDecision(parseValue(t, doc), fullDecisionKeys)
 		if err == nil || !strings.Contains(err.Error(), "unknown field") {
 			t.Fatalf("%s: got %v, want an unknown field", doc, err)
 		}
@@ -149,5 +153,80 @@ else := {}
 	}
 	if !errors.Is(err, &Error{Code: CodeShape}) || !strings.Contains(err.Error(), "decision.redcat: unknown field") {
 		t.Fatalf("got %v, want a shape error naming decision.redcat", err)
+	}
+}
+
+// TestPlanCompiledAtDecode: the decoder compiles the decision's plan, so a
+// directive that could not be applied refuses the decision, naming the
+// directive, and a good one arrives parsed.
+func TestPlanCompiledAtDecode(t *testing.T) {
+	for _, tc := range []struct {
+		name, redact string
+	}{
+		{"key id not configured", `[{"path": "Patient.identifier.value", "action": "tokenize", "key_id": "k2"}]`},
+		{"bad path", `[{"path": "Patient.identifier.where(system)", "action": "remove"}]`},
+		{"path names no element", `[{"path": "Patient", "action": "mask"}]`},
+		{"unknown format", `[{"path": "Patient.identifier.value", "action": "tokenize", "key_id": "k1", "format": "rot13"}]`},
+		{"unknown profile", `[{"path": "*", "action": "deidentify", "profile": "expert"}]`},
+		{"second directive bad", `[{"path": "Patient.telecom", "action": "remove"}, {"path": "Patient.name", "action": "allow"}]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decodeDecision(parseValue(t, `{"allow": true, "redact": `+tc.redact+`}`), fullDecisionKeys)
+			if !errors.Is(err, plan.ErrBadDirective) || !strings.HasPrefix(err.Error(), "decision.redact: ") {
+				t.Fatalf("got %v, want a bad directive naming decision.redact", err)
+			}
+		})
+	}
+	d, err := decodeDecision(parseValue(t, fullDecision), fullDecisionKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Redact) != 1 || !d.Redact[0].Compiled() || d.Redact[0].Elem().Type != "Patient" || len(d.Redact[0].Elem().Steps) != 2 {
+		t.Fatalf("redact = %+v, want one compiled rule on Patient with two steps", d.Redact)
+	}
+	if d.Enforce == nil || len(d.Enforce.Patients) != 1 {
+		t.Fatalf("enforce = %+v, want the document's", d.Enforce)
+	}
+}
+
+// TestUnconfiguredKeyDeniesAtEvaluation: a directive naming a token key the
+// deployment does not hold refuses the decision when the policy makes it,
+// rather than the response after the upstream answered.
+func TestUnconfiguredKeyDeniesAtEvaluation(t *testing.T) {
+	dir := t.TempDir()
+	writePolicy(t, dir, `package phigate.authz
+
+decision := {"allow": true, "status": 200, "redact": redact}
+
+redact := [{"path": "Patient.identifier.value", "action": "tokenize", "key_id": "k2"}] if input.fhir.resource_type == "Encounter"
+else := []
+`)
+	enc := &authz.Request{FHIR: authz.FHIRRequest{Interaction: "read", ResourceType: "Encounter"}}
+	for _, tc := range []struct {
+		name  string
+		keys  plan.Keys
+		allow bool
+	}{
+		{"no keys", plan.Keys{}, false},
+		{"other keys", plan.NewKeys("k1"), false},
+		{"the key", plan.NewKeys("k1", "k2"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := NewEngine(t.Context(), Config{Source: Source{Dir: dir}, TokenKeys: tc.keys}, nil, nil)
+			if err != nil {
+				t.Fatalf("load: %v", err)
+			}
+			defer e.Close()
+			d, err := e.Evaluate(t.Context(), enc)
+			if tc.allow {
+				if err != nil || !d.Allow || len(d.Redact) != 1 || !d.Redact[0].Compiled() {
+					t.Fatalf("allow=%v redact=%+v err=%v, want allowed with one compiled rule", d.Allow, d.Redact, err)
+				}
+				return
+			}
+			if d.Allow || !errors.Is(err, &Error{Code: CodeShape}) || !errors.Is(err, plan.ErrBadDirective) || !strings.Contains(err.Error(), `unknown key id "k2"`) {
+				t.Fatalf("allow=%v err=%v, want a shape error for the unknown key id", d.Allow, err)
+			}
+		})
 	}
 }

@@ -11,5 +11,8 @@
 // authz.Decision with errors that name the offending field. A key the
 // decoder does not read is never ignored: a policy whose rules show one is
 // refused at load, and a decision that carries one anyway (a key computed
-// or read from data) is refused at evaluation, which denies.
+// or read from data) is refused at evaluation, which denies. The decision's
+// redaction directives are compiled there too (package plan), against the
+// token key ids of Config.TokenKeys: a directive the response side could
+// not apply denies the request rather than failing its response.
 package policy

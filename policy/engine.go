@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/plan"
 )
 
 // Config is the policy section of phigate's configuration.
@@ -29,6 +30,11 @@ type Config struct {
 	// DecisionCache reuses decisions the policy marks as lasting
 	// (decision.cache.until_ns) for identical later requests.
 	DecisionCache DecisionCacheConfig `yaml:"decision_cache"`
+	// TokenKeys are the ids of the response filters' token keys. A
+	// decision whose directives name any other key is refused when it is
+	// decoded. Not read from the policy section: the wiring sets it from
+	// the filters' keys. The zero value holds none.
+	TokenKeys plan.Keys `yaml:"-"`
 }
 
 // DecisionCacheConfig sizes the decision cache.
@@ -211,7 +217,7 @@ func (e *Engine) load(ctx context.Context) error {
 		}
 		s, err = Build(ctx, e.cfg.Source.String(), b, BuildOptions{
 			RunTests: e.cfg.RunTests, DecisionCache: e.cfg.DecisionCache.entries(),
-			CacheMaxAge: e.cfg.DecisionCache.MaxAge, CacheStats: e.cacheStats,
+			CacheMaxAge: e.cfg.DecisionCache.MaxAge, CacheStats: e.cacheStats, TokenKeys: e.cfg.TokenKeys,
 		})
 	}
 	if err != nil {

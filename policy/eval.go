@@ -10,16 +10,20 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/plan"
 )
 
-// decodeResult is the EvalGenerateJSON hook: the decision is decoded from
-// the AST as OPA produces it, never converted to a generic tree first.
-func decodeResult(t *ast.Term, _ *rego.EvalContext) (any, error) {
-	d, err := decodeDecision(t.Value)
-	if err != nil {
-		return nil, &Error{Code: CodeShape, Err: err}
-	}
-	return d, nil
+// decodeResult returns the EvalGenerateJSON hook: the decision is decoded
+// from the AST as OPA produces it, never converted to a generic tree
+// first, and its plan compiled against keys.
+func decodeResult(keys plan.Keys) rego.EvalOption {
+	return rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
+		d, err := decodeDecision(t.Value, keys)
+		if err != nil {
+			return nil, &Error{Code: CodeShape, Err: err}
+		}
+		return d, nil
+	})
 }
 
 // Evaluate runs the decision query for one request, or reuses the decision
@@ -40,7 +44,7 @@ func (s *Snapshot) evaluateWithin(ctx context.Context, req *authz.Request, timeo
 			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
-		d, err := s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult))
+		d, err := s.evaluate(ctx, inputValue(req), s.decode)
 		if err == nil {
 			d.Policy = authz.Provenance{Revision: s.Revision, EvaluatedNS: req.TimeNS}
 		}
@@ -119,6 +123,6 @@ func (s *Snapshot) checkShape(ctx context.Context) error {
 // trace lines, for policy authors (phigate policy eval --explain).
 func (s *Snapshot) Explain(ctx context.Context, req *authz.Request) (authz.Decision, []string, error) {
 	buf := newTraceBuffer()
-	d, err := s.evaluate(ctx, inputValue(req), rego.EvalGenerateJSON(decodeResult), rego.EvalQueryTracer(buf.tracer))
+	d, err := s.evaluate(ctx, inputValue(req), s.decode, rego.EvalQueryTracer(buf.tracer))
 	return d, buf.lines(), err
 }

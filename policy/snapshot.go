@@ -14,6 +14,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
+
+	"github.com/phigate/phigate/plan"
 )
 
 // DecisionQuery is the one entry point phigate evaluates.
@@ -27,9 +29,10 @@ type Snapshot struct {
 	// Tests is the number of policy tests that passed when the snapshot was built.
 	Tests int
 
-	query rego.PreparedEvalQuery
-	cache *decisionCache
-	stats *CacheStats
+	query  rego.PreparedEvalQuery
+	decode rego.EvalOption // decodes the decision, its plan compiled against BuildOptions.TokenKeys
+	cache  *decisionCache
+	stats  *CacheStats
 }
 
 // BuildOptions control how a bundle becomes a Snapshot.
@@ -44,6 +47,9 @@ type BuildOptions struct {
 	CacheMaxAge time.Duration
 	// CacheStats counts cache outcomes; nil counts nothing.
 	CacheStats *CacheStats
+	// TokenKeys are the token key ids a decision's directives may name;
+	// a decision naming another is refused. The zero value holds none.
+	TokenKeys plan.Keys
 }
 
 // Build compiles a bundle strictly, prepares the decision query and, when
@@ -71,7 +77,7 @@ func Build(ctx context.Context, src string, b *bundle.Bundle, o BuildOptions) (*
 		return nil, &Error{Code: CodeShape, Source: src, Err: err}
 	}
 	store := inmem.NewFromObjectWithOpts(b.Data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
-	s := &Snapshot{Revision: revision(b), Source: src, LoadedAt: time.Now()}
+	s := &Snapshot{Revision: revision(b), Source: src, LoadedAt: time.Now(), decode: decodeResult(o.TokenKeys)}
 	if o.RunTests {
 		n, err := runTests(ctx, store, all, "")
 		if err != nil {

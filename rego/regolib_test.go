@@ -240,7 +240,7 @@ func typed(t testing.TB, raw map[string]any) decision {
 }
 
 // decision mirrors the decision document phigate decodes into
-// authz.Decision and filters.Directive/Enforcement, field for field (JSON
+// authz.Decision and plan.Directive/Enforcement, field for field (JSON
 // names and types). It is kept here so the library's tests need not import
 // the policy package; TestDecisionShape (shape_test.go) holds its fields to
 // those the real decoder reads and the library writes, and decodes every

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/plan"
 	"github.com/phigate/phigate/policy"
 )
 
@@ -86,6 +89,13 @@ type FiltersConfig struct {
 	// share it; empty means a random key per process, which is right only
 	// when one phigate serves both filters of its Envoy.
 	PlanMarkerKey string `yaml:"plan_marker_key"`
+}
+
+// KeyIDs are the ids of the configured token keys, which is all the
+// decision side needs to know of them: a decision is compiled against
+// them, so one naming another key is refused.
+func (c FiltersConfig) KeyIDs() plan.Keys {
+	return plan.NewKeys(slices.Collect(maps.Keys(c.TokenKeys))...)
 }
 
 // RuntimeConfig tunes the Go runtime for a sidecar. Policy evaluation

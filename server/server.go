@@ -119,7 +119,11 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerBuildInfo(reg, o.build)
 
-	s.engine, err = policy.NewEngine(ctx, cfg.Policy, log.Named("policy"), reg)
+	// Decisions are checked against the token keys the filters hold, so
+	// a directive naming another key denies the request.
+	pc := cfg.Policy
+	pc.TokenKeys = cfg.Filters.KeyIDs()
+	s.engine, err = policy.NewEngine(ctx, pc, log.Named("policy"), reg)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/internal/fskind"
+	"github.com/phigate/phigate/plan"
 	"github.com/phigate/phigate/policy"
 	"github.com/phigate/phigate/server"
 )
@@ -486,8 +487,11 @@ func cmdAuditReplay(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	// Every recorded decision is evaluated afresh: a review must not rest
 	// on the candidate policy's own promise of how long a decision holds.
+	// Replay asks whether the policy decides otherwise; which token keys a
+	// deployment holds is not the policy's, and replay has none, so any
+	// key id is taken as held.
 	engine, err := policy.NewEngine(ctx, policy.Config{Source: policySource(*policyDir),
-		DecisionCache: policy.DecisionCacheConfig{Disabled: true}}, zap.NewNop(), nil)
+		DecisionCache: policy.DecisionCacheConfig{Disabled: true}, TokenKeys: plan.AnyKey()}, zap.NewNop(), nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate audit replay:", err)
 		return audit.ExitOther

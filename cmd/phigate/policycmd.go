@@ -40,6 +40,7 @@ func loadBundle(args []string) (policy.Source, *bundle.Bundle, error) {
 // commands that decide outside serve. The caller closes both.
 func decisionPath(ctx context.Context, cfg *server.Config) (*policy.Engine, *authz.JWTVerifier, error) {
 	cfg.Policy.ReloadInterval = 0
+	cfg.Policy.TokenKeys = cfg.Filters.KeyIDs()
 	engine, err := policy.NewEngine(ctx, cfg.Policy, nil, nil)
 	if err != nil {
 		return nil, nil, err

@@ -1,4 +1,4 @@
-package filters
+package plan
 
 // Action is what a directive does to the elements its path selects.
 type Action string
@@ -18,7 +18,13 @@ const (
 	ActionDeidentify Action = "deidentify"
 )
 
-// Directive is one redaction instruction carried by a decision.
+// ProfileSafeHarbor names the HIPAA Safe Harbor de-identification profile
+// (45 CFR 164.514(b)(2)), the one profile ActionDeidentify knows; the
+// response filters say how it maps to FHIR and HL7 v2.
+const ProfileSafeHarbor = "safe-harbor"
+
+// Directive is one redaction instruction as a policy writes it. It is not
+// applied as it is: Compile checks it and turns it into a Rule.
 //
 // Path is a FHIR element path: "Patient.telecom",
 // "Patient.identifier.where(system='http://hl7.org/fhir/sid/us-ssn').value",
