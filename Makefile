@@ -11,7 +11,7 @@ FHIR_R4_SHA256 := dce87f1b5b9341867033f7d1f544fa1b5232503f6d62813887ac6b8a8b6cb6
 FHIR_R4_DIR    := $(TOOLS)/fhir/package
 export PHIGATE_FHIR_R4 ?= $(abspath $(FHIR_R4_DIR))
 
-.PHONY: all build tools fhir-defs demo test vet fmt-check tidy-check unit fuzz bench-smoke bench clean
+.PHONY: all build tools fhir-defs services demo test vet fmt-check tidy-check unit fuzz bench-smoke bench clean
 
 all: build
 
@@ -47,10 +47,25 @@ $(FHIR_R4_DIR)/package.json:
 demo: tools build
 	bin/phigate demo up
 
-test: tools fhir-defs vet fmt-check tidy-check unit fuzz bench-smoke
+test: tools fhir-defs services vet fmt-check tidy-check unit fuzz bench-smoke
 
 vet:
 	$(GO) vet ./...
+
+# PostgreSQL from Debian's packages, for the tests of shared state. It is
+# installed here when missing (CI runs as root); each test binary that needs
+# it starts its own cluster in a temporary directory on a loopback port and
+# stops it at exit (internal/pgtest). PHIGATE_TEST_POSTGRES=<dsn> uses a
+# server of your own instead.
+services:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "$$PHIGATE_TEST_POSTGRES" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing postgresql"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	  else \
+	    echo "PostgreSQL is missing: sudo apt-get install postgresql, or set PHIGATE_TEST_POSTGRES"; exit 1; \
+	  fi; \
+	fi
 
 # go.mod and go.sum say exactly what the code imports.
 tidy-check:

@@ -1,5 +1,16 @@
-// Package store holds phigate's state that outlives a request: break-glass
-// grants. The in-memory store is the embedded default for a single
-// replica; a shared backend is needed when several replicas serve one
-// Envoy fleet.
+// Package store holds phigate's state that outlives a request and that
+// every replica of a fleet must agree on: break-glass grants, care
+// relationships (practitioner and patient, with role, source and validity
+// window), patient consents and opt-outs, and time-boxed elevations of a
+// user (just-in-time access).
+//
+// Two backends implement Store: Memory, the embedded default for a single
+// node (nothing to install), and Postgres, for a fleet: replicas share one
+// database, and a change made through any of them reaches the others
+// through PostgreSQL's LISTEN/NOTIFY (Changes), so that a replica's caches
+// can drop what a change would alter.
+//
+// Every write validates its input first and changes nothing when it is
+// refused. Identifiers and reasons are stored as given; they are not
+// logged.
 package store

@@ -44,6 +44,8 @@ func commands() map[string]command {
 		"audit keygen":    {"create the audit checkpoint signing key and print its public key for pinning", cmdAuditKeygen},
 		"audit pubkey":    {"print the audit signing key's public key (PEM or JWK Set) for verify --trusted-keys", cmdAuditPubkey},
 		"audit sink-read": {"print a jsonl audit sink's file as NDJSON, opening encrypted lines", cmdAuditSinkRead},
+		"store migrate":   {"bring the shared PostgreSQL store's schema to this build's version", cmdStoreMigrate},
+		"store check":     {"check that the shared PostgreSQL store is at this build's schema version", cmdStoreCheck},
 	}
 }
 
