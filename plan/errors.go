@@ -1,8 +1,9 @@
 package plan
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/phigate/phigate/internal/errs"
 )
 
 // Code says why a plan is refused. Codes are stable words, usable with
@@ -22,26 +23,14 @@ const (
 	CodeMalformed Code = "plan_malformed"
 )
 
+// Prefix implements errs.Code.
+func (Code) Prefix() string { return "plan: " }
+
 // Error is the error type of the package. Detail names directives by
 // index, paths, key ids and fields, which policies author; never a value
-// from a request or a body.
-type Error struct {
-	Code   Code
-	Detail string
-}
-
-func (e *Error) Error() string {
-	if e.Detail == "" {
-		return "plan: " + string(e.Code)
-	}
-	return "plan: " + string(e.Code) + ": " + e.Detail
-}
-
-// Is lets errors.Is(err, ErrBadDirective) match on the code alone.
-func (e *Error) Is(target error) bool {
-	var t *Error
-	return errors.As(target, &t) && t.Code == e.Code && t.Detail == ""
-}
+// from a request or a body. errors.Is(err, ErrBadDirective) matches on
+// the code alone.
+type Error = errs.Error[Code]
 
 // Sentinels for errors.Is.
 var (
@@ -55,10 +44,4 @@ func errorf(code Code, format string, args ...any) *Error {
 }
 
 // CodeOf returns the code of err, or "" when err is not an *Error.
-func CodeOf(err error) Code {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return ""
-}
+func CodeOf(err error) Code { return errs.CodeOf[Code](err) }
