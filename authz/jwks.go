@@ -52,6 +52,7 @@ type keySource struct {
 	log       *zap.Logger
 	client    *http.Client
 	changed   func()
+	metrics   *identityMetrics // nil in tests that build a source alone
 
 	cur  atomic.Pointer[keySet]
 	mu   sync.Mutex // serializes loads
@@ -130,7 +131,7 @@ func (s *keySource) refreshForUnknownKid(ctx context.Context) bool {
 	if time.Since(s.last.Load()) < s.minGap {
 		return true
 	}
-	if err := s.loadLocked(ctx); err != nil {
+	if err := s.loadLocked(ctx, "unknown_kid"); err != nil {
 		s.log.Warn("key set reload for unknown kid failed; keeping current keys", zap.Error(err))
 		return false
 	}
@@ -145,20 +146,28 @@ func (s *keySource) refreshLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.load(ctx); err != nil {
+			if err := s.loadAs(ctx, "interval"); err != nil {
 				s.log.Warn("key set refresh failed; keeping current keys", zap.Error(err))
 			}
 		}
 	}
 }
 
-func (s *keySource) load(ctx context.Context) error {
+func (s *keySource) load(ctx context.Context) error { return s.loadAs(ctx, "start") }
+
+func (s *keySource) loadAs(ctx context.Context, trigger string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.loadLocked(ctx)
+	return s.loadLocked(ctx, trigger)
 }
 
-func (s *keySource) loadLocked(ctx context.Context) error {
+func (s *keySource) loadLocked(ctx context.Context, trigger string) error {
+	result := "error"
+	defer func() {
+		if s.metrics != nil {
+			s.metrics.refreshes.WithLabelValues(trigger, result).Inc()
+		}
+	}()
 	s.last.Store(time.Now())
 	raw, err := s.fetch(ctx)
 	if err != nil {
@@ -168,10 +177,16 @@ func (s *keySource) loadLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.metrics != nil {
+		s.metrics.lastRefresh.Set(float64(time.Now().UnixNano()) / 1e9)
+		s.metrics.keys.Set(float64(len(ks.all)))
+	}
 	old := s.cur.Load()
 	if old != nil && old.sum == ks.sum {
+		result = "unchanged"
 		return nil
 	}
+	result = "changed"
 	s.cur.Store(ks)
 	if old != nil {
 		s.log.Info("key set changed", zap.Int("keys", len(ks.all)))

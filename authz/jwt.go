@@ -178,6 +178,7 @@ type JWTVerifier struct {
 	// beforeCachePut, when set, runs between a verification and its cache
 	// insert, the moment a key set change can slip between them (tests).
 	beforeCachePut func()
+	metrics        *identityMetrics
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -194,7 +195,7 @@ func NewJWTVerifier(ctx context.Context, cfg JWTConfig, log *zap.Logger) (*JWTVe
 	if log == nil {
 		log = zap.NewNop()
 	}
-	v := &JWTVerifier{cfg: cfg, log: log, now: time.Now, mfaACR: map[string]bool{}}
+	v := &JWTVerifier{cfg: cfg, log: log, now: time.Now, mfaACR: map[string]bool{}, metrics: newIdentityMetrics()}
 	for _, a := range append(slices.Clone(defaultMFAACR), cfg.MFAACRValues...) {
 		v.mfaACR[a] = true
 	}
@@ -202,6 +203,7 @@ func NewJWTVerifier(ctx context.Context, cfg JWTConfig, log *zap.Logger) (*JWTVe
 		v.cache = newTokenCache(cfg.CacheSize)
 	}
 	v.keys = newKeySource(cfg, log, v.onKeysChanged)
+	v.keys.metrics = v.metrics
 	if err := v.keys.load(ctx); err != nil {
 		return nil, fmt.Errorf("jwt: loading keys: %w", err)
 	}
@@ -238,23 +240,34 @@ func (v *JWTVerifier) onKeysChanged() {
 // SHA-256 and a map lookup. The Identity's slices are shared with the cache:
 // callers must not modify them.
 func (v *JWTVerifier) Verify(ctx context.Context, token string) (Identity, error) {
+	id, cached, err := v.verifyToken(ctx, token)
+	if cached {
+		v.metrics.cached.Inc()
+	} else {
+		v.metrics.verified(err)
+	}
+	return id, err
+}
+
+// verifyToken is Verify; cached says the answer came from the cache.
+func (v *JWTVerifier) verifyToken(ctx context.Context, token string) (Identity, bool, error) {
 	if token == "" {
-		return Identity{}, &Error{Code: CodeMissingToken}
+		return Identity{}, false, &Error{Code: CodeMissingToken}
 	}
 	if len(token) > maxTokenBytes {
-		return Identity{}, Errorf(CodeInvalidToken, "token too large")
+		return Identity{}, false, Errorf(CodeInvalidToken, "token too large")
 	}
 	now := v.now()
 	var sum [32]byte
 	if v.cache != nil {
 		sum = sha256.Sum256([]byte(token))
 		if id, ok := v.cache.get(sum, now); ok {
-			return id, nil
+			return id, true, nil
 		}
 	}
 	id, until, gen, err := v.verify(ctx, token, now)
 	if err != nil {
-		return Identity{}, err
+		return Identity{}, false, err
 	}
 	if v.cache != nil {
 		if v.beforeCachePut != nil {
@@ -262,7 +275,7 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (Identity, error
 		}
 		v.cache.put(sum, id, until, gen)
 	}
-	return id, nil
+	return id, false, nil
 }
 
 type jwsHeader struct {

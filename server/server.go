@@ -133,6 +133,9 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { _ = s.verifier.Close() })
+	if err := s.verifier.Register(reg); err != nil {
+		return nil, err
+	}
 	trail, err := audit.Open(cfg.Audit, audit.WithLogger(log.Named("audit")), audit.WithRegisterer(reg))
 	if err != nil {
 		return nil, err

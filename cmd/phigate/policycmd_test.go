@@ -57,7 +57,9 @@ func TestPolicyCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(t.TempDir(), "phigate.yaml")
-	body := "listen: {grpc: 127.0.0.1:0}\njwt: {issuer: " + demokeys.DefaultIssuer + ", audiences: [" + demokeys.DefaultAudience + "], jwks_file: " + keys.JWKSPath() + "}\naudit: {dir: " + t.TempDir() + "}\n"
+	body := "listen: {grpc: 127.0.0.1:0}\njwt: {issuer: " + demokeys.DefaultIssuer + ", audiences: [" + demokeys.DefaultAudience + "], jwks_file: " + keys.JWKSPath() + "}\naudit: {dir: " + t.TempDir() + "}\n" +
+		// A loaded test machine can take longer than the default bound.
+		"policy: {eval_timeout: 30s}\n"
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ deny contains "ext.ward.closed" if {
 	}
 	cfg := filepath.Join(t.TempDir(), "phigate.yaml")
 	body := "listen: {grpc: 127.0.0.1:0}\njwt: {issuer: " + demokeys.DefaultIssuer + ", audiences: [" + demokeys.DefaultAudience +
-		"], jwks_file: " + keys.JWKSPath() + "}\naudit: {dir: " + t.TempDir() + "}\npolicy: {dir: " + dir + "}\n"
+		"], jwks_file: " + keys.JWKSPath() + "}\naudit: {dir: " + t.TempDir() + "}\npolicy: {dir: " + dir + ", eval_timeout: 30s}\n"
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
