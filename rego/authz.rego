@@ -60,11 +60,11 @@ precedence := {
 	"minimum_necessary.invalid_directive": 290,
 }
 
-status_of(reason) := 400 if startswith(reason, "request.")
-
-else := 400 if reason == "break_glass.patient_ambiguous"
-
-else := 403
+status_of(reason) := 400 if {
+	startswith(reason, "request.")
+} else := 400 if {
+	reason == "break_glass.patient_ambiguous"
+} else := 403
 
 # Requests anyone may make, signed in or not (the capability statement a
 # SMART client reads before it can log in). They touch no patient data.
@@ -117,11 +117,11 @@ own_denies contains "request.empty_bundle" if {
 }
 
 # target_denies(f) is every reason one request or entry is refused.
-target_denies(f) := {f.malformed} if f.malformed != ""
-
-else := {"request.nested_bundle"} if f.interaction in request.bundle_interactions
-
-else := ((rbac.deny_target(f) | smart_scopes.deny_target(f)) | mfa.deny_target(f)) | relationship.deny_target(f)
+target_denies(f) := {f.malformed} if {
+	f.malformed != ""
+} else := {"request.nested_bundle"} if {
+	f.interaction in request.bundle_interactions
+} else := ((rbac.deny_target(f) | smart_scopes.deny_target(f)) | mfa.deny_target(f)) | relationship.deny_target(f)
 
 # Candidates are [precedence, entry index, reason]: sorting them puts the
 # winning reason first; among entries the lowest index wins. Index -1 is the
@@ -148,9 +148,7 @@ deny_reason := reason if {
 	not public
 	not request.authenticated
 	reason := concat(".", ["identity", request.identity_error])
-}
-
-else := reason if {
+} else := reason if {
 	not public
 	first := sort(candidates)[0]
 	reason := entry_reason(first[1], first[2])
@@ -162,11 +160,11 @@ entry_reason(i, r) := concat("", ["entry[", format_int(i, 10), "].", r]) if i >=
 
 default status := 403
 
-status := 200 if allow
-
-else := 401 if not request.authenticated
-
-else := s if {
+status := 200 if {
+	allow
+} else := 401 if {
+	not request.authenticated
+} else := s if {
 	first := sort(candidates)[0]
 	s := status_of(first[2])
 }
@@ -201,9 +199,9 @@ default break_glass_header := ""
 
 break_glass_header := "true" if break_glass.active
 
-remove_headers := [h | some h in owned_headers; all_headers[h] == ""] if allow
-
-else := owned_headers
+remove_headers := [h | some h in owned_headers; all_headers[h] == ""] if {
+	allow
+} else := owned_headers
 
 # Responses carrying PHI must not be stored by shared caches.
 default response_headers := {}
@@ -229,9 +227,9 @@ enforce_patients := request.touched if {
 	not request.any_all_patients
 } else := relationship.mine
 
-narrowed_patients := {p | some p in enforce_patients; p == request.launch_patient} if smart_scopes.narrowed
-
-else := enforce_patients
+narrowed_patients := {p | some p in enforce_patients; p == request.launch_patient} if {
+	smart_scopes.narrowed
+} else := enforce_patients
 
 # The resource types a response may carry: what both the roles and the
 # scopes let the caller read, plus the Bundle that wraps a search and the
@@ -243,7 +241,7 @@ response_types := ["*"] if {
 	"*" in smart_scopes.readable
 } else := sort(scope_types | wrappers) if {
 	"*" in rbac.readable
-} else := sort((rbac_types & scope_types) | wrappers)
+} else := sort(((rbac_types & scope_types) | wrappers))
 
 wrappers := {"Bundle", "OperationOutcome"}
 
@@ -289,25 +287,25 @@ obligations := [o | some o in break_glass.obligations] if allow
 # winning reason.
 allow_rules := ((((((rbac_rules | relationship.rules) | purpose.rules) | break_glass.rules) | smart_scopes.rules) | timing.rules) | sensitivity.rules) | minimum_necessary.rules
 
-rbac_rules := rbac.allow_rules(request.fhir) if not request.is_bundle
+rbac_rules := rbac.allow_rules(request.fhir) if {
+	not request.is_bundle
+} else := {r | some f in request.targets; some r in rbac.allow_rules(f)}
 
-else := {r | some f in request.targets; some r in rbac.allow_rules(f)}
+audit_rules := ["public.capabilities"] if {
+	public
+} else := sort(allow_rules) if {
+	allow
+} else := [concat(":", ["deny", deny_reason])] if {
+	deny_reason != ""
+} else := ["deny:policy.default"]
 
-audit_rules := ["public.capabilities"] if public
-
-else := sort(allow_rules) if allow
-
-else := [concat(":", ["deny", deny_reason])] if deny_reason != ""
-
-else := ["deny:policy.default"]
-
-reason := "public.capabilities" if public
-
-else := "allow" if allow
-
-else := deny_reason if deny_reason != ""
-
-else := "policy.default"
+reason := "public.capabilities" if {
+	public
+} else := "allow" if {
+	allow
+} else := deny_reason if {
+	deny_reason != ""
+} else := "policy.default"
 
 # ---- reuse -------------------------------------------------------------------
 

@@ -12,16 +12,16 @@ import data.phigate.purpose
 import data.phigate.request
 
 # action is the permission a request needs.
-action(f) := concat("", ["$", f.operation]) if f.interaction == "operation"
-
-else := f.interaction
+action(f) := concat("", ["$", f.operation]) if {
+	f.interaction == "operation"
+} else := f.interaction
 
 # target is the permission key a request is checked against.
-target(f) := f.resource_type if f.resource_type != ""
-
-else := concat("", ["legacy:", f.kind]) if f.interaction == "non-fhir"
-
-else := "_system"
+target(f) := f.resource_type if {
+	f.resource_type != ""
+} else := concat("", ["legacy:", f.kind]) if {
+	f.interaction == "non-fhir"
+} else := "_system"
 
 # allow_rules are the audit ids of every role grant that permits the request;
 # the request is permitted when there is at least one. Only the roles active
@@ -52,14 +52,12 @@ include_permits(t) if {
 }
 
 # deny_target names why one request (or bundle entry) is not permitted.
-deny_target(f) := {"rbac.not_permitted"} if not permits(f)
-
-else := {"rbac.include_not_permitted"} if {
+deny_target(f) := {"rbac.not_permitted"} if {
+	not permits(f)
+} else := {"rbac.include_not_permitted"} if {
 	some t in f.included_types
 	not include_permits(t)
-}
-
-else := set()
+} else := set()
 
 # The interactions that return resources of their target type.
 read_actions := {

@@ -178,12 +178,12 @@ normalize(raw) := {
 	"all_patients": object.get(raw, "all_patients", false) == true,
 	# Every patient the request touches: the parser's list, the
 	# compartment owner, and the Patient instance addressed.
-	"patients": ({p | is_array(raw.patients); some p in raw.patients; is_string(p); p != ""} | {c |
+	"patients": (({p | is_array(raw.patients); some p in raw.patients; is_string(p); p != ""} | {c |
 		raw.compartment.type == "Patient"
 		c := raw.compartment.id
 		is_string(c)
 		c != ""
-	}) | {i | raw.resource_type == "Patient"; i := raw.id; is_string(i); i != ""},
+	}) | {i | raw.resource_type == "Patient"; i := raw.id; is_string(i); i != ""}),
 	"entries": [e | is_array(raw.entries); some e in raw.entries],
 	# The resource types an _include or _revinclude can bring into the
 	# response, "*" for any: each is permission-checked on its own.
@@ -203,48 +203,36 @@ string_fields := ["interaction", "resource_type", "id", "operation", "kind", "me
 malformed(raw) := "request.malformed" if {
 	some v in object.filter(raw, string_fields)
 	not is_string(v)
-}
-
-else := "request.unknown_interaction" if not raw.interaction in interactions
-
-else := "request.malformed" if not valid_strings(object.get(raw, "included_types", null))
-
-else := "request.malformed_patients" if not valid_patients(object.get(raw, "patients", null))
-
-else := "request.malformed_compartment" if {
+} else := "request.unknown_interaction" if {
+	not raw.interaction in interactions
+} else := "request.malformed" if {
+	not valid_strings(object.get(raw, "included_types", null))
+} else := "request.malformed_patients" if {
+	not valid_patients(object.get(raw, "patients", null))
+} else := "request.malformed_compartment" if {
 	c := object.get(raw, "compartment", null)
 	c != null
 	not is_object(c)
-}
-
-else := "request.missing_resource_type" if {
+} else := "request.missing_resource_type" if {
 	raw.interaction in type_interactions
 	object.get(raw, "resource_type", "") == ""
-}
-
-else := "request.missing_id" if {
+} else := "request.missing_id" if {
 	raw.interaction in instance_interactions
 	object.get(raw, "id", "") == ""
-}
-
-else := "request.missing_operation" if {
+} else := "request.missing_operation" if {
 	raw.interaction == "operation"
 	object.get(raw, "operation", "") == ""
-}
-
-else := "request.missing_kind" if {
+} else := "request.missing_kind" if {
 	raw.interaction == "non-fhir"
 	object.get(raw, "kind", "") == ""
-}
-
-else := ""
+} else := ""
 
 # null is how Go encodes a nil slice; it means no patients, not a bad shape.
 valid_patients(ps) := valid_strings(ps)
 
 valid_strings(null) := true
 
-valid_strings(ps) := true if {
+valid_strings(ps) if {
 	is_array(ps)
 	every p in ps {
 		is_string(p)
@@ -255,9 +243,9 @@ is_bundle if fhir.interaction in bundle_interactions
 
 # targets are the requests authorized one by one: the bundle's entries, or
 # the request itself.
-targets := [normalize(e) | some e in fhir.entries] if is_bundle
-
-else := [fhir]
+targets := [normalize(e) | some e in fhir.entries] if {
+	is_bundle
+} else := [fhir]
 
 # touched is every patient any target touches.
 touched := {p | some t in targets; some p in t.patients}

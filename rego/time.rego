@@ -68,8 +68,9 @@ in_window(w) if {
 	end := minutes(w.end)
 	start > end
 	now < end
+
 	# The shift started yesterday (local): one second before local midnight.
-	day_ok(w, request.time_ns - ((((h * 3600) + (m * 60)) + s) + 1) * 1000000000)
+	day_ok(w, request.time_ns - (((((h * 3600) + (m * 60)) + s) + 1) * 1000000000))
 }
 
 day_ok(w, ns) if substring(time.weekday([ns, w.tz]), 0, 3) in w.days
@@ -145,9 +146,9 @@ day_ns := 86400000000000
 # comes as a new policy revision, which phigate evaluates afresh.
 stable_until_ns := min({horizon_ns} | bounds_ahead) if request.time_valid
 
-horizon_ns := next_minute_ns if restricted
-
-else := request.time_ns + day_ns
+horizon_ns := next_minute_ns if {
+	restricted
+} else := request.time_ns + day_ns
 
 bounds_ahead contains b if {
 	b := not_before_ns
