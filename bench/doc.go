@@ -16,4 +16,11 @@
 // the built-in no-op ext_authz server (Config.Baseline) or a second address
 // supplied by the caller (Config.Compare), because an absolute figure from a
 // shared machine means little on its own.
+//
+// RunSetup starts the targets a run compares when the caller names none:
+// phigate in-process (with generated care-team data, a second audit
+// directory as the reference, or the decision cache off), or the legacy
+// service behind two Envoys, with and without phigate's filters. It imports
+// the demo's service, which is why the bench lives in phigate-demo and
+// never in the production binary.
 package bench

@@ -490,7 +490,7 @@ func cmdAuditReplay(ctx context.Context, args []string, stdout, stderr io.Writer
 	// Replay asks whether the policy decides otherwise; which token keys a
 	// deployment holds is not the policy's, and replay has none, so any
 	// key id is taken as held.
-	engine, err := policy.NewEngine(ctx, policy.Config{Source: policySource(*policyDir),
+	engine, err := policy.NewEngine(ctx, policy.Config{Source: policy.SourceFor(*policyDir),
 		DecisionCache: policy.DecisionCacheConfig{Disabled: true}, TokenKeys: plan.AnyKey()}, zap.NewNop(), nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate audit replay:", err)
@@ -511,7 +511,7 @@ func cmdAuditReplay(ctx context.Context, args []string, stdout, stderr io.Writer
 		summary = stderr // keep stdout pure JSON lines
 	}
 	fmt.Fprintf(summary, "replayed %d decisions under %s: %d would change (%d skipped: denied before the policy ran)\n",
-		rep.Evaluated, strings.TrimPrefix(policySource(*policyDir).String(), "dir:"), rep.Changed, rep.Skipped)
+		rep.Evaluated, strings.TrimPrefix(policy.SourceFor(*policyDir).String(), "dir:"), rep.Changed, rep.Skipped)
 	if rep.Changed > 0 {
 		return ExitReplayChanged
 	}

@@ -1,51 +1,41 @@
 // Command phigate is the HIPAA access-control sidecar for Envoy: it serves
-// ext_authz and ext_proc, and carries the tools around them (config and
-// policy checks, the Envoy bootstrap, the demo stack, audit and bench).
+// ext_authz and ext_proc, and carries the tools an operator needs around
+// them (config and policy checks, the Envoy bootstrap, the audit trail's
+// readers). Each verb parses its flags and calls a package; the demo stack
+// and the bench live in phigate-demo, so this binary carries neither.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"sort"
-	"strings"
 	"syscall"
 
+	"github.com/phigate/phigate/internal/cli"
 	"github.com/phigate/phigate/server"
 )
 
-// command is one subcommand. run returns the process exit code.
-type command struct {
-	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
-}
-
-func commands() map[string]command {
-	return map[string]command{
-		"serve":           {"serve ext_authz and ext_proc (phigate serve --config phigate.yaml)", cmdServe},
-		"version":         {"print the version, VCS revision and Go version of this binary", cmdVersion},
-		"config check":    {"validate a configuration file without starting", cmdConfigCheck},
-		"envoy bootstrap": {"write the Envoy bootstrap for the sidecar pattern", cmdEnvoyBootstrap},
-		"policy test":     {"run a policy directory's Rego tests", cmdPolicyTest},
-		"policy check":    {"compile a policy strictly and check its decision shape", cmdPolicyCheck},
-		"policy eval":     {"evaluate one request against a policy, optionally explained", cmdPolicyEval},
-		"demo token":      {"mint a token the demo stack trusts", cmdDemoToken},
-		"bench":           {"load-test the authorization path (phigate bench --baseline)", cmdBench},
-		"demo up":         {"start Envoy, phigate and the legacy service on loopback", cmdDemoUp},
-		"demo upstream":   {"serve the legacy FHIR service alone", cmdDemoUpstream},
-		"audit verify":    {"verify the audit trail's hash chain and signed checkpoints", cmdAuditVerify},
-		"audit query":     {"list audit records (who accessed a patient, denials, break-glass)", cmdAuditQuery},
-		"audit replay":    {"re-evaluate recorded decisions under another policy, list changes", cmdAuditReplay},
-		"audit probe":     {"measure what a durable audit append costs on a directory's disk", cmdAuditProbe},
-		"audit keygen":    {"create the audit checkpoint signing key and print its public key for pinning", cmdAuditKeygen},
-		"audit pubkey":    {"print the audit signing key's public key (PEM or JWK Set) for verify --trusted-keys", cmdAuditPubkey},
-		"audit sink-read": {"print a jsonl audit sink's file as NDJSON, opening encrypted lines", cmdAuditSinkRead},
-		"store migrate":   {"bring the shared PostgreSQL store's schema to this build's version", cmdStoreMigrate},
-		"store check":     {"check that the shared PostgreSQL store is at this build's schema version", cmdStoreCheck},
+func commands() map[string]cli.Command {
+	return map[string]cli.Command{
+		"serve":           {Summary: "serve ext_authz and ext_proc (phigate serve --config phigate.yaml)", Run: cmdServe},
+		"version":         {Summary: "print the version, VCS revision and Go version of this binary", Run: cmdVersion},
+		"config check":    {Summary: "validate a configuration file without starting", Run: cmdConfigCheck},
+		"envoy bootstrap": {Summary: "write the Envoy bootstrap for the sidecar pattern", Run: cmdEnvoyBootstrap},
+		"policy test":     {Summary: "run a policy directory's Rego tests", Run: cmdPolicyTest},
+		"policy check":    {Summary: "compile a policy strictly and check its decision shape", Run: cmdPolicyCheck},
+		"policy eval":     {Summary: "evaluate one request against a policy, optionally explained", Run: cmdPolicyEval},
+		"audit verify":    {Summary: "verify the audit trail's hash chain and signed checkpoints", Run: cmdAuditVerify},
+		"audit query":     {Summary: "list audit records (who accessed a patient, denials, break-glass)", Run: cmdAuditQuery},
+		"audit replay":    {Summary: "re-evaluate recorded decisions under another policy, list changes", Run: cmdAuditReplay},
+		"audit probe":     {Summary: "measure what a durable audit append costs on a directory's disk", Run: cmdAuditProbe},
+		"audit keygen":    {Summary: "create the audit checkpoint signing key and print its public key for pinning", Run: cmdAuditKeygen},
+		"audit pubkey":    {Summary: "print the audit signing key's public key (PEM or JWK Set) for verify --trusted-keys", Run: cmdAuditPubkey},
+		"audit sink-read": {Summary: "print a jsonl audit sink's file as NDJSON, opening encrypted lines", Run: cmdAuditSinkRead},
+		"store migrate":   {Summary: "bring the shared PostgreSQL store's schema to this build's version", Run: cmdStoreMigrate},
+		"store check":     {Summary: "check that the shared PostgreSQL store is at this build's schema version", Run: cmdStoreCheck},
 	}
 }
 
@@ -56,54 +46,13 @@ func main() {
 	os.Exit(code)
 }
 
-// dispatch finds the longest command name that prefixes args.
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cmds := commands()
-	for n := 2; n >= 1; n-- {
-		if len(args) < n {
-			continue
-		}
-		if c, ok := cmds[strings.Join(args[:n], " ")]; ok {
-			return c.run(ctx, args[n:], stdout, stderr)
-		}
-	}
-	usage(stderr, cmds)
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		return 0
-	}
-	return 2
+	return cli.Dispatch(ctx, "phigate", commands(), args, stdout, stderr)
 }
 
-func usage(w io.Writer, cmds map[string]command) {
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	fmt.Fprintln(w, "usage: phigate <command> [flags]")
-	fmt.Fprintln(w)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-18s %s\n", n, cmds[n].summary)
-	}
-}
+func flags(name string, stderr io.Writer) *flag.FlagSet { return cli.Flags("phigate "+name, stderr) }
 
-// flags returns a FlagSet that reports errors instead of exiting.
-func flags(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("phigate "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
-}
-
-// parse parses flags, mapping -h to exit 0 and bad flags to exit 2.
-func parse(fs *flag.FlagSet, args []string) (int, bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0, false
-		}
-		return 2, false
-	}
-	return 0, true
-}
+func parse(fs *flag.FlagSet, args []string) (int, bool) { return cli.Parse(fs, args) }
 
 func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	fs := flags("serve", stderr)

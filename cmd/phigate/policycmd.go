@@ -15,19 +15,12 @@ import (
 	"github.com/phigate/phigate/server"
 )
 
-func policySource(dir string) policy.Source {
-	if strings.HasSuffix(dir, ".tar.gz") {
-		return policy.Source{BundleFile: dir}
-	}
-	return policy.Source{Dir: dir}
-}
-
 // loadBundle reads the policy named by the first argument (a directory or a
 // .tar.gz bundle), or the embedded library when there is none.
 func loadBundle(args []string) (policy.Source, *bundle.Bundle, error) {
 	src := policy.Source{}
 	if len(args) > 0 {
-		src = policySource(args[0])
+		src = policy.SourceFor(args[0])
 	}
 	if err := src.Validate(); err != nil {
 		return src, nil, err
@@ -156,7 +149,7 @@ func cmdPolicyEval(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return 1
 	}
 	if *dir != "" {
-		cfg.Policy.Source = policySource(*dir)
+		cfg.Policy.Source = policy.SourceFor(*dir)
 	}
 	engine, verifier, err := decisionPath(ctx, cfg)
 	if err != nil {

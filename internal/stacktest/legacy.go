@@ -6,8 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/phigate/phigate/demo/fhirdata"
-	"github.com/phigate/phigate/demo/upstream"
+	"github.com/phigate/phigate/demo"
 )
 
 // Legacy runs the demo's legacy FHIR service on a loopback port and records
@@ -36,7 +35,7 @@ type SeenRequest struct {
 // StartLegacy serves the legacy service for t.
 func StartLegacy(t *testing.T) *Legacy {
 	t.Helper()
-	h, err := upstream.New(fhirdata.Default(), upstream.Config{})
+	h, err := demo.Upstream()
 	if err != nil {
 		t.Fatal(err)
 	}

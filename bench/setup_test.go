@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -14,11 +14,10 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/audit"
-	"github.com/phigate/phigate/bench"
 	"github.com/phigate/phigate/internal/fskind"
 )
 
-// TestBenchModes runs `phigate bench`'s self-starting modes for a couple of
+// TestBenchModes runs the self-starting modes of `phigate-demo bench` for a couple of
 // seconds at a low rate and checks that each report names both sides, that
 // both answered every request, and that the decisions are the policy's and
 // not an artefact (the reference Envoy never denies; phigate denies the
@@ -26,37 +25,37 @@ import (
 func TestBenchModes(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		opts      benchOptions
-		cfg       bench.Config
+		opts      Setup
+		cfg       Config
 		names     [2]string
 		refDenies bool
 	}{
 		{
 			name:  "through Envoy with and without phigate",
-			opts:  benchOptions{envoy: true, teamSize: 50},
+			opts:  Setup{Envoy: true, TeamSize: 50},
 			names: [2]string{"envoy+phigate", "envoy"},
 		},
 		{
 			name:  "in-process with 5,000 care-team pairs",
-			opts:  benchOptions{careTeams: 5000, teamSize: 50},
-			cfg:   bench.Config{Baseline: true},
+			opts:  Setup{CareTeams: 5000, TeamSize: 50},
+			cfg:   Config{Baseline: true},
 			names: [2]string{"phigate", "baseline"},
 		},
 		{
 			name:  "in-process against the same phigate with its audit trail elsewhere",
-			opts:  benchOptions{teamSize: 50, auditReference: "ref-audit"},
+			opts:  Setup{TeamSize: 50, AuditReference: "ref-audit"},
 			names: [2]string{"phigate", "phigate-audit-reference"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if tc.opts.auditReference != "" {
-				tc.opts.auditReference = filepath.Join(dir, tc.opts.auditReference)
+			if tc.opts.AuditReference != "" {
+				tc.opts.AuditReference = filepath.Join(dir, tc.opts.AuditReference)
 			}
 			cfg := tc.cfg
-			cfg.Mode, cfg.Rates, cfg.Step, cfg.Warmup = bench.Open, []float64{40}, 1500*time.Millisecond, 300*time.Millisecond
+			cfg.Mode, cfg.Rates, cfg.Step, cfg.Warmup = Open, []float64{40}, 1500*time.Millisecond, 300*time.Millisecond
 			cfg.Scenario, cfg.Seed, cfg.MaxDuration = "mixed", 1, time.Minute
-			rep, err := runBench(t.Context(), cfg, tc.opts, dir, io.Discard)
+			rep, err := RunSetup(t.Context(), cfg, tc.opts, dir, io.Discard)
 			if err != nil {
 				t.Fatalf("runBench: %v", err)
 			}
@@ -82,7 +81,7 @@ func TestBenchModes(t *testing.T) {
 			if target["ok"] == 0 || target["denied_401"] == 0 || target["denied_403"] == 0 {
 				t.Errorf("%s decisions %v: want allowed requests, 401s (bad tokens) and 403s (off the care team)", tc.names[0], target)
 			}
-			if tc.opts.envoy {
+			if tc.opts.Envoy {
 				for d, n := range ref {
 					if d != "ok" {
 						t.Errorf("Envoy without phigate answered %s %d times; it has no authorization and must pass everything", d, n)
@@ -92,13 +91,13 @@ func TestBenchModes(t *testing.T) {
 					t.Errorf("bootstrap of the Envoy with phigate not kept: %v", err)
 				}
 			}
-			if tc.opts.auditReference != "" {
+			if tc.opts.AuditReference != "" {
 				// The reference is a whole phigate: the same requests get the
 				// same decisions, and its records land in the directory given.
 				if !maps.Equal(target, ref) {
 					t.Errorf("decisions differ: phigate %v, reference %v", target, ref)
 				}
-				entries, err := audit.Query(tc.opts.auditReference, audit.Filter{}, audit.QueryOptions{})
+				entries, err := audit.Query(tc.opts.AuditReference, audit.Filter{}, audit.QueryOptions{})
 				if err != nil {
 					t.Fatalf("reference audit trail: %v", err)
 				}
@@ -117,7 +116,7 @@ func TestBenchModes(t *testing.T) {
 			}
 
 			var table bytes.Buffer
-			if err := writeReports(rep, dir, &table); err != nil {
+			if err := WriteReports(rep, dir, &table); err != nil {
 				t.Fatal(err)
 			}
 			for _, want := range []string{tc.names[0], tc.names[1], "added p50 ms", "report.svg"} {
@@ -125,7 +124,7 @@ func TestBenchModes(t *testing.T) {
 					t.Errorf("table lacks %q:\n%s", want, table.String())
 				}
 			}
-			var back bench.Report
+			var back Report
 			if b, err := os.ReadFile(filepath.Join(dir, "report.json")); err != nil {
 				t.Fatal(err)
 			} else if err := json.Unmarshal(b, &back); err != nil {
@@ -222,22 +221,22 @@ func TestWriteCareTeamPolicy(t *testing.T) {
 // own are refused beside flags naming other targets, with the flag named.
 func TestBenchOptionsExclusive(t *testing.T) {
 	for _, tc := range []struct {
-		o    benchOptions
-		cfg  bench.Config
+		o    Setup
+		cfg  Config
 		flag string
 	}{
-		{benchOptions{teamSize: 50, auditReference: "/tmp/x"}, bench.Config{Baseline: true}, "--audit-reference"},
-		{benchOptions{teamSize: 50, auditReference: "/tmp/x"}, bench.Config{Target: "127.0.0.1:1"}, "--audit-reference"},
-		{benchOptions{teamSize: 50, auditReference: "/tmp/x", envoy: true}, bench.Config{}, "--audit-reference"},
-		{benchOptions{teamSize: 50, noDecisionCache: true}, bench.Config{Target: "127.0.0.1:1"}, "--no-decision-cache"},
-		{benchOptions{teamSize: 50, envoy: true}, bench.Config{Baseline: true}, "--envoy"},
+		{Setup{TeamSize: 50, AuditReference: "/tmp/x"}, Config{Baseline: true}, "--audit-reference"},
+		{Setup{TeamSize: 50, AuditReference: "/tmp/x"}, Config{Target: "127.0.0.1:1"}, "--audit-reference"},
+		{Setup{TeamSize: 50, AuditReference: "/tmp/x", Envoy: true}, Config{}, "--audit-reference"},
+		{Setup{TeamSize: 50, NoDecisionCache: true}, Config{Target: "127.0.0.1:1"}, "--no-decision-cache"},
+		{Setup{TeamSize: 50, Envoy: true}, Config{Baseline: true}, "--envoy"},
 	} {
-		err := tc.o.validate(tc.cfg)
+		err := tc.o.Validate(tc.cfg)
 		if err == nil || !strings.HasPrefix(err.Error(), tc.flag+":") {
 			t.Errorf("validate(%+v, %+v) = %v, want an error naming %s", tc.o, tc.cfg, err, tc.flag)
 		}
 	}
-	if err := (benchOptions{teamSize: 50, auditReference: "/tmp/x"}).validate(bench.Config{}); err != nil {
+	if err := (Setup{TeamSize: 50, AuditReference: "/tmp/x"}).Validate(Config{}); err != nil {
 		t.Errorf("--audit-reference alone: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -11,137 +11,62 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"runtime/pprof"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/phigate/phigate/authz"
-	"github.com/phigate/phigate/bench"
+	"github.com/phigate/phigate/demo"
 	"github.com/phigate/phigate/internal/fskind"
 	"github.com/phigate/phigate/policy"
 	regolib "github.com/phigate/phigate/rego"
 	"github.com/phigate/phigate/server"
 )
 
-func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flags("bench", stderr)
-	var cfg bench.Config
-	var o benchOptions
-	fs.StringVar(&cfg.Target, "target", "", "ext_authz address (host:port or unix:///path), or an http:// URL for the end-to-end mode; empty starts phigate in-process")
-	fs.StringVar(&cfg.Compare, "compare", "", "a second target of the same kind, measured in the same run (e.g. Envoy without phigate)")
-	fs.BoolVar(&cfg.Baseline, "baseline", false, "also run the same load against a built-in no-op ext_authz server")
-	fs.BoolVar(&o.envoy, "envoy", false, "end to end: start the legacy service, phigate and two Envoys (with and without phigate's filters) and compare them in one run")
-	fs.StringVar(&o.policyDir, "policy", "", "policy directory or bundle for the in-process phigate (default: the embedded library)")
-	fs.IntVar(&o.careTeams, "care-teams", 0, "load a generated policy whose data holds this many practitioner→patient care-team pairs (0: the shipped data)")
-	fs.IntVar(&o.teamSize, "team-size", 50, "with --care-teams: patients per practitioner")
-	fs.BoolVar(&o.noDecisionCache, "no-decision-cache", false, "the in-process phigate evaluates the policy for every request")
-	fs.StringVar(&o.auditReference, "audit-reference", "", "also start a second in-process phigate, the same but for its audit trail, which lives in this directory, and measure it as the reference (on tmpfs, the difference is what durable appends cost)")
-	fs.DurationVar(&cfg.Warmup, "warmup", 0, "unrecorded load before each step (default 1s)")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process (generator and in-process phigate) to this file")
-	mode := fs.String("mode", "open", "open (constant rates, coordinated-omission corrected) or closed (fixed concurrency)")
-	rates := fs.String("rates", "500,1000,2000", "open loop: requests per second per step")
-	conc := fs.String("concurrency", "1,4,16,64", "closed loop: concurrency per step")
-	fs.DurationVar(&cfg.Step, "step", 10*time.Second, "duration of each step")
-	fs.StringVar(&cfg.Scenario, "scenario", "mixed", "built-in mix (read-mostly, mixed, adversarial) or a scenario YAML file")
-	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the request sequence")
-	fs.IntVar(&cfg.Connections, "connections", 0, "gRPC connections, or HTTP connections per target (default 4; 64 with --envoy)")
-	fs.DurationVar(&cfg.MaxDuration, "max", 10*time.Minute, "hard limit for the whole run")
-	out := fs.String("out", "bench/out", "directory for report.json and report.svg")
-	smoke := fs.Bool("smoke", false, "a seconds-long low-rate run of every mode against in-process phigate and the baseline")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	var err error
-	cfg.Mode = bench.Mode(*mode)
-	if cfg.Rates, err = floats(*rates); err != nil {
-		fmt.Fprintln(stderr, "phigate bench: --rates:", err)
-		return 2
-	}
-	if cfg.Concurrency, err = ints(*conc); err != nil {
-		fmt.Fprintln(stderr, "phigate bench: --concurrency:", err)
-		return 2
-	}
-	if err := o.validate(cfg); err != nil {
-		fmt.Fprintln(stderr, "phigate bench:", err)
-		return 2
-	}
-	if *smoke {
-		return benchSmoke(ctx, stdout, stderr)
-	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		fmt.Fprintln(stderr, "phigate bench:", err)
-		return 1
-	}
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			fmt.Fprintln(stderr, "phigate bench: --cpuprofile:", err)
-			return 1
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(stderr, "phigate bench: --cpuprofile:", err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
-	}
-	rep, err := runBench(ctx, cfg, o, *out, stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "phigate bench:", err)
-		return 1
-	}
-	if err := writeReports(rep, *out, stdout); err != nil {
-		fmt.Fprintln(stderr, "phigate bench:", err)
-		return 1
-	}
-	return 0
+// Setup is what a bench run starts around the load generator: which
+// targets it starts itself (phigate in-process, the legacy service and two
+// Envoys) and with what policy data. RunSetup builds them from it, so the
+// command that takes these as flags holds no orchestration of its own.
+type Setup struct {
+	Envoy           bool
+	CareTeams       int
+	TeamSize        int
+	PolicyDir       string
+	NoDecisionCache bool
+	AuditReference  string
 }
 
-// benchOptions are what `phigate bench` sets up around the load generator:
-// which targets it starts itself and with what policy data.
-type benchOptions struct {
-	envoy           bool
-	careTeams       int
-	teamSize        int
-	policyDir       string
-	cpuProfile      string
-	noDecisionCache bool
-	auditReference  string
-}
-
-// validate names the bad flag; the generator's own settings are checked by
-// bench.Config.Validate.
-func (o benchOptions) validate(cfg bench.Config) error {
-	if o.envoy && (cfg.Target != "" || cfg.Compare != "" || cfg.Baseline) {
+// Validate names the bad flag; the generator's own settings are checked by
+// Config.Validate.
+func (o Setup) Validate(cfg Config) error {
+	if o.Envoy && (cfg.Target != "" || cfg.Compare != "" || cfg.Baseline) {
 		return errors.New("--envoy: starts its own targets; drop --target, --compare and --baseline")
 	}
-	if o.careTeams != 0 && cfg.Target != "" {
+	if o.CareTeams != 0 && cfg.Target != "" {
 		return errors.New("--care-teams: the generated policy is loaded by the in-process phigate; drop --target")
 	}
-	if o.policyDir != "" && (o.careTeams != 0 || cfg.Target != "") {
+	if o.PolicyDir != "" && (o.CareTeams != 0 || cfg.Target != "") {
 		return errors.New("--policy: the in-process phigate loads it; drop --care-teams and --target")
 	}
-	if o.noDecisionCache && cfg.Target != "" {
+	if o.NoDecisionCache && cfg.Target != "" {
 		return errors.New("--no-decision-cache: applies to the in-process phigate; drop --target (or set policy.decision_cache.disabled in the target's configuration)")
 	}
-	if o.auditReference != "" && (o.envoy || cfg.Target != "" || cfg.Compare != "" || cfg.Baseline) {
+	if o.AuditReference != "" && (o.Envoy || cfg.Target != "" || cfg.Compare != "" || cfg.Baseline) {
 		return errors.New("--audit-reference: the reference is a second in-process phigate; drop --envoy, --target, --compare and --baseline")
 	}
-	if o.careTeams < 0 || o.careTeams > 10_000_000 {
-		return fmt.Errorf("--care-teams: must be in [0, 10000000], got %d", o.careTeams)
+	if o.CareTeams < 0 || o.CareTeams > 10_000_000 {
+		return fmt.Errorf("--care-teams: must be in [0, 10000000], got %d", o.CareTeams)
 	}
-	if o.teamSize < 1 || o.teamSize > 100_000 {
-		return fmt.Errorf("--team-size: must be in [1, 100000], got %d", o.teamSize)
+	if o.TeamSize < 1 || o.TeamSize > 100_000 {
+		return fmt.Errorf("--team-size: must be in [1, 100000], got %d", o.TeamSize)
 	}
 	return nil
 }
 
 // benchIdentity fills the bench's token settings so the target and the
 // generator agree on key, issuer and audience.
-func benchIdentity(cfg *bench.Config, dir string) {
+func benchIdentity(cfg *Config, dir string) {
 	cfg.KeyFile = filepath.Join(dir, "bench.jwk")
 	cfg.JWKSFile = filepath.Join(dir, "bench-jwks.json")
 	if cfg.Issuer == "" {
@@ -152,18 +77,20 @@ func benchIdentity(cfg *bench.Config, dir string) {
 	}
 }
 
-// runBench runs one configuration; with no target it starts phigate
-// in-process, trusting the bench's signing key.
-func runBench(ctx context.Context, cfg bench.Config, o benchOptions, dir string, progress io.Writer) (*bench.Report, error) {
+// RunSetup runs one configuration, writing the bench's key, JWKS and any
+// generated policy into dir; with no target it starts phigate in-process,
+// trusting the bench's signing key. Everything it starts is stopped before
+// it returns.
+func RunSetup(ctx context.Context, cfg Config, o Setup, dir string, progress io.Writer) (*Report, error) {
 	benchIdentity(&cfg, dir)
-	if o.envoy {
+	if o.Envoy {
 		return runBenchEnvoy(ctx, cfg, o, dir, progress)
 	}
 	if strings.HasPrefix(cfg.Target, "http://") || strings.HasPrefix(cfg.Target, "https://") {
 		if err := cfg.Validate(); err != nil {
 			return nil, err
 		}
-		return bench.RunHTTP(ctx, cfg, progress)
+		return RunHTTP(ctx, cfg, progress)
 	}
 	var notes []string
 	var ph *benchPhigate
@@ -177,8 +104,8 @@ func runBench(ctx context.Context, cfg bench.Config, o benchOptions, dir string,
 		defer ph.stop()
 		cfg.Target, cfg.TargetName, cfg.PID = ph.addr, "phigate", os.Getpid()
 		notes = append(ph.notes, "phigate runs inside the bench process: its pid is the generator's, so CPU and RSS include the generator's own (request pool, histograms, goroutines)")
-		if o.auditReference != "" {
-			ref, err := startBenchPhigate(ctx, cfg, o, dir, o.auditReference)
+		if o.AuditReference != "" {
+			ref, err := startBenchPhigate(ctx, cfg, o, dir, o.AuditReference)
 			if err != nil {
 				return nil, fmt.Errorf("--audit-reference: %w", err)
 			}
@@ -186,14 +113,14 @@ func runBench(ctx context.Context, cfg bench.Config, o benchOptions, dir string,
 			// Both share this process; the pid is sampled once, for the target.
 			cfg.Compare, cfg.CompareName, cfg.ComparePID = ref.addr, "phigate-audit-reference", -1
 			notes = append(notes, fmt.Sprintf("reference: a second in-process phigate, the same but for its audit trail in %s (file system: %s)",
-				o.auditReference, fskind.Of(o.auditReference)))
+				o.AuditReference, fskind.Of(o.AuditReference)))
 			refEngine = ref.engine
 		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	rep, err := bench.Run(ctx, cfg, progress)
+	rep, err := Run(ctx, cfg, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -218,8 +145,8 @@ type benchPhigate struct {
 // startBenchPhigate starts phigate in-process on loopback, trusting the
 // bench's signing key, with a tokenization key for the policy's
 // tokenize directives and, when asked, the generated care-team data.
-func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, dir, auditDir string) (*benchPhigate, error) {
-	signer, err := bench.NewSigner(cfg.KeyFile, cfg.Issuer, cfg.Audience)
+func startBenchPhigate(ctx context.Context, cfg Config, o Setup, dir, auditDir string) (*benchPhigate, error) {
+	signer, err := NewSigner(cfg.KeyFile, cfg.Issuer, cfg.Audience)
 	if err != nil {
 		return nil, err
 	}
@@ -232,24 +159,24 @@ func startBenchPhigate(ctx context.Context, cfg bench.Config, o benchOptions, di
 		JWT:    authz.JWTConfig{Issuer: cfg.Issuer, Audiences: []string{cfg.Audience}, JWKSFile: cfg.JWKSFile},
 	}
 	pc.Audit.Dir = auditDir
-	if pc.Filters.TokenKeys, err = demoTokenKeys(dir); err != nil {
+	if pc.Filters.TokenKeys, err = demo.TokenKeys(dir); err != nil {
 		return nil, err
 	}
 	ph := &benchPhigate{}
-	if o.careTeams > 0 {
+	if o.CareTeams > 0 {
 		pdir := filepath.Join(dir, "policy-care-teams")
-		pairs, err := writeCareTeamPolicy(pdir, o.careTeams, o.teamSize)
+		pairs, err := writeCareTeamPolicy(pdir, o.CareTeams, o.TeamSize)
 		if err != nil {
 			return nil, fmt.Errorf("--care-teams: %w", err)
 		}
 		pc.Policy.Source = policy.Source{Dir: pdir}
-		ph.notes = append(ph.notes, fmt.Sprintf("policy: the shipped library with %d care-team pairs (%d per practitioner) from %s", pairs, o.teamSize, pdir))
+		ph.notes = append(ph.notes, fmt.Sprintf("policy: the shipped library with %d care-team pairs (%d per practitioner) from %s", pairs, o.TeamSize, pdir))
 	}
-	if o.policyDir != "" {
-		pc.Policy.Source = policySource(o.policyDir)
-		ph.notes = append(ph.notes, "policy: "+o.policyDir)
+	if o.PolicyDir != "" {
+		pc.Policy.Source = policy.SourceFor(o.PolicyDir)
+		ph.notes = append(ph.notes, "policy: "+o.PolicyDir)
 	}
-	if o.noDecisionCache {
+	if o.NoDecisionCache {
 		pc.Policy.DecisionCache.Disabled = true
 		ph.notes = append(ph.notes, "decision cache disabled: the policy is evaluated for every request")
 	}
@@ -334,9 +261,9 @@ func writeCareTeamPolicy(dir string, pairs, teamSize int) (int, error) {
 	synthetic := max(teamSize, pairs/2) // each synthetic patient is on about two teams
 	next := 0
 	for k := 1; total < pairs; k++ {
-		who := "Practitioner/" + bench.PractitionerID(k)
+		who := "Practitioner/" + PractitionerID(k)
 		for len(teams[who]) < teamSize && total < pairs {
-			teams[who] = append(teams[who], bench.PatientID(bench.Patients+1+next%synthetic))
+			teams[who] = append(teams[who], PatientID(Patients+1+next%synthetic))
 			next++
 			total++
 		}
@@ -349,7 +276,9 @@ func writeCareTeamPolicy(dir string, pairs, teamSize int) (int, error) {
 	return total, os.WriteFile(filepath.Join(dir, "data.json"), b, 0o644)
 }
 
-func writeReports(rep *bench.Report, dir string, stdout io.Writer) error {
+// WriteReports prints rep's table to stdout and writes report.json and
+// report.svg into dir.
+func WriteReports(rep *Report, dir string, stdout io.Writer) error {
 	if err := rep.WriteTable(stdout); err != nil {
 		return err
 	}
@@ -370,34 +299,33 @@ func writeReports(rep *bench.Report, dir string, stdout io.Writer) error {
 	return nil
 }
 
-// benchSmoke keeps the tool from rotting: a short open- and closed-loop run
+// Smoke keeps the tool from rotting: a short open- and closed-loop run
 // against in-process phigate with the baseline, and every report written.
-func benchSmoke(ctx context.Context, stdout, stderr io.Writer) int {
+// The tables go to stdout; an error names the loop that failed.
+func Smoke(ctx context.Context, stdout io.Writer) error {
 	dir, err := os.MkdirTemp("", "phigate-bench-smoke")
 	if err != nil {
-		fmt.Fprintln(stderr, "phigate bench:", err)
-		return 1
+		return err
 	}
 	defer os.RemoveAll(dir)
-	for _, cfg := range []bench.Config{
-		{Mode: bench.Open, Rates: []float64{50, 100}, Baseline: true},
-		{Mode: bench.Closed, Concurrency: []int{2}, Baseline: true},
+	for _, cfg := range []Config{
+		{Mode: Open, Rates: []float64{50, 100}, Baseline: true},
+		{Mode: Closed, Concurrency: []int{2}, Baseline: true},
 	} {
 		cfg.Step, cfg.Warmup, cfg.Scenario, cfg.Seed, cfg.MaxDuration = time.Second, 200*time.Millisecond, "mixed", 1, time.Minute
-		rep, err := runBench(ctx, cfg, benchOptions{teamSize: 50}, dir, io.Discard)
+		rep, err := RunSetup(ctx, cfg, Setup{TeamSize: 50}, dir, io.Discard)
 		if err == nil {
-			err = writeReports(rep, dir, stdout)
+			err = WriteReports(rep, dir, stdout)
 		}
 		if err == nil {
 			err = smokeCheck(dir)
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "phigate bench --smoke (%s loop): %v\n", cfg.Mode, err)
-			return 1
+			return fmt.Errorf("%s loop: %w", cfg.Mode, err)
 		}
 	}
 	fmt.Fprintln(stdout, "bench smoke: ok")
-	return 0
+	return nil
 }
 
 func smokeCheck(dir string) error {
@@ -411,28 +339,4 @@ func smokeCheck(dir string) error {
 		}
 	}
 	return nil
-}
-
-func floats(s string) ([]float64, error) {
-	var out []float64
-	for _, f := range strings.Split(s, ",") {
-		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, nil
-}
-
-func ints(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		v, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, nil
 }

@@ -1,9 +1,12 @@
-package main
+// Package demo runs the demo stack: the legacy FHIR service over the
+// synthetic data set, phigate in-process, and Envoy in front of both, all
+// on loopback, with tokens for the demo population. It belongs to the demo
+// command and to tests; the production binary does not import it.
+package demo
 
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,30 +23,15 @@ import (
 	"github.com/phigate/phigate/server"
 )
 
-// demoUpstreamHandler is the legacy FHIR service over the default
-// synthetic data set.
-func demoUpstreamHandler() (*upstream.Server, error) {
+// Upstream is the legacy FHIR service over the default synthetic data
+// set.
+func Upstream() (*upstream.Server, error) {
 	return upstream.New(fhirdata.Default(), upstream.Config{})
 }
 
-func cmdDemoUpstream(ctx context.Context, args []string, _, stderr io.Writer) int {
-	fs := flags("demo upstream", stderr)
-	addr := fs.String("listen", "127.0.0.1:8080", "FHIR listener")
-	admin := fs.String("admin", "127.0.0.1:8081", "request-log listener")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	srv, err := demoUpstreamHandler()
-	if err != nil {
-		fmt.Fprintln(stderr, "phigate:", err)
-		return 1
-	}
-	if err := srv.Run(ctx, *addr, *admin); err != nil && !errors.Is(err, context.Canceled) {
-		fmt.Fprintln(stderr, "phigate:", err)
-		return 1
-	}
-	return 0
-}
+// Dir is where the demo keeps its keys, configuration and bootstrap unless
+// told otherwise.
+const Dir = ".demo"
 
 // demo stack addresses, all on loopback.
 const (
@@ -55,26 +43,33 @@ const (
 	demoUpLog    = "127.0.0.1:8081"
 )
 
-// cmdDemoUp starts the legacy service, phigate and Envoy, prints curl lines
-// with demo tokens, and runs until interrupted.
-func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flags("demo up", stderr)
-	dir := fs.String("dir", demoDir, "demo state directory (keys, configuration, bootstrap)")
-	once := fs.Bool("check", false, "start the stack, run the printed requests once, and exit")
-	if code, ok := parse(fs, args); !ok {
-		return code
+// UpOptions shape one run of the demo stack.
+type UpOptions struct {
+	// Dir holds the keys, configuration, bootstrap and audit trail.
+	Dir string
+	// Check runs the printed requests once, reports each, and returns
+	// instead of serving until ctx ends.
+	Check bool
+}
+
+// Up starts the legacy service, phigate and Envoy, prints curl lines with
+// demo tokens to stdout, and runs until ctx ends (or, with Check, until the
+// requests have run). A part of the stack that stops on its own is
+// reported on stderr and ends the run.
+func Up(ctx context.Context, o UpOptions, stdout, stderr io.Writer) error {
+	if o.Dir == "" {
+		o.Dir = Dir
 	}
-	fail := func(err error) int { fmt.Fprintln(stderr, "phigate demo:", err); return 1 }
-	keys, err := demokeys.LoadOrCreate(*dir)
+	keys, err := demokeys.LoadOrCreate(o.Dir)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	up, err := demoUpstreamHandler()
+	up, err := Upstream()
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	upDone := make(chan error, 1)
 	go func() { upDone <- up.Run(ctx, demoUpstream, demoUpLog) }()
@@ -87,25 +82,25 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	cfg.Owners.Upstream = "http://" + demoUpstream
 	cfg.Request.LegacyRoutes = []authz.LegacyRoute{{Method: "GET", Pattern: "/hl7/patients/{id}/adt", Kind: "hl7-adt", PatientFrom: "path:id"}}
-	cfg.Audit.Dir = filepath.Join(*dir, "audit")
+	cfg.Audit.Dir = filepath.Join(o.Dir, "audit")
 	// The demo keeps the checkpoint key and the witness beside the trail,
 	// not in it; phigate creates the key on the first start only.
-	cfg.Audit.SigningKeyFile = filepath.Join(*dir, "audit-keys", "signing.key")
-	cfg.Audit.WitnessFile = filepath.Join(*dir, "audit-keys", "witness.json")
-	if cfg.Filters.TokenKeys, err = demoTokenKeys(*dir); err != nil {
-		return fail(err)
+	cfg.Audit.SigningKeyFile = filepath.Join(o.Dir, "audit-keys", "signing.key")
+	cfg.Audit.WitnessFile = filepath.Join(o.Dir, "audit-keys", "witness.json")
+	if cfg.Filters.TokenKeys, err = TokenKeys(o.Dir); err != nil {
+		return err
 	}
 	if err := cfg.Validate(); err != nil {
-		return fail(err)
+		return err
 	}
 	server.ApplyRuntime(cfg.Runtime)
 	log, err := server.NewLogger(cfg.Log)
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	srv, err := server.New(ctx, cfg, log, server.WithBuildInfo(buildInfo()))
+	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Run(ctx) }()
@@ -113,35 +108,35 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	bootstrap, err := envoy.Bootstrap(envoy.BootstrapConfig{Listen: demoListen, Admin: demoEnvoyAdm,
 		Upstream: demoUpstream, Phigate: demoGRPC, Compress: true})
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	bpath := filepath.Join(*dir, "envoy.yaml")
+	bpath := filepath.Join(o.Dir, "envoy.yaml")
 	if err := os.WriteFile(bpath, bootstrap, 0o600); err != nil {
-		return fail(err)
+		return err
 	}
-	envoyLog, err := os.Create(filepath.Join(*dir, "envoy.log"))
+	envoyLog, err := os.Create(filepath.Join(o.Dir, "envoy.log"))
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer envoyLog.Close()
 	proc, err := envoy.StartProcess(ctx, bpath, demoEnvoyAdm, envoyLog)
 	if err != nil {
 		cancel()
-		return fail(fmt.Errorf("%w (see %s)", err, envoyLog.Name()))
+		return fmt.Errorf("%w (see %s)", err, envoyLog.Name())
 	}
 	defer proc.Stop()
 
 	lines, err := demoLines(keys)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	fmt.Fprintf(stdout, "phigate demo stack is up on loopback:\n  Envoy  http://%s  (admin %s)\n  phigate gRPC %s, admin http://%s/metrics\n  legacy FHIR service http://%s/fhir  (request log http://%s)\n\nTry:\n",
 		demoListen, demoEnvoyAdm, demoGRPC, demoAdmin, demoUpstream, demoUpLog)
 	for _, l := range lines {
 		fmt.Fprintf(stdout, "\n# %s\n%s\n", l.title, l.curl)
 	}
-	fmt.Fprintf(stdout, "\nMint any persona: bin/phigate demo token --sub prac-007 --role physician --purpose TREAT\nCtrl-C stops the stack.\n")
-	if *once {
+	fmt.Fprintf(stdout, "\nMint any persona: bin/phigate-demo token --sub prac-007 --role physician --purpose TREAT\nCtrl-C stops the stack.\n")
+	if o.Check {
 		failed := 0
 		for _, l := range lines {
 			if l.method == "" {
@@ -157,27 +152,27 @@ func cmdDemoUp(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		cancel()
 		<-srvDone
 		if failed > 0 {
-			return 1
+			return fmt.Errorf("%d of the printed requests got an unexpected answer", failed)
 		}
-		return 0
+		return nil
 	}
 	select {
 	case <-ctx.Done():
 	case <-proc.Done():
-		fmt.Fprintln(stderr, "phigate demo: envoy exited; see", envoyLog.Name())
+		fmt.Fprintln(stderr, "phigate-demo: envoy exited; see", envoyLog.Name())
 	case err := <-srvDone:
-		fmt.Fprintln(stderr, "phigate demo: phigate stopped:", err)
+		fmt.Fprintln(stderr, "phigate-demo: phigate stopped:", err)
 	case err := <-upDone:
-		fmt.Fprintln(stderr, "phigate demo: legacy service stopped:", err)
+		fmt.Fprintln(stderr, "phigate-demo: legacy service stopped:", err)
 	}
 	cancel()
 	<-srvDone
-	return 0
+	return nil
 }
 
-// demoTokenKeys returns the tokenization keys the shipped policy names (key
+// TokenKeys returns the tokenization keys the shipped policy names (key
 // id demo-1), creating a random secret in dir on first use.
-func demoTokenKeys(dir string) (map[string]string, error) {
+func TokenKeys(dir string) (map[string]string, error) {
 	path := filepath.Join(dir, "token-demo-1.key")
 	if _, err := os.Stat(path); err != nil {
 		secret := make([]byte, 32)
@@ -268,4 +263,19 @@ func demoLines(keys *demokeys.Keys) ([]demoLine, error) {
 		mk("break-glass: prac-001 reads pat-0002 in an emergency", 200, "GET", "/fhir/Patient/pat-0002", doc,
 			map[string]string{"x-break-glass": "unconscious patient in ED"}),
 	}, nil
+}
+
+// DefaultFHIRUser maps the demo population's ids to their FHIR
+// references: prac-* to Practitioner, pat-* to Patient, rp-* to
+// RelatedPerson; any other id has none.
+func DefaultFHIRUser(sub string) string {
+	switch {
+	case strings.HasPrefix(sub, "prac-"):
+		return "Practitioner/" + sub
+	case strings.HasPrefix(sub, "pat-"):
+		return "Patient/" + sub
+	case strings.HasPrefix(sub, "rp-"):
+		return "RelatedPerson/" + sub
+	}
+	return ""
 }

@@ -4,30 +4,18 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
+	"github.com/phigate/phigate/demo"
 	"github.com/phigate/phigate/demo/demokeys"
+	"github.com/phigate/phigate/internal/cli"
 )
 
-// demoDir holds the demo stack's keys, configuration and bootstrap.
-const demoDir = ".demo"
-
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error {
-	for _, s := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
-		*l = append(*l, s)
-	}
-	return nil
-}
-
 func cmdDemoToken(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flags("demo token", stderr)
+	fs := flags("token", stderr)
 	var spec demokeys.TokenSpec
-	var roles, scopes, amr listFlag
-	dir := fs.String("dir", demoDir, "demo key directory")
+	var roles, scopes, amr cli.List
+	dir := fs.String("dir", demo.Dir, "demo key directory")
 	fs.StringVar(&spec.Subject, "sub", "", "subject (required)")
 	fs.Var(&roles, "role", "role (repeatable or comma-separated)")
 	fs.Var(&scopes, "scope", "SMART scope (repeatable or space/comma-separated)")
@@ -41,36 +29,23 @@ func cmdDemoToken(_ context.Context, args []string, stdout, stderr io.Writer) in
 		return code
 	}
 	if spec.Subject == "" {
-		fmt.Fprintln(stderr, "phigate: demo token: --sub is required")
+		fmt.Fprintln(stderr, "phigate-demo token: --sub is required")
 		return 2
 	}
 	spec.Roles, spec.Scopes, spec.AMR = roles, scopes, amr
 	if spec.FHIRUser == "" {
-		spec.FHIRUser = defaultFHIRUser(spec.Subject)
+		spec.FHIRUser = demo.DefaultFHIRUser(spec.Subject)
 	}
 	keys, err := demokeys.LoadOrCreate(*dir)
 	if err != nil {
-		fmt.Fprintln(stderr, "phigate:", err)
+		fmt.Fprintln(stderr, "phigate-demo token:", err)
 		return 1
 	}
 	tok, err := keys.Mint(spec)
 	if err != nil {
-		fmt.Fprintln(stderr, "phigate:", err)
+		fmt.Fprintln(stderr, "phigate-demo token:", err)
 		return 1
 	}
 	fmt.Fprintln(stdout, tok)
 	return 0
-}
-
-// defaultFHIRUser maps the demo population's ids to their FHIR references.
-func defaultFHIRUser(sub string) string {
-	switch {
-	case strings.HasPrefix(sub, "prac-"):
-		return "Practitioner/" + sub
-	case strings.HasPrefix(sub, "pat-"):
-		return "Patient/" + sub
-	case strings.HasPrefix(sub, "rp-"):
-		return "RelatedPerson/" + sub
-	}
-	return ""
 }

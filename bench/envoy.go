@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/phigate/phigate/bench"
+	"github.com/phigate/phigate/demo"
 	"github.com/phigate/phigate/envoy"
 )
 
@@ -20,14 +20,14 @@ import (
 // drives both with the same load in the same run, step by step in turn, so
 // the difference is phigate's and not the machine's mood. Everything it
 // starts is stopped before it returns.
-func runBenchEnvoy(ctx context.Context, cfg bench.Config, o benchOptions, dir string, progress io.Writer) (*bench.Report, error) {
+func runBenchEnvoy(ctx context.Context, cfg Config, o Setup, dir string, progress io.Writer) (*Report, error) {
 	if cfg.Target != "" || cfg.Compare != "" || cfg.Baseline {
 		return nil, errors.New("--envoy: starts its own targets; drop --target, --compare and --baseline")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	up, err := demoUpstreamHandler()
+	up, err := demo.Upstream()
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func runBenchEnvoy(ctx context.Context, cfg bench.Config, o benchOptions, dir st
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	rep, err := bench.RunHTTP(ctx, cfg, progress)
+	rep, err := RunHTTP(ctx, cfg, progress)
 	if err != nil {
 		return nil, err
 	}
