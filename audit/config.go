@@ -64,8 +64,8 @@ const (
 	// DefaultCheckpointInterval bounds how long records wait for a
 	// checkpoint on a quiet trail.
 	DefaultCheckpointInterval = 5 * time.Minute
-	DefaultMaxBatch        = 4096
-	DefaultMaxRecordBytes  = 1 << 20
+	DefaultMaxBatch           = 4096
+	DefaultMaxRecordBytes     = 1 << 20
 	// PublicKeyName is the copy of the public key kept in Dir, for
 	// "verify --trust-on-first-use" only: anyone who can write Dir can
 	// replace it, so verification pins a copy held elsewhere.

@@ -32,6 +32,8 @@ func appendJSONRequest(dst []byte, v *authz.Request) []byte {
 	}
 	dst = append(dst, `,"break_glass":`...)
 	dst = appendJSONBreakGlassRequest(dst, &v.BreakGlass)
+	dst = append(dst, `,"care":`...)
+	dst = appendJSONCareRelationshipArray(dst, v.Care)
 	dst = append(dst, '}')
 	return dst
 }
@@ -185,6 +187,17 @@ func appendJSONGrant(dst []byte, v *authz.Grant) []byte {
 	return dst
 }
 
+func appendJSONCareRelationship(dst []byte, v *authz.CareRelationship) []byte {
+	dst = append(dst, `{"patient":`...)
+	dst = appendString(dst, v.Patient)
+	dst = append(dst, `,"role":`...)
+	dst = appendString(dst, v.Role)
+	dst = append(dst, `,"source":`...)
+	dst = appendString(dst, v.Source)
+	dst = append(dst, '}')
+	return dst
+}
+
 func appendJSONScopeArray(dst []byte, xs []authz.Scope) []byte {
 	if xs == nil {
 		return append(dst, "null"...)
@@ -223,6 +236,20 @@ func appendJSONGrantArray(dst []byte, xs []authz.Grant) []byte {
 			dst = append(dst, ',')
 		}
 		dst = appendJSONGrant(dst, &xs[i])
+	}
+	return append(dst, ']')
+}
+
+func appendJSONCareRelationshipArray(dst []byte, xs []authz.CareRelationship) []byte {
+	if xs == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for i := range xs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONCareRelationship(dst, &xs[i])
 	}
 	return append(dst, ']')
 }

@@ -138,8 +138,8 @@ type Log struct {
 	head      [32]byte
 	lastCP    uint64
 	lastCPAt  time.Time // when the last checkpoint was signed (or the log opened)
-	cpSize    int64 // bytes in checkpoints.jsonl when Open found it
-	pendingQ  bool  // a pending quarantine file is to be removed
+	cpSize    int64     // bytes in checkpoints.jsonl when Open found it
+	pendingQ  bool      // a pending quarantine file is to be removed
 	failed    error
 	buf       []byte
 }

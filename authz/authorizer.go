@@ -1,10 +1,12 @@
 package authz
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +20,7 @@ type Authorizer struct {
 	evaluator Evaluator
 	recorder  Recorder
 	grants    GrantStore
+	care      CareSource
 	owners    OwnerResolver
 	services  ServiceAccounts
 	log       *zap.Logger
@@ -34,6 +37,9 @@ type Options struct {
 	// Grants keeps break-glass grants between requests; nil means a grant
 	// lasts for the one request that declared the emergency.
 	Grants GrantStore
+	// Care reads the caller's care relationships from the shared store;
+	// nil means the policy's own data is the only source.
+	Care CareSource
 	// Owners reads who owns the stored resource a write changes. Nil
 	// means writes to patient data other than a Patient are refused.
 	Owners OwnerResolver
@@ -53,7 +59,7 @@ func NewAuthorizer(o Options) *Authorizer {
 		o.Now = time.Now
 	}
 	return &Authorizer{verifier: o.Verifier, parser: o.Parser, evaluator: o.Evaluator,
-		recorder: o.Recorder, grants: o.Grants, owners: o.Owners, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
+		recorder: o.Recorder, grants: o.Grants, care: o.Care, owners: o.Owners, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
 }
 
 // Authorize decides one request. It always returns a Decision; when any step
@@ -117,6 +123,7 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 		return req, a.finish(ctx, req, deny(err)), err
 	}
 	a.loadGrants(ctx, req)
+	a.loadCare(ctx, req)
 	d, err := a.evaluator.Evaluate(ctx, req)
 	if err != nil {
 		return req, a.finish(ctx, req, deny(&Error{Code: CodePolicy, Err: err})), err
@@ -191,6 +198,37 @@ func (a *Authorizer) loadGrants(ctx context.Context, req *Request) {
 		}
 	}
 	req.BreakGlass.Grants = kept
+}
+
+// loadCare puts the caller's care relationships with the patients the
+// request names into the input. A store that cannot answer leaves none:
+// the caller gets less, never more.
+func (a *Authorizer) loadCare(ctx context.Context, req *Request) {
+	if req.Care == nil {
+		req.Care = []CareRelationship{}
+	}
+	fu := req.Identity.FHIRUser
+	if a.care == nil || !req.Identity.Authenticated || !strings.HasPrefix(fu, "Practitioner/") {
+		return
+	}
+	named := map[string]bool{}
+	namedPatients(&req.FHIR, named)
+	if len(named) == 0 {
+		return
+	}
+	rs, err := a.care.CareRelationships(ctx, fu, req.Time)
+	if err != nil {
+		a.log.Warn("care relationship lookup failed; evaluating without them", zap.Error(err))
+		return
+	}
+	for _, r := range rs {
+		if named[r.Patient] {
+			req.Care = append(req.Care, r)
+		}
+	}
+	slices.SortFunc(req.Care, func(x, y CareRelationship) int {
+		return cmp.Or(cmp.Compare(x.Patient, y.Patient), cmp.Compare(x.Role, y.Role), cmp.Compare(x.Source, y.Source))
+	})
 }
 
 // namedPatients adds every patient f names to set: its patient list, the

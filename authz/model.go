@@ -43,6 +43,20 @@ type Request struct {
 	FHIR       FHIRRequest         `json:"fhir"`
 	Purpose    string              `json:"purpose_of_use,omitempty"`
 	BreakGlass BreakGlassRequest   `json:"break_glass"`
+	// Care is the caller's care relationships, from the shared store, with
+	// the patients this request names (never the caller's whole panel, so
+	// the input and the decision cache key stay the same while the panel
+	// changes elsewhere). Sorted, never nil.
+	Care []CareRelationship `json:"care"`
+}
+
+// CareRelationship is a practitioner's relationship with one patient, in
+// force at the request's time, as the store holds it (from an admission
+// feed, a CareTeam, an operator).
+type CareRelationship struct {
+	Patient string `json:"patient"`
+	Role    string `json:"role"`
+	Source  string `json:"source"`
 }
 
 // Identity is the verified caller. When Authenticated is false, Error says why

@@ -155,7 +155,7 @@ func (p *RequestParser) Parse(in *CheckInput) (*Request, error) {
 		ID: in.ID, Time: in.Received, TimeNS: in.Received.UnixNano(), Method: in.Method,
 		Source: in.Source, Headers: make(map[string]string, len(in.Headers)),
 		Identity:   Identity{Roles: []string{}, Scopes: []Scope{}},
-		BreakGlass: BreakGlassRequest{Grants: []Grant{}},
+		BreakGlass: BreakGlassRequest{Grants: []Grant{}}, Care: []CareRelationship{},
 	}
 	for k, v := range in.Headers {
 		// Credentials are withheld from the policy input, which is

@@ -48,3 +48,9 @@ type GrantStore interface {
 type OwnerResolver interface {
 	Owners(ctx context.Context, resourceType, id string) ([]string, error)
 }
+
+// CareSource reads a practitioner's care relationships in force at now.
+// practitioner is the caller's fhirUser reference (Practitioner/<id>).
+type CareSource interface {
+	CareRelationships(ctx context.Context, practitioner string, now time.Time) ([]CareRelationship, error)
+}

@@ -53,17 +53,26 @@ func keyPathRequest(b []byte, v *authz.Request, p []string) []byte {
 		return appendCanonString(b, v.Purpose)
 	case "break_glass":
 		return keyPathBreakGlassRequest(b, &v.BreakGlass, p[1:])
+	case "care":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return keyArrayCareRelationship(b, v.Care)
 	}
 	return append(b, 'u')
 }
 
 func keyRequest(b []byte, v *authz.Request) []byte {
-	n := 10
+	n := 11
 	if v.Purpose != "" {
 		n++
 	}
 	b = appendCanonLen(append(b, 'o'), n)
 	b = keyBreakGlassRequest(append(b, "s11:break_glass"...), &v.BreakGlass)
+	b = appendCanonLen(append(b, "s4:carea"...), len(v.Care))
+	for i := range v.Care {
+		b = keyCareRelationship(b, &v.Care[i])
+	}
 	b = keyFHIRRequest(append(b, "s4:fhir"...), &v.FHIR)
 	b = keyStringMap(append(b, "s7:headers"...), v.Headers)
 	b = appendCanonString(append(b, "s2:id"...), v.ID)
@@ -579,6 +588,38 @@ func keyGrant(b []byte, v *authz.Grant) []byte {
 	return b
 }
 
+func keyPathCareRelationship(b []byte, v *authz.CareRelationship, p []string) []byte {
+	if len(p) == 0 {
+		return keyCareRelationship(b, v)
+	}
+	switch p[0] {
+	case "patient":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.Patient)
+	case "role":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.Role)
+	case "source":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.Source)
+	}
+	return append(b, 'u')
+}
+
+func keyCareRelationship(b []byte, v *authz.CareRelationship) []byte {
+	b = append(b, "o3:"...)
+	b = appendCanonString(append(b, "s7:patient"...), v.Patient)
+	b = appendCanonString(append(b, "s4:role"...), v.Role)
+	b = appendCanonString(append(b, "s6:source"...), v.Source)
+	return b
+}
+
 func keyArrayScope(b []byte, xs []authz.Scope) []byte {
 	b = appendCanonLen(append(b, 'a'), len(xs))
 	for i := range xs {
@@ -599,6 +640,14 @@ func keyArrayGrant(b []byte, xs []authz.Grant) []byte {
 	b = appendCanonLen(append(b, 'a'), len(xs))
 	for i := range xs {
 		b = keyGrant(b, &xs[i])
+	}
+	return b
+}
+
+func keyArrayCareRelationship(b []byte, xs []authz.CareRelationship) []byte {
+	b = appendCanonLen(append(b, 'a'), len(xs))
+	for i := range xs {
+		b = keyCareRelationship(b, &xs[i])
 	}
 	return b
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // inputFields are the top-level fields of the input, in document order.
-var inputFields = []string{"id", "time_ns", "method", "path", "query", "headers", "source", "identity", "fhir", "purpose_of_use", "break_glass"}
+var inputFields = []string{"id", "time_ns", "method", "path", "query", "headers", "source", "identity", "fhir", "purpose_of_use", "break_glass", "care"}
 
 // inputField builds one top-level field of the input; nil when the input
 // has no such field (an omitted optional one or an unknown name).
@@ -40,12 +40,14 @@ func inputField(r *authz.Request, name string) ast.Value {
 		return ast.String(r.Purpose)
 	case "break_glass":
 		return valueBreakGlassRequest(&r.BreakGlass)
+	case "care":
+		return arrayCareRelationship(r.Care)
 	}
 	return nil
 }
 
 func valueRequest(v *authz.Request) ast.Value {
-	items := make([][2]*ast.Term, 0, 11)
+	items := make([][2]*ast.Term, 0, 12)
 	items = append(items, item("id", ast.String(v.ID)))
 	items = append(items, item("time_ns", ast.Number(itoa(v.TimeNS))))
 	items = append(items, item("method", ast.String(v.Method)))
@@ -59,6 +61,7 @@ func valueRequest(v *authz.Request) ast.Value {
 		items = append(items, item("purpose_of_use", ast.String(v.Purpose)))
 	}
 	items = append(items, item("break_glass", valueBreakGlassRequest(&v.BreakGlass)))
+	items = append(items, item("care", arrayCareRelationship(v.Care)))
 	return ast.NewObject(items...)
 }
 
@@ -191,6 +194,14 @@ func valueGrant(v *authz.Grant) ast.Value {
 	return ast.NewObject(items...)
 }
 
+func valueCareRelationship(v *authz.CareRelationship) ast.Value {
+	items := make([][2]*ast.Term, 0, 3)
+	items = append(items, item("patient", ast.String(v.Patient)))
+	items = append(items, item("role", ast.String(v.Role)))
+	items = append(items, item("source", ast.String(v.Source)))
+	return ast.NewObject(items...)
+}
+
 func arrayScope(xs []authz.Scope) ast.Value {
 	terms := make([]*ast.Term, len(xs))
 	for i := range xs {
@@ -211,6 +222,14 @@ func arrayGrant(xs []authz.Grant) ast.Value {
 	terms := make([]*ast.Term, len(xs))
 	for i := range xs {
 		terms[i] = ast.NewTerm(valueGrant(&xs[i]))
+	}
+	return ast.NewArray(terms...)
+}
+
+func arrayCareRelationship(xs []authz.CareRelationship) ast.Value {
+	terms := make([]*ast.Term, len(xs))
+	for i := range xs {
+		terms[i] = ast.NewTerm(valueCareRelationship(&xs[i]))
 	}
 	return ast.NewArray(terms...)
 }

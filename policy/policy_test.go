@@ -162,6 +162,7 @@ func TestInputMatchesJSON(t *testing.T) {
 			Method:  "POST", Kind: "legacy"},
 		Purpose:    "TREAT",
 		BreakGlass: authz.BreakGlassRequest{Requested: true, Reason: "r", Grants: []authz.Grant{{Patient: "p", Reason: "r", ExpiresNS: 5}}},
+		Care:       []authz.CareRelationship{{Patient: "p", Role: "attending", Source: "adt"}},
 	}
 	// The filled request sets every field, found by reflection, so a field
 	// added to authz.Request and not to inputValue fails here.

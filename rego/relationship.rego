@@ -2,7 +2,8 @@
 #
 # Each role has a patient_access mode (data.phigate.roles[role]):
 #   care_team  - a practitioner (fhirUser Practitioner/...) sees the patients
-#                of data.phigate.care_teams[fhirUser];
+#                of data.phigate.care_teams[fhirUser] and those the shared
+#                store relates them to (input.care);
 #   self       - a patient (fhirUser Patient/<id>) sees only <id>;
 #   delegation - a RelatedPerson sees data.phigate.delegations[fhirUser];
 #   service    - a workload sees data.phigate.service_accounts[subject]
@@ -39,6 +40,12 @@ mine contains p if {
 }
 
 mine contains p if {
+	"care_team" in modes
+	startswith(request.fhir_user, "Practitioner/")
+	some p in request.care_patients
+}
+
+mine contains p if {
 	"self" in modes
 	p := trim_prefix(request.fhir_user, "Patient/")
 	startswith(request.fhir_user, "Patient/")
@@ -64,6 +71,12 @@ related(p) if {
 	"care_team" in modes
 	startswith(request.fhir_user, "Practitioner/")
 	p in data.phigate.care_teams[request.fhir_user]
+}
+
+related(p) if {
+	"care_team" in modes
+	startswith(request.fhir_user, "Practitioner/")
+	p in request.care_patients
 }
 
 related(p) if {
@@ -113,6 +126,12 @@ rules contains concat(":", ["relationship.care_team", request.fhir_user]) if {
 	"care_team" in modes
 	some p in request.touched
 	p in data.phigate.care_teams[request.fhir_user]
+}
+
+rules contains concat(":", ["relationship.care", request.fhir_user]) if {
+	"care_team" in modes
+	some p in request.touched
+	p in request.care_patients
 }
 
 rules contains concat(":", ["relationship.self", request.fhir_user]) if {

@@ -85,3 +85,20 @@ test_care_team_rule if "relationship.care_team:Practitioner/prac-001" in decide(
 
 # "Patient/" with no id names nobody: it is not the caller's own record.
 test_patient_empty_reference if decide(fx.req(fx.ident("u", ["patient"], "Patient/"), fx.read_patient("pat-0001"))).reason == "relationship.not_self"
+
+# A relationship from the shared store (input.care) opens the patient like
+# the care-team data does, for a practitioner only, and says so in the
+# audit rules.
+test_store_relationship_opens if {
+	doc := object.union(fx.req(fx.physician, fx.read_patient("pat-0100")), {"care": [{"patient": "pat-0100", "role": "attending", "source": "adt"}]})
+	d := decide(doc)
+	d.allow
+	"relationship.care:Practitioner/prac-001" in d.audit.rules
+}
+
+test_store_relationship_other_patient if {
+	doc := object.union(fx.req(fx.physician, fx.read_patient("pat-0101")), {"care": [{"patient": "pat-0100", "role": "attending", "source": "adt"}]})
+	decide(doc).reason == "relationship.not_on_care_team"
+}
+
+test_store_relationship_without_it if decide(fx.req(fx.physician, fx.read_patient("pat-0100"))).reason == "relationship.not_on_care_team"

@@ -55,6 +55,15 @@ fhir_user := s if {
 	is_string(s)
 }
 
+# care_patients are the patients the shared store relates the caller to
+# (input.care, already narrowed to the patients the request names).
+care_patients contains p if {
+	some r in input.care
+	p := r.patient
+	is_string(p)
+	p != ""
+}
+
 default launch_patient := ""
 
 launch_patient := s if {

@@ -39,10 +39,45 @@ type Config struct {
 	// Upstream says what of the client's request reaches the upstream.
 	Upstream UpstreamConfig `yaml:"upstream"`
 
+	// Store is where the state every replica shares lives.
+	Store StoreConfig `yaml:"store"`
+
 	// validated is set by a successful Validate; New refuses a
 	// configuration without it, since the defaults it fills are ones New
 	// relies on (the admin address, the body limit, the grace period).
 	validated bool
+}
+
+// StoreConfig names the shared PostgreSQL store. The connection string
+// is read from a file or an environment variable (it usually holds a
+// password); with neither, state lives in this process's memory, which is
+// right for one replica only.
+type StoreConfig struct {
+	PostgresDSNFile string `yaml:"postgres_dsn_file"`
+	PostgresDSNEnv  string `yaml:"postgres_dsn_env"`
+}
+
+// dsn returns the connection string, or "" for the embedded store.
+func (c StoreConfig) dsn() (string, error) {
+	switch {
+	case c.PostgresDSNFile != "" && c.PostgresDSNEnv != "":
+		return "", errors.New("store.postgres_dsn_file: set it or store.postgres_dsn_env, not both")
+	case c.PostgresDSNFile != "":
+		b, err := os.ReadFile(c.PostgresDSNFile)
+		if err != nil {
+			return "", fmt.Errorf("store.postgres_dsn_file: %w", err)
+		}
+		if v := strings.TrimSpace(string(b)); v != "" {
+			return v, nil
+		}
+		return "", errors.New("store.postgres_dsn_file: the file is empty")
+	case c.PostgresDSNEnv != "":
+		if v := os.Getenv(c.PostgresDSNEnv); v != "" {
+			return v, nil
+		}
+		return "", fmt.Errorf("store.postgres_dsn_env: %s is not set", c.PostgresDSNEnv)
+	}
+	return "", nil
 }
 
 // UpstreamConfig governs the request the upstream receives. The
@@ -143,6 +178,9 @@ func LoadConfig(path string) (*Config, error) {
 func (c *Config) Validate() error {
 	if c.Listen.GRPC == "" && c.Listen.GRPCUnix == "" {
 		return errors.New("listen.grpc: set listen.grpc (host:port) or listen.grpc_unix (socket path)")
+	}
+	if _, err := c.Store.dsn(); err != nil {
+		return err
 	}
 	if c.Listen.GRPC != "" && !strings.Contains(c.Listen.GRPC, ":") {
 		return fmt.Errorf("listen.grpc: %q is not host:port", c.Listen.GRPC)

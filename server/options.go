@@ -7,7 +7,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/phigate/phigate/authz"
-	"github.com/phigate/phigate/store"
 )
 
 // Option configures New. What phigate.yaml can say belongs in Config;
@@ -58,9 +57,6 @@ func buildOptions(ctx context.Context, cfg *Config, log *zap.Logger, opts []Opti
 	// for the default.
 	if o.grantsSet && o.grants == nil {
 		return o, errors.New("server: WithGrants: nil grant store")
-	}
-	if o.grants == nil {
-		o.grants = store.NewMemory(0)
 	}
 	if !o.buildSet {
 		o.build = ReadBuildInfo()

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/phigate/phigate/store"
 	"net"
 	"net/http"
 	"os"
@@ -157,12 +158,22 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 			return nil, err
 		}
 	}
+	st, err := openStore(ctx, cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() { _ = st.Close() })
+	grants := o.grants
+	if !o.grantsSet {
+		grants = st
+	}
 	az := authz.NewAuthorizer(authz.Options{
 		Verifier:        s.verifier,
 		Parser:          parser,
 		Evaluator:       s.engine,
 		Recorder:        trail,
-		Grants:          o.grants,
+		Grants:          grants,
+		Care:            store.NewCareReader(st, 0),
 		Owners:          owners,
 		ServiceAccounts: cfg.Services,
 		Logger:          log.Named("authz"),
@@ -240,6 +251,19 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 	s.admin = &http.Server{Handler: s.adminMux(reg), ReadHeaderTimeout: 5 * time.Second}
 	ok = true
 	return s, nil
+}
+
+// openStore opens the shared PostgreSQL store the configuration names,
+// checking its schema, or the embedded one.
+func openStore(ctx context.Context, c StoreConfig) (store.Store, error) {
+	dsn, err := c.dsn()
+	if err != nil {
+		return nil, err
+	}
+	if dsn == "" {
+		return store.NewMemory(0), nil
+	}
+	return store.OpenPostgres(ctx, dsn)
 }
 
 // planMarkerKey loads the fleet's plan marker key, or makes one for this
