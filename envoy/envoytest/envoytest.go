@@ -47,12 +47,36 @@ func (e *Envoy) Logs() string { return e.logs.String() }
 // is stopped when the test ends; its log is printed if the test failed.
 func Start(t testing.TB, cfg envoy.BootstrapConfig) *Envoy {
 	t.Helper()
-	if cfg.Listen == "" {
-		cfg.Listen = FreePort(t)
+	// A free port found here can be taken by another process before Envoy
+	// binds it (tests run in parallel binaries); ports this function chose
+	// are chosen again when Envoy reports the address in use.
+	pickListen, pickAdmin := cfg.Listen == "", cfg.Admin == ""
+	for attempt := 1; ; attempt++ {
+		if pickListen {
+			cfg.Listen = FreePort(t)
+		}
+		if pickAdmin {
+			cfg.Admin = FreePort(t)
+		}
+		e, err := start(t, cfg)
+		if err == nil {
+			t.Cleanup(func() {
+				e.Stop()
+				if t.Failed() {
+					t.Logf("envoy log:\n%s", e.Logs())
+				}
+			})
+			return e
+		}
+		if attempt < 5 && (pickListen || pickAdmin) && strings.Contains(e.Logs(), "Address already in use") {
+			continue
+		}
+		t.Fatalf("start envoy: %v\n%s", err, e.Logs())
 	}
-	if cfg.Admin == "" {
-		cfg.Admin = FreePort(t)
-	}
+}
+
+func start(t testing.TB, cfg envoy.BootstrapConfig) (*Envoy, error) {
+	t.Helper()
 	yaml, err := envoy.Bootstrap(cfg)
 	if err != nil {
 		t.Fatalf("bootstrap: %v", err)
@@ -63,16 +87,7 @@ func Start(t testing.TB, cfg envoy.BootstrapConfig) *Envoy {
 	}
 	e := &Envoy{Listen: cfg.Listen, logs: &syncBuffer{}}
 	e.Process, err = envoy.StartProcess(t.Context(), path, cfg.Admin, e.logs)
-	if err != nil {
-		t.Fatalf("start envoy: %v\n%s", err, e.Logs())
-	}
-	t.Cleanup(func() {
-		e.Stop()
-		if t.Failed() {
-			t.Logf("envoy log:\n%s", e.Logs())
-		}
-	})
-	return e
+	return e, err
 }
 
 // Validate runs `envoy --mode validate` over a bootstrap.
