@@ -112,8 +112,12 @@ fuzz:
 	@missing=$$(grep -rhs --include='*_test.go' '^func Fuzz' . | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/' | sort -u | while read f; do echo "$(FUZZ_TARGETS)" | grep -q ":$$f:" || echo $$f; done); \
 	if [ -n "$$missing" ]; then echo "fuzz targets not in FUZZ_TARGETS: $$missing"; exit 1; fi
 
+# The smoke run keeps its reports under --out; the paths it prints exist.
 bench-smoke: build
-	bin/phigate-demo bench --smoke
+	rm -rf bench/out/smoke-open bench/out/smoke-closed
+	bin/phigate-demo bench --smoke --out bench/out
+	test -s bench/out/smoke-open/report.json && test -s bench/out/smoke-open/report.svg
+	test -s bench/out/smoke-closed/report.json && test -s bench/out/smoke-closed/report.svg
 
 # Go benchmarks of the hot paths (JWT parse and verify, policy decision,
 # redaction, audit append, ext_authz Check), written to bench/out/go-bench.txt

@@ -302,17 +302,18 @@ func WriteReports(rep *Report, dir string, stdout io.Writer) error {
 // Smoke keeps the tool from rotting: a short open- and closed-loop run
 // against in-process phigate with the baseline, and every report written.
 // The tables go to stdout; an error names the loop that failed.
-func Smoke(ctx context.Context, stdout io.Writer) error {
-	dir, err := os.MkdirTemp("", "phigate-bench-smoke")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
+func Smoke(ctx context.Context, out string, stdout io.Writer) error {
 	for _, cfg := range []Config{
 		{Mode: Open, Rates: []float64{50, 100}, Baseline: true},
 		{Mode: Closed, Concurrency: []int{2}, Baseline: true},
 	} {
 		cfg.Step, cfg.Warmup, cfg.Scenario, cfg.Seed, cfg.MaxDuration = time.Second, 200*time.Millisecond, "mixed", 1, time.Minute
+		// Each loop keeps its reports in a directory of its own under out,
+		// so the paths printed exist after the run.
+		dir := filepath.Join(out, "smoke-"+string(cfg.Mode))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
 		rep, err := RunSetup(ctx, cfg, Setup{TeamSize: 50}, dir, io.Discard)
 		if err == nil {
 			err = WriteReports(rep, dir, stdout)

@@ -57,7 +57,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	if *smoke {
-		if err := bench.Smoke(ctx, stdout); err != nil {
+		if err := bench.Smoke(ctx, *out, stdout); err != nil {
 			fmt.Fprintln(stderr, "phigate-demo bench --smoke:", err)
 			return 1
 		}
