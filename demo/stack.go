@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"go.yaml.in/yaml/v3"
 	"io"
 	"net/http"
 	"os"
@@ -56,6 +57,39 @@ type UpOptions struct {
 // demo tokens to stdout, and runs until ctx ends (or, with Check, until the
 // requests have run). A part of the stack that stops on its own is
 // reported on stderr and ends the run.
+// Config is the configuration the demo stack runs phigate with, its
+// keys, trail and token keys under dir. It is not yet validated.
+func Config(dir string, keys *demokeys.Keys) (*server.Config, error) {
+	cfg := &server.Config{
+		Listen: server.ListenConfig{GRPC: demoGRPC, Admin: demoAdmin},
+		Log:    server.LogConfig{Level: "warn", Format: "console"},
+		JWT: authz.JWTConfig{Issuer: demokeys.DefaultIssuer, Audiences: []string{demokeys.DefaultAudience},
+			JWKSFile: keys.JWKSPath()},
+	}
+	cfg.Owners.Upstream = "http://" + demoUpstream
+	cfg.Request.LegacyRoutes = []authz.LegacyRoute{{Method: "GET", Pattern: "/hl7/patients/{id}/adt", Kind: "hl7-adt", PatientFrom: "path:id"}}
+	cfg.Audit.Dir = filepath.Join(dir, "audit")
+	// The demo keeps the checkpoint key and the witness beside the trail,
+	// not in it; phigate creates the key on the first start only.
+	cfg.Audit.SigningKeyFile = filepath.Join(dir, "audit-keys", "signing.key")
+	cfg.Audit.WitnessFile = filepath.Join(dir, "audit-keys", "witness.json")
+	var err error
+	if cfg.Filters.TokenKeys, err = TokenKeys(dir); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// WriteConfig writes cfg as phigate.yaml.
+func WriteConfig(path string, cfg *server.Config) error {
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	head := []byte("# The configuration phigate-demo up runs phigate with.\n")
+	return os.WriteFile(path, append(head, b...), 0o600)
+}
+
 func Up(ctx context.Context, o UpOptions, stdout, stderr io.Writer) error {
 	if o.Dir == "" {
 		o.Dir = Dir
@@ -74,22 +108,18 @@ func Up(ctx context.Context, o UpOptions, stdout, stderr io.Writer) error {
 	upDone := make(chan error, 1)
 	go func() { upDone <- up.Run(ctx, demoUpstream, demoUpLog) }()
 
-	cfg := &server.Config{
-		Listen: server.ListenConfig{GRPC: demoGRPC, Admin: demoAdmin},
-		Log:    server.LogConfig{Level: "warn", Format: "console"},
-		JWT: authz.JWTConfig{Issuer: demokeys.DefaultIssuer, Audiences: []string{demokeys.DefaultAudience},
-			JWKSFile: keys.JWKSPath()},
-	}
-	cfg.Owners.Upstream = "http://" + demoUpstream
-	cfg.Request.LegacyRoutes = []authz.LegacyRoute{{Method: "GET", Pattern: "/hl7/patients/{id}/adt", Kind: "hl7-adt", PatientFrom: "path:id"}}
-	cfg.Audit.Dir = filepath.Join(o.Dir, "audit")
-	// The demo keeps the checkpoint key and the witness beside the trail,
-	// not in it; phigate creates the key on the first start only.
-	cfg.Audit.SigningKeyFile = filepath.Join(o.Dir, "audit-keys", "signing.key")
-	cfg.Audit.WitnessFile = filepath.Join(o.Dir, "audit-keys", "witness.json")
-	if cfg.Filters.TokenKeys, err = TokenKeys(o.Dir); err != nil {
+	cfg, err := Config(o.Dir, keys)
+	if err != nil {
 		return err
 	}
+	// The configuration the demo runs with, for config check and policy
+	// eval to read: written before Validate fills in the defaults, so it
+	// says only what the demo chose.
+	cfgPath := filepath.Join(o.Dir, "phigate.yaml")
+	if err := WriteConfig(cfgPath, cfg); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "phigate configuration: %s (bin/phigate config check --config %s)\n", cfgPath, cfgPath)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
