@@ -120,9 +120,18 @@ func (s *Snapshot) checkShape(ctx context.Context) error {
 }
 
 // Explain evaluates with a full trace and returns the decision and the
-// trace lines, for policy authors (phigate policy eval --explain).
+// trace lines, for policy authors (phigate policy eval --explain=full).
 func (s *Snapshot) Explain(ctx context.Context, req *authz.Request) (authz.Decision, []string, error) {
 	buf := newTraceBuffer()
 	d, err := s.evaluate(ctx, inputValue(req), s.decode, rego.EvalQueryTracer(buf.tracer))
 	return d, buf.lines(), err
+}
+
+// ExplainSummary evaluates with a trace and returns the decision and a
+// summary of it: the rules that held and the comparisons that failed,
+// with file, line and values (phigate policy eval --explain).
+func (s *Snapshot) ExplainSummary(ctx context.Context, req *authz.Request) (authz.Decision, []string, error) {
+	buf := newTraceBuffer()
+	d, err := s.evaluate(ctx, inputValue(req), s.decode, rego.EvalQueryTracer(buf.tracer))
+	return d, buf.summary(), err
 }

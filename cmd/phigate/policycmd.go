@@ -132,7 +132,8 @@ func cmdPolicyEval(ctx context.Context, args []string, stdout, stderr io.Writer)
 	token := fs.String("token", "", "bearer token (verified with the configuration's jwt section)")
 	cfgPath := fs.String("config", "phigate.yaml", "configuration (jwt, request and policy sections)")
 	dir := fs.String("policy", "", "policy directory or bundle (overrides the configuration)")
-	explain := fs.Bool("explain", false, "print the evaluation trace")
+	explain := explainFlag("")
+	fs.Var(&explain, "explain", "explain the decision: a summary (rules that held, comparisons that failed, with file, line and values); =full for OPA's whole trace")
 	headers := headerFlags{}
 	fs.Var(headers, "H", "request header name:value (repeatable)")
 	if code, ok := parse(fs, args); !ok {
@@ -163,12 +164,18 @@ func cmdPolicyEval(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	var trace []string
 	eval := evaluatorFunc(func(ctx context.Context, r *authz.Request) (authz.Decision, error) {
-		if !*explain {
+		switch explain {
+		case "":
 			return engine.Evaluate(ctx, r)
+		case "full":
+			d, lines, err := engine.Snapshot().Explain(ctx, r)
+			trace = lines
+			return d, err
+		default:
+			d, lines, err := engine.Snapshot().ExplainSummary(ctx, r)
+			trace = lines
+			return d, err
 		}
-		d, lines, err := engine.Snapshot().Explain(ctx, r)
-		trace = lines
-		return d, err
 	})
 	parser, err := authz.NewRequestParser(cfg.Request)
 	if err != nil {
@@ -188,14 +195,41 @@ func cmdPolicyEval(ctx context.Context, args []string, stdout, stderr io.Writer)
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(out)
-	if *explain {
+	if explain != "" {
 		fmt.Fprintln(stdout, "\nrules that decided:", strings.Join(d.Audit.Rules, ", "))
-		fmt.Fprintln(stdout, "trace:")
+		if d.CacheUntilNS > 0 {
+			fmt.Fprintf(stdout, "cache.until_ns: %d (an identical request reuses this decision for %v)\n",
+				d.CacheUntilNS, time.Duration(d.CacheUntilNS-req.TimeNS).Round(time.Millisecond))
+		} else {
+			fmt.Fprintln(stdout, "cache.until_ns: 0 (never reused)")
+		}
+		if explain == "full" {
+			fmt.Fprintln(stdout, "trace:")
+		}
 		for _, l := range trace {
 			fmt.Fprintln(stdout, l)
 		}
 	}
 	return 0
+}
+
+// explainFlag is --explain (a summary) or --explain=full (the trace).
+type explainFlag string
+
+func (e *explainFlag) String() string   { return string(*e) }
+func (e *explainFlag) IsBoolFlag() bool { return true }
+func (e *explainFlag) Set(v string) error {
+	switch v {
+	case "true", "summary":
+		*e = "summary"
+	case "false":
+		*e = ""
+	case "full":
+		*e = "full"
+	default:
+		return fmt.Errorf("%q is not summary or full", v)
+	}
+	return nil
 }
 
 type evaluatorFunc func(context.Context, *authz.Request) (authz.Decision, error)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -75,7 +76,7 @@ func TestPolicyCommands(t *testing.T) {
 		{"/fhir/Patient/pat-0001", true, "allow"},
 		{"/fhir/Patient/pat-0002", false, "relationship.not_on_care_team"},
 	} {
-		code, out := run(t, "policy", "eval", "--config", cfg, "--request", "GET "+tc.path, "--token", tok, "--explain")
+		code, out := run(t, "policy", "eval", "--config", cfg, "--request", "GET "+tc.path, "--token", tok, "--explain=full")
 		if code != 0 {
 			t.Fatalf("policy eval: exit %d\n%s", code, out)
 		}
@@ -93,7 +94,22 @@ func TestPolicyCommands(t *testing.T) {
 			t.Errorf("%s: allow=%v reason=%q, want %v %q", tc.path, got.Decision.Allow, got.Decision.Reason, tc.allow, tc.reason)
 		}
 		if !strings.Contains(trace, "Enter data.phigate.authz.decision") {
-			t.Errorf("--explain printed no trace of the decision rule:\n%.500s", trace)
+			t.Errorf("--explain=full printed no trace of the decision rule:\n%.500s", trace)
+		}
+		// The summary: the rules that held with file and line, the
+		// comparisons that failed with the values compared, the cache.
+		code, out = run(t, "policy", "eval", "--config", cfg, "--request", "GET "+tc.path, "--token", tok, "--explain")
+		_, summary, _ := strings.Cut(out, "\nrules that decided:")
+		if code != 0 || !strings.Contains(summary, "rules that held:") || !strings.Contains(summary, "authz.rego:") ||
+			!strings.Contains(summary, "comparisons that failed:") || !strings.Contains(summary, "cache.until_ns:") ||
+			strings.Contains(summary, "Enter data.phigate") {
+			t.Errorf("--explain summary:\n%.800s", summary)
+		}
+		if n := strings.Count(summary, "\n"); n > 400 {
+			t.Errorf("--explain summary is %d lines", n)
+		}
+		if !tc.allow && !regexp.MustCompile(`relationship\.rego:\d+  internal\.member_2\("pat-0002", \[`).MatchString(summary) {
+			t.Errorf("--explain does not show the care-team comparison that failed:\n%.1500s", summary)
 		}
 	}
 }
