@@ -19,10 +19,17 @@ type Change struct {
 	// WasPolicy is the revision that made the recorded decision, when the
 	// record names one.
 	WasPolicy string `json:"was_policy,omitempty"`
+	// User is the caller (fhirUser, else the token subject); Resource what
+	// the request addressed (Type/id, the type searched, or the legacy
+	// route's kind), so a reviewer sees whose access changes, to what.
+	User      string `json:"user,omitempty"`
+	Resource  string `json:"resource,omitempty"`
 	WasAllow  bool   `json:"was_allow"`
 	WasStatus int    `json:"was_status"`
+	WasReason string `json:"was_reason,omitempty"`
 	NowAllow  bool   `json:"now_allow"`
 	NowStatus int    `json:"now_status"`
+	NowReason string `json:"now_reason,omitempty"`
 	// NowError is set when the evaluator failed; the replayed outcome is then
 	// a denial, as it would be on the decision path.
 	NowError string `json:"now_error,omitempty"`
@@ -70,11 +77,13 @@ func Replay(ctx context.Context, dir string, eval authz.Evaluator, f Filter, opt
 		rep.Evaluated++
 		d, err := eval.Evaluate(ctx, &req)
 		c := Change{Seq: e.Seq, DecisionID: e.Decision.ID, RequestID: req.ID, Recorded: e.Event.Recorded,
-			WasPolicy: e.Event.PolicyRevision(), WasAllow: e.Decision.Allow, WasStatus: e.Decision.Status}
+			WasPolicy: e.Event.PolicyRevision(), User: replayUser(&req), Resource: replayResource(&req),
+			WasAllow: e.Decision.Allow, WasStatus: e.Decision.Status, WasReason: e.Decision.Reason}
 		if err != nil {
 			c.NowAllow, c.NowStatus, c.NowError = false, authz.StatusOf(&authz.Error{Code: authz.CodePolicy, Err: err}), err.Error()
+			c.NowReason = string(authz.CodePolicy)
 		} else {
-			c.NowAllow, c.NowStatus = d.Allow, normalStatus(d)
+			c.NowAllow, c.NowStatus, c.NowReason = d.Allow, normalStatus(d), d.Reason
 		}
 		if c.NowAllow != c.WasAllow || c.NowStatus != c.WasStatus {
 			changes = append(changes, c)
@@ -86,6 +95,29 @@ func Replay(ctx context.Context, dir string, eval authz.Evaluator, f Filter, opt
 		err = inner
 	}
 	return changes, rep, err
+}
+
+func replayUser(r *authz.Request) string {
+	if r.Identity.FHIRUser != "" {
+		return r.Identity.FHIRUser
+	}
+	return r.Identity.Subject
+}
+
+func replayResource(r *authz.Request) string {
+	f := r.FHIR
+	switch {
+	case f.ResourceType != "" && f.ID != "":
+		return f.ResourceType + "/" + f.ID
+	case f.Compartment != nil && f.ResourceType != "":
+		return f.Compartment.Type + "/" + f.Compartment.ID + "/" + f.ResourceType
+	case f.ResourceType != "":
+		return f.ResourceType
+	case f.Kind != "":
+		return "legacy:" + f.Kind
+	default:
+		return string(f.Interaction)
+	}
 }
 
 // normalStatus applies the Authorizer's status rules so a raw evaluator

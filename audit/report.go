@@ -43,17 +43,21 @@ func WriteChanges(w io.Writer, changes []Change, asJSON bool) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tRECORDED\tDECISION\tREQUEST\tPOLICY\tWAS\tNOW\tERROR")
+	fmt.Fprintln(tw, "SEQ\tRECORDED\tUSER\tRESOURCE\tDECISION\tREQUEST\tPOLICY\tWAS\tNOW\tERROR")
 	for _, c := range changes {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Seq, c.Recorded, c.DecisionID, dash(c.RequestID),
-			dash(c.WasPolicy), verdict(c.WasAllow, c.WasStatus), verdict(c.NowAllow, c.NowStatus), dash(c.NowError))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Seq, c.Recorded, dash(c.User), dash(c.Resource),
+			c.DecisionID, dash(c.RequestID), dash(c.WasPolicy), verdict(c.WasAllow, c.WasStatus, c.WasReason),
+			verdict(c.NowAllow, c.NowStatus, c.NowReason), dash(c.NowError))
 	}
 	return tw.Flush()
 }
 
-func verdict(allow bool, status int) string {
+func verdict(allow bool, status int, reason string) string {
 	if allow {
 		return fmt.Sprintf("allow %d", status)
+	}
+	if reason != "" {
+		return fmt.Sprintf("deny %d %s", status, reason)
 	}
 	return fmt.Sprintf("deny %d", status)
 }

@@ -400,7 +400,8 @@ decision := {"allow": false, "status": 403, "reason": "maintenance"}
 		{"shipped policy changes nothing", []string{"--policy", "../../rego"}, 0, nil, "replayed 5 decisions under ../../rego: 0 would change (2 skipped"},
 		{"deny-all policy changes every allow", []string{"--policy", denyAll, "--json"}, ExitReplayChanged, allowed, ""},
 		{"deny-all, one patient", []string{"--policy", denyAll, "--patient", "pat-0002", "--json"}, ExitReplayChanged, []string{fx.bgID}, ""},
-		{"deny-all, table", []string{"--policy", denyAll, "--break-glass"}, ExitReplayChanged, nil, "allow 200  deny 403"},
+		{"deny-all, table", []string{"--policy", denyAll, "--break-glass"}, ExitReplayChanged, nil, "allow 200  deny 403 maintenance"},
+		{"deny-all, table names user and resource", []string{"--policy", denyAll, "--break-glass"}, ExitReplayChanged, nil, "Practitioner/prac-001  Patient/pat-0002"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -425,6 +426,9 @@ decision := {"allow": false, "status": 403, "reason": "maintenance"}
 				}
 				if c.WasPolicy == "" {
 					t.Errorf("change %+v does not name the policy revision that decided", c)
+				}
+				if c.User == "" || c.Resource == "" || c.NowReason != "maintenance" || (!c.WasAllow && c.WasReason == "") {
+					t.Errorf("change %+v lacks the user, the resource or the old and new reasons", c)
 				}
 				got = append(got, c.DecisionID)
 			}
