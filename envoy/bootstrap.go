@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -28,6 +32,16 @@ type BootstrapConfig struct {
 	// PhigateTLS makes Envoy speak TLS to phigate's TCP listener, and mTLS
 	// when it names a client certificate.
 	PhigateTLS *UpstreamTLS `yaml:"phigate_tls"`
+	// ListenTLS terminates TLS on the client-facing listener, and mTLS
+	// when it names a client CA.
+	ListenTLS *DownstreamTLS `yaml:"listen_tls"`
+	// SecretsDir holds the SDS files that name the certificates of
+	// ListenTLS and PhigateTLS (SecretFiles writes them). Envoy reads its
+	// certificates through them rather than inline, because only a secret
+	// delivered by SDS is reloaded when its files change: a rotated
+	// certificate is served without restarting Envoy. Required with
+	// either TLS setting.
+	SecretsDir string `yaml:"secrets_dir"`
 	// NoAuthz leaves phigate's filters out: the same Envoy without
 	// authorization, for comparisons in benchmarks. Never for production.
 	NoAuthz bool `yaml:"-"`
@@ -68,6 +82,17 @@ type UpstreamTLS struct {
 	Cert       string `yaml:"cert"`        // Envoy's client certificate (mTLS), optional
 	Key        string `yaml:"key"`         // its key
 	ServerName string `yaml:"server_name"` // SNI and the DNS name phigate's certificate must carry
+}
+
+// DownstreamTLS names the files of the client-facing listener's TLS.
+// TLS 1.2 is the minimum. With ClientCA every client must present a
+// certificate that CA issued, or the handshake fails; the certificate's
+// identity (its first URI SAN, a SPIFFE ID, else its subject) reaches
+// phigate as the request's source principal.
+type DownstreamTLS struct {
+	Cert     string `yaml:"cert"`      // the listener's certificate chain (PEM)
+	Key      string `yaml:"key"`       // its private key
+	ClientCA string `yaml:"client_ca"` // CA bundle for client certificates: mTLS, optional
 }
 
 // Validate fills defaults and checks every address.
@@ -131,6 +156,20 @@ func (c *BootstrapConfig) Validate() error {
 		case (t.Cert == "") != (t.Key == ""):
 			return errors.New("envoy.phigate_tls: cert and key go together")
 		}
+		if err := filesExist("envoy.phigate_tls", map[string]string{"ca": t.CA, "cert": t.Cert, "key": t.Key}); err != nil {
+			return err
+		}
+	}
+	if t := c.ListenTLS; t != nil {
+		if t.Cert == "" || t.Key == "" {
+			return errors.New("envoy.listen_tls: cert and key are both required")
+		}
+		if err := filesExist("envoy.listen_tls", map[string]string{"cert": t.Cert, "key": t.Key, "client_ca": t.ClientCA}); err != nil {
+			return err
+		}
+	}
+	if (c.ListenTLS != nil || c.PhigateTLS != nil) && c.SecretsDir == "" {
+		return errors.New("envoy.secrets_dir: required with TLS: Envoy reads its certificates through SDS files there")
 	}
 	if c.MaxRequestBody < 0 || c.MaxResponseBody < 1024 {
 		return errors.New("envoy.max_request_body/max_response_body: out of range")
@@ -146,6 +185,26 @@ func (c *BootstrapConfig) Validate() error {
 		// The request target counts against the header block: without
 		// room beside it, a long target would get 431 and never 414.
 		return fmt.Errorf("envoy.max_request_headers_kb: %d KiB leaves no room beside a %d-byte request target", c.MaxRequestHeadersKB, c.MaxRequestPath)
+	}
+	return nil
+}
+
+// filesExist names the first of files (field → path; empty paths are
+// unset fields) that cannot be read, so a typo fails at generation rather
+// than as a listener Envoy never opens.
+func filesExist(section string, files map[string]string) error {
+	for _, field := range slices.Sorted(maps.Keys(files)) {
+		path := files[field]
+		if path == "" {
+			continue
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			return fmt.Errorf("%s.%s: %w", section, field, err)
+		}
+		if st.IsDir() {
+			return fmt.Errorf("%s.%s: %s is a directory", section, field, path)
+		}
 	}
 	return nil
 }
@@ -210,6 +269,12 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 	} else if !c.NoAuthz {
 		v["Phigate"] = addr(c.Phigate)
 	}
+	if c.ListenTLS != nil || c.PhigateTLS != nil {
+		v["SDS"] = map[string]string{}
+		for _, name := range secretNames(c) {
+			v["SDS"].(map[string]string)[name] = filepath.Join(c.SecretsDir, name+".yaml")
+		}
+	}
 	v["CheckTimeout"] = durationString(c.CheckTimeout)
 	v["ProcessTimeout"] = durationString(c.ProcessTimeout)
 	for _, status := range []int{http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusRequestURITooLong,
@@ -225,13 +290,103 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// The SDS secrets a configuration uses, by name; each lives in
+// SecretsDir/<name>.yaml.
+const (
+	secretListenCert        = "listen-cert"
+	secretListenClientCA    = "listen-client-ca"
+	secretPhigateCA         = "phigate-ca"
+	secretPhigateClientCert = "phigate-client-cert"
+)
+
+func secretNames(c BootstrapConfig) []string {
+	var names []string
+	if t := c.ListenTLS; t != nil {
+		names = append(names, secretListenCert)
+		if t.ClientCA != "" {
+			names = append(names, secretListenClientCA)
+		}
+	}
+	if t := c.PhigateTLS; t != nil {
+		names = append(names, secretPhigateCA)
+		if t.Cert != "" {
+			names = append(names, secretPhigateClientCert)
+		}
+	}
+	return names
+}
+
+// SecretFiles renders the SDS files the bootstrap refers to, by file name
+// within c.SecretsDir; nil without TLS. They name the certificate files
+// and never change themselves: Envoy watches the directories of the files
+// they name and reloads a secret when one of them is replaced by a move
+// (a rename into place, or Kubernetes' swap of a secret volume's ..data
+// link). A pair that fails to load (a key that does not match its
+// certificate) is rejected and the previous one keeps serving.
+func SecretFiles(c BootstrapConfig) (map[string][]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for _, name := range secretNames(c) {
+		var body string
+		switch name {
+		case secretListenCert:
+			body = "tls_certificate:\n    certificate_chain: {filename: " + quote(c.ListenTLS.Cert) + "}\n    private_key: {filename: " + quote(c.ListenTLS.Key) + "}"
+		case secretListenClientCA:
+			body = "validation_context:\n    trusted_ca: {filename: " + quote(c.ListenTLS.ClientCA) + "}"
+		case secretPhigateCA:
+			body = "validation_context:\n    trusted_ca: {filename: " + quote(c.PhigateTLS.CA) + "}"
+		case secretPhigateClientCert:
+			body = "tls_certificate:\n    certificate_chain: {filename: " + quote(c.PhigateTLS.Cert) + "}\n    private_key: {filename: " + quote(c.PhigateTLS.Key) + "}"
+		}
+		out[name+".yaml"] = []byte("# SDS secret for Envoy. Generated by phigate envoy bootstrap.\nresources:\n" +
+			"- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n" +
+			"  name: " + name + "\n  " + body + "\n")
+	}
+	return out, nil
+}
+
+// WriteSecretFiles writes SecretFiles into c.SecretsDir, creating it.
+func WriteSecretFiles(c BootstrapConfig) error {
+	files, err := SecretFiles(c)
+	if err != nil || len(files) == 0 {
+		return err
+	}
+	if err := os.MkdirAll(c.SecretsDir, 0o755); err != nil {
+		return fmt.Errorf("envoy.secrets_dir: %w", err)
+	}
+	for name, b := range files {
+		// Written aside and moved into place: Envoy may be watching.
+		tmp := filepath.Join(c.SecretsDir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+			return fmt.Errorf("envoy.secrets_dir: %w", err)
+		}
+		if err := os.Rename(tmp, filepath.Join(c.SecretsDir, name)); err != nil {
+			return fmt.Errorf("envoy.secrets_dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// quote makes s a YAML double-quoted scalar (a JSON string is one), so a
+// path with spaces, quotes or colons stays one value.
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
 func durationString(d time.Duration) string {
 	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
 }
 
 // The filter order matters on the way back: response filters run in
 // reverse, so ext_proc redacts before the compressor compresses.
-var bootstrapTemplate = template.Must(template.New("bootstrap").Parse(`# Envoy bootstrap for phigate (sidecar pattern). Generated by phigate envoy bootstrap.
+var bootstrapTemplate = template.Must(template.New("bootstrap").Funcs(template.FuncMap{"quote": quote}).Parse(`# Envoy bootstrap for phigate (sidecar pattern). Generated by phigate envoy bootstrap.
+{{- if .SDS}}
+# SDS, even from files, needs the node named.
+node: {id: phigate-sidecar, cluster: phigate}
+{{- end}}
 admin:
   address:
     socket_address: {address: {{.Admin.Host}}, port_value: {{.Admin.Port}}}
@@ -428,6 +583,31 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{{- with .C.ListenTLS}}
+      # Certificates come through SDS files so that Envoy reloads them when
+      # they are rotated. A client certificate's first URI SAN (a SPIFFE
+      # ID), else its subject, reaches ext_authz as source.principal.
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+{{- if .ClientCA}}
+          # mTLS: a client without a certificate from client_ca fails the
+          # handshake, before any request exists.
+          require_client_certificate: true
+{{- end}}
+          common_tls_context:
+            tls_params: {tls_minimum_protocol_version: TLSv1_2}
+            alpn_protocols: ["h2", "http/1.1"]
+            tls_certificate_sds_secret_configs:
+            - name: listen-cert
+              sds_config: {path_config_source: {path: {{index $.SDS "listen-cert" | quote}}}, resource_api_version: V3}
+{{- if .ClientCA}}
+            validation_context_sds_secret_config:
+              name: listen-client-ca
+              sds_config: {path_config_source: {path: {{index $.SDS "listen-client-ca" | quote}}}, resource_api_version: V3}
+{{- end}}
+{{- end}}
   clusters:
   - name: legacy
     type: {{.Upstream.Type}}
@@ -460,18 +640,22 @@ static_resources:
       name: envoy.transport_sockets.tls
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: "{{.ServerName}}"
+        sni: {{quote .ServerName}}
         common_tls_context:
+          tls_params: {tls_minimum_protocol_version: TLSv1_2}
           alpn_protocols: ["h2"]
-          validation_context:
-            trusted_ca: {filename: "{{.CA}}"}
-            match_typed_subject_alt_names:
-            - san_type: DNS
-              matcher: {exact: "{{.ServerName}}"}
+          combined_validation_context:
+            default_validation_context:
+              match_typed_subject_alt_names:
+              - san_type: DNS
+                matcher: {exact: {{quote .ServerName}}}
+            validation_context_sds_secret_config:
+              name: phigate-ca
+              sds_config: {path_config_source: {path: {{index $.SDS "phigate-ca" | quote}}}, resource_api_version: V3}
 {{- if .Cert}}
-          tls_certificates:
-          - certificate_chain: {filename: "{{.Cert}}"}
-            private_key: {filename: "{{.Key}}"}
+          tls_certificate_sds_secret_configs:
+          - name: phigate-client-cert
+            sds_config: {path_config_source: {path: {{index $.SDS "phigate-client-cert" | quote}}}, resource_api_version: V3}
 {{- end}}
 {{- end}}
     load_assignment:

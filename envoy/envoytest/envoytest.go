@@ -33,11 +33,18 @@ func FreePort(t testing.TB) string {
 type Envoy struct {
 	*envoy.Process
 	Listen string // client address, host:port
+	TLS    bool   // the listener speaks TLS
 	logs   *syncBuffer
 }
 
-// URL returns the http URL of path on the Envoy listener.
-func (e *Envoy) URL(path string) string { return "http://" + e.Listen + path }
+// URL returns the URL of path on the Envoy listener: https when the
+// listener speaks TLS.
+func (e *Envoy) URL(path string) string {
+	if e.TLS {
+		return "https://" + e.Listen + path
+	}
+	return "http://" + e.Listen + path
+}
 
 // Logs returns what Envoy printed so far.
 func (e *Envoy) Logs() string { return e.logs.String() }
@@ -77,15 +84,22 @@ func Start(t testing.TB, cfg envoy.BootstrapConfig) *Envoy {
 
 func start(t testing.TB, cfg envoy.BootstrapConfig) (*Envoy, error) {
 	t.Helper()
+	dir := t.TempDir()
+	if cfg.SecretsDir == "" && (cfg.ListenTLS != nil || cfg.PhigateTLS != nil) {
+		cfg.SecretsDir = filepath.Join(dir, "sds")
+	}
 	yaml, err := envoy.Bootstrap(cfg)
 	if err != nil {
 		t.Fatalf("bootstrap: %v", err)
 	}
-	path := filepath.Join(t.TempDir(), "envoy.yaml")
+	if err := envoy.WriteSecretFiles(cfg); err != nil {
+		t.Fatalf("bootstrap: %v", err)
+	}
+	path := filepath.Join(dir, "envoy.yaml")
 	if err := os.WriteFile(path, yaml, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e := &Envoy{Listen: cfg.Listen, logs: &syncBuffer{}}
+	e := &Envoy{Listen: cfg.Listen, TLS: cfg.ListenTLS != nil, logs: &syncBuffer{}}
 	e.Process, err = envoy.StartProcess(t.Context(), path, cfg.Admin, e.logs)
 	return e, err
 }
