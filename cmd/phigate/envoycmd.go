@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/phigate/phigate/envoy"
 )
@@ -23,6 +24,11 @@ func cmdEnvoyBootstrap(_ context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&tls.Cert, "phigate-client-cert", "", "Envoy's client certificate for mTLS to phigate")
 	fs.StringVar(&tls.Key, "phigate-client-key", "", "its private key")
 	fs.StringVar(&tls.ServerName, "phigate-server-name", "", "DNS name in phigate's certificate (SNI)")
+	var down envoy.DownstreamTLS
+	fs.StringVar(&down.Cert, "listen-cert", "", "certificate chain of the client-facing listener (enables TLS there)")
+	fs.StringVar(&down.Key, "listen-key", "", "its private key")
+	fs.StringVar(&down.ClientCA, "listen-client-ca", "", "CA that issues client certificates (mTLS: a client without one is refused)")
+	fs.StringVar(&c.SecretsDir, "secrets-dir", "", "where the SDS files naming the certificates are written (default: sds/ beside -o)")
 	out := fs.String("o", "-", "output file (- for stdout)")
 	if code, ok := parse(fs, args); !ok {
 		return code
@@ -30,7 +36,23 @@ func cmdEnvoyBootstrap(_ context.Context, args []string, stdout, stderr io.Write
 	if tls != (envoy.UpstreamTLS{}) {
 		c.PhigateTLS = &tls
 	}
+	if down != (envoy.DownstreamTLS{}) {
+		c.ListenTLS = &down
+	}
+	if c.SecretsDir == "" && *out != "-" && (c.ListenTLS != nil || c.PhigateTLS != nil) {
+		// Absolute, since Envoy resolves a relative path from its own
+		// working directory, not from where the bootstrap was written.
+		dir, err := filepath.Abs(filepath.Join(filepath.Dir(*out), "sds"))
+		if err != nil {
+			fmt.Fprintln(stderr, "phigate:", err)
+			return 1
+		}
+		c.SecretsDir = dir
+	}
 	y, err := envoy.Bootstrap(c)
+	if err == nil {
+		err = envoy.WriteSecretFiles(c)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
