@@ -46,6 +46,9 @@ type Options struct {
 	MaxBody    int
 	Mutate     func(*server.Config)
 	PhigateTLS *envoy.UpstreamTLS
+	// ListenTLS puts TLS (mTLS with a client CA) on Envoy's listener;
+	// Do then needs a client that trusts it, so tests dial themselves.
+	ListenTLS *envoy.DownstreamTLS
 	// Logger is phigate's operational log; nil discards it.
 	Logger *zap.Logger
 }
@@ -102,6 +105,7 @@ func Start(t *testing.T, o Options) *Stack {
 	}
 	s.Envoy = envoytest.Start(t, envoy.BootstrapConfig{
 		Upstream: s.Up.Addr, Phigate: target, Compress: o.Compress, MaxResponseBody: o.MaxBody, PhigateTLS: o.PhigateTLS,
+		ListenTLS: o.ListenTLS,
 	})
 	return s
 }
