@@ -162,3 +162,14 @@ func TestCacheKeyAllocatesOnce(t *testing.T) {
 		t.Fatalf("key allocates %v times per request, want 1", n)
 	}
 }
+
+// Paths into the headers and the query, which the key once built through
+// the AST, are written from the request too, still with one allocation.
+func TestCacheKeyMapPathsAllocateOnce(t *testing.T) {
+	req := cacheRequest(1)
+	req.Query = map[string][]string{"patient": {"pat-0001"}, "code": {"x", "y"}}
+	dc := &decisionCache{paths: [][]string{{"headers"}, {"query"}, {"query", "patient"}, {"headers", "x-request-id"}}}
+	if n := testing.AllocsPerRun(100, func() { _ = dc.key(req) }); n != 1 {
+		t.Fatalf("key allocates %v times per request, want 1", n)
+	}
+}
