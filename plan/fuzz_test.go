@@ -1,0 +1,46 @@
+package plan
+
+import (
+	"reflect"
+	"testing"
+)
+
+// FuzzDecodeMetadata: whatever the bytes, decoding either refuses them or
+// gives a compiled plan whose encoding decodes to the same plan again, so
+// the filter side never holds a plan it could not have been sent.
+func FuzzDecodeMetadata(f *testing.F) {
+	for _, s := range []string{
+		`{"v":1,"decision_id":"d"}`,
+		`{"v":1,"decision_id":"d","request_id":"r","redact":[{"path":"Patient.telecom","action":"remove"}],"enforce":{"patients":["p1"]}}`,
+		`{"v":1,"decision_id":"d","redact":[{"path":"Patient.identifier.where(system='x').value","action":"tokenize","key_id":"k1","format":"ff1"}]}`,
+		`{"v":1,"decision_id":"d","redact":[{"path":"Patient","action":"allow","keep":["name"]},{"path":"*","action":"deidentify","profile":"safe-harbor"}]}`,
+		`{"v":2,"decision_id":"d"}`,
+		`{"decision_id":"d"}`,
+		`{"v":1,"decision_id":"d","redact":[{"path":"Patient","action":"remove"}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	keys := NewKeys("k1")
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		m, err := DecodeMetadata(raw, keys)
+		if err != nil {
+			if CodeOf(err) == "" {
+				t.Fatalf("error without a code: %v", err)
+			}
+			return
+		}
+		for i := range m.Redact {
+			if !m.Redact[i].Compiled() {
+				t.Fatalf("rule %d decoded but not compiled", i)
+			}
+		}
+		enc, err := m.Encode()
+		if err != nil {
+			t.Fatalf("a decoded plan does not encode: %v", err)
+		}
+		again, err := DecodeMetadata(enc, keys)
+		if err != nil || !reflect.DeepEqual(again, m) {
+			t.Fatalf("re-decoded %+v, %v; want %+v", again, err, m)
+		}
+	})
+}
