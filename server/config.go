@@ -100,7 +100,11 @@ type ListenConfig struct {
 	TLS   TLSConfig `yaml:"tls"`
 }
 
-// TLSConfig enables TLS (and mTLS with ClientCA) on the TCP gRPC listener.
+// TLSConfig enables TLS (and mTLS with ClientCA) on the TCP gRPC listener,
+// TLS 1.2 at least. The files are read again when they change (looked at
+// at most once a second, on a handshake), so a rotated certificate or CA
+// is used by new connections without a restart; a set that does not load
+// is logged and the last good one keeps serving.
 type TLSConfig struct {
 	Cert     string `yaml:"cert"`
 	Key      string `yaml:"key"`

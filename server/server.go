@@ -7,8 +7,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -212,11 +210,11 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 	// goroutine as before.
 	gopts := []grpc.ServerOption{grpc.NumStreamWorkers(streamWorkers)}
 	if cfg.Listen.TLS.Cert != "" {
-		tc, err := serverTLS(cfg.Listen.TLS)
+		tf, err := newTLSFiles(cfg.Listen.TLS, log.Named("tls"))
 		if err != nil {
 			return nil, err
 		}
-		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tc)))
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tf.serverConfig())))
 	}
 	s.grpc = grpc.NewServer(gopts...)
 	authv3.RegisterAuthorizationServer(s.grpc, authSrv)
@@ -277,26 +275,6 @@ func planMarkerKey(path string) (*envoy.MarkerKey, error) {
 		return nil, fmt.Errorf("filters.plan_marker_key: %w", err)
 	}
 	return k, nil
-}
-
-func serverTLS(c TLSConfig) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
-	if err != nil {
-		return nil, fmt.Errorf("listen.tls.cert: %w", err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if c.ClientCA != "" {
-		pem, err := os.ReadFile(c.ClientCA)
-		if err != nil {
-			return nil, fmt.Errorf("listen.tls.client_ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, errors.New("listen.tls.client_ca: no certificate found")
-		}
-		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
-	return tc, nil
 }
 
 func (s *Server) adminMux(reg *prometheus.Registry) http.Handler {
