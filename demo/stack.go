@@ -119,7 +119,7 @@ func Up(ctx context.Context, o UpOptions, stdout, stderr io.Writer) error {
 	if err := WriteConfig(cfgPath, cfg); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "phigate configuration: %s (bin/phigate config check --config %s)\n", cfgPath, cfgPath)
+	fmt.Fprintf(stdout, "phigate configuration: %s (bin/phigate config check %s)\n", cfgPath, cfgPath)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
