@@ -134,9 +134,51 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 		err = &Error{Code: CodeCanceled, Err: cerr}
 		return req, a.finish(ctx, req, deny(err)), err
 	}
+	if d.Allow && !d.Plan.Empty() && unfilterableFormat(req) {
+		// The response must be filtered, and phigate filters FHIR JSON and
+		// HL7 v2 only: refuse before the upstream is asked, with a status
+		// that tells the client to ask for JSON, rather than fetch a
+		// response that could only be refused.
+		d = Decision{Status: 406, Reason: "format_not_filterable", Audit: AuditInfo{Rules: []string{"request.format_not_filterable"}}}
+	}
 	d = a.finish(ctx, req, d)
 	a.storeGrant(ctx, req, &d)
 	return req, d, nil
+}
+
+// unfilterableFormat reports a request that asks for a format phigate
+// cannot filter: _format naming XML, or an Accept header that names XML
+// and no JSON (nor a wildcard that JSON satisfies).
+func unfilterableFormat(req *Request) bool {
+	for _, f := range req.Query["_format"] {
+		if xmlFormat(strings.ToLower(strings.TrimSpace(f))) {
+			return true
+		}
+	}
+	accept := strings.ToLower(req.Headers["accept"])
+	if accept == "" {
+		return false
+	}
+	xml, json := false, false
+	for part := range strings.SplitSeq(accept, ",") {
+		mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+		mt = strings.TrimSpace(mt)
+		switch {
+		case xmlFormat(mt):
+			xml = true
+		case mt == "*/*" || mt == "application/*" || strings.Contains(mt, "json"):
+			json = true
+		}
+	}
+	return xml && !json
+}
+
+func xmlFormat(f string) bool {
+	switch f {
+	case "xml", "text/xml", "application/xml", "application/fhir+xml", "application/xml+fhir":
+		return true
+	}
+	return false
 }
 
 // isPublic reports whether f is the one request the policy may allow

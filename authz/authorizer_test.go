@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"github.com/phigate/phigate/plan"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -187,4 +188,51 @@ func TestRefusalNamesItsRule(t *testing.T) {
 			t.Errorf("%s: the rule carries a request value: %q", tc.path, d.Audit.Rules)
 		}
 	}
+}
+
+type planEvaluator struct{ d Decision }
+
+func (e planEvaluator) Evaluate(context.Context, *Request) (Decision, error) { return e.d, nil }
+
+// TestUnfilterableFormat: an allowed request whose response must be
+// filtered, asking for XML only, is refused with 406 (and recorded so);
+// with JSON acceptable too, or with nothing to filter, it passes.
+func TestUnfilterableFormat(t *testing.T) {
+	filtered := Decision{Allow: true, Plan: plan.Plan{Enforce: &plan.Enforcement{Patients: []string{"1"}}}}
+	cases := []struct {
+		name   string
+		d      Decision
+		path   string
+		accept string
+		want   int
+	}{
+		{"_format=xml", filtered, "/fhir/Patient/1?_format=xml", "", 406},
+		{"_format=application/fhir+xml", filtered, "/fhir/Patient/1?_format=application%2Ffhir%2Bxml", "", 406},
+		{"Accept XML only", filtered, "/fhir/Patient/1", "application/fhir+xml", 406},
+		{"Accept XML or JSON", filtered, "/fhir/Patient/1", "application/fhir+xml, application/fhir+json;q=0.5", 200},
+		{"Accept XML or anything", filtered, "/fhir/Patient/1", "application/xml, */*;q=0.1", 200},
+		{"_format=json", filtered, "/fhir/Patient/1?_format=json", "", 200},
+		{"nothing to filter", Decision{Allow: true}, "/fhir/Patient/1?_format=xml", "", 200},
+	}
+	for _, c := range cases {
+		a := NewAuthorizer(Options{Parser: newTestParser(t), Evaluator: planEvaluator{c.d}, Verifier: allowAll{}})
+		h := map[string]string{"authorization": "Bearer x"}
+		if c.accept != "" {
+			h["accept"] = c.accept
+		}
+		_, d, _ := a.Authorize(t.Context(), &CheckInput{Method: "GET", Path: c.path, Headers: h})
+		if d.Status != c.want {
+			t.Errorf("%s: status %d, want %d", c.name, d.Status, c.want)
+		}
+		if c.want == 406 && (d.Reason != "format_not_filterable" || d.Allow) {
+			t.Errorf("%s: decision %+v", c.name, d)
+		}
+	}
+}
+
+// allowAll verifies any token as a physician.
+type allowAll struct{}
+
+func (allowAll) Verify(context.Context, string) (Identity, error) {
+	return Identity{Authenticated: true, Subject: "s", Roles: []string{"physician"}, Scopes: []Scope{}}, nil
 }

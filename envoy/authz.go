@@ -278,6 +278,13 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 	for k, v := range d.Headers {
 		ok.Headers = append(ok.Headers, header(k, v))
 	}
+	if r != nil && !d.Plan.Empty() && r.FHIR.Interaction != authz.InteractionNonFHIR &&
+		strings.Contains(strings.ToLower(r.Headers["accept"]), "xml") {
+		// The response must be filtered and the client accepts JSON as
+		// well as XML (a request accepting XML alone was refused with 406):
+		// ask the upstream for the format phigate can filter.
+		ok.Headers = append(ok.Headers, header("accept", "application/fhir+json"))
+	}
 	for k, v := range d.ResponseHeaders {
 		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, header(k, v))
 	}

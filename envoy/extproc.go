@@ -241,7 +241,12 @@ func (s *ProcServer) responseHeaders(ctx context.Context, st *stream, h *extproc
 	ct := headerValue(h.GetHeaders(), "content-type")
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil || !filterable(mt) {
-		return s.refuse(ctx, st, http.StatusBadGateway, string(filters.CodeUnsupportedMedia))
+		status := http.StatusBadGateway
+		if mt == "application/fhir+xml" || mt == "application/xml" || mt == "text/xml" {
+			// A format the client can change: it may ask for JSON.
+			status = http.StatusNotAcceptable
+		}
+		return s.refuse(ctx, st, status, string(filters.CodeUnsupportedMedia))
 	}
 	st.mediaType = ct
 	if len(st.removed) > 0 {

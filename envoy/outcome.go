@@ -15,6 +15,8 @@ func operationOutcome(status int, reference string) []byte {
 		code, text = "login", "Authentication required."
 	case http.StatusBadRequest:
 		code, text = "invalid", "The request is ambiguous or malformed."
+	case http.StatusNotAcceptable:
+		code, text = "not-supported", "This access can be served as FHIR JSON only; ask for application/fhir+json."
 	case http.StatusNotFound:
 		code, text = "not-found", "Nothing is served at this path."
 	case http.StatusTooManyRequests:
