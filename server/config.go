@@ -170,7 +170,7 @@ func LoadConfig(path string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("config %s: %w", path, yamlError(err))
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
@@ -180,74 +180,71 @@ func LoadConfig(path string) (*Config, error) {
 
 // Validate fills defaults and names the first bad field.
 func (c *Config) Validate() error {
+	var problems []error
+	add := func(err error) {
+		if err != nil {
+			problems = append(problems, err)
+		}
+	}
 	if c.Listen.GRPC == "" && c.Listen.GRPCUnix == "" {
-		return errors.New("listen.grpc: set listen.grpc (host:port) or listen.grpc_unix (socket path)")
+		add(errors.New("listen.grpc: set listen.grpc (host:port) or listen.grpc_unix (socket path)"))
 	}
 	if _, err := c.Store.dsn(); err != nil {
-		return err
+		add(err)
 	}
 	if c.Listen.GRPC != "" && !strings.Contains(c.Listen.GRPC, ":") {
-		return fmt.Errorf("listen.grpc: %q is not host:port", c.Listen.GRPC)
+		add(fmt.Errorf("listen.grpc: %q is not host:port", c.Listen.GRPC))
 	}
 	if c.Listen.Admin == "" {
 		c.Listen.Admin = "127.0.0.1:9902"
 	}
 	if !strings.Contains(c.Listen.Admin, ":") {
-		return fmt.Errorf("listen.admin: %q is not host:port", c.Listen.Admin)
+		add(fmt.Errorf("listen.admin: %q is not host:port", c.Listen.Admin))
 	}
 	if t := c.Listen.TLS; (t.Cert == "") != (t.Key == "") {
-		return errors.New("listen.tls.key: tls.cert and tls.key go together")
+		add(errors.New("listen.tls.key: tls.cert and tls.key go together"))
 	} else if t.ClientCA != "" && t.Cert == "" {
-		return errors.New("listen.tls.client_ca: mTLS needs tls.cert and tls.key")
+		add(errors.New("listen.tls.client_ca: mTLS needs tls.cert and tls.key"))
 	}
 	switch c.Log.Level {
 	case "":
 		c.Log.Level = "info"
 	case "debug", "info", "warn", "error":
 	default:
-		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+		add(fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level))
 	}
 	switch c.Log.Format {
 	case "":
 		c.Log.Format = "json"
 	case "json", "console":
 	default:
-		return fmt.Errorf("log.format: %q is not json or console", c.Log.Format)
+		add(fmt.Errorf("log.format: %q is not json or console", c.Log.Format))
 	}
-	if err := c.JWT.Validate(); err != nil {
-		return err
-	}
-	if err := c.Services.Validate(); err != nil {
-		return err
-	}
+	add(c.JWT.Validate())
+	add(c.Services.Validate())
 	if c.Request.Base == "" {
 		c.Request.Base = "/fhir"
 	}
-	if err := c.Request.Validate(); err != nil {
-		return err
-	}
-	if err := c.Owners.Validate(); err != nil {
-		return err
-	}
-	if err := c.Policy.Validate(); err != nil {
-		return err
-	}
+	add(c.Request.Validate())
+	add(c.Owners.Validate())
+	add(c.Policy.Validate())
 	for id, f := range c.Filters.TokenKeys {
 		if _, err := os.Stat(f); err != nil {
-			return fmt.Errorf("filters.token_keys[%q]: %v", id, err)
+			add(fmt.Errorf("filters.token_keys[%q]: %v", id, err))
 		}
 	}
 	if f := c.Filters.PlanMarkerKey; f != "" {
 		if _, err := os.Stat(f); err != nil {
-			return fmt.Errorf("filters.plan_marker_key: %v", err)
+			add(fmt.Errorf("filters.plan_marker_key: %v", err))
 		}
 	}
 	if c.Filters.MaxBody == 0 {
 		c.Filters.MaxBody = 8 << 20
 	}
 	if err := c.Audit.Validate(); err != nil {
-		return fmt.Errorf("audit: %w", err)
+		add(fmt.Errorf("audit: %w", err))
 	}
+	add(c.checkFiles())
 	if c.Runtime.GCPercent == 0 {
 		c.Runtime.GCPercent = 400
 	}
@@ -255,13 +252,16 @@ func (c *Config) Validate() error {
 		c.Runtime.MemoryLimitMB = 100
 	}
 	if c.Runtime.GCPercent < 25 || c.Runtime.MemoryLimitMB < 64 {
-		return errors.New("runtime.gc_percent: at least 25, and runtime.memory_limit_mb at least 64")
+		add(errors.New("runtime.gc_percent: at least 25, and runtime.memory_limit_mb at least 64"))
 	}
 	if c.Shutdown.Grace == 0 {
 		c.Shutdown.Grace = 20 * time.Second
 	}
 	if c.Shutdown.DrainDelay < 0 || c.Shutdown.Grace < 0 {
-		return errors.New("shutdown.grace: durations must not be negative")
+		add(errors.New("shutdown.grace: durations must not be negative"))
+	}
+	if len(problems) > 0 {
+		return errors.Join(problems...)
 	}
 	c.validated = true
 	return nil

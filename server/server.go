@@ -107,6 +107,9 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 	if err != nil {
 		return nil, err
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration", zap.String("warning", w))
+	}
 	s := &Server{cfg: cfg, log: log}
 	ok := false
 	defer func() {

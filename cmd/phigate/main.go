@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/phigate/phigate/internal/cli"
@@ -108,8 +109,12 @@ func cmdConfigCheck(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	cfg, err := server.LoadConfig(fs.Arg(0))
 	if err != nil {
-		fmt.Fprintln(stderr, "phigate:", err)
+		// Every problem, one per line.
+		fmt.Fprintln(stderr, "phigate:", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		return 1
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stderr, "warning:", w)
 	}
 	engine, verifier, err := decisionPath(ctx, cfg)
 	if err != nil {
