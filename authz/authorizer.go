@@ -122,8 +122,9 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 	if err := a.resolveOwners(ctx, req); err != nil {
 		return req, a.finish(ctx, req, deny(err)), err
 	}
-	a.loadGrants(ctx, req)
-	a.loadCare(ctx, req)
+	named := &patientSet{f: &req.FHIR}
+	a.loadGrants(ctx, req, named)
+	a.loadCare(ctx, req, named)
 	d, err := a.evaluator.Evaluate(ctx, req)
 	if err != nil {
 		return req, a.finish(ctx, req, deny(&Error{Code: CodePolicy, Err: err})), err
@@ -219,7 +220,7 @@ func identityWord(e string) string {
 
 // loadGrants puts the caller's active break-glass grants into the input. A
 // store that cannot answer leaves none: the caller gets less, never more.
-func (a *Authorizer) loadGrants(ctx context.Context, req *Request) {
+func (a *Authorizer) loadGrants(ctx context.Context, req *Request, named *patientSet) {
 	if a.grants == nil || !req.Identity.Authenticated || req.Identity.Subject == "" {
 		return
 	}
@@ -231,11 +232,9 @@ func (a *Authorizer) loadGrants(ctx context.Context, req *Request) {
 	if len(gs) == 0 {
 		return
 	}
-	named := map[string]bool{}
-	namedPatients(&req.FHIR, named)
 	kept := make([]Grant, 0, len(gs))
 	for _, g := range gs {
-		if named[g.Patient] {
+		if named.has(g.Patient) {
 			kept = append(kept, g)
 		}
 	}
@@ -245,7 +244,7 @@ func (a *Authorizer) loadGrants(ctx context.Context, req *Request) {
 // loadCare puts the caller's care relationships with the patients the
 // request names into the input. A store that cannot answer leaves none:
 // the caller gets less, never more.
-func (a *Authorizer) loadCare(ctx context.Context, req *Request) {
+func (a *Authorizer) loadCare(ctx context.Context, req *Request, named *patientSet) {
 	if req.Care == nil {
 		req.Care = []CareRelationship{}
 	}
@@ -253,9 +252,7 @@ func (a *Authorizer) loadCare(ctx context.Context, req *Request) {
 	if a.care == nil || !req.Identity.Authenticated || !strings.HasPrefix(fu, "Practitioner/") {
 		return
 	}
-	named := map[string]bool{}
-	namedPatients(&req.FHIR, named)
-	if len(named) == 0 {
+	if named.empty() {
 		return
 	}
 	rs, err := a.care.CareRelationships(ctx, fu, req.Time)
@@ -264,7 +261,7 @@ func (a *Authorizer) loadCare(ctx context.Context, req *Request) {
 		return
 	}
 	for _, r := range rs {
-		if named[r.Patient] {
+		if named.has(r.Patient) {
 			req.Care = append(req.Care, r)
 		}
 	}
@@ -272,6 +269,24 @@ func (a *Authorizer) loadCare(ctx context.Context, req *Request) {
 		return cmp.Or(cmp.Compare(x.Patient, y.Patient), cmp.Compare(x.Role, y.Role), cmp.Compare(x.Source, y.Source))
 	})
 }
+
+// patientSet is the set of patients a request names, built on first use
+// and then shared by every lookup that narrows to it (grants, care).
+type patientSet struct {
+	f *FHIRRequest
+	m map[string]bool
+}
+
+func (s *patientSet) set() map[string]bool {
+	if s.m == nil {
+		s.m = map[string]bool{}
+		namedPatients(s.f, s.m)
+	}
+	return s.m
+}
+
+func (s *patientSet) has(p string) bool { return s.set()[p] }
+func (s *patientSet) empty() bool       { return len(s.set()) == 0 }
 
 // namedPatients adds every patient f names to set: its patient list, the
 // owner of a Patient compartment, a Patient instance, and the same for each
