@@ -28,7 +28,6 @@ type CareReader struct {
 type careEntry struct {
 	rels []authz.CareRelationship
 	at   time.Time // when read from the store
-	gen  uint64
 }
 
 // DefaultCareMaxAge bounds how long a validity window may take to pass.
@@ -50,12 +49,14 @@ func NewCareReader(st Store, maxAge time.Duration) *CareReader {
 func (c *CareReader) follow() {
 	defer close(c.done)
 	for ch := range c.st.Changes() {
+		if ch.Kind != KindReset && ch.Kind != KindRelationship {
+			continue // grants, consents and elevations are not cached here
+		}
 		c.mu.Lock()
 		c.gen++
-		switch {
-		case ch.Kind == KindReset:
+		if ch.Kind == KindReset {
 			clear(c.byPrac)
-		case ch.Kind == KindRelationship:
+		} else {
 			delete(c.byPrac, ch.Subject)
 		}
 		c.mu.Unlock()
@@ -81,7 +82,7 @@ func (c *CareReader) CareRelationships(ctx context.Context, practitioner string,
 	}
 	c.mu.Lock()
 	if c.gen == gen {
-		c.byPrac[practitioner] = careEntry{rels: out, at: time.Now(), gen: gen}
+		c.byPrac[practitioner] = careEntry{rels: out, at: time.Now()}
 	}
 	c.mu.Unlock()
 	return out, nil

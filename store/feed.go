@@ -51,8 +51,6 @@ func (f *feed) close() {
 	}
 }
 
-func compareStrings(a, b string) int { return cmp.Compare(a, b) }
-
 func sortRelationships(rs []Relationship) {
 	slices.SortFunc(rs, func(a, b Relationship) int {
 		return cmp.Or(cmp.Compare(a.Patient, b.Patient), cmp.Compare(a.Role, b.Role), cmp.Compare(a.Source, b.Source))

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -208,7 +209,7 @@ func (m *Memory) Consents(_ context.Context, patient string, now time.Time) ([]C
 			out = append(out, c)
 		}
 	}
-	slices.SortFunc(out, func(a, b Consent) int { return compareStrings(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b Consent) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
 }
 
@@ -241,7 +242,7 @@ func (m *Memory) Elevations(_ context.Context, subject string, now time.Time) ([
 			out = append(out, e)
 		}
 	}
-	slices.SortFunc(out, func(a, b Elevation) int { return compareStrings(a.Role, b.Role) })
+	slices.SortFunc(out, func(a, b Elevation) int { return cmp.Compare(a.Role, b.Role) })
 	return out, nil
 }
 

@@ -305,16 +305,11 @@ func (p *Postgres) Active(ctx context.Context, subject string, now time.Time) ([
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
-	var out []authz.Grant
-	for rows.Next() {
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (authz.Grant, error) {
 		var g authz.Grant
-		if err := rows.Scan(&g.Patient, &g.Reason, &g.ExpiresNS); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("store: postgres: %w", err)
-		}
-		out = append(out, g)
-	}
-	if err := rows.Err(); err != nil {
+		return g, r.Scan(&g.Patient, &g.Reason, &g.ExpiresNS)
+	})
+	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
 	return out, nil
@@ -388,18 +383,14 @@ func (p *Postgres) Relationships(ctx context.Context, practitioner string, now t
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
-	var out []Relationship
-	for rows.Next() {
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Relationship, error) {
 		r := Relationship{RelationshipKey: RelationshipKey{Practitioner: practitioner}}
 		var until *time.Time
-		if err := rows.Scan(&r.Patient, &r.Role, &r.Source, &r.From, &until); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("store: postgres: %w", err)
-		}
+		err := row.Scan(&r.Patient, &r.Role, &r.Source, &r.From, &until)
 		r.From, r.Until = r.From.UTC(), fromNull(until)
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
+		return r, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
 	sortRelationships(out)
@@ -440,18 +431,14 @@ func (p *Postgres) Consents(ctx context.Context, patient string, now time.Time) 
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
-	var out []Consent
-	for rows.Next() {
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Consent, error) {
 		c := Consent{Patient: patient}
 		var until *time.Time
-		if err := rows.Scan(&c.ID, &c.Effect, &c.Purpose, &c.Label, &c.From, &until); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("store: postgres: %w", err)
-		}
+		err := row.Scan(&c.ID, &c.Effect, &c.Purpose, &c.Label, &c.From, &until)
 		c.From, c.Until = c.From.UTC(), fromNull(until)
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
+		return c, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
 	return out, nil
@@ -477,17 +464,13 @@ func (p *Postgres) Elevations(ctx context.Context, subject string, now time.Time
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
-	var out []Elevation
-	for rows.Next() {
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Elevation, error) {
 		e := Elevation{Subject: subject}
-		if err := rows.Scan(&e.Role, &e.Reason, &e.GrantedBy, &e.Expires); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("store: postgres: %w", err)
-		}
+		err := row.Scan(&e.Role, &e.Reason, &e.GrantedBy, &e.Expires)
 		e.Expires = e.Expires.UTC()
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
+		return e, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
 	return out, nil
