@@ -191,17 +191,8 @@ func referenceTargets(t *testing.T, dir, rt string) map[string][]string {
 // patientOnlyPaths reports whether every path of rt in expr can hold
 // nothing but a Patient reference.
 func patientOnlyPaths(rt, expr string, targets map[string][]string) bool {
-	n := 0
-	for part := range strings.SplitSeq(expr, "|") {
-		p := strings.TrimSpace(part)
-		for strings.HasPrefix(p, "(") && strings.HasSuffix(p, ")") {
-			p = strings.TrimSpace(p[1 : len(p)-1])
-		}
-		rest, ok := strings.CutPrefix(p, rt+".")
-		if !ok {
-			continue
-		}
-		n++
+	paths := rawPaths(rt, expr)
+	for _, rest := range paths {
 		if strings.HasSuffix(rest, ".where(resolve() is Patient)") {
 			continue
 		}
@@ -210,7 +201,23 @@ func patientOnlyPaths(rt, expr string, targets map[string][]string) bool {
 			return false
 		}
 	}
-	return n > 0
+	return len(paths) > 0
+}
+
+// rawPaths splits a SearchParameter expression on its unions and returns
+// the paths on rt, relative to it, filters included.
+func rawPaths(rt, expr string) []string {
+	var out []string
+	for part := range strings.SplitSeq(expr, "|") {
+		p := strings.TrimSpace(part)
+		for strings.HasPrefix(p, "(") && strings.HasSuffix(p, ")") {
+			p = strings.TrimSpace(p[1 : len(p)-1])
+		}
+		if rest, ok := strings.CutPrefix(p, rt+"."); ok {
+			out = append(out, rest)
+		}
+	}
+	return out
 }
 
 // writeTable writes one generated table: the version, its source and
@@ -369,18 +376,9 @@ var (
 // understand fails the comparison rather than being guessed at.
 func expressionPaths(rt, expr string) []string {
 	var out []string
-	for part := range strings.SplitSeq(expr, "|") {
-		p := strings.TrimSpace(part)
-		for strings.HasPrefix(p, "(") && strings.HasSuffix(p, ")") {
-			p = strings.TrimSpace(p[1 : len(p)-1])
-		}
-		rest, ok := strings.CutPrefix(p, rt+".")
-		if !ok {
-			continue
-		}
+	for _, rest := range rawPaths(rt, expr) {
 		rest = wherePatient.ReplaceAllString(rest, "")
-		rest = asReference.ReplaceAllString(rest, "")
-		out = append(out, rest)
+		out = append(out, asReference.ReplaceAllString(rest, ""))
 	}
 	slices.Sort(out)
 	return out
