@@ -277,12 +277,13 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 	}
 	v["CheckTimeout"] = durationString(c.CheckTimeout)
 	v["ProcessTimeout"] = durationString(c.ProcessTimeout)
-	for _, status := range []int{http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusRequestURITooLong,
-		http.StatusRequestHeaderFieldsTooLarge, http.StatusServiceUnavailable} {
-		// JSON strings are YAML double-quoted scalars.
-		q, _ := json.Marshal(string(operationOutcome(status, "")))
-		v["Outcome"+strconv.Itoa(status)] = string(q)
+	v["Outcome414"] = yamlOutcome(http.StatusRequestURITooLong)
+	mappers := make([]localReply, len(localReplies))
+	for i, m := range localReplies {
+		m.Body = yamlOutcome(m.outcome)
+		mappers[i] = m
 	}
+	v["Mappers"] = mappers
 	var b bytes.Buffer
 	if err := bootstrapTemplate.Execute(&b, v); err != nil {
 		return nil, err
@@ -376,6 +377,43 @@ func quote(s string) string {
 	return string(b)
 }
 
+// yamlOutcome is the minimal OperationOutcome for status as a YAML scalar
+// (a JSON string is a YAML double-quoted scalar).
+func yamlOutcome(status int) string {
+	q, _ := json.Marshal(string(operationOutcome(status, "")))
+	return string(q)
+}
+
+// localReply is one local_reply_config mapper: the replies Envoy makes
+// itself that match Expr get a minimal OperationOutcome for outcome as
+// their body, and Status as their status when it is set.
+type localReply struct {
+	Comment []string
+	Expr    string
+	Status  int
+	outcome int
+	Body    string
+}
+
+// localReplies match the codec's own replies (details http1.* and
+// http2.*), a body over max_request_body, and phigate's failures; never
+// phigate's denials, which carry their own body and reference.
+var localReplies = []localReply{
+	{Expr: "response.code == 431 && (response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.'))", outcome: http.StatusRequestHeaderFieldsTooLarge},
+	{Expr: "response.code == 413 && (response.code_details == 'request_payload_too_large' || response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.'))", outcome: http.StatusRequestEntityTooLarge},
+	{Expr: "response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.')", outcome: http.StatusBadRequest},
+	{
+		Comment: []string{
+			"phigate unreachable or failing (ext_authz's status_on_error,",
+			"ext_proc's error reply): 503 with an OperationOutcome, not an",
+			"empty 403 or 500. Nothing from the upstream was released.",
+		},
+		Expr:    "response.code_details.startsWith('ext_authz_error') || response.code_details.startsWith('ext_proc_error')",
+		Status:  http.StatusServiceUnavailable,
+		outcome: http.StatusServiceUnavailable,
+	},
+}
+
 func durationString(d time.Duration) string {
 	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
 }
@@ -425,42 +463,22 @@ static_resources:
           max_request_headers_kb: {{.C.MaxRequestHeadersKB}}
           local_reply_config:
             mappers:
+{{- range .Mappers}}
+{{- range .Comment}}
+            # {{.}}
+{{- end}}
             - filter:
                 extension_filter:
                   name: envoy.access_loggers.extension_filters.cel
                   typed_config:
                     "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
-                    expression: "response.code == 431 && (response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.'))"
-              body: {inline_string: {{.Outcome431}}}
+                    expression: "{{.Expr}}"
+{{- with .Status}}
+              status_code: {{.}}
+{{- end}}
+              body: {inline_string: {{.Body}}}
               body_format_override: {text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}, content_type: application/fhir+json}
-            - filter:
-                extension_filter:
-                  name: envoy.access_loggers.extension_filters.cel
-                  typed_config:
-                    "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
-                    expression: "response.code == 413 && (response.code_details == 'request_payload_too_large' || response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.'))"
-              body: {inline_string: {{.Outcome413}}}
-              body_format_override: {text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}, content_type: application/fhir+json}
-            - filter:
-                extension_filter:
-                  name: envoy.access_loggers.extension_filters.cel
-                  typed_config:
-                    "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
-                    expression: "response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.')"
-              body: {inline_string: {{.Outcome400}}}
-              body_format_override: {text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}, content_type: application/fhir+json}
-            # phigate unreachable or failing (ext_authz's status_on_error,
-            # ext_proc's error reply): 503 with an OperationOutcome, not an
-            # empty 403 or 500. Nothing from the upstream was released.
-            - filter:
-                extension_filter:
-                  name: envoy.access_loggers.extension_filters.cel
-                  typed_config:
-                    "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
-                    expression: "response.code_details.startsWith('ext_authz_error') || response.code_details.startsWith('ext_proc_error')"
-              status_code: 503
-              body: {inline_string: {{.Outcome503}}}
-              body_format_override: {text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}, content_type: application/fhir+json}
+{{- end}}
           route_config:
             name: legacy
             virtual_hosts:
