@@ -156,10 +156,11 @@ func unfilterableFormat(req *Request) bool {
 			return true
 		}
 	}
-	accept := strings.ToLower(req.Headers["accept"])
-	if accept == "" {
-		return false
+	accept := req.Headers["accept"]
+	if !MentionsXML(accept) {
+		return false // the common case, without lower-casing the header
 	}
+	accept = strings.ToLower(accept)
 	xml, json := false, false
 	for part := range strings.SplitSeq(accept, ",") {
 		mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
@@ -172,6 +173,17 @@ func unfilterableFormat(req *Request) bool {
 		}
 	}
 	return xml && !json
+}
+
+// MentionsXML reports whether s contains "xml" in any case, without
+// allocating: it runs on allowed requests whose response is filtered.
+func MentionsXML(s string) bool {
+	for i := 0; i+3 <= len(s); i++ {
+		if (s[i]|0x20) == 'x' && (s[i+1]|0x20) == 'm' && (s[i+2]|0x20) == 'l' {
+			return true
+		}
+	}
+	return false
 }
 
 func xmlFormat(f string) bool {

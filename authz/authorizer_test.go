@@ -209,6 +209,8 @@ func TestUnfilterableFormat(t *testing.T) {
 		{"_format=xml", filtered, "/fhir/Patient/1?_format=xml", "", 406},
 		{"_format=application/fhir+xml", filtered, "/fhir/Patient/1?_format=application%2Ffhir%2Bxml", "", 406},
 		{"Accept XML only", filtered, "/fhir/Patient/1", "application/fhir+xml", 406},
+		{"Accept XML only, upper case", filtered, "/fhir/Patient/1", "Application/FHIR+XML", 406},
+		{"Accept JSON only", filtered, "/fhir/Patient/1", "application/fhir+json", 200},
 		{"Accept XML or JSON", filtered, "/fhir/Patient/1", "application/fhir+xml, application/fhir+json;q=0.5", 200},
 		{"Accept XML or anything", filtered, "/fhir/Patient/1", "application/xml, */*;q=0.1", 200},
 		{"_format=json", filtered, "/fhir/Patient/1?_format=json", "", 200},

@@ -279,7 +279,7 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 		ok.Headers = append(ok.Headers, header(k, v))
 	}
 	if r != nil && !d.Plan.Empty() && r.FHIR.Interaction != authz.InteractionNonFHIR &&
-		strings.Contains(strings.ToLower(r.Headers["accept"]), "xml") {
+		authz.MentionsXML(r.Headers["accept"]) {
 		// The response must be filtered and the client accepts JSON as
 		// well as XML (a request accepting XML alone was refused with 406):
 		// ask the upstream for the format phigate can filter.
