@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/phigate/phigate/store"
 	"maps"
 	"os"
 	"slices"
@@ -59,25 +60,7 @@ type StoreConfig struct {
 
 // dsn returns the connection string, or "" for the embedded store.
 func (c StoreConfig) dsn() (string, error) {
-	switch {
-	case c.PostgresDSNFile != "" && c.PostgresDSNEnv != "":
-		return "", errors.New("store.postgres_dsn_file: set it or store.postgres_dsn_env, not both")
-	case c.PostgresDSNFile != "":
-		b, err := os.ReadFile(c.PostgresDSNFile)
-		if err != nil {
-			return "", fmt.Errorf("store.postgres_dsn_file: %w", err)
-		}
-		if v := strings.TrimSpace(string(b)); v != "" {
-			return v, nil
-		}
-		return "", errors.New("store.postgres_dsn_file: the file is empty")
-	case c.PostgresDSNEnv != "":
-		if v := os.Getenv(c.PostgresDSNEnv); v != "" {
-			return v, nil
-		}
-		return "", fmt.Errorf("store.postgres_dsn_env: %s is not set", c.PostgresDSNEnv)
-	}
-	return "", nil
+	return store.ReadDSN(c.PostgresDSNFile, c.PostgresDSNEnv, "store.postgres_dsn_file", "store.postgres_dsn_env")
 }
 
 // UpstreamConfig governs the request the upstream receives. The

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/phigate/phigate/authz"
@@ -222,4 +224,32 @@ func validGrant(subject string, g authz.Grant) error {
 // active reports whether [from, until) holds now; a zero until is open.
 func active(from, until, now time.Time) bool {
 	return !now.Before(from) && (until.IsZero() || now.Before(until))
+}
+
+// ReadDSN reads a PostgreSQL connection string from a file or from the
+// environment variable env, one of them and not both; neither is "" (the
+// embedded store). The string usually holds a password, which is why it
+// never comes from a flag or the configuration file itself. fileName and
+// envName are what the caller calls the two (a flag, a YAML field), for
+// the errors.
+func ReadDSN(file, env, fileName, envName string) (string, error) {
+	switch {
+	case file != "" && env != "":
+		return "", fmt.Errorf("%s and %s are mutually exclusive", fileName, envName)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", fileName, err)
+		}
+		if v := strings.TrimSpace(string(b)); v != "" {
+			return v, nil
+		}
+		return "", fmt.Errorf("%s: the file is empty", fileName)
+	case env != "":
+		if v := os.Getenv(env); v != "" {
+			return v, nil
+		}
+		return "", fmt.Errorf("%s: %s is not set", envName, env)
+	}
+	return "", nil
 }

@@ -6,35 +6,24 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/phigate/phigate/store"
 )
 
 // storeDSN reads the PostgreSQL connection string from a file or an
-// environment variable, never from a flag: it usually holds a password,
-// and a flag's value shows in the process list and the shell history.
+// environment variable (PHIGATE_STORE_DSN unless named), never from a
+// flag: it usually holds a password, and a flag's value shows in the
+// process list and the shell history.
 func storeDSN(file, env string) (string, error) {
-	switch {
-	case file != "" && env != "":
-		return "", errors.New("--dsn-file and --dsn-env are mutually exclusive")
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("--dsn-file: %w", err)
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
-	if env == "" {
+	if file == "" && env == "" {
 		env = "PHIGATE_STORE_DSN"
 	}
-	v := os.Getenv(env)
-	if v == "" {
-		return "", fmt.Errorf("%s is not set (or give --dsn-file)", env)
+	dsn, err := store.ReadDSN(file, env, "--dsn-file", "--dsn-env")
+	if err == nil && dsn == "" {
+		err = errors.New("no connection string (give --dsn-file or --dsn-env)")
 	}
-	return v, nil
+	return dsn, err
 }
 
 func storeFlags(name string, stderr io.Writer) (*flag.FlagSet, *string, *string) {
