@@ -34,6 +34,10 @@ func appendJSONRequest(dst []byte, v *authz.Request) []byte {
 	dst = appendJSONBreakGlassRequest(dst, &v.BreakGlass)
 	dst = append(dst, `,"care":`...)
 	dst = appendJSONCareRelationshipArray(dst, v.Care)
+	dst = append(dst, `,"consents":`...)
+	dst = appendJSONConsentDirectiveArray(dst, v.Consents)
+	dst = append(dst, `,"elevations":`...)
+	dst = appendJSONElevationArray(dst, v.Elevations)
 	dst = append(dst, '}')
 	return dst
 }
@@ -198,6 +202,28 @@ func appendJSONCareRelationship(dst []byte, v *authz.CareRelationship) []byte {
 	return dst
 }
 
+func appendJSONConsentDirective(dst []byte, v *authz.ConsentDirective) []byte {
+	dst = append(dst, `{"patient":`...)
+	dst = appendString(dst, v.Patient)
+	dst = append(dst, `,"effect":`...)
+	dst = appendString(dst, v.Effect)
+	dst = append(dst, `,"purpose":`...)
+	dst = appendString(dst, v.Purpose)
+	dst = append(dst, `,"label":`...)
+	dst = appendString(dst, v.Label)
+	dst = append(dst, '}')
+	return dst
+}
+
+func appendJSONElevation(dst []byte, v *authz.Elevation) []byte {
+	dst = append(dst, `{"role":`...)
+	dst = appendString(dst, v.Role)
+	dst = append(dst, `,"expires_ns":`...)
+	dst = strconv.AppendInt(dst, v.ExpiresNS, 10)
+	dst = append(dst, '}')
+	return dst
+}
+
 func appendJSONScopeArray(dst []byte, xs []authz.Scope) []byte {
 	if xs == nil {
 		return append(dst, "null"...)
@@ -250,6 +276,34 @@ func appendJSONCareRelationshipArray(dst []byte, xs []authz.CareRelationship) []
 			dst = append(dst, ',')
 		}
 		dst = appendJSONCareRelationship(dst, &xs[i])
+	}
+	return append(dst, ']')
+}
+
+func appendJSONConsentDirectiveArray(dst []byte, xs []authz.ConsentDirective) []byte {
+	if xs == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for i := range xs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONConsentDirective(dst, &xs[i])
+	}
+	return append(dst, ']')
+}
+
+func appendJSONElevationArray(dst []byte, xs []authz.Elevation) []byte {
+	if xs == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for i := range xs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONElevation(dst, &xs[i])
 	}
 	return append(dst, ']')
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -21,6 +22,8 @@ type Authorizer struct {
 	recorder  Recorder
 	grants    GrantStore
 	care      CareSource
+	consents  ConsentSource
+	elevs     ElevationSource
 	owners    OwnerResolver
 	services  ServiceAccounts
 	log       *zap.Logger
@@ -40,6 +43,12 @@ type Options struct {
 	// Care reads the caller's care relationships from the shared store;
 	// nil means the policy's own data is the only source.
 	Care CareSource
+	// Consents reads the patients' consent directives from the shared
+	// store; nil means there are none beyond the policy's own data.
+	Consents ConsentSource
+	// Elevations reads the caller's just-in-time roles from the shared
+	// store; nil means there are none.
+	Elevations ElevationSource
 	// Owners reads who owns the stored resource a write changes. Nil
 	// means writes to patient data other than a Patient are refused.
 	Owners OwnerResolver
@@ -59,7 +68,8 @@ func NewAuthorizer(o Options) *Authorizer {
 		o.Now = time.Now
 	}
 	return &Authorizer{verifier: o.Verifier, parser: o.Parser, evaluator: o.Evaluator,
-		recorder: o.Recorder, grants: o.Grants, care: o.Care, owners: o.Owners, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
+		recorder: o.Recorder, grants: o.Grants, care: o.Care,
+		consents: o.Consents, elevs: o.Elevations, owners: o.Owners, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
 }
 
 // Authorize decides one request. It always returns a Decision; when any step
@@ -123,11 +133,21 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 		return req, a.finish(ctx, req, deny(err)), err
 	}
 	named := &patientSet{f: &req.FHIR}
-	a.loadGrants(ctx, req, named)
-	a.loadCare(ctx, req, named)
+	// Consents only ever take access away: without them there is no
+	// decision to make. Elevations, grants and relationships only add:
+	// without them the policy decides on less, and a denial it then
+	// gives is reported as the store's failure, not the caller's, since
+	// the missing state might have allowed it.
+	if err := a.loadConsents(ctx, req, named); err != nil {
+		return req, a.finish(ctx, req, deny(err)), err
+	}
+	missing := errors.Join(a.loadElevations(ctx, req), a.loadGrants(ctx, req, named), a.loadCare(ctx, req, named))
 	d, err := a.evaluator.Evaluate(ctx, req)
 	if err != nil {
 		return req, a.finish(ctx, req, deny(&Error{Code: CodePolicy, Err: err})), err
+	}
+	if !d.Allow && missing != nil && d.Status != 400 {
+		return req, a.finish(ctx, req, deny(missing)), missing
 	}
 	// The context may have ended while the policy ran; an answer nobody
 	// waits for must not be recorded as given.
@@ -142,9 +162,13 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 		// response that could only be refused.
 		d = Decision{Status: 406, Reason: "format_not_filterable", Audit: AuditInfo{Rules: []string{"request.format_not_filterable"}}}
 	}
-	d = a.finish(ctx, req, d)
-	a.storeGrant(ctx, req, &d)
-	return req, d, nil
+	// A break-glass grant is kept before the access is recorded as given:
+	// one the fleet cannot share would leave the clinician's next request,
+	// on another replica, refused in the middle of an emergency.
+	if err := a.storeGrant(ctx, req, &d); err != nil {
+		return req, a.finish(ctx, req, deny(err)), err
+	}
+	return req, a.finish(ctx, req, d), nil
 }
 
 // unfilterableFormat reports a request that asks for a format phigate
@@ -230,19 +254,20 @@ func identityWord(e string) string {
 	return e
 }
 
-// loadGrants puts the caller's active break-glass grants into the input. A
-// store that cannot answer leaves none: the caller gets less, never more.
-func (a *Authorizer) loadGrants(ctx context.Context, req *Request, named *patientSet) {
-	if a.grants == nil || !req.Identity.Authenticated || req.Identity.Subject == "" {
-		return
+// loadGrants puts the caller's active break-glass grants with the patients
+// the request names into the input. A store that cannot answer leaves
+// none, and says so.
+func (a *Authorizer) loadGrants(ctx context.Context, req *Request, named *patientSet) error {
+	if a.grants == nil || !req.Identity.Authenticated || req.Identity.Subject == "" || named.empty() {
+		return nil
 	}
 	gs, err := a.grants.Active(ctx, req.Identity.Subject, req.Time)
 	if err != nil {
 		a.log.Warn("break-glass grant lookup failed; evaluating without grants", zap.Error(err))
-		return
+		return &Error{Code: CodeStoreUnavailable, Detail: "break-glass grants", Err: err}
 	}
 	if len(gs) == 0 {
-		return
+		return nil
 	}
 	kept := make([]Grant, 0, len(gs))
 	for _, g := range gs {
@@ -251,26 +276,27 @@ func (a *Authorizer) loadGrants(ctx context.Context, req *Request, named *patien
 		}
 	}
 	req.BreakGlass.Grants = kept
+	return nil
 }
 
 // loadCare puts the caller's care relationships with the patients the
-// request names into the input. A store that cannot answer leaves none:
-// the caller gets less, never more.
-func (a *Authorizer) loadCare(ctx context.Context, req *Request, named *patientSet) {
+// request names into the input. A store that cannot answer leaves none,
+// and says so.
+func (a *Authorizer) loadCare(ctx context.Context, req *Request, named *patientSet) error {
 	if req.Care == nil {
 		req.Care = []CareRelationship{}
 	}
 	fu := req.Identity.FHIRUser
 	if a.care == nil || !req.Identity.Authenticated || !strings.HasPrefix(fu, "Practitioner/") {
-		return
+		return nil
 	}
 	if named.empty() {
-		return
+		return nil
 	}
 	rs, err := a.care.CareRelationships(ctx, fu, req.Time)
 	if err != nil {
 		a.log.Warn("care relationship lookup failed; evaluating without them", zap.Error(err))
-		return
+		return &Error{Code: CodeStoreUnavailable, Detail: "care relationships", Err: err}
 	}
 	for _, r := range rs {
 		if named.has(r.Patient) {
@@ -280,6 +306,67 @@ func (a *Authorizer) loadCare(ctx context.Context, req *Request, named *patientS
 	slices.SortFunc(req.Care, func(x, y CareRelationship) int {
 		return cmp.Or(cmp.Compare(x.Patient, y.Patient), cmp.Compare(x.Role, y.Role), cmp.Compare(x.Source, y.Source))
 	})
+	return nil
+}
+
+// loadConsents puts the directives of every patient the request names
+// into the input. Without them the request cannot be decided: a consent
+// that cannot be read is refused as the store's failure.
+func (a *Authorizer) loadConsents(ctx context.Context, req *Request, named *patientSet) error {
+	if req.Consents == nil {
+		req.Consents = []ConsentDirective{}
+	}
+	if a.consents == nil || named.empty() {
+		return nil
+	}
+	for _, p := range named.sorted() {
+		cs, err := a.consents.ConsentDirectives(ctx, p, req.Time)
+		if err != nil {
+			a.log.Warn("consent lookup failed; refusing", zap.Error(err))
+			req.Consents = []ConsentDirective{}
+			return &Error{Code: CodeStoreUnavailable, Detail: "consents", Err: err}
+		}
+		req.Consents = append(req.Consents, cs...)
+	}
+	slices.SortFunc(req.Consents, func(x, y ConsentDirective) int {
+		return cmp.Or(cmp.Compare(x.Patient, y.Patient), cmp.Compare(x.Effect, y.Effect),
+			cmp.Compare(x.Purpose, y.Purpose), cmp.Compare(x.Label, y.Label))
+	})
+	req.Consents = slices.Compact(req.Consents)
+	return nil
+}
+
+// loadElevations adds the caller's just-in-time roles to identity.roles
+// and lists them in the input. A store that cannot answer adds none, and
+// says so.
+func (a *Authorizer) loadElevations(ctx context.Context, req *Request) error {
+	if req.Elevations == nil {
+		req.Elevations = []Elevation{}
+	}
+	if a.elevs == nil || !req.Identity.Authenticated || req.Identity.Subject == "" {
+		return nil
+	}
+	es, err := a.elevs.Elevations(ctx, req.Identity.Subject, req.Time)
+	if err != nil {
+		a.log.Warn("elevation lookup failed; evaluating without them", zap.Error(err))
+		return &Error{Code: CodeStoreUnavailable, Detail: "elevations", Err: err}
+	}
+	if len(es) == 0 {
+		return nil
+	}
+	req.Elevations = slices.Clone(es)
+	slices.SortFunc(req.Elevations, func(x, y Elevation) int {
+		return cmp.Or(cmp.Compare(x.Role, y.Role), cmp.Compare(x.ExpiresNS, y.ExpiresNS))
+	})
+	// The identity may be shared with a token cache: build new roles
+	// rather than append to its slice.
+	roles := slices.Clone(req.Identity.Roles)
+	for _, e := range req.Elevations {
+		roles = append(roles, e.Role)
+	}
+	slices.Sort(roles)
+	req.Identity.Roles = slices.Compact(roles)
+	return nil
 }
 
 // patientSet is the set of patients a request names, built on first use
@@ -298,7 +385,11 @@ func (s *patientSet) set() map[string]bool {
 }
 
 func (s *patientSet) has(p string) bool { return s.set()[p] }
-func (s *patientSet) empty() bool       { return len(s.set()) == 0 }
+
+// sorted lists the patients in order, so lookups and their results are
+// the same for the same request.
+func (s *patientSet) sorted() []string { return slices.Sorted(maps.Keys(s.set())) }
+func (s *patientSet) empty() bool      { return len(s.set()) == 0 }
 
 // namedPatients adds every patient f names to set: its patient list, the
 // owner of a Patient compartment, a Patient instance, and the same for each
@@ -319,20 +410,23 @@ func namedPatients(f *FHIRRequest, set map[string]bool) {
 }
 
 // storeGrant keeps a new emergency grant: the request declared break-glass,
-// the policy granted it, and it concerns exactly one patient.
-func (a *Authorizer) storeGrant(ctx context.Context, req *Request, d *Decision) {
+// the policy granted it, and it concerns exactly one patient. A grant the
+// store cannot keep is an error: the emergency access is then refused
+// rather than given on this replica alone.
+func (a *Authorizer) storeGrant(ctx context.Context, req *Request, d *Decision) error {
 	if a.grants == nil || !d.Allow || !d.BreakGlass.Active || !req.BreakGlass.Requested || len(req.FHIR.Patients) != 1 {
-		return
+		return nil
 	}
 	exp, err := time.Parse(time.RFC3339Nano, d.BreakGlass.Expires)
 	if err != nil || !exp.After(req.Time) {
-		return
+		return nil
 	}
 	g := Grant{Patient: req.FHIR.Patients[0], Reason: d.BreakGlass.Reason, ExpiresNS: exp.UnixNano()}
 	if err := a.grants.Put(ctx, req.Identity.Subject, g); err != nil {
-		a.log.Warn("break-glass grant not kept; later requests must declare it again",
-			zap.String("decision_id", d.ID), zap.Error(err))
+		a.log.Warn("break-glass grant not kept; refusing the emergency access", zap.Error(err))
+		return &Error{Code: CodeStoreUnavailable, Detail: "break-glass grant not kept", Err: err}
 	}
+	return nil
 }
 
 // finish assigns the decision id and writes the audit record. A record that

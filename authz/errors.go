@@ -37,6 +37,11 @@ const (
 	// legacy route. Nothing is there to authorize, so the answer is 404,
 	// whoever asks.
 	CodeNoRoute Code = "no_route"
+	// CodeStoreUnavailable: the shared store could not answer for state
+	// the decision needs (a consent, a relationship, a grant, an
+	// elevation), and no fresh-enough copy was cached; or a break-glass
+	// grant could not be kept.
+	CodeStoreUnavailable Code = "store_unavailable"
 )
 
 // Prefix implements errs.Code: the decision path's codes stand alone
@@ -68,7 +73,7 @@ func StatusOf(err error) int {
 		return 404
 	case CodeTooLarge:
 		return 413
-	case CodeCanceled, CodePolicy, CodeAudit, CodeOwnerUnresolved:
+	case CodeCanceled, CodePolicy, CodeAudit, CodeOwnerUnresolved, CodeStoreUnavailable:
 		// Our own failure, not the caller's: still no data, but an honest status.
 		return 503
 	default:

@@ -48,6 +48,31 @@ type Request struct {
 	// the input and the decision cache key stay the same while the panel
 	// changes elsewhere). Sorted, never nil.
 	Care []CareRelationship `json:"care"`
+	// Consents is the directives, from the shared store, of the patients
+	// this request names that are in force at the request's time. Sorted,
+	// never nil.
+	Consents []ConsentDirective `json:"consents"`
+	// Elevations is the caller's just-in-time roles in force at the
+	// request's time, from the shared store. Their roles are already in
+	// identity.roles; this says which of them are elevations, and until
+	// when. Sorted, never nil.
+	Elevations []Elevation `json:"elevations"`
+}
+
+// ConsentDirective is one patient's opt-out ("deny") or restriction
+// ("restrict") of a purpose of use, a sensitivity label, or a label under
+// one purpose. An empty purpose or label means any.
+type ConsentDirective struct {
+	Patient string `json:"patient"`
+	Effect  string `json:"effect"`
+	Purpose string `json:"purpose"`
+	Label   string `json:"label"`
+}
+
+// Elevation is a role granted to the caller until ExpiresNS.
+type Elevation struct {
+	Role      string `json:"role"`
+	ExpiresNS int64  `json:"expires_ns"`
 }
 
 // CareRelationship is a practitioner's relationship with one patient, in

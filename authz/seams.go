@@ -54,3 +54,13 @@ type OwnerResolver interface {
 type CareSource interface {
 	CareRelationships(ctx context.Context, practitioner string, now time.Time) ([]CareRelationship, error)
 }
+
+// ConsentSource reads a patient's consent directives in force at now.
+type ConsentSource interface {
+	ConsentDirectives(ctx context.Context, patient string, now time.Time) ([]ConsentDirective, error)
+}
+
+// ElevationSource reads a user's just-in-time roles in force at now.
+type ElevationSource interface {
+	Elevations(ctx context.Context, subject string, now time.Time) ([]Elevation, error)
+}

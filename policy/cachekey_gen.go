@@ -58,12 +58,22 @@ func keyPathRequest(b []byte, v *authz.Request, p []string) []byte {
 			return append(b, 'u')
 		}
 		return keyArrayCareRelationship(b, v.Care)
+	case "consents":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return keyArrayConsentDirective(b, v.Consents)
+	case "elevations":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return keyArrayElevation(b, v.Elevations)
 	}
 	return append(b, 'u')
 }
 
 func keyRequest(b []byte, v *authz.Request) []byte {
-	n := 11
+	n := 13
 	if v.Purpose != "" {
 		n++
 	}
@@ -72,6 +82,14 @@ func keyRequest(b []byte, v *authz.Request) []byte {
 	b = appendCanonLen(append(b, "s4:carea"...), len(v.Care))
 	for i := range v.Care {
 		b = keyCareRelationship(b, &v.Care[i])
+	}
+	b = appendCanonLen(append(b, "s8:consentsa"...), len(v.Consents))
+	for i := range v.Consents {
+		b = keyConsentDirective(b, &v.Consents[i])
+	}
+	b = appendCanonLen(append(b, "s10:elevationsa"...), len(v.Elevations))
+	for i := range v.Elevations {
+		b = keyElevation(b, &v.Elevations[i])
 	}
 	b = keyFHIRRequest(append(b, "s4:fhir"...), &v.FHIR)
 	b = keyStringMap(append(b, "s7:headers"...), v.Headers)
@@ -620,6 +638,70 @@ func keyCareRelationship(b []byte, v *authz.CareRelationship) []byte {
 	return b
 }
 
+func keyPathConsentDirective(b []byte, v *authz.ConsentDirective, p []string) []byte {
+	if len(p) == 0 {
+		return keyConsentDirective(b, v)
+	}
+	switch p[0] {
+	case "patient":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.Patient)
+	case "effect":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.Effect)
+	case "purpose":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.Purpose)
+	case "label":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.Label)
+	}
+	return append(b, 'u')
+}
+
+func keyConsentDirective(b []byte, v *authz.ConsentDirective) []byte {
+	b = append(b, "o4:"...)
+	b = appendCanonString(append(b, "s6:effect"...), v.Effect)
+	b = appendCanonString(append(b, "s5:label"...), v.Label)
+	b = appendCanonString(append(b, "s7:patient"...), v.Patient)
+	b = appendCanonString(append(b, "s7:purpose"...), v.Purpose)
+	return b
+}
+
+func keyPathElevation(b []byte, v *authz.Elevation, p []string) []byte {
+	if len(p) == 0 {
+		return keyElevation(b, v)
+	}
+	switch p[0] {
+	case "role":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.Role)
+	case "expires_ns":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonInt(b, v.ExpiresNS)
+	}
+	return append(b, 'u')
+}
+
+func keyElevation(b []byte, v *authz.Elevation) []byte {
+	b = append(b, "o2:"...)
+	b = appendCanonInt(append(b, "s10:expires_ns"...), v.ExpiresNS)
+	b = appendCanonString(append(b, "s4:role"...), v.Role)
+	return b
+}
+
 func keyArrayScope(b []byte, xs []authz.Scope) []byte {
 	b = appendCanonLen(append(b, 'a'), len(xs))
 	for i := range xs {
@@ -648,6 +730,22 @@ func keyArrayCareRelationship(b []byte, xs []authz.CareRelationship) []byte {
 	b = appendCanonLen(append(b, 'a'), len(xs))
 	for i := range xs {
 		b = keyCareRelationship(b, &xs[i])
+	}
+	return b
+}
+
+func keyArrayConsentDirective(b []byte, xs []authz.ConsentDirective) []byte {
+	b = appendCanonLen(append(b, 'a'), len(xs))
+	for i := range xs {
+		b = keyConsentDirective(b, &xs[i])
+	}
+	return b
+}
+
+func keyArrayElevation(b []byte, xs []authz.Elevation) []byte {
+	b = appendCanonLen(append(b, 'a'), len(xs))
+	for i := range xs {
+		b = keyElevation(b, &xs[i])
 	}
 	return b
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // inputFields are the top-level fields of the input, in document order.
-var inputFields = []string{"id", "time_ns", "method", "path", "query", "headers", "source", "identity", "fhir", "purpose_of_use", "break_glass", "care"}
+var inputFields = []string{"id", "time_ns", "method", "path", "query", "headers", "source", "identity", "fhir", "purpose_of_use", "break_glass", "care", "consents", "elevations"}
 
 // inputField builds one top-level field of the input; nil when the input
 // has no such field (an omitted optional one or an unknown name).
@@ -42,12 +42,16 @@ func inputField(r *authz.Request, name string) ast.Value {
 		return valueBreakGlassRequest(&r.BreakGlass)
 	case "care":
 		return arrayCareRelationship(r.Care)
+	case "consents":
+		return arrayConsentDirective(r.Consents)
+	case "elevations":
+		return arrayElevation(r.Elevations)
 	}
 	return nil
 }
 
 func valueRequest(v *authz.Request) ast.Value {
-	items := make([][2]*ast.Term, 0, 12)
+	items := make([][2]*ast.Term, 0, 14)
 	items = append(items, item("id", ast.String(v.ID)))
 	items = append(items, item("time_ns", ast.Number(itoa(v.TimeNS))))
 	items = append(items, item("method", ast.String(v.Method)))
@@ -62,6 +66,8 @@ func valueRequest(v *authz.Request) ast.Value {
 	}
 	items = append(items, item("break_glass", valueBreakGlassRequest(&v.BreakGlass)))
 	items = append(items, item("care", arrayCareRelationship(v.Care)))
+	items = append(items, item("consents", arrayConsentDirective(v.Consents)))
+	items = append(items, item("elevations", arrayElevation(v.Elevations)))
 	return ast.NewObject(items...)
 }
 
@@ -202,6 +208,22 @@ func valueCareRelationship(v *authz.CareRelationship) ast.Value {
 	return ast.NewObject(items...)
 }
 
+func valueConsentDirective(v *authz.ConsentDirective) ast.Value {
+	items := make([][2]*ast.Term, 0, 4)
+	items = append(items, item("patient", ast.String(v.Patient)))
+	items = append(items, item("effect", ast.String(v.Effect)))
+	items = append(items, item("purpose", ast.String(v.Purpose)))
+	items = append(items, item("label", ast.String(v.Label)))
+	return ast.NewObject(items...)
+}
+
+func valueElevation(v *authz.Elevation) ast.Value {
+	items := make([][2]*ast.Term, 0, 2)
+	items = append(items, item("role", ast.String(v.Role)))
+	items = append(items, item("expires_ns", ast.Number(itoa(v.ExpiresNS))))
+	return ast.NewObject(items...)
+}
+
 func arrayScope(xs []authz.Scope) ast.Value {
 	terms := make([]*ast.Term, len(xs))
 	for i := range xs {
@@ -230,6 +252,22 @@ func arrayCareRelationship(xs []authz.CareRelationship) ast.Value {
 	terms := make([]*ast.Term, len(xs))
 	for i := range xs {
 		terms[i] = ast.NewTerm(valueCareRelationship(&xs[i]))
+	}
+	return ast.NewArray(terms...)
+}
+
+func arrayConsentDirective(xs []authz.ConsentDirective) ast.Value {
+	terms := make([]*ast.Term, len(xs))
+	for i := range xs {
+		terms[i] = ast.NewTerm(valueConsentDirective(&xs[i]))
+	}
+	return ast.NewArray(terms...)
+}
+
+func arrayElevation(xs []authz.Elevation) ast.Value {
+	terms := make([]*ast.Term, len(xs))
+	for i := range xs {
+		terms[i] = ast.NewTerm(valueElevation(&xs[i]))
 	}
 	return ast.NewArray(terms...)
 }

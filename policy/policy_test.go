@@ -163,6 +163,8 @@ func TestInputMatchesJSON(t *testing.T) {
 		Purpose:    "TREAT",
 		BreakGlass: authz.BreakGlassRequest{Requested: true, Reason: "r", Grants: []authz.Grant{{Patient: "p", Reason: "r", ExpiresNS: 5}}},
 		Care:       []authz.CareRelationship{{Patient: "p", Role: "attending", Source: "adt"}},
+		Consents:   []authz.ConsentDirective{{Patient: "p", Effect: "deny", Purpose: "HRESCH", Label: ""}},
+		Elevations: []authz.Elevation{{Role: "physician", ExpiresNS: 9}},
 	}
 	// The filled request sets every field, found by reflection, so a field
 	// added to authz.Request and not to inputValue fails here.

@@ -10,6 +10,7 @@
 package phigate.authz
 
 import data.phigate.break_glass
+import data.phigate.consent
 import data.phigate.mfa
 import data.phigate.minimum_necessary
 import data.phigate.purpose
@@ -57,6 +58,8 @@ precedence := {
 	"relationship.not_self": 282,
 	"relationship.service_not_permitted": 283,
 	"relationship.no_patient_access": 284,
+	"consent.opt_out": 285,
+	"consent.restricted": 286,
 	"minimum_necessary.invalid_directive": 290,
 }
 
@@ -77,7 +80,7 @@ public if {
 
 # Request-level reasons (not tied to one entry), one union of the modules'
 # complete sets rather than a rule per module copying elements one by one.
-request_denies := (((((((rbac.deny | purpose.deny) | timing.deny) | mfa.deny) | break_glass.deny) | break_glass.bad_request) | minimum_necessary.deny) | own_denies) | ext_denies
+request_denies := ((((((((rbac.deny | purpose.deny) | timing.deny) | mfa.deny) | break_glass.deny) | break_glass.bad_request) | minimum_necessary.deny) | consent.deny) | own_denies) | ext_denies
 
 # A site's own rules: every package under data.phigate.ext that defines a
 # deny set contributes its reasons without an edit to this module, so a
@@ -254,7 +257,7 @@ default enforce := {"patients": [], "any_patient": false, "permitted_labels": []
 enforce := {
 	"patients": sort(narrowed_patients),
 	"any_patient": any_patient,
-	"permitted_labels": sort(sensitivity.permitted),
+	"permitted_labels": sort(sensitivity.permitted - consent.withheld),
 	"resource_types": response_types,
 } if {
 	allow
@@ -285,7 +288,7 @@ obligations := [o | some o in break_glass.obligations] if allow
 
 # The rules that decided: on allow every grant that took part, on deny the
 # winning reason.
-allow_rules := ((((((rbac_rules | relationship.rules) | purpose.rules) | break_glass.rules) | smart_scopes.rules) | timing.rules) | sensitivity.rules) | minimum_necessary.rules
+allow_rules := (((((((rbac_rules | relationship.rules) | purpose.rules) | break_glass.rules) | smart_scopes.rules) | timing.rules) | sensitivity.rules) | minimum_necessary.rules) | consent.rules
 
 rbac_rules := rbac.allow_rules(request.fhir) if {
 	not request.is_bundle

@@ -49,6 +49,10 @@ type Server struct {
 	admin    *http.Server
 	draining atomic.Bool
 	closers  []func()
+	// store is the replica's view of the shared state; storeKind names
+	// the backend ("memory" or "postgres") for /readyz.
+	store     *store.Reader
+	storeKind string
 
 	// Addresses actually bound (useful with port 0).
 	grpcAddr  string
@@ -164,9 +168,14 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { _ = st.Close() })
-	grants := o.grants
-	if !o.grantsSet {
-		grants = st
+	s.store, s.storeKind = store.NewReader(st, 0), "memory"
+	if _, ok := st.(*store.Postgres); ok {
+		s.storeKind = "postgres"
+	}
+	registerStoreMetrics(reg, s.store.Health())
+	var grants authz.GrantStore = s.store
+	if o.grantsSet {
+		grants = o.grants
 	}
 	az := authz.NewAuthorizer(authz.Options{
 		Verifier:        s.verifier,
@@ -174,7 +183,9 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		Evaluator:       s.engine,
 		Recorder:        trail,
 		Grants:          grants,
-		Care:            store.NewCareReader(st, 0),
+		Care:            s.store,
+		Consents:        s.store,
+		Elevations:      s.store,
 		Owners:          owners,
 		ServiceAccounts: cfg.Services,
 		Logger:          log.Named("authz"),
@@ -292,7 +303,8 @@ func (s *Server) adminMux(reg *prometheus.Registry) http.Handler {
 			Ready    bool          `json:"ready"`
 			Draining bool          `json:"draining,omitempty"`
 			Policy   policy.Status `json:"policy"`
-		}{st.Ready && !s.draining.Load(), s.draining.Load(), st}
+			Store    storeStatus   `json:"store"`
+		}{st.Ready && !s.draining.Load(), s.draining.Load(), st, s.storeStatus()}
 		w.Header().Set("content-type", "application/json")
 		if !body.Ready {
 			w.WriteHeader(http.StatusServiceUnavailable)

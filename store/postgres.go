@@ -479,6 +479,9 @@ func (p *Postgres) Elevations(ctx context.Context, subject string, now time.Time
 // Changes implements Store.
 func (p *Postgres) Changes() <-chan Change { return p.feed.ch }
 
+// Ping reports whether the database answers.
+func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
+
 // Close stops listening and closes the pool.
 func (p *Postgres) Close() error {
 	p.once.Do(func() {
