@@ -131,13 +131,75 @@ func startServer() (*Server, error) {
 	if s.port, err = freePort(); err != nil {
 		return nil, err
 	}
-	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories=%s -c fsync=off -c max_connections=200", s.port, s.dir)
-	if out, err := s.command("pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(s.dir, "log"), "-w", "-t", "60", "start").CombinedOutput(); err != nil {
-		log, _ := os.ReadFile(filepath.Join(s.dir, "log"))
-		return nil, fmt.Errorf("pg_ctl start: %v: %s\n%s", err, out, log)
+	if err := s.start(); err != nil {
+		return nil, err
 	}
 	s.base = fmt.Sprintf("host=127.0.0.1 port=%d user=phigate dbname=postgres sslmode=disable", s.port)
 	return s, nil
+}
+
+func (s *Server) start() error {
+	data := filepath.Join(s.dir, "data")
+	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories=%s -c fsync=off -c max_connections=200", s.port, s.dir)
+	if out, err := s.command("pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(s.dir, "log"), "-w", "-t", "60", "start").CombinedOutput(); err != nil {
+		log, _ := os.ReadFile(filepath.Join(s.dir, "log"))
+		return fmt.Errorf("pg_ctl start: %v: %s\n%s", err, out, log)
+	}
+	return nil
+}
+
+func (s *Server) stop(mode string) error {
+	if out, err := s.command("pg_ctl", "-D", filepath.Join(s.dir, "data"), "-m", mode, "-w", "stop").CombinedOutput(); err != nil {
+		return fmt.Errorf("pg_ctl stop: %v: %s", err, out)
+	}
+	return nil
+}
+
+// Own is a server of one test's own, which the test may stop and start
+// again (on the same port, with its data kept) to show what phigate does
+// while its store is away.
+type Own struct {
+	t   testing.TB
+	srv *Server
+	// DSN names a fresh database on it.
+	DSN string
+}
+
+// StartOwn starts a server for t alone, removed when t ends. Skipped or
+// failed as Start is when PostgreSQL is not installed.
+func StartOwn(t testing.TB) *Own {
+	t.Helper()
+	srv, err := startServer()
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("PostgreSQL: %v", err)
+		}
+		t.Skipf("PostgreSQL not available: %v", err)
+	}
+	o := &Own{t: t, srv: srv}
+	t.Cleanup(func() {
+		_ = srv.stop("immediate")
+		_ = os.RemoveAll(srv.dir)
+	})
+	o.DSN = freshDB(t, srv.base)
+	return o
+}
+
+// Stop stops the server as an operator would (fast shutdown: sessions
+// are cut, nothing committed is lost).
+func (o *Own) Stop() {
+	o.t.Helper()
+	if err := o.srv.stop("fast"); err != nil {
+		o.t.Fatal(err)
+	}
+}
+
+// Restart starts the stopped server again with its data.
+func (o *Own) Restart() {
+	o.t.Helper()
+	if err := o.srv.start(); err != nil {
+		o.t.Fatal(err)
+	}
 }
 
 func (s *Server) command(name string, args ...string) *exec.Cmd {
@@ -163,7 +225,7 @@ func Stop() {
 	if shared == nil {
 		return
 	}
-	_ = shared.command("pg_ctl", "-D", filepath.Join(shared.dir, "data"), "-m", "immediate", "-w", "stop").Run()
+	_ = shared.stop("immediate")
 	_ = os.RemoveAll(shared.dir)
 }
 

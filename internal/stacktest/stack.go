@@ -51,6 +51,9 @@ type Options struct {
 	ListenTLS *envoy.DownstreamTLS
 	// Logger is phigate's operational log; nil discards it.
 	Logger *zap.Logger
+	// Keys are the token keys phigate trusts; nil makes new ones. Stacks
+	// that share them accept each other's tokens, as a fleet's replicas do.
+	Keys *demokeys.Keys
 }
 
 // ServerConfig is a loopback configuration that trusts keys, with the
@@ -71,9 +74,11 @@ func ServerConfig(t *testing.T, keys *demokeys.Keys) *server.Config {
 // Start runs a Stack for t and stops it when t ends.
 func Start(t *testing.T, o Options) *Stack {
 	t.Helper()
-	keys, err := demokeys.LoadOrCreate(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	keys, err := o.Keys, error(nil)
+	if keys == nil {
+		if keys, err = demokeys.LoadOrCreate(t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s := &Stack{t: t, Keys: keys, Up: StartLegacy(t), stopped: make(chan struct{})}
 	cfg := ServerConfig(t, keys)
