@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/phigate/phigate/internal/pgtest"
 )
@@ -45,5 +46,59 @@ func TestStoreCommands(t *testing.T) {
 		if code, _, _ := runCmd(t, args...); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
+	}
+}
+
+// TestStoreStateCommands: an operator writes a consent, an elevation and a
+// relationship with phigate store, reads them back, ends the
+// relationship, and bad input is refused with exit 2 or 1, changing
+// nothing.
+func TestStoreStateCommands(t *testing.T) {
+	dsn := pgtest.Start(t)
+	t.Setenv("PHIGATE_STORE_DSN", dsn)
+	if code, _, stderr := runCmd(t, "store", "migrate"); code != 0 {
+		t.Fatalf("migrate: %d %s", code, stderr)
+	}
+	ok := func(args ...string) string {
+		t.Helper()
+		code, stdout, stderr := runCmd(t, append([]string{"store"}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d, %s", args, code, stderr)
+		}
+		return stdout
+	}
+	ok("consent", "--id", "c1", "--patient", "pat-0001", "--effect", "deny", "--purpose", "HRESCH")
+	if out := ok("consents", "--patient", "pat-0001"); !strings.Contains(out, `"id":"c1"`) || !strings.Contains(out, `"purpose":"HRESCH"`) {
+		t.Fatalf("consents: %q", out)
+	}
+	ok("elevate", "--subject", "nurse-1", "--role", "physician", "--reason", "covering ward 3", "--by", "chief-1", "--for", "2h")
+	if out := ok("elevations", "--subject", "nurse-1"); !strings.Contains(out, `"role":"physician"`) {
+		t.Fatalf("elevations: %q", out)
+	}
+	ok("relate", "--practitioner", "Practitioner/prac-9", "--patient", "pat-0009", "--role", "consulting")
+	if out := ok("relationships", "--practitioner", "Practitioner/prac-9"); !strings.Contains(out, `"patient":"pat-0009"`) {
+		t.Fatalf("relationships: %q", out)
+	}
+	ok("unrelate", "--practitioner", "Practitioner/prac-9", "--patient", "pat-0009", "--role", "consulting")
+	time.Sleep(10 * time.Millisecond)
+	if out := ok("relationships", "--practitioner", "Practitioner/prac-9"); strings.TrimSpace(out) != "" {
+		t.Fatalf("after unrelate: %q", out)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"store", "consent", "--id", "c2", "--patient", "pat-0001"}, 2},                      // no effect
+		{[]string{"store", "consent", "--id", "c2", "--patient", "pat-0001", "--effect", "maybe"}, 1}, // refused by the store
+		{[]string{"store", "consent", "--id", "c2", "--patient", "p", "--effect", "deny", "--from", "yesterday"}, 2},
+		{[]string{"store", "elevate", "--subject", "u", "--role", "r", "--reason", "x", "--by", "b", "--for", "48h"}, 2},
+		{[]string{"store", "relate", "--patient", "p", "--role", "r"}, 2},
+	} {
+		if code, _, _ := runCmd(t, tc.args...); code != tc.code {
+			t.Errorf("%v: exit %d, want %d", tc.args, code, tc.code)
+		}
+	}
+	if out := ok("consents", "--patient", "pat-0001"); strings.Count(out, "\n") != 1 {
+		t.Errorf("a refused consent changed the store: %q", out)
 	}
 }
