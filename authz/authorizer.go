@@ -142,7 +142,13 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 		return req, a.finish(ctx, req, deny(err)), err
 	}
 	missing := errors.Join(a.loadElevations(ctx, req), a.loadGrants(ctx, req, named), a.loadCare(ctx, req, named))
-	d, err := a.evaluator.Evaluate(ctx, req)
+	if err := in.ForeignErr; err != nil {
+		if CodeOf(err) == "" {
+			err = &Error{Code: CodeUnsupported, Err: err}
+		}
+		return req, a.finish(ctx, req, deny(err)), err
+	}
+	d, err := a.evaluate(ctx, in, req)
 	if err != nil {
 		return req, a.finish(ctx, req, deny(&Error{Code: CodePolicy, Err: err})), err
 	}
@@ -169,6 +175,21 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 		return req, a.finish(ctx, req, deny(err)), err
 	}
 	return req, a.finish(ctx, req, d), nil
+}
+
+// evaluate asks the evaluator, in the API the proxy spoke: a request that
+// carries a foreign rendering goes to a ForeignEvaluator only, never
+// decided on the canonical form alone (one that could not be rendered was
+// refused before).
+func (a *Authorizer) evaluate(ctx context.Context, in *CheckInput, req *Request) (Decision, error) {
+	if in.Foreign == nil {
+		return a.evaluator.Evaluate(ctx, req)
+	}
+	fe, ok := a.evaluator.(ForeignEvaluator)
+	if !ok {
+		return Decision{}, errors.New("the evaluator does not read the proxy's input document")
+	}
+	return fe.EvaluateForeign(ctx, req, in.Foreign)
 }
 
 // unfilterableFormat reports a request that asks for a format phigate

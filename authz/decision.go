@@ -24,6 +24,12 @@ type Decision struct {
 	BreakGlass  BreakGlass   `json:"break_glass"`
 	Obligations []Obligation `json:"obligations,omitempty"`
 	Audit       AuditInfo    `json:"audit"`
+	// Metadata is dynamic metadata the policy adds beside phigate's own
+	// keys under the ext_authz namespace, on an allowed request
+	// (OPA-Envoy's dynamic_metadata). Keys starting with "phigate" are
+	// phigate's: the decoder refuses them and the adapter denies a
+	// decision that carries one. Not recorded.
+	Metadata map[string]any `json:"-"`
 	// ID identifies this decision in the audit trail and response metadata.
 	ID string `json:"-"`
 	// CacheUntilNS is decision.cache.until_ns: the same request (every

@@ -14,6 +14,13 @@ type CheckInput struct {
 	Body     []byte // request body when the proxy sent it (batch/transaction)
 	Source   Peer
 	Received time.Time
+	// Foreign is the request as another authorization API renders it
+	// (OPA-Envoy's input document, JSON), for a ForeignEvaluator; nil
+	// in phigate's own mode. It holds credentials: it is never recorded.
+	// ForeignErr says why the proxy side could not build it; the request
+	// is then refused.
+	Foreign    []byte
+	ForeignErr error
 }
 
 // Peer is the network client of the proxy.

@@ -16,6 +16,13 @@ type Evaluator interface {
 	Evaluate(ctx context.Context, req *Request) (Decision, error)
 }
 
+// ForeignEvaluator is a policy engine that decides from the request as
+// another authorization API renders it (CheckInput.Foreign), beside the
+// canonical Request, which phigate still builds, checks and records.
+type ForeignEvaluator interface {
+	EvaluateForeign(ctx context.Context, req *Request, doc []byte) (Decision, error)
+}
+
 // Recorder is the audit trail seen from the decision path. Record returns
 // only once the record is durable; an error means the decision must not
 // take effect.

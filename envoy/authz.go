@@ -45,6 +45,9 @@ type AuthServer struct {
 	metrics *checkMetrics
 	strip   []string // request headers removed before the upstream
 	reasons reasonLabels
+	// opaEnvoy renders each request as OPA-Envoy's input too
+	// (WithOPAEnvoyInput); skipBody leaves its parsed body out.
+	opaEnvoy, skipBody bool
 }
 
 type checkMetrics struct {
@@ -84,7 +87,8 @@ func NewAuthServer(a Authorizer, log *zap.Logger, reg prometheus.Registerer, opt
 	if !o.forwardBearerTok {
 		strip = append(strip, "authorization")
 	}
-	return &AuthServer{authz: a, marker: o.marker, log: log, metrics: m, strip: strip}, nil
+	return &AuthServer{authz: a, marker: o.marker, log: log, metrics: m, strip: strip,
+		opaEnvoy: o.opaEnvoy, skipBody: o.opaEnvoySkipBody}, nil
 }
 
 // Check answers one ext_authz request. Every outcome, including internal
@@ -96,6 +100,9 @@ func (s *AuthServer) Check(ctx context.Context, req *authv3.CheckRequest) (*auth
 		return s.refuseAtBoundary(req, f, start), nil
 	}
 	in := checkInput(req, start)
+	if s.opaEnvoy {
+		in.Foreign, in.ForeignErr = OPAEnvoyInput(req, s.skipBody)
+	}
 	r, d, err := s.authz.Authorize(ctx, in)
 	resp := s.response(r, &d)
 	outcome := "allow"
@@ -318,6 +325,13 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 		MetadataKey:       structpb.NewStringValue(string(raw)),
 		MarkerMetadataKey: structpb.NewStringValue(s.marker.Sign(xRequestID(r), raw)),
 	}}
+	if err := policyMetadata(resp.DynamicMetadata, d.Metadata); err != nil {
+		// A policy's metadata that would overwrite the plan or its
+		// marker, or that has no protobuf form: deny, as above.
+		s.log.Error("policy dynamic metadata refused", zap.String("decision_id", d.ID))
+		d.Allow, d.Status, d.Metadata = false, 503, nil
+		return s.response(r, d)
+	}
 	return resp
 }
 

@@ -150,6 +150,8 @@ type Option func(*options)
 type options struct {
 	marker           *MarkerKey
 	forwardBearerTok bool
+	opaEnvoy         bool // see WithOPAEnvoyInput
+	opaEnvoySkipBody bool
 }
 
 // WithForwardAuthorization lets the client's Authorization header through

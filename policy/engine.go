@@ -35,6 +35,9 @@ type Config struct {
 	// decoded. Not read from the policy section: the wiring sets it from
 	// the filters' keys. The zero value holds none.
 	TokenKeys plan.Keys `yaml:"-"`
+	// OPAEnvoy serves a policy written for the OPA-Envoy plugin, with
+	// the plugin's input and result documents (docs/opa-envoy.md).
+	OPAEnvoy *OPAEnvoyConfig `yaml:"opa_envoy"`
 }
 
 // DecisionCacheConfig sizes the decision cache.
@@ -64,6 +67,11 @@ func (c DecisionCacheConfig) entries() int {
 func (c *Config) Validate() error {
 	if err := c.Source.Validate(); err != nil {
 		return err
+	}
+	if c.OPAEnvoy != nil {
+		if err := c.OPAEnvoy.Validate(); err != nil {
+			return err
+		}
 	}
 	if c.ReloadInterval < 0 {
 		return errors.New("policy.reload_interval: must not be negative")
@@ -218,6 +226,7 @@ func (e *Engine) load(ctx context.Context) error {
 		s, err = Build(ctx, e.cfg.Source.String(), b, BuildOptions{
 			RunTests: e.cfg.RunTests, DecisionCache: e.cfg.DecisionCache.entries(),
 			CacheMaxAge: e.cfg.DecisionCache.MaxAge, CacheStats: e.cacheStats, TokenKeys: e.cfg.TokenKeys,
+			OPAEnvoy: e.cfg.OPAEnvoy,
 		})
 	}
 	if err != nil {

@@ -38,6 +38,10 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *authz.Request) (authz.Deci
 // evaluateWithin is Evaluate with the evaluation (not a cache lookup)
 // bounded by timeout; 0 leaves ctx as it is.
 func (s *Snapshot) evaluateWithin(ctx context.Context, req *authz.Request, timeout time.Duration) (authz.Decision, error) {
+	if s.opaEnvoy != nil {
+		// Never decide an OPA-Envoy policy's request without its input.
+		return authz.Decision{}, &Error{Code: CodeEval, Err: errors.New("the policy is served in OPA-Envoy mode: it decides from the OPA-Envoy input only")}
+	}
 	eval := func() (authz.Decision, error) {
 		if timeout > 0 {
 			var cancel context.CancelFunc

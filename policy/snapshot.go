@@ -33,6 +33,10 @@ type Snapshot struct {
 	decode rego.EvalOption // decodes the decision, its plan compiled against BuildOptions.TokenKeys
 	cache  *decisionCache
 	stats  *CacheStats
+	// opaEnvoy is the OPA-Envoy decision when the policy is served in
+	// that mode (BuildOptions.OPAEnvoy); phigate's own query is then not
+	// prepared and Evaluate refuses.
+	opaEnvoy *opaEnvoyQuery
 }
 
 // BuildOptions control how a bundle becomes a Snapshot.
@@ -50,6 +54,9 @@ type BuildOptions struct {
 	// TokenKeys are the token key ids a decision's directives may name;
 	// a decision naming another is refused. The zero value holds none.
 	TokenKeys plan.Keys
+	// OPAEnvoy, when set, serves the bundle as an OPA-Envoy policy: its
+	// decision is the one the section names, not phigate's.
+	OPAEnvoy *OPAEnvoyConfig
 }
 
 // Build compiles a bundle strictly, prepares the decision query and, when
@@ -66,9 +73,14 @@ func Build(ctx context.Context, src string, b *bundle.Bundle, o BuildOptions) (*
 	if len(serving) == 0 {
 		return nil, &Error{Code: CodeLoad, Source: src, Err: errors.New("no policy modules")}
 	}
-	compiler := ast.NewCompiler().WithStrict(true).WithEnablePrintStatements(false)
+	// A policy written for OPA-Envoy is compiled as the plugin compiles
+	// it, not strictly: it is to run unchanged.
+	compiler := ast.NewCompiler().WithStrict(o.OPAEnvoy == nil).WithEnablePrintStatements(false)
 	if compiler.Compile(serving); compiler.Failed() {
 		return nil, &Error{Code: CodeCompile, Source: src, Err: compiler.Errors}
+	}
+	if o.OPAEnvoy != nil {
+		return buildOPAEnvoySnapshot(ctx, src, b, compiler, all, o)
 	}
 	if !hasRule(compiler, DecisionQuery) {
 		return nil, &Error{Code: CodeShape, Source: src, Err: fmt.Errorf("no rule defines %s", DecisionQuery)}
@@ -100,6 +112,34 @@ func Build(ctx context.Context, src string, b *bundle.Bundle, o BuildOptions) (*
 		return nil, &Error{Code: CodeShape, Source: src, Err: err}
 	}
 	s.cache, s.stats = newDecisionCache(compiler, o.DecisionCache, o.CacheMaxAge), o.CacheStats
+	return s, nil
+}
+
+// buildOPAEnvoySnapshot is Build for a policy served in OPA-Envoy mode.
+func buildOPAEnvoySnapshot(ctx context.Context, src string, b *bundle.Bundle, compiler *ast.Compiler, all map[string]*ast.Module, o BuildOptions) (*Snapshot, error) {
+	store := inmem.NewFromObjectWithOpts(b.Data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	s := &Snapshot{Revision: revision(b), Source: src, LoadedAt: time.Now()}
+	if o.RunTests {
+		n, err := runTests(ctx, store, all, "")
+		if err != nil {
+			return nil, &Error{Code: CodeTest, Source: src, Err: err}
+		}
+		s.Tests = n
+	}
+	prepare := func(q string) (rego.PreparedEvalQuery, error) {
+		pq, err := rego.New(rego.Query(q), rego.Compiler(compiler), rego.Store(store)).PrepareForEval(ctx)
+		if err != nil {
+			return pq, &Error{Code: CodeCompile, Source: src, Err: err}
+		}
+		return pq, nil
+	}
+	if err := buildOPAEnvoy(ctx, s, compiler, o, prepare); err != nil {
+		var pe *Error
+		if errors.As(err, &pe) {
+			return nil, err
+		}
+		return nil, &Error{Code: CodeShape, Source: src, Err: err}
+	}
 	return s, nil
 }
 

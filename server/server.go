@@ -195,8 +195,12 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		return nil, err
 	}
 	log.Info("plan marker key", zap.Bool("configured", cfg.Filters.PlanMarkerKey != ""))
-	authSrv, err := envoy.NewAuthServer(az, log.Named("ext_authz"), reg, envoy.WithMarkerKey(marker),
-		envoy.WithForwardAuthorization(cfg.Upstream.ForwardAuthorization))
+	authOpts := []envoy.Option{envoy.WithMarkerKey(marker), envoy.WithForwardAuthorization(cfg.Upstream.ForwardAuthorization)}
+	if oe := cfg.Policy.OPAEnvoy; oe != nil {
+		// An OPA-Envoy policy reads the plugin's input document.
+		authOpts = append(authOpts, envoy.WithOPAEnvoyInput(oe.SkipRequestBodyParse))
+	}
+	authSrv, err := envoy.NewAuthServer(az, log.Named("ext_authz"), reg, authOpts...)
 	if err != nil {
 		return nil, err
 	}
