@@ -280,3 +280,31 @@ func TestOPAEnvoyConfig(t *testing.T) {
 		t.Fatalf("embedded library in OPA-Envoy mode: %v", err)
 	}
 }
+
+// TestOPAEnvoyNoCacheReuse: the decision cache is on (the default), yet
+// two requests phigate's own input cannot tell apart (the same canonical
+// Request) but whose OPA-Envoy inputs differ (another caller's token) get
+// their own decisions: nothing is reused in this mode.
+func TestOPAEnvoyNoCacheReuse(t *testing.T) {
+	exp := time.Now().Add(time.Hour).Unix()
+	doctor := fakeJWT(t, map[string]any{"sub": "prac-001", "roles": []string{"physician"}, "exp": exp})
+	nurse := fakeJWT(t, map[string]any{"sub": "prac-001", "roles": []string{"nurse"}, "exp": exp})
+	e := opaEnvoyEngine(t, "testdata/opaenvoy", OPAEnvoyConfig{Response: requestPatients})
+	req := readRequest("pat-0001")
+	for i, want := range []bool{true, false, true, false} {
+		tok := doctor
+		if !want {
+			tok = nurse
+		}
+		d, err := e.EvaluateForeign(t.Context(), req, envoyDoc(t, "GET", "/fhir/Patient/pat-0001", tok, nil, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allow != want || d.Policy.Reused {
+			t.Fatalf("request %d: allow=%v reused=%v, want allow=%v, evaluated", i, d.Allow, d.Policy.Reused, want)
+		}
+	}
+	if c := e.CacheCounts(); c.Hits != 0 {
+		t.Errorf("cache counts %+v: want no hits", c)
+	}
+}
