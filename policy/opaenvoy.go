@@ -432,15 +432,30 @@ func (q *opaEnvoyQuery) decision(req *authz.Request, r opaEnvoyResult) authz.Dec
 	if r.queryMutation {
 		return refuse(reasonOPAEnvoyQueryMut, "")
 	}
+	refused, withheld := consentFor(req)
+	if refused != "" {
+		return refuse(refused, "")
+	}
 	d := authz.Decision{Allow: true, Reason: reasonOPAEnvoyAllowed, Plan: q.plan,
 		ResponseHeaders: r.responseHeaders, Metadata: r.metadata}
 	d.Audit.Patients = authz.NamedPatients(&req.FHIR)
-	if q.patients {
-		if authz.NamesAllPatients(&req.FHIR) {
-			return refuse(reasonOPAEnvoyUnplannable, "")
+	if q.patients || len(withheld) > 0 {
+		if q.plan.Enforce == nil {
+			// Unfiltered, yet a patient's consent withholds a label:
+			// nothing would withhold it.
+			return refuse(reasonOPAEnvoyUnplannable, "consent")
 		}
 		enf := *q.plan.Enforce
-		enf.Patients = d.Audit.Patients
+		if q.patients {
+			if authz.NamesAllPatients(&req.FHIR) {
+				return refuse(reasonOPAEnvoyUnplannable, "")
+			}
+			enf.Patients = d.Audit.Patients
+		}
+		if len(withheld) > 0 {
+			enf.PermittedLabels = slices.DeleteFunc(slices.Clone(enf.PermittedLabels), func(l string) bool { return withheld[l] })
+			d.Audit.Rules = append(d.Audit.Rules, "consent.label_withheld")
+		}
 		d.Plan.Enforce = &enf
 	}
 	d.Headers = make(map[string]string, len(r.headers)+len(ownedHeaders))
@@ -512,4 +527,50 @@ func buildOPAEnvoy(ctx context.Context, s *Snapshot, c *ast.Compiler, o BuildOpt
 		return fmt.Errorf("probe input: %w", err)
 	}
 	return nil
+}
+
+// consentFor applies the consent directives of the patients the request
+// names (authz.Request.Consents, from the shared store) after an OPA-Envoy
+// policy allowed: a policy written for the plugin knows nothing of them,
+// and a patient's opt-out holds whatever policy runs. It reads them as
+// phigate's library does (rego/consent.rego), minus what only that library
+// knows, so never more leniently: a directive applies when it names no
+// purpose or the request's; the patient's own access is never refused; a
+// restriction yields to a practitioner the store relates to the patient;
+// break-glass, which only the library grants, overrides nothing here. A
+// directive without a label refuses the request (its reason); one with a
+// label withholds that label from the response.
+func consentFor(req *authz.Request) (refused string, withheld map[string]bool) {
+	fu := req.Identity.FHIRUser
+	treating := func(p string) bool {
+		if fu == "Patient/"+p {
+			return true
+		}
+		if !strings.HasPrefix(fu, "Practitioner/") {
+			return false
+		}
+		return slices.ContainsFunc(req.Care, func(c authz.CareRelationship) bool { return c.Patient == p })
+	}
+	for _, c := range req.Consents {
+		if c.Purpose != "" && c.Purpose != req.Purpose {
+			continue
+		}
+		if fu == "Patient/"+c.Patient || (c.Effect == "restrict" && treating(c.Patient)) {
+			continue
+		}
+		if c.Effect != "deny" && c.Effect != "restrict" {
+			continue
+		}
+		if c.Label == "" {
+			if refused == "" || c.Effect == "deny" {
+				refused = map[string]string{"deny": "consent.opt_out", "restrict": "consent.restricted"}[c.Effect]
+			}
+			continue
+		}
+		if withheld == nil {
+			withheld = map[string]bool{}
+		}
+		withheld[c.Label] = true
+	}
+	return refused, withheld
 }

@@ -308,3 +308,52 @@ func TestOPAEnvoyNoCacheReuse(t *testing.T) {
 		t.Errorf("cache counts %+v: want no hits", c)
 	}
 }
+
+// TestOPAEnvoyConsent: a patient's consent directives hold after an
+// OPA-Envoy policy allowed, read as phigate's library reads them.
+func TestOPAEnvoyConsent(t *testing.T) {
+	exp := time.Now().Add(time.Hour).Unix()
+	doctor := fakeJWT(t, map[string]any{"sub": "prac-001", "roles": []string{"physician"}, "exp": exp})
+	enforce := OPAEnvoyResponse{Enforce: &OPAEnvoyEnforce{Patients: "request", PermittedLabels: []string{"ETH", "PSY"}}}
+	e := opaEnvoyEngine(t, "testdata/opaenvoy", OPAEnvoyConfig{Response: enforce})
+	open := opaEnvoyEngine(t, "testdata/opaenvoy", OPAEnvoyConfig{Response: OPAEnvoyResponse{Unfiltered: true}})
+	optOut := authz.ConsentDirective{Patient: "pat-0001", Effect: "deny"}
+	cases := []struct {
+		name     string
+		e        *Engine
+		consents []authz.ConsentDirective
+		fhirUser string
+		purpose  string
+		care     bool
+		reason   string
+		labels   []string
+	}{
+		{"no consent", e, nil, "Practitioner/prac-001", "TREAT", false, reasonOPAEnvoyAllowed, []string{"ETH", "PSY"}},
+		{"opted out", e, []authz.ConsentDirective{optOut}, "Practitioner/prac-001", "TREAT", false, "consent.opt_out", nil},
+		{"opted out of another purpose", e, []authz.ConsentDirective{{Patient: "pat-0001", Effect: "deny", Purpose: "HPAYMT"}}, "Practitioner/prac-001", "TREAT", false, reasonOPAEnvoyAllowed, []string{"ETH", "PSY"}},
+		{"the patient's own access", e, []authz.ConsentDirective{optOut}, "Patient/pat-0001", "TREAT", false, reasonOPAEnvoyAllowed, []string{"ETH", "PSY"}},
+		{"restricted, not treating", e, []authz.ConsentDirective{{Patient: "pat-0001", Effect: "restrict"}}, "Practitioner/prac-001", "TREAT", false, "consent.restricted", nil},
+		{"restricted, treating", e, []authz.ConsentDirective{{Patient: "pat-0001", Effect: "restrict"}}, "Practitioner/prac-001", "TREAT", true, reasonOPAEnvoyAllowed, []string{"ETH", "PSY"}},
+		{"a label withheld", e, []authz.ConsentDirective{{Patient: "pat-0001", Effect: "deny", Label: "PSY"}}, "Practitioner/prac-001", "TREAT", false, reasonOPAEnvoyAllowed, []string{"ETH"}},
+		{"a label withheld, unfiltered", open, []authz.ConsentDirective{{Patient: "pat-0001", Effect: "deny", Label: "PSY"}}, "Practitioner/prac-001", "TREAT", false, reasonOPAEnvoyUnplannable, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := readRequest("pat-0001")
+			req.Consents, req.Purpose, req.Identity.FHIRUser = tc.consents, tc.purpose, tc.fhirUser
+			if tc.care {
+				req.Care = []authz.CareRelationship{{Patient: "pat-0001", Role: "attending", Source: "store"}}
+			}
+			d, err := tc.e.EvaluateForeign(t.Context(), req, envoyDoc(t, "GET", "/fhir/Patient/pat-0001", doctor, nil, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Reason != tc.reason || d.Allow != (tc.reason == reasonOPAEnvoyAllowed) {
+				t.Fatalf("allow=%v reason=%q, want %q", d.Allow, d.Reason, tc.reason)
+			}
+			if d.Allow && !slices.Equal(d.Plan.Enforce.PermittedLabels, tc.labels) {
+				t.Errorf("permitted labels %v, want %v", d.Plan.Enforce.PermittedLabels, tc.labels)
+			}
+		})
+	}
+}
