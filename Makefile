@@ -101,7 +101,8 @@ unit:
 # "context deadline exceeded" when a duration runs out (go.dev/issue/75804).
 FUZZ_TARGETS ?= ./authz:FuzzParse:200000x ./audit:FuzzParseFrames:150000x ./audit:FuzzRecordEncoding:30000x \
 	./filters:FuzzRedactJSON:150000x ./filters:FuzzRedactHL7:400000x ./rego:FuzzDecision:10000x \
-	./internal/jsonstr:FuzzAppend:30000x ./plan:FuzzDecodeMetadata:50000x ./envoy:FuzzCheckBoundary:50000x
+	./internal/jsonstr:FuzzAppend:30000x ./plan:FuzzDecodeMetadata:50000x ./envoy:FuzzCheckBoundary:50000x \
+	./envoy:FuzzOPAEnvoyInput:20000x
 
 fuzz:
 	@set -e; for spec in $(FUZZ_TARGETS); do \
