@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/phigate/phigate/audit"
@@ -141,6 +142,20 @@ func TestOPAEnvoyEndToEnd(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("parsed_body: a JSON body as the policy reads it", func(t *testing.T) {
+		for _, c := range []struct {
+			author string
+			sent   bool
+		}{{"prac-001", true}, {"prac-002", false}} {
+			s.Up.Reset()
+			body := `{"resourceType": "Basic", "id": "b1", "author": "` + c.author + `"}`
+			r := s.Do("POST", "/fhir/Basic", doc, map[string]string{"content-type": "application/json"}, strings.NewReader(body))
+			if sent := len(s.Up.Requests()) == 1; sent != c.sent {
+				t.Errorf("author %s: status %d, upstream asked %v, want %v: %.200s", c.author, r.Status, sent, c.sent, r.Body)
+			}
+		}
+	})
 
 	t.Run("the response is redacted by the configured plan", func(t *testing.T) {
 		r := s.Do("GET", "/fhir/Patient/pat-0001", doc, nil, nil)
