@@ -22,6 +22,10 @@ type Memory struct {
 	elevations map[string]map[string]Elevation // by subject, then role
 	feed       feed
 	closed     bool
+
+	// The feeds' applied message ids and per-subject state (ingest.go).
+	ingested    map[ingestKey]bool
+	ingestState map[stateKey]IngestState
 }
 
 var _ Store = (*Memory)(nil)
@@ -122,6 +126,13 @@ func (m *Memory) PutRelationship(_ context.Context, r Relationship) error {
 	if m.closed {
 		return ErrClosed
 	}
+	m.putRelationship(r)
+	return nil
+}
+
+// putRelationship writes a validated r; m.mu is held.
+func (m *Memory) putRelationship(r Relationship) {
+	r.From, r.Until = r.From.UTC(), r.Until.UTC()
 	rs := m.rels[r.Practitioner]
 	if i := slices.IndexFunc(rs, func(x Relationship) bool { return x.RelationshipKey == r.RelationshipKey }); i >= 0 {
 		rs[i] = r
@@ -129,7 +140,6 @@ func (m *Memory) PutRelationship(_ context.Context, r Relationship) error {
 		m.rels[r.Practitioner] = append(rs, r)
 	}
 	m.feed.send(Change{Kind: KindRelationship, Subject: r.Practitioner, Patient: r.Patient})
-	return nil
 }
 
 // EndRelationship implements Store.
@@ -145,17 +155,22 @@ func (m *Memory) EndRelationship(_ context.Context, k RelationshipKey, at time.T
 	if m.closed {
 		return ErrClosed
 	}
+	m.endRelationship(k, at)
+	return nil
+}
+
+// endRelationship closes a validated k at at; m.mu is held.
+func (m *Memory) endRelationship(k RelationshipKey, at time.Time) {
 	rs := m.rels[k.Practitioner]
 	i := slices.IndexFunc(rs, func(x Relationship) bool { return x.RelationshipKey == k })
 	if i < 0 {
-		return nil
+		return
 	}
 	if !at.After(rs[i].From) {
 		at = rs[i].From // ended before it began: never in force
 	}
 	rs[i].Until = at.UTC()
 	m.feed.send(Change{Kind: KindRelationship, Subject: k.Practitioner, Patient: k.Patient})
-	return nil
 }
 
 // Relationships implements Store.
