@@ -21,7 +21,7 @@ type Filter struct {
 	Outcome    string    // "0", "4" or "8"
 	BreakGlass *bool     // only (or never) emergency overrides
 	DecisionID string    // the decision and its filtering record
-	Kind       string    // KindDecision or KindFiltering
+	Kind       string    // KindDecision, KindFiltering, KindIngest, ...
 }
 
 // QueryOptions tunes Query.

@@ -96,3 +96,8 @@ func decodeFrame(aead cipher.AEAD, f *frame) (*storedRecord, error) {
 	}
 	return &r, nil
 }
+
+// KindIngest records one message of a clinical event feed (HL7 v2 ADT,
+// FHIR CareTeam or Encounter) that was applied to the care relationships
+// or refused (ingest.go).
+const KindIngest = "ingest"
