@@ -175,11 +175,11 @@ func (s *MLLPServer) track(c net.Conn) bool {
 }
 
 func (s *MLLPServer) untrack(c net.Conn) {
-	_ = c.Close()
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.m.connections.Dec()
+	_ = c.Close()
 }
 
 func (s *MLLPServer) serveConn(c net.Conn) {
