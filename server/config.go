@@ -15,6 +15,7 @@ import (
 
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/ingest"
 	"github.com/phigate/phigate/plan"
 	"github.com/phigate/phigate/policy"
 )
@@ -42,6 +43,10 @@ type Config struct {
 
 	// Store is where the state every replica shares lives.
 	Store StoreConfig `yaml:"store"`
+
+	// Ingest are the listeners hospitals publish care relationships to
+	// (HL7 v2 ADT over MLLP, FHIR CareTeam and Encounter).
+	Ingest ingest.Config `yaml:"ingest"`
 
 	// validated is set by a successful Validate; New refuses a
 	// configuration without it, since the defaults it fills are ones New
@@ -227,6 +232,7 @@ func (c *Config) Validate() error {
 	if err := c.Audit.Validate(); err != nil {
 		add(fmt.Errorf("audit: %w", err))
 	}
+	add(c.Ingest.Validate())
 	add(c.checkFiles())
 	if c.Runtime.GCPercent == 0 {
 		c.Runtime.GCPercent = 400

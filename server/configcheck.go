@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/phigate/phigate/ingest"
 )
 
 // checkFiles reports the files the configuration names that serve could
@@ -25,6 +27,17 @@ func (c *Config) checkFiles() error {
 		f := &tlsFiles{cfg: t, log: zap.NewNop()}
 		if _, err := f.load(); err != nil {
 			problems = append(problems, err)
+		}
+	}
+	for _, l := range []struct {
+		name string
+		t    ingest.TLSFiles
+	}{{"ingest.mllp.tls", c.Ingest.MLLP.TLS}, {"ingest.fhir.tls", c.Ingest.FHIR.TLS}} {
+		if l.t.Cert != "" && l.t.Key != "" {
+			f := &tlsFiles{cfg: TLSConfig(l.t), log: zap.NewNop(), name: l.name}
+			if _, err := f.load(); err != nil {
+				problems = append(problems, err)
+			}
 		}
 	}
 	if f := c.JWT.JWKSFile; f != "" {
@@ -80,6 +93,9 @@ func (c *Config) Warnings() []string {
 	}
 	if c.Listen.Admin != "" && !loopback(c.Listen.Admin) {
 		out = append(out, fmt.Sprintf("listen.admin: %s is not a loopback address: metrics and readiness are served in plaintext to the network", c.Listen.Admin))
+	}
+	if m := c.Ingest.MLLP; m.Listen != "" && m.TLS.Cert == "" && !loopback(m.Listen) {
+		out = append(out, fmt.Sprintf("ingest.mllp.listen: %s is not a loopback address and has no ingest.mllp.tls: anyone who reaches it can publish care relationships, and ADT messages cross the network in plaintext", m.Listen))
 	}
 	return out
 }

@@ -59,6 +59,9 @@ type Server struct {
 	adminAddr string
 	listeners []net.Listener
 	adminLn   net.Listener
+
+	// feeds are the clinical event feeds' listeners (ingest.go).
+	feeds *feeds
 }
 
 // ApplyRuntime sets the collector's pace and soft memory limit for the
@@ -168,6 +171,9 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { _ = st.Close() })
+	if err := s.newFeeds(cfg.Ingest, st, trail, reg); err != nil {
+		return nil, err
+	}
 	s.store, s.storeKind = store.NewReader(st, 0), "memory"
 	if _, ok := st.(*store.Postgres); ok {
 		s.storeKind = "postgres"
@@ -308,7 +314,11 @@ func (s *Server) adminMux(reg *prometheus.Registry) http.Handler {
 			Draining bool          `json:"draining,omitempty"`
 			Policy   policy.Status `json:"policy"`
 			Store    storeStatus   `json:"store"`
-		}{st.Ready && !s.draining.Load(), s.draining.Load(), st, s.storeStatus()}
+			Ingest   string        `json:"ingest,omitempty"`
+		}{st.Ready && !s.draining.Load() && !s.feeds.failed.Load(), s.draining.Load(), st, s.storeStatus(), ""}
+		if s.feeds.failed.Load() {
+			body.Ingest = "a feed listener stopped"
+		}
 		w.Header().Set("content-type", "application/json")
 		if !body.Ready {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -344,6 +354,7 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- err
 		}
 	}()
+	s.serveFeeds()
 	// Health by service name too, as Envoy's and Kubernetes' gRPC health
 	// checks may ask for the service they depend on.
 	for _, svc := range healthServices {

@@ -3,7 +3,6 @@ package server
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -29,7 +28,11 @@ const tlsCheckInterval = time.Second
 type tlsFiles struct {
 	cfg TLSConfig
 	log *zap.Logger
-	cur atomic.Pointer[tlsState]
+	// name is the configuration path errors name ("listen.tls" when
+	// empty); protos the ALPN protocols offered ("h2" when nil, for gRPC).
+	name   string
+	protos []string
+	cur    atomic.Pointer[tlsState]
 
 	mu      sync.Mutex   // one reload at a time
 	checked atomic.Int64 // when the files were last looked at, unix ns
@@ -148,29 +151,39 @@ func (f *tlsFiles) refresh(now time.Time) {
 func (f *tlsFiles) load() (*tlsState, error) {
 	stamps, err := f.stamp()
 	if err != nil {
-		return nil, fmt.Errorf("listen.tls: %w", err)
+		return nil, fmt.Errorf("%s: %w", f.path(), err)
 	}
 	cert, err := tls.LoadX509KeyPair(f.cfg.Cert, f.cfg.Key)
 	if err != nil {
-		return nil, fmt.Errorf("listen.tls.cert: %w", err)
+		return nil, fmt.Errorf("%s.cert: %w", f.path(), err)
 	}
 	tc := &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
 		// gRPC needs HTTP/2 negotiated; this configuration replaces the
 		// one gRPC's credentials prepared, so it says so itself.
-		NextProtos: []string{"h2"},
+		NextProtos: f.protos,
+	}
+	if f.protos == nil {
+		tc.NextProtos = []string{"h2"}
 	}
 	if f.cfg.ClientCA != "" {
 		pem, err := os.ReadFile(f.cfg.ClientCA)
 		if err != nil {
-			return nil, fmt.Errorf("listen.tls.client_ca: %w", err)
+			return nil, fmt.Errorf("%s.client_ca: %w", f.path(), err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, errors.New("listen.tls.client_ca: no certificate found")
+			return nil, fmt.Errorf("%s.client_ca: no certificate found", f.path())
 		}
 		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return &tlsState{conf: tc, stamps: stamps}, nil
+}
+
+func (f *tlsFiles) path() string {
+	if f.name == "" {
+		return "listen.tls"
+	}
+	return f.name
 }
