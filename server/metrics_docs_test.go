@@ -42,8 +42,10 @@ func TestMetricsDocsAndDashboard(t *testing.T) {
 	}
 	// Vectors with no series until their event happens.
 	onEvent := map[string]string{
-		"phigate_audit_sink_dropped_total": "a sink's queue overflows",
-		"phigate_audit_sink_errors_total":  "a sink fails to deliver",
+		"phigate_audit_sink_dropped_total":        "a sink's queue overflows",
+		"phigate_audit_sink_errors_total":         "a sink fails to deliver",
+		"phigate_ingest_messages_total":           "a feed message arrives",
+		"phigate_ingest_message_duration_seconds": "a feed message arrives",
 	}
 	for name := range exposed {
 		if !documented[name] {
