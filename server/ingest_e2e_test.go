@@ -74,7 +74,7 @@ func TestADTFeedOpensAndClosesAccess(t *testing.T) {
 			if ack := send("A01", "E2E-1"); !strings.Contains(ack, "MSA|AA|E2E-1") {
 				t.Fatalf("A01 ACK %q", ack)
 			}
-			waitStatus(t, read, http.StatusOK, 3*time.Second, "after the admission")
+			waitStatus(t, s, tok, "/fhir/Patient/pat-0100", http.StatusOK, 3*time.Second)
 			if ack := send("A03", "E2E-2"); !strings.Contains(ack, "MSA|AA|E2E-2") {
 				t.Fatalf("A03 ACK %q", ack)
 			}
@@ -82,7 +82,7 @@ func TestADTFeedOpensAndClosesAccess(t *testing.T) {
 			if got := read(); got != http.StatusOK {
 				t.Fatalf("within the grace: %d, want 200", got)
 			}
-			waitStatus(t, read, http.StatusForbidden, 5*time.Second, "after the discharge grace")
+			waitStatus(t, s, tok, "/fhir/Patient/pat-0100", http.StatusForbidden, 5*time.Second)
 			t.Logf("%s: access ended %v after the discharge (grace 1s)", backend, time.Since(discharged).Round(10*time.Millisecond))
 
 			s.StopPhigate()
@@ -91,20 +91,5 @@ func TestADTFeedOpensAndClosesAccess(t *testing.T) {
 				t.Fatalf("ingest audit records: %d, %v; want the A01 and the A03", len(recs), err)
 			}
 		})
-	}
-}
-
-func waitStatus(t *testing.T, read func() int, want int, within time.Duration, what string) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		got := read()
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still %d after %v, want %d", what, got, within, want)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
