@@ -179,10 +179,12 @@ func (h *FHIR) apply(r *http.Request, typ, source, pathID string, ev *audit.Inge
 		}
 		return refuse(&fhirError{http.StatusBadRequest, "structure", "the body could not be read"})
 	}
+	if err := checkJSON(body); err != nil {
+		return refuse(&fhirError{http.StatusBadRequest, "structure", "the body is not one JSON document without duplicate keys"})
+	}
 	var res fhirResource
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&res); err != nil || dec.More() {
-		return refuse(&fhirError{http.StatusBadRequest, "structure", "the body is not one JSON resource of the expected shape"})
+	if err := json.Unmarshal(body, &res); err != nil {
+		return refuse(&fhirError{http.StatusBadRequest, "structure", "the body is not a resource of the expected shape"})
 	}
 	if res.ResourceType != typ {
 		return refuse(&fhirError{http.StatusBadRequest, "structure", "resourceType is not " + typ})
@@ -441,4 +443,51 @@ func containsMember(ms []store.IngestMember, m store.IngestMember) bool {
 		}
 	}
 	return false
+}
+
+// maxJSONDepth bounds how deeply a resource may nest.
+const maxJSONDepth = 64
+
+// checkJSON refuses what encoding/json would read ambiguously: a key
+// twice in one object (parsers disagree on which copy wins, and Go's
+// decoder also folds case, so keys are compared case-insensitively),
+// nesting beyond maxJSONDepth, or anything after the document.
+func checkJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var stack []map[string]bool // one per open object; nil for an array
+	expectKey := func() bool { return len(stack) > 0 && stack[len(stack)-1] != nil }
+	for {
+		if expectKey() && dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			k := strings.ToLower(tok.(string))
+			if stack[len(stack)-1][k] {
+				return errors.New("duplicate key")
+			}
+			stack[len(stack)-1][k] = true
+		}
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, map[string]bool{})
+		case json.Delim('['):
+			stack = append(stack, nil)
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		if len(stack) > maxJSONDepth {
+			return errors.New("nested too deeply")
+		}
+		if len(stack) == 0 {
+			if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+				return errors.New("data after the document")
+			}
+			return nil
+		}
+	}
 }

@@ -116,6 +116,8 @@ func TestFHIRCareTeam(t *testing.T) {
 		"bad member":        {"/fhir/CareTeam/ct1", careTeam("3", "2026-12-04T06:00:00Z", "active", `{"member":{"reference":"Practitioner/a b"}}`), 422},
 		"bad lastUpdated":   {"/fhir/CareTeam/ct1", careTeam("3", "yesterday", "active", y), 422},
 		"trailing document": {"/fhir/CareTeam/ct1", careTeam("3", "2026-12-04T06:00:00Z", "inactive", y) + "{}", 400},
+		"duplicate key":     {"/fhir/CareTeam/ct1", strings.Replace(careTeam("3", "2026-12-04T06:00:00Z", "inactive", y), `"status"`, `"Status":"active","status"`, 1), 400},
+		"a scalar":          {"/fhir/CareTeam/ct1", `"CareTeam"`, 400},
 	} {
 		code, oo := put(t, srv, c.path, testToken, c.body)
 		if code != c.want || oo["resourceType"] != "OperationOutcome" {
@@ -128,8 +130,8 @@ func TestFHIRCareTeam(t *testing.T) {
 	if len(relatedAt(t, st, "Practitioner/prac-002", later)) != 1 {
 		t.Fatal("a refused resource changed the relationships")
 	}
-	if got := len(rec.evs) - n; got != 8 {
-		t.Fatalf("%d refusals recorded, want 8 (unauthenticated calls are not)", got)
+	if got := len(rec.evs) - n; got != 10 {
+		t.Fatalf("%d refusals recorded, want 10 (unauthenticated calls are not)", got)
 	}
 	// Inactive ends the team at its time.
 	if code, _ := put(t, srv, "/fhir/CareTeam/ct1", testToken, careTeam("3", "2026-12-04T06:00:00Z", "inactive", y)); code != http.StatusOK {
@@ -166,5 +168,21 @@ func TestFHIREncounter(t *testing.T) {
 	}
 	if len(relatedAt(t, st, "Practitioner/prac-001", day.Add(2*time.Hour))) != 0 {
 		t.Fatal("cancelled: the encounter's participant is still related")
+	}
+}
+
+func TestCheckJSON(t *testing.T) {
+	for in, ok := range map[string]bool{
+		`{"a":1,"b":{"a":2},"c":[{"a":1},{"a":2}]}`: true,
+		`{"a":1,"A":2}`:         false,
+		`{"a":{"b":1,"b":2}}`:   false,
+		`{"a":[{"b":1,"b":2}]}`: false,
+		`{"a":1} {"b":2}`:       false,
+		`{"a":1`:                false,
+		strings.Repeat("[", 70) + strings.Repeat("]", 70): false,
+	} {
+		if err := checkJSON([]byte(in)); (err == nil) != ok {
+			t.Errorf("checkJSON(%.40q) = %v, want ok %v", in, err, ok)
+		}
 	}
 }
