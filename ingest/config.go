@@ -14,6 +14,11 @@ import (
 type Config struct {
 	MLLP MLLPConfig `yaml:"mllp"`
 	FHIR FHIRConfig `yaml:"fhir"`
+	// MessageRetention is how long a message id is remembered, so that a
+	// redelivery changes nothing (default 30 days, at least 1h). One
+	// delivered again after that is applied again unless a newer message
+	// for its patient or resource was: then it is stale.
+	MessageRetention time.Duration `yaml:"message_retention"`
 }
 
 // TLSFiles puts TLS on a listener (mTLS with ClientCA). The files are
@@ -157,6 +162,12 @@ func (c *Config) Validate() error {
 		add("ingest.fhir.max_body: %d is not between 1024 and 64 MiB", f.MaxBody)
 	}
 	def(&f.FinishedGrace, 4*time.Hour, "fhir.finished_grace")
+	if c.MessageRetention == 0 {
+		c.MessageRetention = 30 * 24 * time.Hour
+	}
+	if c.MessageRetention < time.Hour {
+		add("ingest.message_retention: at least 1h")
+	}
 	return errors.Join(problems...)
 }
 

@@ -39,7 +39,7 @@ func TestReadFrame(t *testing.T) {
 }
 
 // serveMLLP runs an MLLP server over the fixture's ADT on a loopback port.
-func serveMLLP(t *testing.T, f *fixture, mod func(*MLLPConfig)) string {
+func serveMLLP(t *testing.T, f *fixture, mod func(*MLLPConfig)) (string, *MLLPServer) {
 	t.Helper()
 	cfg := Config{}
 	if mod != nil {
@@ -61,7 +61,25 @@ func serveMLLP(t *testing.T, f *fixture, mod func(*MLLPConfig)) string {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), s
+}
+
+// settle waits until the server holds no connection.
+func settle(t *testing.T, s *MLLPServer) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
@@ -99,7 +117,7 @@ func roundTrip(t *testing.T, c net.Conn, r *bufio.Reader, msg string) string {
 // idle connection is closed; connections beyond the maximum are refused.
 func TestMLLPServer(t *testing.T) {
 	f := newFixture(t, nil)
-	addr := serveMLLP(t, f, func(c *MLLPConfig) {
+	addr, srv := serveMLLP(t, f, func(c *MLLPConfig) {
 		c.MaxMessageBytes, c.IdleTimeout, c.MaxConnections = 2048, 300*time.Millisecond, 4
 	})
 	var wg sync.WaitGroup
@@ -139,6 +157,7 @@ func TestMLLPServer(t *testing.T) {
 		t.Fatalf("idle connection: %v after %v, want closed", err, time.Since(start))
 	}
 
+	settle(t, srv)
 	var held []net.Conn
 	for range 4 {
 		c, r := dial(t, addr)

@@ -27,6 +27,12 @@ type feeds struct {
 	fhir   *http.Server
 	fhirLn net.Listener
 	failed atomic.Bool
+
+	// The message ids older than retention are pruned every pruneEvery.
+	store      store.Ingester
+	retention  time.Duration
+	pruneEvery time.Duration
+	stop       chan struct{}
 }
 
 // newFeeds binds the configured feed listeners over st, recording every
@@ -41,6 +47,10 @@ func (s *Server) newFeeds(cfg ingest.Config, st store.Store, trail *audit.Log, r
 	if !ok {
 		return errors.New("ingest: the store does not take clinical event feeds")
 	}
+	s.feeds.store, s.feeds.retention, s.feeds.stop = in, cfg.MessageRetention, make(chan struct{})
+	s.feeds.pruneEvery = min(cfg.MessageRetention/10, time.Hour)
+	stop := s.feeds.stop
+	s.closers = append(s.closers, func() { close(stop) })
 	if c := cfg.MLLP; c.Listen != "" {
 		ln, err := s.feedListener(c.Listen, c.TLS, "ingest.mllp", []string{})
 		if err != nil {
@@ -112,6 +122,33 @@ func (s *Server) serveFeeds() {
 	}
 	if f.fhir != nil {
 		go func() { fail("ingest.fhir", f.fhir.Serve(f.fhirLn)) }()
+	}
+	if f.store != nil {
+		go s.pruneFeeds()
+	}
+}
+
+// pruneFeeds forgets message ids past ingest.message_retention, so the
+// table (or the embedded store's map) does not grow with the feed.
+func (s *Server) pruneFeeds() {
+	f := s.feeds
+	t := time.NewTicker(f.pruneEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		n, err := f.store.PruneIngested(ctx, time.Now().Add(-f.retention))
+		cancel()
+		switch {
+		case err != nil:
+			s.log.Warn("pruning the feeds' message ids failed", zap.Error(err))
+		case n > 0:
+			s.log.Info("feed message ids pruned", zap.Int64("ids", n))
+		}
 	}
 }
 

@@ -26,6 +26,11 @@ type Ingester interface {
 	// event (IngestStale, recorded so that it too is a duplicate next
 	// time). plan may run more than once, and must not have effects.
 	Ingest(ctx context.Context, m IngestMessage, plan func(st IngestState, found bool) (IngestPlan, error)) (IngestOutcome, error)
+	// PruneIngested forgets the ids of messages received before before,
+	// and returns how many. A message delivered again after that is
+	// applied again, unless a newer one for its subject was (stale): the
+	// subject's state is kept.
+	PruneIngested(ctx context.Context, before time.Time) (int64, error)
 }
 
 // IngestMessage identifies one message of a feed.
@@ -139,16 +144,16 @@ func (m *Memory) Ingest(_ context.Context, msg IngestMessage, plan func(IngestSt
 		return "", ErrClosed
 	}
 	if m.ingested == nil {
-		m.ingested, m.ingestState = map[ingestKey]bool{}, map[stateKey]IngestState{}
+		m.ingested, m.ingestState = map[ingestKey]time.Time{}, map[stateKey]IngestState{}
 	}
 	k := ingestKey{msg.Source, msg.Sender, msg.ID}
-	if m.ingested[k] {
+	if _, dup := m.ingested[k]; dup {
 		return IngestDuplicate, nil
 	}
 	sk := stateKey{msg.Source, msg.Subject}
 	st, found := m.ingestState[sk]
 	if found && msg.At.Before(st.At) {
-		m.ingested[k] = true
+		m.ingested[k] = time.Now()
 		return IngestStale, nil
 	}
 	p, err := plan(st, found)
@@ -166,8 +171,31 @@ func (m *Memory) Ingest(_ context.Context, msg IngestMessage, plan func(IngestSt
 	}
 	p.State.At = msg.At.UTC()
 	m.ingestState[sk] = p.State
-	m.ingested[k] = true
+	m.ingested[k] = time.Now()
 	return IngestApplied, nil
+}
+
+// PruneIngested implements Ingester.
+func (m *Memory) PruneIngested(_ context.Context, before time.Time) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for k, at := range m.ingested {
+		if at.Before(before) {
+			delete(m.ingested, k)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// PruneIngested implements Ingester.
+func (p *Postgres) PruneIngested(ctx context.Context, before time.Time) (int64, error) {
+	tag, err := p.pool.Exec(ctx, "DELETE FROM phigate_ingest_messages WHERE received_at < $1", before.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("store: postgres: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 // ingestLockSpace keeps the feed's advisory locks apart from the

@@ -92,6 +92,21 @@ func testIngestOnce(t *testing.T, s Store) {
 	if n := pracsOf(t, s, "Practitioner/y", t0.Add(2*time.Hour)); n != 1 {
 		t.Fatalf("y lost its relationship to a stale message")
 	}
+	// Pruning forgets the ids: nothing received before an hour ago here.
+	if n, err := in.PruneIngested(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("prune of nothing: %d, %v", n, err)
+	}
+	if n, err := in.PruneIngested(ctx, time.Now().Add(time.Minute)); err != nil || n != 3 {
+		t.Fatalf("prune: %d, %v; want the 3 ids", n, err)
+	}
+	// The first message again is applied again, but it is older than the
+	// subject's newest: stale, and it does not bring x back.
+	if out, _ := in.Ingest(ctx, msg, admitPlan("Practitioner/x", t0)); out != IngestStale {
+		t.Fatalf("a pruned, older message: %s, want stale", out)
+	}
+	if n := pracsOf(t, s, "Practitioner/x", t0.Add(2*time.Hour)); n != 0 {
+		t.Fatalf("a pruned message re-applied an old state")
+	}
 }
 
 func testIngestRefused(t *testing.T, s Store) {
@@ -146,5 +161,50 @@ func testIngestConcurrent(t *testing.T, s Store) {
 	wg.Wait()
 	if applied != 1 {
 		t.Fatalf("applied %d times, want once", applied)
+	}
+}
+
+// TestIngestAcrossReplicas: two replicas' handles on one PostgreSQL
+// apply interleaved messages about one patient. Whatever order they land
+// in, each applied one is newer than every one applied before it, so the
+// newest message's doctor is the only one related at the end.
+func TestIngestAcrossReplicas(t *testing.T) {
+	dsn := pgDB(t)
+	handles := []*Postgres{openPG(t, dsn), openPG(t, dsn)}
+	plan := func(prac string, at time.Time) func(IngestState, bool) (IngestPlan, error) {
+		return func(st IngestState, _ bool) (IngestPlan, error) {
+			var p IngestPlan
+			for _, m := range st.Members {
+				p.End = append(p.End, IngestEnd{Key: RelationshipKey{Practitioner: m.Practitioner, Patient: "pat-1", Role: m.Role, Source: "adt"}, At: at})
+			}
+			p.Put = []Relationship{{RelationshipKey: RelationshipKey{Practitioner: prac, Patient: "pat-1", Role: "attending", Source: "adt"}, From: at}}
+			p.State = IngestState{Patient: "pat-1", Members: []IngestMember{{Practitioner: prac, Role: "attending", From: at}}}
+			return p, nil
+		}
+	}
+	const n = 20
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			at := t0.Add(time.Duration(i) * time.Minute)
+			prac := "Practitioner/p" + string(rune('a'+i))
+			msg := IngestMessage{Source: "adt", ID: prac, Subject: "pat-1", At: at}
+			if _, err := handles[i%2].Ingest(context.Background(), msg, plan(prac, at)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	var related []string
+	for i := range n {
+		prac := "Practitioner/p" + string(rune('a'+i))
+		if rs, err := handles[0].Relationships(t.Context(), prac, t0.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		} else if len(rs) > 0 {
+			related = append(related, prac)
+		}
+	}
+	if len(related) != 1 || related[0] != "Practitioner/p"+string(rune('a'+n-1)) {
+		t.Fatalf("related at the end: %v, want only the newest message's doctor", related)
 	}
 }

@@ -24,7 +24,7 @@ type Memory struct {
 	closed     bool
 
 	// The feeds' applied message ids and per-subject state (ingest.go).
-	ingested    map[ingestKey]bool
+	ingested    map[ingestKey]time.Time // when received
 	ingestState map[stateKey]IngestState
 }
 
