@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -18,6 +19,10 @@ import (
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/store"
 )
+
+// applyTimeout bounds storing and recording one resource; past it the
+// transaction is cancelled (nothing applied) and the client gets 503.
+const applyTimeout = 30 * time.Second
 
 // Sources of the relationships the FHIR path writes.
 const (
@@ -147,8 +152,11 @@ func (h *FHIR) serve(w http.ResponseWriter, r *http.Request, typ, pathID string)
 		outcome(w, http.StatusUnauthorized, "error", "login", "authentication required")
 		return
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), applyTimeout)
+	defer cancel()
+	r = r.WithContext(ctx)
 	status, sev, code, text := h.apply(r, typ, source, pathID, &ev)
-	if err := h.rec.RecordIngest(r.Context(), ev); err != nil {
+	if err := h.rec.RecordIngest(ctx, ev); err != nil {
 		h.log.Error("audit record of a FHIR resource failed; answering 503", zap.Error(err))
 		ev.Outcome = audit.IngestError
 		status, sev, code, text = http.StatusServiceUnavailable, "error", "transient", "the audit trail did not record the resource; retry"

@@ -203,7 +203,13 @@ func (s *MLLPServer) serveConn(c net.Conn) {
 			}
 			return
 		}
-		if !s.write(c, s.h.Handle(s.ctx, msg, peer)) {
+		// A message is applied within the read timeout too: a store that
+		// hangs gets the transaction cancelled (nothing applied) and an
+		// AE, and Close is never held up longer than that.
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ReadTimeout)
+		ack := s.h.Handle(ctx, msg, peer)
+		cancel()
+		if !s.write(c, ack) {
 			return
 		}
 	}
