@@ -317,3 +317,35 @@ func TestADTPatientIdentifier(t *testing.T) {
 	f.mustAA(adtMsg("A01", "M1", 1, map[int]string{7: "prac-001", 17: "prac-004"}))
 	want(t, "admitting off", f.related(2), "prac-001 attending")
 }
+
+// TestACKShape: the acknowledgement is addressed back to the sender, is
+// an ACK of the message's event with a control id of its own, echoes
+// MSH-10 and the version, and uses the message's delimiters.
+func TestACKShape(t *testing.T) {
+	f := newFixture(t, nil)
+	msg := strings.NewReplacer("|", "#", "^", "$", "~", "*", "\\", "!", "&", "%").Replace(adtMsg("A03", "CTRL-9", 1, nil))
+	msg = strings.Replace(msg, "#2.5\r", "#2.5.1\r", 1)
+	code, ack := f.send(msg)
+	if code != "AA" {
+		t.Fatalf("ACK %s", code)
+	}
+	msh := ack.Segments[0]
+	for n, want := range map[int]string{1: "#", 2: "$*!%", 3: "PHIGATE", 4: "HOSP", 5: "ADT", 6: "HOSP", 9: "ACK$A03$ACK", 11: "P", 12: "2.5.1"} {
+		if got := msh.Field(n); got != want {
+			t.Errorf("ACK MSH-%d = %q, want %q", n, got, want)
+		}
+	}
+	if id := msh.Field(10); id == "" || id == "CTRL-9" {
+		t.Errorf("ACK MSH-10 %q: want a control id of its own", id)
+	}
+	if _, err := ParseTS(msh.Field(7), time.UTC); err != nil {
+		t.Errorf("ACK MSH-7 %q: %v", msh.Field(7), err)
+	}
+	msa, _ := ack.Segment("MSA")
+	if msa.Field(2) != "CTRL-9" {
+		t.Errorf("MSA-2 %q", msa.Field(2))
+	}
+	if _, ok := ack.Segment("ERR"); ok {
+		t.Error("an AA carries an ERR")
+	}
+}
