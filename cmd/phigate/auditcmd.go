@@ -74,7 +74,7 @@ func addSelectionFlags(fs *flag.FlagSet) selection {
 		until:      fs.String("until", "", "only records before this time (RFC 3339, or a duration back from now)"),
 		outcome:    fs.String("outcome", "", "allow or deny (or an AuditEvent outcome code 0, 4, 8)"),
 		decision:   fs.String("decision", "", "only this decision id and its filtering record"),
-		kind:       fs.String("kind", "", "decision, filtering or quarantine (ranges moved aside at startup)"),
+		kind:       fs.String("kind", "", "decision, filtering, quarantine (ranges moved aside at startup) or ingest (clinical event feed messages)"),
 		breakGlass: fs.Bool("break-glass", false, "only emergency-override (break-glass) decisions"),
 	}
 }
