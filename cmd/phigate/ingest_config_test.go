@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/internal/stacktest"
 )
 
@@ -36,5 +37,29 @@ func TestConfigCheckIngest(t *testing.T) {
 	}
 	if code, _, stderr := runCmd(t, "config", "check", write("ingest:\n  mllp:\n    lisen: x\n")); code != 1 || !strings.Contains(stderr, "ingest.mllp: unknown field lisen") {
 		t.Errorf("misspelt ingest field: exit %d, %s", code, stderr)
+	}
+}
+
+// TestAuditQueryIngest: audit query finds the feed messages' records by
+// kind and patient.
+func TestAuditQueryIngest(t *testing.T) {
+	cfg := audit.Config{Dir: filepath.Join(t.TempDir(), "audit")}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	trail, err := audit.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trail.RecordIngest(t.Context(), audit.IngestEvent{Source: "adt", Event: "ADT^A01", MessageID: "M-1",
+		Sender: "ADT^HOSP", Patient: "pat-0100", Outcome: audit.IngestApplied, Put: []string{"Practitioner/prac-001 attending"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := trail.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCmd(t, "audit", "query", cfg.Dir, "--kind", "ingest", "--patient", "pat-0100", "--json")
+	if code != 0 || !strings.Contains(stdout, `"code":"ingest:adt"`) || !strings.Contains(stdout, "M-1") {
+		t.Fatalf("audit query --kind ingest: exit %d, stdout %.300s, stderr %s", code, stdout, stderr)
 	}
 }
