@@ -150,10 +150,11 @@ func (s *MLLPServer) Serve(ln net.Listener) error {
 			_ = c.Close()
 			continue
 		}
-		s.wg.Go(func() {
+		go func() {
+			defer s.wg.Done()
 			defer s.untrack(c)
 			s.serveConn(c)
-		})
+		}()
 	}
 }
 
@@ -170,6 +171,7 @@ func (s *MLLPServer) track(c net.Conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	s.wg.Add(1) // under the lock: Close's Wait sees every connection it did not refuse
 	s.m.connections.Inc()
 	return true
 }
