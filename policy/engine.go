@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -30,6 +31,9 @@ type Config struct {
 	// DecisionCache reuses decisions the policy marks as lasting
 	// (decision.cache.until_ns) for identical later requests.
 	DecisionCache DecisionCacheConfig `yaml:"decision_cache"`
+	// BundleServer downloads the policy from an OPA bundle server instead
+	// of reading Source; see bundleserver.go.
+	BundleServer BundleServerConfig `yaml:"bundle_server"`
 	// TokenKeys are the ids of the response filters' token keys. A
 	// decision whose directives name any other key is refused when it is
 	// decoded. Not read from the policy section: the wiring sets it from
@@ -72,6 +76,19 @@ func (c *Config) Validate() error {
 		if err := c.OPAEnvoy.Validate(); err != nil {
 			return err
 		}
+	}
+	if c.BundleServer.Enabled() {
+		if c.Dir != "" || c.BundleFile != "" {
+			return errors.New("policy.bundle_server: set policy.bundle_server, policy.dir or policy.bundle, only one")
+		}
+		if c.ReloadInterval != 0 {
+			return errors.New("policy.reload_interval: a bundle server is polled by policy.bundle_server.polling")
+		}
+		if err := c.BundleServer.Validate(); err != nil {
+			return err
+		}
+	} else if c.BundleServer != (BundleServerConfig{}) && !c.BundleServer.FetchOnly {
+		return errors.New("policy.bundle_server.url: required when policy.bundle_server is set")
 	}
 	if c.ReloadInterval < 0 {
 		return errors.New("policy.reload_interval: must not be negative")
@@ -137,6 +154,9 @@ type Engine struct {
 	done       chan struct{}
 	closeOne   sync.Once
 
+	// bundles is the bundle server's poller state; nil for other sources.
+	bundles *bundlePoller
+
 	// beforeCompile, when set, runs after a load has read its source and
 	// before it compiles: tests hold a compile there to see what readers
 	// do meanwhile.
@@ -176,6 +196,14 @@ func NewEngine(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.
 			return nil, err
 		}
 	}
+	if cfg.BundleServer.Enabled() {
+		// No bundle yet is not an error: phigate starts not ready and
+		// denies until the first good bundle (a kept one, or a download).
+		if err := e.startBundles(reg); err != nil {
+			return nil, err
+		}
+		return e, nil
+	}
 	if err := e.load(ctx); err != nil {
 		return nil, err
 	}
@@ -207,6 +235,9 @@ func (e *Engine) Evaluate(ctx context.Context, req *authz.Request) (authz.Decisi
 // Reload loads the source again and swaps it in when it is sound; on any
 // error the current snapshot keeps serving and the error is reported.
 func (e *Engine) Reload(ctx context.Context) error {
+	if e.bundles != nil {
+		return e.pollOnce(ctx)
+	}
 	return e.load(ctx)
 }
 
@@ -218,27 +249,28 @@ func (e *Engine) load(ctx context.Context) error {
 	e.stamp = stamp
 	e.mu.Unlock()
 	b, err := e.cfg.Source.Load()
-	var s *Snapshot
-	if err == nil {
-		if e.beforeCompile != nil {
-			e.beforeCompile()
-		}
-		s, err = Build(ctx, e.cfg.Source.String(), b, BuildOptions{
-			RunTests: e.cfg.RunTests, DecisionCache: e.cfg.DecisionCache.entries(),
-			CacheMaxAge: e.cfg.DecisionCache.MaxAge, CacheStats: e.cacheStats, TokenKeys: e.cfg.TokenKeys,
-			OPAEnvoy: e.cfg.OPAEnvoy,
-		})
-	}
 	if err != nil {
-		e.mu.Lock()
-		e.lastErr, e.lastErrAt = err, time.Now()
-		e.mu.Unlock()
-		e.reloads.WithLabelValues("error").Inc()
-		if old := e.cur.Load(); old != nil {
-			e.log.Error("policy reload rejected; still serving the previous revision",
-				zap.String("serving", old.Revision), zap.Error(err))
-		}
+		e.rejected(err)
 		return err
+	}
+	_, err = e.install(ctx, e.cfg.Source.String(), b)
+	return err
+}
+
+// install compiles b and swaps it in when it is sound; on any error the
+// current snapshot keeps serving. The caller holds e.loading.
+func (e *Engine) install(ctx context.Context, src string, b *bundle.Bundle) (*Snapshot, error) {
+	if e.beforeCompile != nil {
+		e.beforeCompile()
+	}
+	s, err := Build(ctx, src, b, BuildOptions{
+		RunTests: e.cfg.RunTests, DecisionCache: e.cfg.DecisionCache.entries(),
+		CacheMaxAge: e.cfg.DecisionCache.MaxAge, CacheStats: e.cacheStats, TokenKeys: e.cfg.TokenKeys,
+		OPAEnvoy: e.cfg.OPAEnvoy,
+	})
+	if err != nil {
+		e.rejected(err)
+		return nil, err
 	}
 	// The swap and the cleared error change together, so Status never
 	// shows the new revision with the old one's failure.
@@ -253,7 +285,19 @@ func (e *Engine) load(ctx context.Context) error {
 	e.revision.WithLabelValues(s.Revision).Set(1)
 	e.log.Info("policy loaded", zap.String("revision", s.Revision), zap.String("source", s.Source), zap.Int("tests_passed", s.Tests),
 		zap.Strings("decision_cache_key", s.CacheKeyPaths()))
-	return nil
+	return s, nil
+}
+
+// rejected records a load that did not become the served policy.
+func (e *Engine) rejected(err error) {
+	e.mu.Lock()
+	e.lastErr, e.lastErrAt = err, time.Now()
+	e.mu.Unlock()
+	e.reloads.WithLabelValues("error").Inc()
+	if old := e.cur.Load(); old != nil {
+		e.log.Error("policy reload rejected; still serving the previous revision",
+			zap.String("serving", old.Revision), zap.Error(err))
+	}
 }
 
 // Status reports the serving revision and the last reload failure. It
@@ -262,6 +306,9 @@ func (e *Engine) Status() Status {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := Status{Source: e.cfg.Source.String()}
+	if e.bundles != nil {
+		st.Source = e.cfg.BundleServer.String()
+	}
 	if s := e.cur.Load(); s != nil {
 		st.Ready, st.Revision, st.LoadedAt = true, s.Revision, s.LoadedAt
 	}
