@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -21,6 +20,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/keys"
+
+	"github.com/phigate/phigate/internal/service"
 )
 
 // BundleServerConfig is policy.bundle_server: where phigate downloads its
@@ -39,11 +40,12 @@ type BundleServerConfig struct {
 	// Timeout bounds one download (connection, headers and body); a long
 	// poll waits for LongPollingTimeout on top of it. Default 30s.
 	Timeout time.Duration `yaml:"timeout"`
-	// Credentials authenticate phigate to the bundle server.
-	Credentials BundleCredentials `yaml:"credentials"`
+	// Credentials authenticate phigate to the bundle server: a bearer
+	// token read from a file or the environment on every download.
+	Credentials service.Credentials `yaml:"credentials"`
 	// TLS names the CA that signs the server's certificate, when it is
 	// not in the system pool.
-	TLS BundleTLS `yaml:"tls"`
+	TLS service.TLS `yaml:"tls"`
 	// Signing verifies .signatures.json with OPA's bundle signing. When set,
 	// an unsigned bundle, or one whose signature or file hashes do not
 	// verify, is refused.
@@ -80,21 +82,6 @@ type BundlePolling struct {
 	LongPollingTimeout time.Duration `yaml:"long_polling_timeout"`
 }
 
-// BundleCredentials hold the bearer token sent to the bundle server, read
-// on every download so that a rotated token is used without a restart.
-type BundleCredentials struct {
-	BearerTokenFile string `yaml:"bearer_token_file"`
-	BearerTokenEnv  string `yaml:"bearer_token_env"`
-	// Scheme is the Authorization scheme (default Bearer).
-	Scheme string `yaml:"scheme"`
-}
-
-// BundleTLS is the TLS the bundle client uses: TLS 1.2 at least, the
-// server verified against CACert (a PEM file) or the system pool.
-type BundleTLS struct {
-	CACert string `yaml:"ca_cert"`
-}
-
 // BundleSigning is OPA's bundles[].signing with the keys beside it.
 type BundleSigning struct {
 	// Keys are the verification keys by key id (OPA's keys section).
@@ -129,12 +116,9 @@ func (c *BundleServerConfig) Enabled() bool { return c != nil && c.URL != "" }
 // bad field.
 func (c *BundleServerConfig) Validate() error {
 	const p = "policy.bundle_server"
-	u, err := url.Parse(c.URL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("%s.url: %q is not an http or https URL", p, c.URL)
-	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%s.url: must not carry credentials, a query or a fragment; use %s.credentials", p, p)
+	u, err := service.CheckURL(c.URL, p+".url")
+	if err != nil {
+		return err
 	}
 	if c.Resource == "" {
 		c.Resource = DefaultBundleResource
@@ -172,33 +156,11 @@ func (c *BundleServerConfig) Validate() error {
 	if c.MaxBytes < 1024 {
 		return fmt.Errorf("%s.max_bytes: at least 1024", p)
 	}
-	cr := &c.Credentials
-	if cr.BearerTokenFile != "" && cr.BearerTokenEnv != "" {
-		return fmt.Errorf("%s.credentials.bearer_token_file: set bearer_token_file or bearer_token_env, not both", p)
-	}
-	if cr.Scheme == "" {
-		cr.Scheme = "Bearer"
-	}
-	if strings.ContainsAny(cr.Scheme, " \t\r\n") {
-		return fmt.Errorf("%s.credentials.scheme: %q is not one word", p, cr.Scheme)
-	}
-	if _, err := c.token(); err != nil {
+	if err := c.Credentials.Validate(p+".credentials", u); err != nil {
 		return err
 	}
-	if (cr.BearerTokenFile != "" || cr.BearerTokenEnv != "") && u.Scheme != "https" && !loopbackHost(u.Hostname()) {
-		return fmt.Errorf("%s.credentials: a token is sent over https only (or to a loopback address); url is %s", p, u.Scheme)
-	}
-	c.tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.TLS.CACert != "" {
-		pemBytes, err := os.ReadFile(c.TLS.CACert)
-		if err != nil {
-			return fmt.Errorf("%s.tls.ca_cert: %w", p, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemBytes) {
-			return fmt.Errorf("%s.tls.ca_cert: %s holds no PEM certificate", p, c.TLS.CACert)
-		}
-		c.tlsCfg.RootCAs = pool
+	if c.tlsCfg, err = c.TLS.Config(p + ".tls"); err != nil {
+		return err
 	}
 	if c.Signing != nil {
 		vc, err := c.Signing.verification()
@@ -270,37 +232,6 @@ func (s *BundleSigning) verification() (*bundle.VerificationConfig, error) {
 // String names the bundle for logs and status: the URL without credentials.
 func (c *BundleServerConfig) String() string { return "bundle_server:" + c.url }
 
-// token reads the bearer token, "" when none is configured.
-func (c *BundleServerConfig) token() (string, error) {
-	const p = "policy.bundle_server.credentials"
-	switch {
-	case c.Credentials.BearerTokenFile != "":
-		b, err := os.ReadFile(c.Credentials.BearerTokenFile)
-		if err != nil {
-			return "", fmt.Errorf("%s.bearer_token_file: %w", p, err)
-		}
-		t := strings.TrimSpace(string(b))
-		if t == "" {
-			return "", fmt.Errorf("%s.bearer_token_file: %s is empty", p, c.Credentials.BearerTokenFile)
-		}
-		return t, nil
-	case c.Credentials.BearerTokenEnv != "":
-		t := strings.TrimSpace(os.Getenv(c.Credentials.BearerTokenEnv))
-		if t == "" {
-			return "", fmt.Errorf("%s.bearer_token_env: $%s is not set", p, c.Credentials.BearerTokenEnv)
-		}
-		return t, nil
-	}
-	return "", nil
-}
-
-func loopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	return strings.HasPrefix(h, "127.") || h == "::1"
-}
-
 // Bundle failure reasons: the values of phigate_policy_bundle_failures_total's
 // reason label.
 const (
@@ -336,12 +267,7 @@ type bundleClient struct {
 }
 
 func newBundleClient(cfg *BundleServerConfig) *bundleClient {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = cfg.tlsCfg
-	tr.Proxy = nil
-	return &bundleClient{cfg: cfg, http: &http.Client{Transport: tr,
-		// A redirect would send the token elsewhere.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	return &bundleClient{cfg: cfg, http: service.NewClient(cfg.tlsCfg)}
 }
 
 // fetch downloads the bundle unless it still has etag. The error never
@@ -364,16 +290,12 @@ func (c *bundleClient) fetch(ctx context.Context, etag string) (bundleFetch, err
 	if lp > 0 {
 		req.Header.Set("Prefer", fmt.Sprintf("wait=%d", int(lp/time.Second)))
 	}
-	tok, err := c.cfg.token()
-	if err != nil {
+	if err := c.cfg.Credentials.Authorize(req, "policy.bundle_server.credentials"); err != nil {
 		return bundleFetch{}, &fetchError{bundleFailDownload, err}
-	}
-	if tok != "" {
-		req.Header.Set("Authorization", c.cfg.Credentials.Scheme+" "+tok)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return bundleFetch{}, &fetchError{bundleFailDownload, fmt.Errorf("GET %s: %w", c.cfg.url, scrubURLError(err))}
+		return bundleFetch{}, &fetchError{bundleFailDownload, fmt.Errorf("GET %s: %w", c.cfg.url, service.ScrubURL(err))}
 	}
 	defer resp.Body.Close()
 	out := bundleFetch{etag: resp.Header.Get("ETag")}
@@ -401,16 +323,6 @@ func (c *bundleClient) fetch(ctx context.Context, etag string) (bundleFetch, err
 	}
 	out.raw = raw
 	return out, nil
-}
-
-// scrubURLError drops the URL from a transport error (the configured one
-// is named by the caller; a redirect target is the server's business).
-func scrubURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
 
 // readBundle reads a downloaded tarball with OPA's reader, verifying its
@@ -537,4 +449,20 @@ func writeFileAtomic(path string, data []byte) error {
 		_ = d.Close()
 	}
 	return nil
+}
+
+// Warnings are what serve accepts but an operator should hear of: bundles
+// taken without a signature, or over plaintext beyond this host.
+func (c *BundleServerConfig) Warnings() []string {
+	if !c.Enabled() {
+		return nil
+	}
+	var out []string
+	if c.Signing == nil {
+		out = append(out, "policy.bundle_server.signing: not set: any bundle the server (or whoever answers for it) serves is activated; sign bundles and configure the verification key")
+	}
+	if u, err := url.Parse(c.URL); err == nil && u.Scheme == "http" && !service.Loopback(u.Hostname()) {
+		out = append(out, fmt.Sprintf("policy.bundle_server.url: %s is plaintext http beyond this host", u.Host))
+	}
+	return out
 }

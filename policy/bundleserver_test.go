@@ -13,6 +13,7 @@ import (
 
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/internal/bundletest"
+	"github.com/phigate/phigate/internal/service"
 )
 
 const bundlePath = "/bundles/phigate.tar.gz"
@@ -26,7 +27,7 @@ func bundleEngine(t *testing.T, srv *bundletest.Server, signer *bundletest.Signe
 		t.Fatal(err)
 	}
 	cfg := Config{BundleServer: BundleServerConfig{
-		URL: srv.URL, Credentials: BundleCredentials{BearerTokenFile: tok},
+		URL: srv.URL, Credentials: service.Credentials{BearerTokenFile: tok},
 		PersistDir: persist, FetchOnly: true,
 	}}
 	if signer != nil {
@@ -225,9 +226,9 @@ func TestBundleServerConfigErrors(t *testing.T) {
 		{"credentials in url", Config{BundleServer: BundleServerConfig{URL: "https://u:p@h/"}}, "policy.bundle_server.url"},
 		{"with a directory", Config{Source: Source{Dir: t.TempDir()}, BundleServer: BundleServerConfig{URL: "https://h/"}}, "only one"},
 		{"delays", Config{BundleServer: BundleServerConfig{URL: "https://h/", Polling: BundlePolling{MinDelay: time.Minute, MaxDelay: time.Second}}}, "polling.max_delay"},
-		{"token over http", Config{BundleServer: BundleServerConfig{URL: "http://bundles.example/", Credentials: BundleCredentials{BearerTokenEnv: "HOME"}}}, "credentials"},
-		{"token env unset", Config{BundleServer: BundleServerConfig{URL: "https://h/", Credentials: BundleCredentials{BearerTokenEnv: "PHIGATE_UNSET_TOKEN_VAR"}}}, "bearer_token_env"},
-		{"ca not pem", Config{BundleServer: BundleServerConfig{URL: "https://h/", TLS: BundleTLS{CACert: key.PublicFile + ".missing"}}}, "tls.ca_cert"},
+		{"token over http", Config{BundleServer: BundleServerConfig{URL: "http://bundles.example/", Credentials: service.Credentials{BearerTokenEnv: "HOME"}}}, "credentials"},
+		{"token env unset", Config{BundleServer: BundleServerConfig{URL: "https://h/", Credentials: service.Credentials{BearerTokenEnv: "PHIGATE_UNSET_TOKEN_VAR"}}}, "bearer_token_env"},
+		{"ca not pem", Config{BundleServer: BundleServerConfig{URL: "https://h/", TLS: service.TLS{CACert: key.PublicFile + ".missing"}}}, "tls.ca_cert"},
 		{"no keys", Config{BundleServer: BundleServerConfig{URL: "https://h/", Signing: &BundleSigning{}}}, "signing.keys"},
 		{"bad algorithm", Config{BundleServer: BundleServerConfig{URL: "https://h/", Signing: &BundleSigning{Keys: map[string]BundleKey{"k": {KeyFile: key.PublicFile, Algorithm: "none"}}}}}, "algorithm"},
 		{"unknown keyid", Config{BundleServer: BundleServerConfig{URL: "https://h/", Signing: &BundleSigning{KeyID: "x", Keys: map[string]BundleKey{"k": {KeyFile: key.PublicFile}}}}}, "signing.keyid"},

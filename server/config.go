@@ -18,6 +18,7 @@ import (
 	"github.com/phigate/phigate/ingest"
 	"github.com/phigate/phigate/plan"
 	"github.com/phigate/phigate/policy"
+	"github.com/phigate/phigate/policy/decisionlog"
 )
 
 // Config is phigate.yaml. Every section validates itself and names the bad
@@ -47,6 +48,10 @@ type Config struct {
 	// Ingest are the listeners hospitals publish care relationships to
 	// (HL7 v2 ADT over MLLP, FHIR CareTeam and Encounter).
 	Ingest ingest.Config `yaml:"ingest"`
+	// DecisionLogs sends each decision, cut down to what carries no PHI,
+	// to a remote endpoint in OPA's decision log shape, beside the audit
+	// trail.
+	DecisionLogs decisionlog.Config `yaml:"decision_logs"`
 
 	// validated is set by a successful Validate; New refuses a
 	// configuration without it, since the defaults it fills are ones New
@@ -216,6 +221,7 @@ func (c *Config) Validate() error {
 	add(c.Request.Validate())
 	add(c.Owners.Validate())
 	add(c.Policy.Validate())
+	add(c.DecisionLogs.Validate())
 	for id, f := range c.Filters.TokenKeys {
 		if _, err := os.Stat(f); err != nil {
 			add(fmt.Errorf("filters.token_keys[%q]: %v", id, err))

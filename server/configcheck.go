@@ -97,6 +97,8 @@ func (c *Config) Warnings() []string {
 	if m := c.Ingest.MLLP; m.Listen != "" && m.TLS.Cert == "" && !loopback(m.Listen) {
 		out = append(out, fmt.Sprintf("ingest.mllp.listen: %s is not a loopback address and has no ingest.mllp.tls: anyone who reaches it can publish care relationships, and ADT messages cross the network in plaintext", m.Listen))
 	}
+	out = append(out, c.Policy.BundleServer.Warnings()...)
+	out = append(out, c.DecisionLogs.Warnings()...)
 	return out
 }
 

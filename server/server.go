@@ -183,11 +183,15 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 	if o.grantsSet {
 		grants = o.grants
 	}
+	recorder, err := s.decisionLogs(trail, o.build, reg)
+	if err != nil {
+		return nil, err
+	}
 	az := authz.NewAuthorizer(authz.Options{
 		Verifier:        s.verifier,
 		Parser:          parser,
 		Evaluator:       s.engine,
-		Recorder:        trail,
+		Recorder:        recorder,
 		Grants:          grants,
 		Care:            s.store,
 		Consents:        s.store,

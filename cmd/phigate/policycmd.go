@@ -34,9 +34,18 @@ func loadBundle(args []string) (policy.Source, *bundle.Bundle, error) {
 func decisionPath(ctx context.Context, cfg *server.Config) (*policy.Engine, *authz.JWTVerifier, error) {
 	cfg.Policy.ReloadInterval = 0
 	cfg.Policy.TokenKeys = cfg.Filters.KeyIDs()
+	// A bundle server is asked once, without a poller: the bundle it
+	// serves now must verify and compile, or the command fails.
+	cfg.Policy.BundleServer.FetchOnly = true
 	engine, err := policy.NewEngine(ctx, cfg.Policy, nil, nil)
 	if err != nil {
 		return nil, nil, err
+	}
+	if cfg.Policy.BundleServer.Enabled() {
+		if err := engine.Reload(ctx); err != nil {
+			engine.Close()
+			return nil, nil, fmt.Errorf("%s: %w", engine.Status().Source, err)
+		}
 	}
 	verifier, err := authz.NewJWTVerifier(ctx, cfg.JWT, nil)
 	if err != nil {

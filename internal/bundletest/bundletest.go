@@ -85,12 +85,26 @@ func Build(t testing.TB, o Options) []byte {
 		}
 		b.Modules = append(b.Modules, bundle.ModuleFile{URL: "/" + n, Path: "/" + n, Raw: []byte(src), Parsed: m})
 	}
-	if o.Signer != nil {
-		if err := b.GenerateSignature(bundle.NewSigningConfig(o.Signer.private, "RS256", ""), o.Signer.KeyID, false); err != nil {
+	return write(t, b, o.Signer, o.Tamper)
+}
+
+// FromBundle writes a bundle already loaded (the embedded library, say)
+// under a manifest revision, signed when signer is not nil.
+func FromBundle(t testing.TB, src *bundle.Bundle, revision string, signer *Signer) []byte {
+	t.Helper()
+	b := bundle.Bundle{Data: src.Data, Modules: src.Modules, Manifest: bundle.Manifest{Revision: revision}}
+	b.Manifest.Init()
+	return write(t, b, signer, false)
+}
+
+func write(t testing.TB, b bundle.Bundle, signer *Signer, tamper bool) []byte {
+	t.Helper()
+	if signer != nil {
+		if err := b.GenerateSignature(bundle.NewSigningConfig(signer.private, "RS256", ""), signer.KeyID, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if o.Tamper {
+	if tamper {
 		if len(b.Modules) == 0 {
 			t.Fatal("bundletest: nothing to tamper with")
 		}
