@@ -43,6 +43,11 @@ func (e *Engine) startBundles(reg prometheus.Registerer) error {
 			Help: "The revision of the bundle being served (value 1); none before the first good bundle.",
 		}, []string{"revision"}),
 	}
+	// Every reason from the start, so that a rate is zero, not absent.
+	for _, r := range []string{bundleFailDownload, bundleFailStatus, bundleFailTooLarge, bundleFailSignature, bundleFailRead,
+		string(CodeLoad), string(CodeCompile), string(CodeTest), string(CodeShape), bundleFailPersist} {
+		bp.failuresVec.WithLabelValues(r)
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{bp.lastSuccess, bp.failuresVec, bp.active} {
 			if err := reg.Register(c); err != nil {

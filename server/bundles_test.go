@@ -152,7 +152,7 @@ func TestDecisionLogsThroughServer(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer rcv.Close()
-	_, client, keys := startPhigate(t, func(c *server.Config) {
+	srv, client, keys := startPhigate(t, func(c *server.Config) {
 		c.DecisionLogs = decisionlog.Config{URL: rcv.URL,
 			Reporting: decisionlog.Reporting{MinDelay: 20 * time.Millisecond, MaxDelay: 40 * time.Millisecond}}
 	})
@@ -216,5 +216,12 @@ func TestDecisionLogsThroughServer(t *testing.T) {
 	}
 	if allowed != 1 {
 		t.Errorf("%d allowed events, want 1 (pat-0001)", allowed)
+	}
+	_, metrics := stacktest.GetBody(t, "http://"+srv.AdminAddr()+"/metrics")
+	for _, name := range []string{"phigate_decision_logs_sent_total", "phigate_decision_logs_dropped_total", "phigate_decision_logs_upload_failures_total",
+		"phigate_decision_logs_last_success_timestamp_seconds", "phigate_decision_logs_buffered_events"} {
+		if !strings.Contains(metrics, "# TYPE "+name+" ") {
+			t.Errorf("/metrics lacks %s with decision_logs set", name)
+		}
 	}
 }

@@ -46,6 +46,15 @@ func TestMetricsDocsAndDashboard(t *testing.T) {
 		"phigate_audit_sink_errors_total":         "a sink fails to deliver",
 		"phigate_ingest_messages_total":           "a feed message arrives",
 		"phigate_ingest_message_duration_seconds": "a feed message arrives",
+		// Registered only when their section is configured.
+		"phigate_policy_bundle_last_success_timestamp_seconds": "policy.bundle_server is set",
+		"phigate_policy_bundle_failures_total":                 "policy.bundle_server is set",
+		"phigate_policy_bundle_active_revision_info":           "policy.bundle_server is set",
+		"phigate_decision_logs_sent_total":                     "decision_logs is set",
+		"phigate_decision_logs_dropped_total":                  "decision_logs is set",
+		"phigate_decision_logs_upload_failures_total":          "decision_logs is set",
+		"phigate_decision_logs_last_success_timestamp_seconds": "decision_logs is set",
+		"phigate_decision_logs_buffered_events":                "decision_logs is set",
 	}
 	for name := range exposed {
 		if !documented[name] {

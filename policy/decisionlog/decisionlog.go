@@ -230,6 +230,13 @@ func New(cfg Config, id, version string, log *zap.Logger, reg prometheus.Registe
 			Name: "phigate_decision_logs_last_success_timestamp_seconds", Help: "When the receiver last accepted an upload.",
 		}),
 	}
+	// Every reason from the start, so that a rate is zero, not absent.
+	for _, r := range []string{dropBufferFull, dropShutdown, dropEncode} {
+		l.dropped.WithLabelValues(r)
+	}
+	for _, r := range []string{"network", "status", "credentials"} {
+		l.failures.WithLabelValues(r)
+	}
 	buffered := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "phigate_decision_logs_buffered_events", Help: "Decision log events waiting to be sent.",
 	}, func() float64 { return float64(len(l.ch)) + float64(l.pending.Load()) })

@@ -369,4 +369,6 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-func credentialsEnv(name string) service.Credentials { return service.Credentials{BearerTokenEnv: name} }
+func credentialsEnv(name string) service.Credentials {
+	return service.Credentials{BearerTokenEnv: name}
+}
