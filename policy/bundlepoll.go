@@ -28,6 +28,9 @@ type bundlePoller struct {
 // bundle the engine is not ready and Evaluate fails, which denies.
 func (e *Engine) startBundles(reg prometheus.Registerer) error {
 	cfg := &e.cfg.BundleServer
+	if err := cfg.preparePersist(); err != nil {
+		return err
+	}
 	bp := &bundlePoller{
 		client: newBundleClient(cfg),
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{

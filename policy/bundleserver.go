@@ -170,16 +170,28 @@ func (c *BundleServerConfig) Validate() error {
 		c.verifyCfg = vc
 	}
 	if c.PersistDir != "" {
-		if err := os.MkdirAll(c.PersistDir, 0o700); err != nil {
-			return fmt.Errorf("%s.persist_dir: %w", p, err)
+		if st, err := os.Stat(c.PersistDir); err == nil && !st.IsDir() {
+			return fmt.Errorf("%s.persist_dir: %s is not a directory", p, c.PersistDir)
 		}
-		f, err := os.CreateTemp(c.PersistDir, ".probe-*")
-		if err != nil {
-			return fmt.Errorf("%s.persist_dir: not writable: %w", p, err)
-		}
-		_ = f.Close()
-		_ = os.Remove(f.Name())
 	}
+	return nil
+}
+
+// preparePersist creates persist_dir and checks that it is writable; the
+// engine does it once, at start.
+func (c *BundleServerConfig) preparePersist() error {
+	if c.PersistDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(c.PersistDir, 0o700); err != nil {
+		return fmt.Errorf("policy.bundle_server.persist_dir: %w", err)
+	}
+	f, err := os.CreateTemp(c.PersistDir, ".probe-*")
+	if err != nil {
+		return fmt.Errorf("policy.bundle_server.persist_dir: not writable: %w", err)
+	}
+	_ = f.Close()
+	_ = os.Remove(f.Name())
 	return nil
 }
 

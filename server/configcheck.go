@@ -128,8 +128,11 @@ var yamlPaths = func() map[string]string {
 		if t.Kind() != reflect.Struct || depth > 6 {
 			return
 		}
-		if _, seen := m[t.String()]; !seen {
+		// A type used in two sections (service credentials) names both.
+		if prev, seen := m[t.String()]; !seen {
 			m[t.String()] = path
+		} else if prev != path && !strings.Contains(prev, " or ") {
+			m[t.String()] = prev + " or " + path
 		}
 		for i := range t.NumField() {
 			f := t.Field(i)
