@@ -214,6 +214,33 @@ func TestBundleServerPolls(t *testing.T) {
 	}
 }
 
+// TestBundleServerLongPolling: against a server that holds requests, a
+// new revision arrives as soon as it is published, though the polling
+// delay alone would not ask again for an hour.
+func TestBundleServerLongPolling(t *testing.T) {
+	srv := bundletest.NewServer(t, bundlePath)
+	srv.LongPoll = true
+	srv.Publish(revBundle(t, "one", nil))
+	e, err := NewEngine(t.Context(), Config{BundleServer: BundleServerConfig{
+		URL: srv.URL, Polling: BundlePolling{MinDelay: time.Hour, MaxDelay: time.Hour, LongPollingTimeout: time.Minute},
+	}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	waitFor(t, func() bool { got, _ := xrev(t, e); return got == "one" })
+	// Wait for the held request before publishing, so the change reaches
+	// phigate through it.
+	waitFor(t, func() bool { r := srv.Requests(); return len(r) >= 1 })
+	srv.Publish(revBundle(t, "two", nil))
+	waitFor(t, func() bool { got, _ := xrev(t, e); return got == "two" })
+	for _, r := range srv.Requests() {
+		if r.Prefer != "wait=60" {
+			t.Fatalf("request %+v, want Prefer: wait=60", r)
+		}
+	}
+}
+
 func TestBundleServerConfigErrors(t *testing.T) {
 	key := bundletest.NewSigner(t, "k")
 	cases := []struct {

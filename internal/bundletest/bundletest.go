@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -122,8 +124,14 @@ func write(t testing.TB, b bundle.Bundle, signer *Signer, tamper bool) []byte {
 type Server struct {
 	*httptest.Server
 	Path string
+	// LongPoll makes the server hold a request whose If-None-Match names
+	// the current bundle, for as long as its Prefer: wait=N asks or until
+	// Publish, and answer with OPA's long-polling content type. Set it
+	// before the first request.
+	LongPoll bool
 
 	mu       sync.Mutex
+	changed  chan struct{} // closed by Publish
 	raw      []byte
 	etag     string
 	status   int // when nonzero, every request gets this status instead
@@ -142,7 +150,7 @@ type Request struct {
 // Publish.
 func NewServer(t testing.TB, path string) *Server {
 	t.Helper()
-	s := &Server{Path: path}
+	s := &Server{Path: path, changed: make(chan struct{})}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
@@ -151,6 +159,21 @@ func NewServer(t testing.TB, path string) *Server {
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.LongPoll {
+		w.Header().Set("Content-Type", "application/vnd.openpolicyagent.bundles")
+		var wait int
+		if _, err := fmt.Sscanf(r.Header.Get("Prefer"), "wait=%d", &wait); err == nil && wait > 0 &&
+			r.Header.Get("If-None-Match") == s.etag && s.status == 0 {
+			ch := s.changed
+			s.mu.Unlock()
+			select {
+			case <-ch:
+			case <-time.After(time.Duration(wait) * time.Second):
+			case <-r.Context().Done():
+			}
+			s.mu.Lock()
+		}
+	}
 	rec := Request{IfNoneMatch: r.Header.Get("If-None-Match"), Authorization: r.Header.Get("Authorization"), Prefer: r.Header.Get("Prefer")}
 	switch {
 	case r.Method != http.MethodGet || r.URL.Path != s.Path:
@@ -164,7 +187,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		rec.Status = http.StatusNotModified
 	default:
 		w.Header().Set("ETag", s.etag)
-		w.Header().Set("Content-Type", "application/gzip")
+		if !s.LongPoll {
+			w.Header().Set("Content-Type", "application/gzip")
+		}
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(s.raw)
 		s.requests = append(s.requests, Request{IfNoneMatch: rec.IfNoneMatch, Authorization: rec.Authorization, Prefer: rec.Prefer, Status: http.StatusOK})
@@ -180,6 +205,8 @@ func (s *Server) Publish(raw []byte) string {
 	etag := `"` + hex.EncodeToString(sum[:8]) + `"`
 	s.mu.Lock()
 	s.raw, s.etag, s.status = raw, etag, 0
+	close(s.changed)
+	s.changed = make(chan struct{})
 	s.mu.Unlock()
 	return etag
 }
