@@ -147,6 +147,10 @@ func (e *Engine) pollOnce(ctx context.Context) error {
 		}
 		bp.failures = 0
 		bp.lastSuccess.SetToCurrentTime()
+		// The server confirms what is served: an earlier failure is over.
+		e.mu.Lock()
+		e.lastErr = nil
+		e.mu.Unlock()
 		return nil
 	}
 	return e.activate(ctx, f.raw, f.etag, true)

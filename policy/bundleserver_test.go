@@ -112,7 +112,8 @@ func TestBundleServerLifecycle(t *testing.T) {
 		t.Fatalf("last success %v after a 304, want later than %v", after, before)
 	}
 
-	srv.Publish(revBundle(t, "two", signer))
+	two := revBundle(t, "two", signer)
+	srv.Publish(two)
 	if err := e.Reload(t.Context()); err != nil {
 		t.Fatalf("new revision: %v", err)
 	}
@@ -158,6 +159,16 @@ func TestBundleServerLifecycle(t *testing.T) {
 				t.Fatalf("failures{reason=%s} = %v, want %v", c.reason, got, n+1)
 			}
 		})
+	}
+
+	// The server serves the active bundle again: 304, and the failures
+	// shown are over.
+	srv.Publish(two)
+	if err := e.Reload(t.Context()); err != nil || e.Status().LastError != "" {
+		t.Fatalf("the active bundle again: %v, last error %q; want a 304 that clears it", err, e.Status().LastError)
+	}
+	if r := srv.Requests()[len(srv.Requests())-1]; r.Status != http.StatusNotModified {
+		t.Fatalf("the active bundle again got %d, want 304", r.Status)
 	}
 
 	// The server errs, then is gone: the last good keeps serving.
