@@ -267,29 +267,34 @@ func (m *masker) code(path, s string) string {
 	return Mask
 }
 
-// names reports whether s holds one of the request's identifiers: as a
-// whole token (ids are often short), or anywhere for long ones.
+// names reports whether s holds one of the request's identifiers: where
+// it is not part of a longer word (ids are often short: patient 12 must
+// not mask rule12, but must mask deny:12), or anywhere for long ones.
 func (m *masker) names(s string) bool {
-	if len(m.secrets) == 0 {
-		return false
-	}
-	if m.secrets[s] {
-		return true
-	}
-	for tok := range strings.FieldsFuncSeq(s, func(r rune) bool {
-		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-')
-	}) {
-		if m.secrets[tok] {
-			return true
-		}
-	}
 	for sec := range m.secrets {
-		if len(sec) >= 6 && strings.Contains(s, sec) {
-			return true
+		if len(sec) >= 6 {
+			if strings.Contains(s, sec) {
+				return true
+			}
+			continue
+		}
+		for i := 0; ; {
+			j := strings.Index(s[i:], sec)
+			if j < 0 {
+				break
+			}
+			at := i + j
+			end := at + len(sec)
+			if (at == 0 || !alnum(s[at-1]) || !alnum(sec[0])) && (end == len(s) || !alnum(s[end]) || !alnum(sec[len(sec)-1])) {
+				return true
+			}
+			i = at + 1
 		}
 	}
 	return false
 }
+
+func alnum(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' }
 
 func codeLike(s string) bool {
 	if len(s) > 128 {
