@@ -1,7 +1,7 @@
 package decisionlog
 
 import (
-	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -171,16 +171,16 @@ func NewEvent(req *authz.Request, d *authz.Decision, labels map[string]string) E
 	m.erase("/input/identity/fhir_user", id.FHIRUser != "")
 	m.erase("/input/identity/patient", id.Patient != "")
 	for i, r := range id.Roles {
-		in.Identity.Roles[i] = m.code(fmt.Sprintf("/input/identity/roles/%d", i), r)
+		in.Identity.Roles[i] = m.keep("/input/identity/roles", i, "", r)
 	}
 	for i, s := range id.Scopes {
-		p := fmt.Sprintf("/input/identity/scopes/%d", i)
+		const p = "/input/identity/scopes"
 		in.Identity.Scopes[i] = InputScope{
-			Context:     m.code(p+"/context", s.Context),
-			Resource:    m.code(p+"/resource", s.Resource),
-			Permissions: m.code(p+"/permissions", s.Permissions),
+			Context:     m.keep(p, i, "/context", s.Context),
+			Resource:    m.keep(p, i, "/resource", s.Resource),
+			Permissions: m.keep(p, i, "/permissions", s.Permissions),
 		}
-		m.erase(p+"/raw", s.Raw != "")
+		m.cut(p, i, "/raw", s.Raw != "")
 	}
 	in.FHIR = m.fhir("/input/fhir", &req.FHIR)
 	in.Purpose = m.code("/input/purpose_of_use", req.Purpose)
@@ -199,14 +199,14 @@ func NewEvent(req *authz.Request, d *authz.Decision, labels map[string]string) E
 	m.erase("/result/response_headers", len(d.ResponseHeaders) > 0)
 	m.erase("/result/redact", !d.Plan.Empty())
 	for i, o := range d.Obligations {
-		p := fmt.Sprintf("/result/obligations/%d", i)
-		r.Obligations = append(r.Obligations, ResultObligation{Type: m.code(p+"/type", o.Type)})
-		m.erase(p+"/params", len(o.Params) > 0)
+		const p = "/result/obligations"
+		r.Obligations = append(r.Obligations, ResultObligation{Type: m.keep(p, i, "/type", o.Type)})
+		m.cut(p, i, "/params", len(o.Params) > 0)
 	}
 	r.Audit.Purpose = m.code("/result/audit/purpose", d.Audit.Purpose)
 	m.erase("/result/audit/patients", len(d.Audit.Patients) > 0)
 	for i, rule := range d.Audit.Rules {
-		r.Audit.Rules = append(r.Audit.Rules, m.code(fmt.Sprintf("/result/audit/rules/%d", i), rule))
+		r.Audit.Rules = append(r.Audit.Rules, m.keep("/result/audit/rules", i, "", rule))
 	}
 	ev.Erased, ev.Masked = m.erased, m.masked
 	return ev
@@ -214,27 +214,27 @@ func NewEvent(req *authz.Request, d *authz.Decision, labels map[string]string) E
 
 func (m *masker) fhir(p string, f *authz.FHIRRequest) InputFHIR {
 	out := InputFHIR{
-		Interaction:  m.code(p+"/interaction", string(f.Interaction)),
-		ResourceType: m.code(p+"/resource_type", f.ResourceType),
-		Operation:    m.code(p+"/operation", f.Operation),
+		Interaction:  m.keep(p, -1, "/interaction", string(f.Interaction)),
+		ResourceType: m.keep(p, -1, "/resource_type", f.ResourceType),
+		Operation:    m.keep(p, -1, "/operation", f.Operation),
 		AllPatients:  f.AllPatients,
-		Method:       m.code(p+"/method", f.Method),
-		Kind:         m.code(p+"/kind", f.Kind),
+		Method:       m.keep(p, -1, "/method", f.Method),
+		Kind:         m.keep(p, -1, "/kind", f.Kind),
 	}
-	m.erase(p+"/id", f.ID != "")
-	m.erase(p+"/version", f.Version != "")
-	m.erase(p+"/patients", len(f.Patients) > 0)
-	m.erase(p+"/include", len(f.Include) > 0)
-	m.erase(p+"/revinclude", len(f.RevInclude) > 0)
+	m.cut(p, -1, "/id", f.ID != "")
+	m.cut(p, -1, "/version", f.Version != "")
+	m.cut(p, -1, "/patients", len(f.Patients) > 0)
+	m.cut(p, -1, "/include", len(f.Include) > 0)
+	m.cut(p, -1, "/revinclude", len(f.RevInclude) > 0)
 	if c := f.Compartment; c != nil {
-		out.Compartment = &InputCompartment{Type: m.code(p+"/compartment/type", c.Type)}
-		m.erase(p+"/compartment/id", c.ID != "")
+		out.Compartment = &InputCompartment{Type: m.keep(p, -1, "/compartment/type", c.Type)}
+		m.cut(p, -1, "/compartment/id", c.ID != "")
 	}
 	for i, t := range f.IncludedTypes {
-		out.IncludedTypes = append(out.IncludedTypes, m.code(fmt.Sprintf("%s/included_types/%d", p, i), t))
+		out.IncludedTypes = append(out.IncludedTypes, m.keep(p+"/included_types", i, "", t))
 	}
 	for i := range f.Entries {
-		out.Entries = append(out.Entries, m.fhir(fmt.Sprintf("%s/entries/%d", p, i), &f.Entries[i]))
+		out.Entries = append(out.Entries, m.fhir(p+"/entries/"+strconv.Itoa(i), &f.Entries[i]))
 	}
 	return out
 }
@@ -246,24 +246,38 @@ type masker struct {
 	masked  []string
 }
 
-func (m *masker) erase(path string, present bool) {
+func (m *masker) erase(path string, present bool) { m.cut(path, -1, "", present) }
+
+// cut records prefix[/i]field as erased when present. The pointer is
+// built only then: most fields are kept, and a Check pays for each event.
+func (m *masker) cut(prefix string, i int, field string, present bool) {
 	if present {
-		m.erased = append(m.erased, path)
+		m.erased = append(m.erased, pointer(prefix, i, field))
 	}
+}
+
+func pointer(prefix string, i int, field string) string {
+	if i < 0 {
+		return prefix + field
+	}
+	return prefix + "/" + strconv.Itoa(i) + field
 }
 
 // code returns s when it is shaped like a code (a role, a rule name, a
 // resource type) and names none of the request's identifiers; otherwise
 // Mask, recording path. A policy that writes a patient id into its reason
 // or rule names does not get it out this way.
-func (m *masker) code(path, s string) string {
+func (m *masker) code(path, s string) string { return m.keep(path, -1, "", s) }
+
+// keep is code for the string at prefix[/i]field.
+func (m *masker) keep(prefix string, i int, field, s string) string {
 	if s == "" {
 		return ""
 	}
 	if codeLike(s) && !m.names(s) {
 		return s
 	}
-	m.masked = append(m.masked, path)
+	m.masked = append(m.masked, pointer(prefix, i, field))
 	return Mask
 }
 
