@@ -42,11 +42,14 @@ func TestConfigCheckAsksTheBundleServer(t *testing.T) {
 		return 0, out.String()
 	}
 	bs.Publish(bundletest.FromBundle(t, lib, "library-1", signer))
-	if code, out := run(); code != 0 || !strings.Contains(out, "ok (policy revision library-1)") {
+	code, out := run()
+	if code != 0 || !strings.Contains(out, "ok (policy revision library-1)") {
 		t.Fatalf("signed library: exit %d, %s", code, out)
 	}
+	t.Logf("signed: %s", out)
 	bs.Publish(bundletest.FromBundle(t, lib, "library-2", nil))
-	if code, out := run(); code == 0 || !strings.Contains(out, "signatures") {
+	if code, out = run(); code == 0 || !strings.Contains(out, "signatures") {
 		t.Fatalf("unsigned bundle: exit %d, %s; want a failure naming the missing signature", code, out)
 	}
+	t.Logf("unsigned: exit %d: %s", code, out)
 }
