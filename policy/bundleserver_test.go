@@ -280,3 +280,18 @@ func TestBundleServerConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSignedBundleWithoutKeysRefused: a signature phigate has no key for
+// is not taken as absent.
+func TestSignedBundleWithoutKeysRefused(t *testing.T) {
+	srv := bundletest.NewServer(t, bundlePath)
+	e := bundleEngine(t, srv, nil, "", nil)
+	srv.Publish(revBundle(t, "one", bundletest.NewSigner(t, "k")))
+	if err := e.Reload(t.Context()); err == nil || e.Status().Ready {
+		t.Fatalf("signed bundle without signing configured: %v, ready %v; want refused", err, e.Status().Ready)
+	}
+	srv.Publish(revBundle(t, "two", nil))
+	if err := e.Reload(t.Context()); err != nil || e.Status().Revision != "two" {
+		t.Fatalf("unsigned bundle without signing configured: %v at %q; want it taken", err, e.Status().Revision)
+	}
+}
