@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -27,7 +28,12 @@ func (s *Server) decisionLogs(trail *audit.Log, b BuildInfo, reg prometheus.Regi
 	if version == "" {
 		version = "unknown"
 	}
-	dl, err := decisionlog.New(s.cfg.DecisionLogs, hex.EncodeToString(id[:]), version, s.log.Named("decision_logs"), reg)
+	dc := s.cfg.DecisionLogs
+	if oe := s.cfg.Policy.OPAEnvoy; oe != nil {
+		// The event's path is the rule that decides, as OPA's is.
+		dc.Path = strings.ReplaceAll(strings.TrimPrefix(oe.Ref(), "data."), ".", "/")
+	}
+	dl, err := decisionlog.New(dc, hex.EncodeToString(id[:]), version, s.log.Named("decision_logs"), reg)
 	if err != nil {
 		return nil, err
 	}

@@ -65,6 +65,11 @@ type Config struct {
 	// buffered. Default 5s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
+	// Path is every event's path, the rule that decided (default
+	// DecisionPath). Not read from YAML: the wiring sets it from the
+	// policy's configuration (OPA-Envoy mode decides with another rule).
+	Path string `yaml:"-"`
+
 	url    string
 	tlsCfg *tls.Config
 }
@@ -259,6 +264,9 @@ func (l *Logger) Record(req *authz.Request, d *authz.Decision) {
 		return
 	}
 	ev := NewEvent(req, d, l.labels)
+	if l.cfg.Path != "" {
+		ev.Path = l.cfg.Path
+	}
 	select {
 	case l.ch <- ev:
 		if len(l.ch) >= l.cfg.Reporting.UploadSizeLimitEvents {

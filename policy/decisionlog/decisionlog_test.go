@@ -372,3 +372,22 @@ func TestConfigErrors(t *testing.T) {
 func credentialsEnv(name string) service.Credentials {
 	return service.Credentials{BearerTokenEnv: name}
 }
+
+// TestEventPath: the path is the rule that decided, phigate's unless the
+// wiring names another.
+func TestEventPath(t *testing.T) {
+	rcv := newReceiver(t)
+	l, err := New(testConfig(t, rcv.URL, func(c *Config) { c.Path = "envoy/authz/allow" }), "inst-1", "v1", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, d := phiRequest(0)
+	l.Record(req, d)
+	l.Close()
+	if evs := rcv.events(t); len(evs) != 1 || evs[0]["path"] != "envoy/authz/allow" {
+		t.Fatalf("events %v, want one with path envoy/authz/allow", evs)
+	}
+	if ev := NewEvent(req, d, nil); ev.Path != DecisionPath {
+		t.Fatalf("default path %q, want %q", ev.Path, DecisionPath)
+	}
+}
