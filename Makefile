@@ -55,18 +55,22 @@ test: tools fhir-defs services vet fmt-check tidy-check opa-check unit fuzz benc
 vet:
 	$(GO) vet ./...
 
-# PostgreSQL from Debian's packages, for the tests of shared state. It is
-# installed here when missing (CI runs as root); each test binary that needs
-# it starts its own cluster in a temporary directory on a loopback port and
-# stops it at exit (internal/pgtest). PHIGATE_TEST_POSTGRES=<dsn> uses a
-# server of your own instead.
+# PostgreSQL and Redis from Debian's packages, for the tests of shared
+# state. They are installed here when missing (CI runs as root); each test
+# binary that needs one starts its own server in a temporary directory on a
+# loopback port and stops it at exit (internal/pgtest, internal/redistest).
+# PHIGATE_TEST_POSTGRES=<dsn> and PHIGATE_TEST_REDIS=<addr> use servers of
+# your own instead.
 services:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "$$PHIGATE_TEST_POSTGRES" ]; then \
+	@need=""; \
+	if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "$$PHIGATE_TEST_POSTGRES" ]; then need="$$need postgresql"; fi; \
+	if ! command -v redis-server >/dev/null 2>&1 && [ -z "$$PHIGATE_TEST_REDIS" ]; then need="$$need redis-server"; fi; \
+	if [ -n "$$need" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing postgresql"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	    echo "installing$$need"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need >/dev/null; \
 	  else \
-	    echo "PostgreSQL is missing: sudo apt-get install postgresql, or set PHIGATE_TEST_POSTGRES"; exit 1; \
+	    echo "missing:$$need (sudo apt-get install$$need, or set PHIGATE_TEST_POSTGRES / PHIGATE_TEST_REDIS)"; exit 1; \
 	  fi; \
 	fi
 

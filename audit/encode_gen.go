@@ -38,6 +38,8 @@ func appendJSONRequest(dst []byte, v *authz.Request) []byte {
 	dst = appendJSONConsentDirectiveArray(dst, v.Consents)
 	dst = append(dst, `,"elevations":`...)
 	dst = appendJSONElevationArray(dst, v.Elevations)
+	dst = append(dst, `,"alerts":`...)
+	dst = appendJSONAlertArray(dst, v.Alerts)
 	dst = append(dst, '}')
 	return dst
 }
@@ -224,6 +226,15 @@ func appendJSONElevation(dst []byte, v *authz.Elevation) []byte {
 	return dst
 }
 
+func appendJSONAlert(dst []byte, v *authz.Alert) []byte {
+	dst = append(dst, `{"kind":`...)
+	dst = appendString(dst, v.Kind)
+	dst = append(dst, `,"raised_ns":`...)
+	dst = strconv.AppendInt(dst, v.RaisedNS, 10)
+	dst = append(dst, '}')
+	return dst
+}
+
 func appendJSONScopeArray(dst []byte, xs []authz.Scope) []byte {
 	if xs == nil {
 		return append(dst, "null"...)
@@ -304,6 +315,20 @@ func appendJSONElevationArray(dst []byte, xs []authz.Elevation) []byte {
 			dst = append(dst, ',')
 		}
 		dst = appendJSONElevation(dst, &xs[i])
+	}
+	return append(dst, ']')
+}
+
+func appendJSONAlertArray(dst []byte, xs []authz.Alert) []byte {
+	if xs == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for i := range xs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONAlert(dst, &xs[i])
 	}
 	return append(dst, ']')
 }

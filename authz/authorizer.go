@@ -24,6 +24,8 @@ type Authorizer struct {
 	care      CareSource
 	consents  ConsentSource
 	elevs     ElevationSource
+	alerts    AlertSource
+	guard     Guard
 	owners    OwnerResolver
 	services  ServiceAccounts
 	log       *zap.Logger
@@ -49,6 +51,12 @@ type Options struct {
 	// Elevations reads the caller's just-in-time roles from the shared
 	// store; nil means there are none.
 	Elevations ElevationSource
+	// Alerts reads the caller's open alerts from the shared store; nil
+	// means there are none.
+	Alerts AlertSource
+	// Guard throttles callers and watches the limits decisions set; nil
+	// means neither.
+	Guard Guard
 	// Owners reads who owns the stored resource a write changes. Nil
 	// means writes to patient data other than a Patient are refused.
 	Owners OwnerResolver
@@ -69,7 +77,7 @@ func NewAuthorizer(o Options) *Authorizer {
 	}
 	return &Authorizer{verifier: o.Verifier, parser: o.Parser, evaluator: o.Evaluator,
 		recorder: o.Recorder, grants: o.Grants, care: o.Care,
-		consents: o.Consents, elevs: o.Elevations, owners: o.Owners, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
+		consents: o.Consents, elevs: o.Elevations, alerts: o.Alerts, guard: o.Guard, owners: o.Owners, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
 }
 
 // Authorize decides one request. It always returns a Decision; when any step
@@ -129,6 +137,18 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 	if err := reconcilePurpose(req); err != nil {
 		return req, a.finish(ctx, req, deny(err)), err
 	}
+	if a.guard != nil {
+		// Throttled before anything costs more: owner lookups, the store,
+		// the policy.
+		refusal, err := a.guard.Admit(ctx, req)
+		if err != nil {
+			err = &Error{Code: CodeCountersUnavailable, Detail: "throttle", Err: err}
+			return req, a.finish(ctx, req, deny(err)), err
+		}
+		if refusal != nil {
+			return req, a.finish(ctx, req, *refusal), nil
+		}
+	}
 	if err := a.resolveOwners(ctx, req); err != nil {
 		return req, a.finish(ctx, req, deny(err)), err
 	}
@@ -139,6 +159,10 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 	// gives is reported as the store's failure, not the caller's, since
 	// the missing state might have allowed it.
 	if err := a.loadConsents(ctx, req, named); err != nil {
+		return req, a.finish(ctx, req, deny(err)), err
+	}
+	// Open alerts only take away, as consents do.
+	if err := a.loadAlerts(ctx, req); err != nil {
 		return req, a.finish(ctx, req, deny(err)), err
 	}
 	missing := errors.Join(a.loadElevations(ctx, req), a.loadGrants(ctx, req, named), a.loadCare(ctx, req, named))
@@ -167,6 +191,16 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 		// that tells the client to ask for JSON, rather than fetch a
 		// response that could only be refused.
 		d = Decision{Status: 406, Reason: "format_not_filterable", Audit: AuditInfo{Rules: []string{"request.format_not_filterable"}}}
+	}
+	if d.Allow && a.guard != nil {
+		refusal, err := a.guard.Watch(ctx, req, &d, named.sorted())
+		if err != nil {
+			err = &Error{Code: CodeCountersUnavailable, Detail: "usage limits", Err: err}
+			return req, a.finish(ctx, req, deny(err)), err
+		}
+		if refusal != nil {
+			return req, a.finish(ctx, req, *refusal), nil
+		}
 	}
 	// A break-glass grant is kept before the access is recorded as given:
 	// one the fleet cannot share would leave the clinician's next request,
@@ -354,6 +388,30 @@ func (a *Authorizer) loadConsents(ctx context.Context, req *Request, named *pati
 			cmp.Compare(x.Purpose, y.Purpose), cmp.Compare(x.Label, y.Label))
 	})
 	req.Consents = slices.Compact(req.Consents)
+	return nil
+}
+
+// loadAlerts puts the caller's open alerts into the input. Without them
+// the request cannot be decided: an alert that cannot be read is refused
+// as the store's failure.
+func (a *Authorizer) loadAlerts(ctx context.Context, req *Request) error {
+	if req.Alerts == nil {
+		req.Alerts = []Alert{}
+	}
+	if a.alerts == nil || !req.Identity.Authenticated || req.Identity.Subject == "" {
+		return nil
+	}
+	as, err := a.alerts.OpenAlerts(ctx, req.Identity.Subject)
+	if err != nil {
+		a.log.Warn("alert lookup failed; refusing", zap.Error(err))
+		return &Error{Code: CodeStoreUnavailable, Detail: "alerts", Err: err}
+	}
+	if len(as) > 0 {
+		req.Alerts = slices.Clone(as)
+		slices.SortFunc(req.Alerts, func(x, y Alert) int {
+			return cmp.Or(cmp.Compare(x.Kind, y.Kind), cmp.Compare(x.RaisedNS, y.RaisedNS))
+		})
+	}
 	return nil
 }
 

@@ -1,6 +1,8 @@
 package authz
 
 import (
+	"time"
+
 	"github.com/phigate/phigate/plan"
 )
 
@@ -30,6 +32,8 @@ type Decision struct {
 	// phigate's: the decoder refuses them and the adapter denies a
 	// decision that carries one. Not recorded.
 	Metadata map[string]any `json:"-"`
+	// RetryAfter is, for a 429, how long the client should wait.
+	RetryAfter time.Duration `json:"-"`
 	// ID identifies this decision in the audit trail and response metadata.
 	ID string `json:"-"`
 	// CacheUntilNS is decision.cache.until_ns: the same request (every

@@ -42,6 +42,9 @@ const (
 	// elevation), and no fresh-enough copy was cached; or a break-glass
 	// grant could not be kept.
 	CodeStoreUnavailable Code = "store_unavailable"
+	// CodeCountersUnavailable: the throttle's or the usage limits'
+	// counters could not be read or written.
+	CodeCountersUnavailable Code = "counters_unavailable"
 )
 
 // Prefix implements errs.Code: the decision path's codes stand alone
@@ -73,7 +76,7 @@ func StatusOf(err error) int {
 		return 404
 	case CodeTooLarge:
 		return 413
-	case CodeCanceled, CodePolicy, CodeAudit, CodeOwnerUnresolved, CodeStoreUnavailable:
+	case CodeCanceled, CodePolicy, CodeAudit, CodeOwnerUnresolved, CodeStoreUnavailable, CodeCountersUnavailable:
 		// Our own failure, not the caller's: still no data, but an honest status.
 		return 503
 	default:

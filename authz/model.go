@@ -64,6 +64,17 @@ type Request struct {
 	// identity.roles; this says which of them are elevations, and until
 	// when. Sorted, never nil.
 	Elevations []Elevation `json:"elevations"`
+	// Alerts is the caller's open alerts from the shared store (a bulk
+	// read crossed a limit, say), until a person clears them. Sorted,
+	// never nil.
+	Alerts []Alert `json:"alerts"`
+}
+
+// Alert is an open alert on the caller: its kind (a reason code such as
+// "bulk_read.distinct_patients") and when it was raised.
+type Alert struct {
+	Kind     string `json:"kind"`
+	RaisedNS int64  `json:"raised_ns"`
 }
 
 // ConsentDirective is one patient's opt-out ("deny") or restriction

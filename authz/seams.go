@@ -71,3 +71,19 @@ type ConsentSource interface {
 type ElevationSource interface {
 	Elevations(ctx context.Context, subject string, now time.Time) ([]Elevation, error)
 }
+
+// Guard keeps what is decided over time: it throttles callers before the
+// policy, and counts an allowed decision against the limits the policy
+// set on it (its "limit" obligations). A refusal it returns replaces the
+// decision; an error means its counters could not be read, and the
+// request is refused.
+type Guard interface {
+	Admit(ctx context.Context, req *Request) (refusal *Decision, err error)
+	Watch(ctx context.Context, req *Request, d *Decision, patients []string) (refusal *Decision, err error)
+}
+
+// AlertSource reads the caller's open alerts (bulk reads and the like
+// that a person has not yet cleared).
+type AlertSource interface {
+	OpenAlerts(ctx context.Context, subject string) ([]Alert, error)
+}

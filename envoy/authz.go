@@ -196,6 +196,12 @@ func denialHeaders(d *authz.Decision, status int) []*corev3.HeaderValueOption {
 		}
 		h = append(h, header("www-authenticate", challenge))
 	}
+	if status == 429 && d.RetryAfter > 0 {
+		// Whole seconds, rounded up (RFC 9110): never tell a client to
+		// come back before a token is there.
+		secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
+		h = append(h, header("retry-after", strconv.FormatInt(secs, 10)))
+	}
 	return h
 }
 

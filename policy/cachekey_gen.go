@@ -68,16 +68,25 @@ func keyPathRequest(b []byte, v *authz.Request, p []string) []byte {
 			return append(b, 'u')
 		}
 		return keyArrayElevation(b, v.Elevations)
+	case "alerts":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return keyArrayAlert(b, v.Alerts)
 	}
 	return append(b, 'u')
 }
 
 func keyRequest(b []byte, v *authz.Request) []byte {
-	n := 13
+	n := 14
 	if v.Purpose != "" {
 		n++
 	}
 	b = appendCanonLen(append(b, 'o'), n)
+	b = appendCanonLen(append(b, "s6:alertsa"...), len(v.Alerts))
+	for i := range v.Alerts {
+		b = keyAlert(b, &v.Alerts[i])
+	}
 	b = keyBreakGlassRequest(append(b, "s11:break_glass"...), &v.BreakGlass)
 	b = appendCanonLen(append(b, "s4:carea"...), len(v.Care))
 	for i := range v.Care {
@@ -702,6 +711,32 @@ func keyElevation(b []byte, v *authz.Elevation) []byte {
 	return b
 }
 
+func keyPathAlert(b []byte, v *authz.Alert, p []string) []byte {
+	if len(p) == 0 {
+		return keyAlert(b, v)
+	}
+	switch p[0] {
+	case "kind":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.Kind)
+	case "raised_ns":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonInt(b, v.RaisedNS)
+	}
+	return append(b, 'u')
+}
+
+func keyAlert(b []byte, v *authz.Alert) []byte {
+	b = append(b, "o2:"...)
+	b = appendCanonString(append(b, "s4:kind"...), v.Kind)
+	b = appendCanonInt(append(b, "s9:raised_ns"...), v.RaisedNS)
+	return b
+}
+
 func keyArrayScope(b []byte, xs []authz.Scope) []byte {
 	b = appendCanonLen(append(b, 'a'), len(xs))
 	for i := range xs {
@@ -746,6 +781,14 @@ func keyArrayElevation(b []byte, xs []authz.Elevation) []byte {
 	b = appendCanonLen(append(b, 'a'), len(xs))
 	for i := range xs {
 		b = keyElevation(b, &xs[i])
+	}
+	return b
+}
+
+func keyArrayAlert(b []byte, xs []authz.Alert) []byte {
+	b = appendCanonLen(append(b, 'a'), len(xs))
+	for i := range xs {
+		b = keyAlert(b, &xs[i])
 	}
 	return b
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // inputFields are the top-level fields of the input, in document order.
-var inputFields = []string{"id", "time_ns", "method", "path", "query", "headers", "source", "identity", "fhir", "purpose_of_use", "break_glass", "care", "consents", "elevations"}
+var inputFields = []string{"id", "time_ns", "method", "path", "query", "headers", "source", "identity", "fhir", "purpose_of_use", "break_glass", "care", "consents", "elevations", "alerts"}
 
 // inputField builds one top-level field of the input; nil when the input
 // has no such field (an omitted optional one or an unknown name).
@@ -46,12 +46,14 @@ func inputField(r *authz.Request, name string) ast.Value {
 		return arrayConsentDirective(r.Consents)
 	case "elevations":
 		return arrayElevation(r.Elevations)
+	case "alerts":
+		return arrayAlert(r.Alerts)
 	}
 	return nil
 }
 
 func valueRequest(v *authz.Request) ast.Value {
-	items := make([][2]*ast.Term, 0, 14)
+	items := make([][2]*ast.Term, 0, 15)
 	items = append(items, item("id", ast.String(v.ID)))
 	items = append(items, item("time_ns", ast.Number(itoa(v.TimeNS))))
 	items = append(items, item("method", ast.String(v.Method)))
@@ -68,6 +70,7 @@ func valueRequest(v *authz.Request) ast.Value {
 	items = append(items, item("care", arrayCareRelationship(v.Care)))
 	items = append(items, item("consents", arrayConsentDirective(v.Consents)))
 	items = append(items, item("elevations", arrayElevation(v.Elevations)))
+	items = append(items, item("alerts", arrayAlert(v.Alerts)))
 	return ast.NewObject(items...)
 }
 
@@ -224,6 +227,13 @@ func valueElevation(v *authz.Elevation) ast.Value {
 	return ast.NewObject(items...)
 }
 
+func valueAlert(v *authz.Alert) ast.Value {
+	items := make([][2]*ast.Term, 0, 2)
+	items = append(items, item("kind", ast.String(v.Kind)))
+	items = append(items, item("raised_ns", ast.Number(itoa(v.RaisedNS))))
+	return ast.NewObject(items...)
+}
+
 func arrayScope(xs []authz.Scope) ast.Value {
 	terms := make([]*ast.Term, len(xs))
 	for i := range xs {
@@ -268,6 +278,14 @@ func arrayElevation(xs []authz.Elevation) ast.Value {
 	terms := make([]*ast.Term, len(xs))
 	for i := range xs {
 		terms[i] = ast.NewTerm(valueElevation(&xs[i]))
+	}
+	return ast.NewArray(terms...)
+}
+
+func arrayAlert(xs []authz.Alert) ast.Value {
+	terms := make([]*ast.Term, len(xs))
+	for i := range xs {
+		terms[i] = ast.NewTerm(valueAlert(&xs[i]))
 	}
 	return ast.NewArray(terms...)
 }

@@ -9,6 +9,7 @@
 # whole request and the reason names its index.
 package phigate.authz
 
+import data.phigate.abuse
 import data.phigate.break_glass
 import data.phigate.consent
 import data.phigate.mfa
@@ -40,6 +41,7 @@ precedence := {
 	"time.account_invalid": 201,
 	"time.account_not_yet_valid": 202,
 	"time.account_expired": 203,
+	"abuse.alert_open": 205,
 	"rbac.no_role": 210,
 	"purpose.required": 220,
 	"purpose.not_permitted": 221,
@@ -80,7 +82,7 @@ public if {
 
 # Request-level reasons (not tied to one entry), one union of the modules'
 # complete sets rather than a rule per module copying elements one by one.
-request_denies := ((((((((rbac.deny | purpose.deny) | timing.deny) | mfa.deny) | break_glass.deny) | break_glass.bad_request) | minimum_necessary.deny) | consent.deny) | own_denies) | ext_denies
+request_denies := (((((((((rbac.deny | purpose.deny) | timing.deny) | mfa.deny) | break_glass.deny) | break_glass.bad_request) | minimum_necessary.deny) | consent.deny) | abuse.deny) | own_denies) | ext_denies
 
 # A site's own rules: every package under data.phigate.ext that defines a
 # deny set contributes its reasons without an edit to this module, so a
@@ -284,11 +286,11 @@ break_glass_doc := {
 
 default obligations := []
 
-obligations := [o | some o in break_glass.obligations] if allow
+obligations := [o | some o in (break_glass.obligations | abuse.obligations)] if allow
 
 # The rules that decided: on allow every grant that took part, on deny the
 # winning reason.
-allow_rules := (((((((rbac_rules | relationship.rules) | purpose.rules) | break_glass.rules) | smart_scopes.rules) | timing.rules) | sensitivity.rules) | minimum_necessary.rules) | consent.rules
+allow_rules := ((((((((rbac_rules | relationship.rules) | purpose.rules) | break_glass.rules) | smart_scopes.rules) | timing.rules) | sensitivity.rules) | minimum_necessary.rules) | consent.rules) | abuse.rules
 
 rbac_rules := rbac.allow_rules(request.fhir) if {
 	not request.is_bundle

@@ -58,6 +58,7 @@ func TestStoreContract(t *testing.T) {
 			t.Run("relationships", func(t *testing.T) { testRelationships(t, open(t)) })
 			t.Run("consents", func(t *testing.T) { testConsents(t, open(t)) })
 			t.Run("elevations", func(t *testing.T) { testElevations(t, open(t)) })
+			t.Run("alerts", func(t *testing.T) { testAlerts(t, open(t)) })
 			t.Run("bad input changes nothing", func(t *testing.T) { testInvalid(t, open(t)) })
 			t.Run("changes", func(t *testing.T) { testChanges(t, open(t)) })
 		})
@@ -348,5 +349,43 @@ func TestPostgresSchema(t *testing.T) {
 	}
 	if _, err := Migrate(ctx, dsn); err == nil {
 		t.Fatal("migrate downgraded a newer schema")
+	}
+}
+
+func testAlerts(t *testing.T, s Store) {
+	ctx := t.Context()
+	at := t0.Add(time.Minute)
+	must(t, s.RaiseAlert(ctx, "u1", "bulk_read.distinct_patients", at))
+	must(t, s.RaiseAlert(ctx, "u1", "bulk_read.distinct_patients", at.Add(time.Second))) // kept: one open per kind
+	must(t, s.RaiseAlert(ctx, "u2", "bulk_read.distinct_patients", at.Add(2*time.Second)))
+	open, err := s.ListAlerts(ctx, "", "", 0)
+	if err != nil || len(open) != 2 || open[0].Subject != "u2" || open[1].Subject != "u1" || !open[1].RaisedAt.Equal(at) {
+		t.Fatalf("open alerts %+v %v, want u2's then u1's first", open, err)
+	}
+	id := open[1].ID
+	must(t, s.ResolveAlert(ctx, id, AlertEscalated, "officer-1", "referred to HR", at.Add(time.Minute)))
+	if mine, _ := s.ListAlerts(ctx, "u1", "", 0); len(mine) != 1 || mine[0].State != AlertEscalated || mine[0].ResolvedBy != "officer-1" {
+		t.Fatalf("an escalated alert still holds: %+v", mine)
+	}
+	must(t, s.ResolveAlert(ctx, id, AlertCleared, "officer-1", "justified", at.Add(2*time.Minute)))
+	if mine, _ := s.ListAlerts(ctx, "u1", "", 0); len(mine) != 0 {
+		t.Fatalf("a cleared alert still holds: %+v", mine)
+	}
+	if cleared, _ := s.ListAlerts(ctx, "u1", AlertCleared, 0); len(cleared) != 1 || cleared[0].Note != "justified" {
+		t.Fatalf("cleared: %+v", cleared)
+	}
+	if err := s.ResolveAlert(ctx, id, AlertCleared, "officer-1", "", at); !errors.Is(err, ErrInvalid) {
+		t.Errorf("clearing twice: %v", err)
+	}
+	if err := s.ResolveAlert(ctx, "999999", AlertCleared, "officer-1", "", at); !errors.Is(err, ErrNotFound) {
+		t.Errorf("an unknown alert: %v", err)
+	}
+	if err := s.ResolveAlert(ctx, open[0].ID, "forgotten", "officer-1", "", at); !errors.Is(err, ErrInvalid) {
+		t.Errorf("an unknown state: %v", err)
+	}
+	// Raised again after clearing, it is a new alert.
+	must(t, s.RaiseAlert(ctx, "u1", "bulk_read.distinct_patients", at.Add(3*time.Minute)))
+	if mine, _ := s.ListAlerts(ctx, "u1", "", 0); len(mine) != 1 || mine[0].ID == id {
+		t.Fatalf("raised after clearing: %+v", mine)
 	}
 }

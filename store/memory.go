@@ -20,6 +20,7 @@ type Memory struct {
 	rels       map[string][]Relationship       // by practitioner
 	consents   map[string]map[string]Consent   // by patient, then id
 	elevations map[string]map[string]Elevation // by subject, then role
+	alerts     []Alert                         // in the order raised
 	feed       feed
 	closed     bool
 

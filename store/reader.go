@@ -27,6 +27,7 @@ type Reader struct {
 	cons   cache[authz.ConsentDirective]
 	elevs  cache[authz.Elevation]
 	grants cache[authz.Grant]
+	alerts cache[authz.Alert]
 	health Health
 	done   chan struct{}
 }
@@ -36,6 +37,7 @@ var (
 	_ authz.ConsentSource   = (*Reader)(nil)
 	_ authz.ElevationSource = (*Reader)(nil)
 	_ authz.GrantStore      = (*Reader)(nil)
+	_ authz.AlertSource     = (*Reader)(nil)
 )
 
 // DefaultMaxAge bounds how long a validity window may take to pass, and
@@ -54,7 +56,7 @@ func NewReader(st Store, maxAge time.Duration) *Reader {
 		maxAge = DefaultMaxAge
 	}
 	r := &Reader{st: st, maxAge: maxAge, done: make(chan struct{})}
-	for _, c := range []interface{ init() }{&r.care, &r.cons, &r.elevs, &r.grants} {
+	for _, c := range []interface{ init() }{&r.care, &r.cons, &r.elevs, &r.grants, &r.alerts} {
 		c.init()
 	}
 	go r.follow()
@@ -101,6 +103,9 @@ func (r *Reader) follow() {
 			r.cons.reset()
 			r.elevs.reset()
 			r.grants.reset()
+			r.alerts.reset()
+		case KindAlert:
+			r.alerts.drop(ch.Subject)
 		case KindRelationship:
 			r.care.drop(ch.Subject)
 		case KindConsent:
@@ -147,6 +152,30 @@ func (r *Reader) Elevations(ctx context.Context, subject string, now time.Time) 
 		}
 		return out, err
 	})
+}
+
+// OpenAlerts implements authz.AlertSource.
+func (r *Reader) OpenAlerts(ctx context.Context, subject string) ([]authz.Alert, error) {
+	return get(ctx, r, &r.alerts, subject, func(ctx context.Context) ([]authz.Alert, error) {
+		as, err := r.st.ListAlerts(ctx, subject, "", 100)
+		out := make([]authz.Alert, len(as))
+		for i, a := range as {
+			out[i] = authz.Alert{Kind: a.Kind, RaisedNS: a.RaisedAt.UnixNano()}
+		}
+		return out, err
+	})
+}
+
+// RaiseAlert writes an alert through to the store (abuse.AlertSink).
+func (r *Reader) RaiseAlert(ctx context.Context, subject, kind string, at time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, LookupTimeout)
+	defer cancel()
+	err := r.st.RaiseAlert(ctx, subject, kind, at)
+	r.health.observe(err)
+	if err == nil {
+		r.alerts.drop(subject)
+	}
+	return err
 }
 
 // Active implements authz.GrantStore. A cached grant list still drops

@@ -15,6 +15,7 @@ import (
 // answer is for, so a validity window is judged at the request's time.
 type Store interface {
 	authz.GrantStore
+	Alerts
 
 	// PutRelationship adds a care relationship or replaces the one with the
 	// same practitioner, patient, role and source.
@@ -99,6 +100,7 @@ const (
 	KindRelationship = "relationship"
 	KindConsent      = "consent"
 	KindElevation    = "elevation"
+	KindAlert        = "alert"
 	// KindReset: changes may have been missed; drop all derived state.
 	KindReset = "reset"
 )
