@@ -1,11 +1,16 @@
 package abuse
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"regexp"
 	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Config is phigate.yaml's abuse section.
@@ -128,4 +133,54 @@ func contains(list []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// Open returns the counters the section names: Redis when an address is
+// set, else this process's own; and the key patient ids are counted
+// under (nil for the process's own).
+func (c *Config) Open() (Counters, []byte, error) {
+	r := c.Redis
+	if r.Addr == "" {
+		return NewMemory(), nil, nil
+	}
+	key, err := os.ReadFile(r.MemberKeyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("abuse.redis.member_key_file: %w", err)
+	}
+	opts := &redis.Options{
+		Addr: r.Addr, Username: r.Username, DB: r.DB,
+		DialTimeout: time.Second, ReadTimeout: opTimeout, WriteTimeout: opTimeout,
+		// A counter's answer is needed now or not at all: no retries
+		// behind the request's back.
+		MaxRetries: -1,
+	}
+	switch {
+	case r.PasswordFile != "":
+		b, err := os.ReadFile(r.PasswordFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("abuse.redis.password_file: %w", err)
+		}
+		opts.Password = strings.TrimSpace(string(b))
+	case r.PasswordEnv != "":
+		opts.Password = os.Getenv(r.PasswordEnv)
+		if opts.Password == "" {
+			return nil, nil, fmt.Errorf("abuse.redis.password_env: %s is empty", r.PasswordEnv)
+		}
+	}
+	if r.TLS || r.CAFile != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if r.CAFile != "" {
+			pem, err := os.ReadFile(r.CAFile)
+			if err != nil {
+				return nil, nil, fmt.Errorf("abuse.redis.ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, nil, errors.New("abuse.redis.ca_file: no PEM certificate in it")
+			}
+			tc.RootCAs = pool
+		}
+		opts.TLSConfig = tc
+	}
+	return NewRedis(redis.NewClient(opts), r.KeyPrefix), []byte(strings.TrimSpace(string(key))), nil
 }

@@ -17,6 +17,8 @@ type Counters interface {
 	// returns how many distinct members key holds within the window, and
 	// how many of them this call added.
 	Touch(ctx context.Context, key string, members []string, window time.Duration) (distinct, added int, err error)
+	// Forget empties the window named key.
+	Forget(ctx context.Context, key string) error
 	Close() error
 }
 
@@ -86,6 +88,14 @@ func (m *Memory) Touch(_ context.Context, key string, members []string, window t
 		w[p] = now
 	}
 	return len(w), added, nil
+}
+
+// Forget implements Counters.
+func (m *Memory) Forget(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.windows, key)
+	return nil
 }
 
 // sweep drops, at most once a minute, buckets that have refilled and

@@ -37,6 +37,10 @@ type Guard struct {
 
 var _ authz.Guard = (*Guard)(nil)
 
+// opTimeout bounds one counter operation: counters that do not answer in
+// time are away, and the request is refused promptly.
+const opTimeout = 250 * time.Millisecond
+
 // LimitObligation is the obligation type a policy sets a usage limit
 // with: params "kind" (distinct_patients), "max" (a count) and "window"
 // (a Go duration such as 1m).
@@ -113,7 +117,9 @@ func (g *Guard) Admit(ctx context.Context, req *authz.Request) (*authz.Decision,
 		if who == "" {
 			continue
 		}
-		ok, retry, err := g.counters.Take(ctx, "throttle:"+b.Name+":"+who, b.Rate, b.Burst)
+		tctx, cancel := context.WithTimeout(ctx, opTimeout)
+		ok, retry, err := g.counters.Take(tctx, "throttle:"+b.Name+":"+who, b.Rate, b.Burst)
+		cancel()
 		if err != nil {
 			g.failures.Inc()
 			return nil, err
@@ -173,7 +179,9 @@ func (g *Guard) Watch(ctx context.Context, req *authz.Request, d *authz.Decision
 		for i, p := range patients {
 			members[i] = g.member(p)
 		}
-		distinct, _, err := g.counters.Touch(ctx, "limit:"+lim.kind+":"+req.Identity.Subject, members, lim.window)
+		tctx, cancel := context.WithTimeout(ctx, opTimeout)
+		distinct, _, err := g.counters.Touch(tctx, "limit:"+lim.kind+":"+req.Identity.Subject, members, lim.window)
+		cancel()
 		if err != nil {
 			g.failures.Inc()
 			return nil, err
@@ -193,6 +201,19 @@ func (g *Guard) Watch(ctx context.Context, req *authz.Request, d *authz.Decision
 			Audit: authz.AuditInfo{Rules: []string{"deny:" + kind, "alert:" + kind}}}, nil
 	}
 	return nil, nil
+}
+
+// Cleared starts subject's usage windows afresh: a person cleared the
+// alerts they raised, so the requests that raised them no longer count.
+// Without it, an identity cleared while its window still holds more than
+// the limit would be refused again at once.
+func (g *Guard) Cleared(ctx context.Context, subject string) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := g.counters.Forget(ctx, "limit:"+KindDistinctPatients+":"+subject); err != nil {
+		g.failures.Inc()
+		g.log.Warn("usage window not reset after an alert was cleared", zap.Error(err))
+	}
 }
 
 type limit struct {

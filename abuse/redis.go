@@ -87,6 +87,14 @@ func (r *Redis) Touch(ctx context.Context, key string, members []string, window 
 	return int(v[0]), int(v[1]), nil
 }
 
+// Forget implements Counters.
+func (r *Redis) Forget(ctx context.Context, key string) error {
+	if err := r.c.Del(ctx, r.prefix+"window:"+key).Err(); err != nil {
+		return fmt.Errorf("abuse: redis: %w", err)
+	}
+	return nil
+}
+
 // Ping reports whether the server answers.
 func (r *Redis) Ping(ctx context.Context) error { return r.c.Ping(ctx).Err() }
 

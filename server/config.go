@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/phigate/phigate/abuse"
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/ingest"
@@ -52,6 +53,8 @@ type Config struct {
 	// to a remote endpoint in OPA's decision log shape, beside the audit
 	// trail.
 	DecisionLogs decisionlog.Config `yaml:"decision_logs"`
+	// Abuse throttles callers and holds the counters of usage limits.
+	Abuse abuse.Config `yaml:"abuse"`
 
 	// validated is set by a successful Validate; New refuses a
 	// configuration without it, since the defaults it fills are ones New
@@ -185,6 +188,7 @@ func (c *Config) Validate() error {
 	if _, err := c.Store.dsn(); err != nil {
 		add(err)
 	}
+	add(c.Abuse.Validate())
 	if c.Listen.GRPC != "" && !strings.Contains(c.Listen.GRPC, ":") {
 		add(fmt.Errorf("listen.grpc: %q is not host:port", c.Listen.GRPC))
 	}

@@ -55,6 +55,7 @@ func TestMetricsDocsAndDashboard(t *testing.T) {
 		"phigate_decision_logs_upload_failures_total":          "decision_logs is set",
 		"phigate_decision_logs_last_success_timestamp_seconds": "decision_logs is set",
 		"phigate_decision_logs_buffered_events":                "decision_logs is set",
+		"phigate_throttled_total":                              "abuse.buckets names a bucket",
 	}
 	for name := range exposed {
 		if !documented[name] {

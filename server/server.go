@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/phigate/phigate/abuse"
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/envoy"
@@ -179,6 +180,13 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		s.storeKind = "postgres"
 	}
 	registerStoreMetrics(reg, s.store.Health())
+	counters, memberKey, err := cfg.Abuse.Open()
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() { _ = counters.Close() })
+	guard := abuse.NewGuard(counters, cfg.Abuse.Buckets, memberKey, s.store, log.Named("abuse"), reg)
+	s.store.OnAlertsCleared(func(subject string) { guard.Cleared(context.Background(), subject) })
 	var grants authz.GrantStore = s.store
 	if o.grantsSet {
 		grants = o.grants
@@ -196,6 +204,8 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		Care:            s.store,
 		Consents:        s.store,
 		Elevations:      s.store,
+		Alerts:          s.store,
+		Guard:           guard,
 		Owners:          owners,
 		ServiceAccounts: cfg.Services,
 		Logger:          log.Named("authz"),

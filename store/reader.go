@@ -30,6 +30,29 @@ type Reader struct {
 	alerts cache[authz.Alert]
 	health Health
 	done   chan struct{}
+	// cleared is called with a subject whose alerts no longer hold
+	// anything open, after a change to them.
+	cleared atomic.Pointer[func(subject string)]
+}
+
+// OnAlertsCleared registers f to be called, in its own goroutine, for a
+// subject left with no open alert after a change to its alerts (made on
+// any replica).
+func (r *Reader) OnAlertsCleared(f func(subject string)) { r.cleared.Store(&f) }
+
+func (r *Reader) alertsChanged(subject string) {
+	f := r.cleared.Load()
+	if f == nil || subject == "" {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), LookupTimeout)
+		defer cancel()
+		as, err := r.st.ListAlerts(ctx, subject, "", 1)
+		if err == nil && len(as) == 0 {
+			(*f)(subject)
+		}
+	}()
 }
 
 var (
@@ -106,6 +129,7 @@ func (r *Reader) follow() {
 			r.alerts.reset()
 		case KindAlert:
 			r.alerts.drop(ch.Subject)
+			r.alertsChanged(ch.Subject)
 		case KindRelationship:
 			r.care.drop(ch.Subject)
 		case KindConsent:

@@ -43,6 +43,8 @@ func commands() map[string]cli.Command {
 		"store elevations":    {Summary: "list a user's elevations in force", Run: cmdStoreElevations},
 		"store relate":        {Summary: "store a care relationship (practitioner and patient)", Run: cmdStoreRelate},
 		"store unrelate":      {Summary: "end a care relationship now", Run: cmdStoreUnrelate},
+		"store alerts":        {Summary: "list alerts raised on identities (bulk reads over a limit)", Run: cmdStoreAlerts},
+		"store resolve-alert": {Summary: "clear an alert (the identity may go on) or escalate it", Run: cmdStoreResolveAlert},
 		"store relationships": {Summary: "list a practitioner's care relationships in force", Run: cmdStoreRelationships},
 	}
 }

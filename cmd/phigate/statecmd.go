@@ -227,3 +227,45 @@ func cmdStoreRelationships(ctx context.Context, args []string, stdout, stderr io
 		return printLines(stdout, rs)
 	})
 }
+
+func cmdStoreAlerts(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var subject, state string
+	var limit int
+	return withStore(ctx, "alerts", "[--subject S] [--state open|escalated|cleared] [--limit N]", args, stdout, stderr,
+		func(fs *flag.FlagSet) func() error {
+			fs.StringVar(&subject, "subject", "", "only this user's alerts")
+			fs.StringVar(&state, "state", "", "only alerts in this state (default: open and escalated)")
+			fs.IntVar(&limit, "limit", 100, "at most this many, newest first")
+			return func() error {
+				switch state {
+				case "", store.AlertOpen, store.AlertEscalated, store.AlertCleared:
+					return nil
+				}
+				return fmt.Errorf("--state %q is not open, escalated or cleared", state)
+			}
+		}, func(ctx context.Context, st *store.Postgres) error {
+			as, err := st.ListAlerts(ctx, subject, state, limit)
+			if err != nil {
+				return err
+			}
+			return printLines(stdout, as)
+		})
+}
+
+func cmdStoreResolveAlert(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var id, state, by, note string
+	return withStore(ctx, "resolve-alert", "--id ID --state cleared|escalated --by OFFICER [--note TEXT]", args, stdout, stderr,
+		func(fs *flag.FlagSet) func() error {
+			fs.StringVar(&id, "id", "", "the alert's id (phigate store alerts)")
+			fs.StringVar(&state, "state", "", "cleared (the identity may go on) or escalated (still held, referred)")
+			fs.StringVar(&by, "by", "", "who decides")
+			fs.StringVar(&note, "note", "", "why")
+			return func() error { return required("id", id, "state", state, "by", by) }
+		}, func(ctx context.Context, st *store.Postgres) error {
+			if err := st.ResolveAlert(ctx, id, state, by, note, time.Now()); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "ok: alert %s %s\n", id, state)
+			return nil
+		})
+}

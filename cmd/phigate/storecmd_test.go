@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/internal/pgtest"
+	"github.com/phigate/phigate/store"
 )
 
 // TestMain stops the PostgreSQL server the store tests started.
@@ -97,6 +98,28 @@ func TestStoreStateCommands(t *testing.T) {
 		if code, _, _ := runCmd(t, tc.args...); code != tc.code {
 			t.Errorf("%v: exit %d, want %d", tc.args, code, tc.code)
 		}
+	}
+	st, err := store.OpenPostgres(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.RaiseAlert(t.Context(), "dr-bulk", "bulk_read.distinct_patients", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	out := ok("alerts")
+	if !strings.Contains(out, `"subject":"dr-bulk"`) || !strings.Contains(out, `"state":"open"`) {
+		t.Fatalf("alerts: %q", out)
+	}
+	ok("resolve-alert", "--id", "1", "--state", "cleared", "--by", "officer-1", "--note", "justified: mass casualty")
+	if out := ok("alerts"); strings.TrimSpace(out) != "" {
+		t.Fatalf("open alerts after clearing: %q", out)
+	}
+	if out := ok("alerts", "--state", "cleared"); !strings.Contains(out, `"resolved_by":"officer-1"`) {
+		t.Fatalf("cleared alerts: %q", out)
+	}
+	if code, _, _ := runCmd(t, "store", "resolve-alert", "--id", "1", "--state", "cleared", "--by", "officer-1"); code != 1 {
+		t.Errorf("clearing twice: exit %d, want 1", code)
 	}
 	if out := ok("consents", "--patient", "pat-0001"); strings.Count(out, "\n") != 1 {
 		t.Errorf("a refused consent changed the store: %q", out)

@@ -122,3 +122,15 @@ func Stop() {
 		shared.stop()
 	}
 }
+
+// Wrap runs m and then stops the shared server: TestMain's body is
+// os.Exit(redistest.Wrap(m).Run()), or pgtest.Main(redistest.Wrap(m)).
+func Wrap(m interface{ Run() int }) interface{ Run() int } { return wrapped{m} }
+
+type wrapped struct{ m interface{ Run() int } }
+
+func (w wrapped) Run() int {
+	code := w.m.Run()
+	Stop()
+	return code
+}
