@@ -16,12 +16,13 @@ import (
 
 	"github.com/phigate/phigate/demo/demokeys"
 	"github.com/phigate/phigate/internal/pgtest"
+	"github.com/phigate/phigate/internal/redistest"
 	"github.com/phigate/phigate/internal/stacktest"
 	"github.com/phigate/phigate/server"
 	"github.com/phigate/phigate/store"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(redistest.Wrap(m))) }
 
 // TestReplicasShareCareRelationships: two phigate replicas on one
 // PostgreSQL store. A care relationship written to the store opens a

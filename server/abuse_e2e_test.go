@@ -1,0 +1,164 @@
+package server_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phigate/phigate/abuse"
+	"github.com/phigate/phigate/demo/demokeys"
+	"github.com/phigate/phigate/internal/pgtest"
+	"github.com/phigate/phigate/internal/redistest"
+	"github.com/phigate/phigate/internal/stacktest"
+	"github.com/phigate/phigate/server"
+	"github.com/phigate/phigate/store"
+)
+
+// sharedCounters points c's abuse counters at the test's Redis.
+func sharedCounters(t *testing.T) func(c *server.Config) {
+	t.Helper()
+	addr, prefix := redistest.Start(t)
+	key := filepath.Join(t.TempDir(), "member.key")
+	if err := os.WriteFile(key, []byte(strings.Repeat("m", 40)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return func(c *server.Config) {
+		c.Abuse.Redis = abuse.RedisConfig{Addr: addr, KeyPrefix: prefix, MemberKeyFile: key}
+	}
+}
+
+// TestThrottleThroughEnvoy: a per-identity bucket on reads, shared by two
+// replicas through Redis. Its burst passes on either replica; the next
+// read on either gets 429 with Retry-After and an OperationOutcome, and
+// never reaches the upstream; another identity is not throttled.
+func TestThrottleThroughEnvoy(t *testing.T) {
+	keys, err := demokeys.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	counters := sharedCounters(t)
+	opts := stacktest.Options{Keys: keys, Mutate: func(c *server.Config) {
+		counters(c)
+		c.Abuse.Buckets = []abuse.BucketConfig{{Name: "reads", Per: "identity", Route: "read", Rate: 0.2, Burst: 4}}
+	}}
+	a, b := stacktest.Start(t, opts), stacktest.Start(t, opts)
+	doc := a.Token(stacktest.Physician(1))
+	for i, s := range []*stacktest.Stack{a, b, a, b} {
+		if r := s.Do("GET", "/fhir/Patient/pat-0001", doc, nil, nil); r.Status != 200 {
+			t.Fatalf("read %d of the burst: %d", i, r.Status)
+		}
+	}
+	seen := len(a.Up.Requests()) + len(b.Up.Requests())
+	for _, s := range []*stacktest.Stack{b, a} {
+		r := s.Do("GET", "/fhir/Patient/pat-0001", doc, nil, nil)
+		if r.Status != 429 || r.Header.Get("Retry-After") == "" || !stacktest.IsOutcome(r) {
+			t.Fatalf("over the burst: %d, Retry-After %q, body %s", r.Status, r.Header.Get("Retry-After"), r.Body)
+		}
+		if !strings.Contains(string(r.Body), `"code":"throttled"`) {
+			t.Errorf("the outcome does not say throttled: %s", r.Body)
+		}
+	}
+	if n := len(a.Up.Requests()) + len(b.Up.Requests()); n != seen {
+		t.Fatalf("throttled requests reached the upstream: %d, want %d", n, seen)
+	}
+	if r := b.Do("GET", "/fhir/Patient/pat-0002", a.Token(stacktest.Physician(2)), nil, nil); r.Status != 200 {
+		t.Fatalf("another identity: %d", r.Status)
+	}
+	if n := deniedFor(t, a, "throttle.reads"); n == "0" {
+		t.Errorf("no decision denied as throttle.reads on replica a")
+	}
+}
+
+// TestBulkReadStoppedAndAlerted: a clinician reading 200 distinct
+// patients in a minute, through two replicas that share their counters
+// (Redis) and state (PostgreSQL), is stopped at the limit (100 for a
+// physician in the library's data) and alerted; every later request of
+// theirs is refused on both replicas until a person clears the alert.
+// Another reading one patient 200 times is never stopped.
+func TestBulkReadStoppedAndAlerted(t *testing.T) {
+	dsn := pgtest.Start(t)
+	if _, err := store.Migrate(t.Context(), dsn); err != nil {
+		t.Fatal(err)
+	}
+	dsnFile := filepath.Join(t.TempDir(), "dsn")
+	if err := os.WriteFile(dsnFile, []byte(dsn), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := demokeys.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	counters := sharedCounters(t)
+	opts := stacktest.Options{Keys: keys, Mutate: func(c *server.Config) {
+		counters(c)
+		c.Store.PostgresDSNFile = dsnFile
+	}}
+	a, b := stacktest.Start(t, opts), stacktest.Start(t, opts)
+	writer, err := store.OpenPostgres(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	// prac-001 is related to 200 patients (an admitting ward's worth).
+	patient := func(i int) string { return fmt.Sprintf("pat-%04d", 300+i) }
+	for i := range 200 {
+		k := store.RelationshipKey{Practitioner: "Practitioner/prac-001", Patient: patient(i), Role: "attending", Source: "adt"}
+		if err := writer.PutRelationship(t.Context(), store.Relationship{RelationshipKey: k, From: time.Now().Add(-time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bulk := a.Token(stacktest.Physician(1))
+	steady := a.Token(stacktest.Physician(2)) // pat-0002 is on prac-002's care team
+	stoppedAt := -1
+	for i := range 200 {
+		s := []*stacktest.Stack{a, b}[i%2]
+		r := s.Do("GET", "/fhir/Patient/"+patient(i), bulk, nil, nil)
+		if r.Status != 200 {
+			if r.Status != 403 {
+				t.Fatalf("read %d: %d", i, r.Status)
+			}
+			if stoppedAt < 0 {
+				stoppedAt = i
+			}
+		} else if stoppedAt >= 0 {
+			t.Fatalf("read %d allowed after the stop at %d", i, stoppedAt)
+		}
+		if r := []*stacktest.Stack{b, a}[i%2].Do("GET", "/fhir/Patient/pat-0002", steady, nil, nil); r.Status != 200 {
+			t.Fatalf("the same patient, read %d: %d", i, r.Status)
+		}
+	}
+	if stoppedAt != 100 {
+		t.Fatalf("stopped at distinct patient %d, want 100 (the 101st)", stoppedAt)
+	}
+	alerts, err := writer.ListAlerts(t.Context(), "", "", 0)
+	if err != nil || len(alerts) != 1 || alerts[0].Subject != "prac-001" || alerts[0].Kind != "bulk_read.distinct_patients" {
+		t.Fatalf("open alerts %+v %v, want one on prac-001", alerts, err)
+	}
+	// Held on both replicas: even the first patient, read before the stop.
+	for _, s := range []*stacktest.Stack{a, b} {
+		if r := s.Do("GET", "/fhir/Patient/"+patient(0), bulk, nil, nil); r.Status != 403 {
+			t.Fatalf("a held identity's read: %d", r.Status)
+		}
+	}
+	if deniedFor(t, a, "bulk_read.distinct_patients") == "0" && deniedFor(t, b, "bulk_read.distinct_patients") == "0" {
+		t.Error("no decision denied as bulk_read.distinct_patients")
+	}
+	if deniedFor(t, a, "abuse.alert_open") == "0" || deniedFor(t, b, "abuse.alert_open") == "0" {
+		t.Error("a replica refused no request as abuse.alert_open")
+	}
+	for _, s := range []*stacktest.Stack{a, b} {
+		if _, m := stacktest.GetBody(t, "http://"+s.Phigate.AdminAddr()+"/metrics"); !strings.Contains(m, "phigate_bulk_read_alerts_total") {
+			t.Error("phigate_bulk_read_alerts_total not exposed")
+		}
+	}
+	// A person clears it: the clinician goes on, on both replicas.
+	if err := writer.ResolveAlert(t.Context(), alerts[0].ID, store.AlertCleared, "officer-1", "mass casualty incident", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*stacktest.Stack{a, b} {
+		waitStatus(t, s, bulk, "/fhir/Patient/"+patient(150), 200, 2*time.Second)
+	}
+}
