@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -39,6 +40,8 @@ func TestBootstrapValidatesWithEnvoy(t *testing.T) {
 		{"unix socket and gzip", envoy.BootstrapConfig{Upstream: "127.0.0.1:8080", Phigate: "unix:///tmp/phigate.sock", Compress: true}},
 		{"no authz baseline", envoy.BootstrapConfig{Upstream: "127.0.0.1:8080", NoAuthz: true}},
 		{"names, gzip", envoy.BootstrapConfig{Upstream: "legacy.clinical.svc.cluster.local:8080", Phigate: "localhost:9191", Compress: true}},
+		{"local rate limit", envoy.BootstrapConfig{Upstream: "127.0.0.1:8080", Phigate: "127.0.0.1:9191",
+			LocalRateLimit: &envoy.LocalRateLimit{MaxTokens: 200, TokensPerFill: 100, FillInterval: 500 * time.Millisecond}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,6 +270,13 @@ func TestBootstrapLimitErrors(t *testing.T) {
 		{"headers over phigate's limit", base(func(c *envoy.BootstrapConfig) { c.MaxRequestHeaders = envoy.MaxCheckHeaders }), "envoy.max_request_headers"},
 		{"header block over phigate's limit", base(func(c *envoy.BootstrapConfig) { c.MaxRequestHeadersKB = envoy.MaxCheckHeaderBytes >> 10 }), "envoy.max_request_headers_kb"},
 		{"header block without room for the target", base(func(c *envoy.BootstrapConfig) { c.MaxRequestHeadersKB = 10 }), "envoy.max_request_headers_kb"},
+		{"rate limit without tokens", base(func(c *envoy.BootstrapConfig) { c.LocalRateLimit = &envoy.LocalRateLimit{} }), "envoy.local_rate_limit"},
+		{"rate limit refilling more than it holds", base(func(c *envoy.BootstrapConfig) {
+			c.LocalRateLimit = &envoy.LocalRateLimit{MaxTokens: 5, TokensPerFill: 6}
+		}), "envoy.local_rate_limit"},
+		{"rate limit fill too fast", base(func(c *envoy.BootstrapConfig) {
+			c.LocalRateLimit = &envoy.LocalRateLimit{MaxTokens: 5, FillInterval: 10 * time.Millisecond}
+		}), "envoy.local_rate_limit.fill_interval"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/phigate/phigate/abuse"
 	"github.com/phigate/phigate/demo/demokeys"
+	"github.com/phigate/phigate/envoy"
 	"github.com/phigate/phigate/internal/pgtest"
 	"github.com/phigate/phigate/internal/redistest"
 	"github.com/phigate/phigate/internal/stacktest"
@@ -161,4 +162,40 @@ func TestBulkReadStoppedAndAlerted(t *testing.T) {
 	for _, s := range []*stacktest.Stack{a, b} {
 		waitStatus(t, s, bulk, "/fhir/Patient/"+patient(150), 200, 2*time.Second)
 	}
+}
+
+// TestEnvoyFirstWall: the generated bootstrap's local rate limit answers
+// 429 with an OperationOutcome and Retry-After once its bucket is empty,
+// before phigate is asked.
+func TestEnvoyFirstWall(t *testing.T) {
+	s := stacktest.Start(t, stacktest.Options{LocalRateLimit: &envoy.LocalRateLimit{MaxTokens: 3, TokensPerFill: 1, FillInterval: time.Hour}})
+	doc := s.Token(stacktest.Physician(1))
+	for i := range 3 {
+		if r := s.Do("GET", "/fhir/Patient/pat-0001", doc, nil, nil); r.Status != 200 {
+			t.Fatalf("request %d: %d", i, r.Status)
+		}
+	}
+	before := decisionsTotal(t, s)
+	r := s.Do("GET", "/fhir/Patient/pat-0001", doc, nil, nil)
+	if r.Status != 429 || !stacktest.IsOutcome(r) || r.Header.Get("Retry-After") != "3600" {
+		t.Fatalf("over the first wall: %d, Retry-After %q, body %s", r.Status, r.Header.Get("Retry-After"), r.Body)
+	}
+	if after := decisionsTotal(t, s); after != before {
+		t.Fatalf("phigate decided a request the first wall refused: %v -> %v", before, after)
+	}
+}
+
+// decisionsTotal sums phigate_decisions_total over its series.
+func decisionsTotal(t *testing.T, s *stacktest.Stack) float64 {
+	t.Helper()
+	_, body := stacktest.GetBody(t, "http://"+s.Phigate.AdminAddr()+"/metrics")
+	var sum float64
+	for line := range strings.SplitSeq(body, "\n") {
+		if strings.HasPrefix(line, "phigate_decisions_total{") {
+			var v float64
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+			sum += v
+		}
+	}
+	return sum
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/phigate/phigate/envoy"
 )
@@ -29,9 +30,15 @@ func cmdEnvoyBootstrap(_ context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&down.Key, "listen-key", "", "its private key")
 	fs.StringVar(&down.ClientCA, "listen-client-ca", "", "CA that issues client certificates (mTLS: a client without one is refused)")
 	fs.StringVar(&c.SecretsDir, "secrets-dir", "", "where the SDS files naming the certificates are written (default: sds/ beside -o)")
+	var wall envoy.LocalRateLimit
+	fs.IntVar(&wall.MaxTokens, "rate-limit", 0, "Envoy's local rate limit in front of phigate: requests per -rate-limit-interval for this Envoy as a whole (0: none)")
+	fs.DurationVar(&wall.FillInterval, "rate-limit-interval", time.Second, "the local rate limit's refill interval")
 	out := fs.String("o", "-", "output file (- for stdout)")
 	if code, ok := parse(fs, args); !ok {
 		return code
+	}
+	if wall.MaxTokens != 0 {
+		c.LocalRateLimit = &wall
 	}
 	if tls != (envoy.UpstreamTLS{}) {
 		c.PhigateTLS = &tls

@@ -51,6 +51,8 @@ type Options struct {
 	ListenTLS *envoy.DownstreamTLS
 	// Logger is phigate's operational log; nil discards it.
 	Logger *zap.Logger
+	// LocalRateLimit puts Envoy's first wall in front of phigate.
+	LocalRateLimit *envoy.LocalRateLimit
 	// Keys are the token keys phigate trusts; nil makes new ones. Stacks
 	// that share them accept each other's tokens, as a fleet's replicas do.
 	Keys *demokeys.Keys
@@ -110,7 +112,7 @@ func Start(t *testing.T, o Options) *Stack {
 	}
 	s.Envoy = envoytest.Start(t, envoy.BootstrapConfig{
 		Upstream: s.Up.Addr, Phigate: target, Compress: o.Compress, MaxResponseBody: o.MaxBody, PhigateTLS: o.PhigateTLS,
-		ListenTLS: o.ListenTLS,
+		ListenTLS: o.ListenTLS, LocalRateLimit: o.LocalRateLimit,
 	})
 	return s
 }
