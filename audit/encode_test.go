@@ -251,7 +251,9 @@ func fillValue(t *testing.T, v reflect.Value, path string, depth int) {
 			return
 		}
 		for i := range v.NumField() {
-			if f := v.Type().Field(i); f.IsExported() {
+			// A field encoding/json leaves out (json:"-") is not in the
+			// record either, whatever its kind.
+			if f := v.Type().Field(i); f.IsExported() && f.Tag.Get("json") != "-" {
 				fillValue(t, v.Field(i), path+"."+f.Name, depth)
 			}
 		}
