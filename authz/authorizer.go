@@ -161,8 +161,10 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 	if err := a.loadConsents(ctx, req, named); err != nil {
 		return req, a.finish(ctx, req, deny(err)), err
 	}
-	// Open alerts only take away, as consents do.
-	if err := a.loadAlerts(ctx, req); err != nil {
+	// Open alerts only take away, as consents do: a request for patient
+	// data cannot be decided without them. One that touches no patient
+	// (a Practitioner read) needs no shared state and goes on without.
+	if err := a.loadAlerts(ctx, req); err != nil && touchesPatients(&req.FHIR, named) {
 		return req, a.finish(ctx, req, deny(err)), err
 	}
 	missing := errors.Join(a.loadElevations(ctx, req), a.loadGrants(ctx, req, named), a.loadCare(ctx, req, named))
@@ -389,6 +391,20 @@ func (a *Authorizer) loadConsents(ctx context.Context, req *Request, named *pati
 	})
 	req.Consents = slices.Compact(req.Consents)
 	return nil
+}
+
+// touchesPatients reports whether f can reach a patient's data: it names
+// one, or it reads across patients.
+func touchesPatients(f *FHIRRequest, named *patientSet) bool {
+	if !named.empty() || f.AllPatients {
+		return true
+	}
+	for i := range f.Entries {
+		if f.Entries[i].AllPatients {
+			return true
+		}
+	}
+	return false
 }
 
 // loadAlerts puts the caller's open alerts into the input. Without them

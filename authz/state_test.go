@@ -50,6 +50,8 @@ func (s *state) Elevations(context.Context, string, time.Time) ([]Elevation, err
 	return s.elevs, s.fail("elevations")
 }
 
+func (s *state) OpenAlerts(context.Context, string) ([]Alert, error) { return nil, s.fail("alerts") }
+
 func (s *state) Active(context.Context, string, time.Time) ([]Grant, error) {
 	return s.grants, s.fail("grants")
 }
@@ -70,7 +72,7 @@ func (f policyFunc) Evaluate(_ context.Context, r *Request) (Decision, error) { 
 func authorizeWith(t *testing.T, st *state, pol policyFunc, path string, h map[string]string) (*Request, Decision) {
 	t.Helper()
 	a := NewAuthorizer(Options{Verifier: practitionerVerifier{}, Parser: newTestParser(t), Evaluator: pol,
-		Grants: st, Care: st, Consents: st, Elevations: st})
+		Grants: st, Care: st, Consents: st, Elevations: st, Alerts: st})
 	hh := map[string]string{"authorization": "Bearer x"}
 	for k, v := range h {
 		hh[k] = v
@@ -134,12 +136,17 @@ func TestStoreAwayFailsClosed(t *testing.T) {
 		{"relationship unread", []string{"care"}, onlyCare, "/fhir/Observation?patient=1", nil, 503, "store_unavailable"},
 		// A request naming no patient needs no shared state beyond
 		// elevations, which only add: allowed on the caller's own roles.
+		// Alerts only take away: a request for patient data is refused
+		// without them, one touching no patient goes on.
+		{"alerts unread", []string{"alerts"}, allow, "/fhir/Patient/1", nil, 503, "store_unavailable"},
+		{"alerts unread, search across patients", []string{"alerts"}, allow, "/fhir/Observation", nil, 503, "store_unavailable"},
+		{"alerts unread, no patient", []string{"alerts"}, allow, "/fhir/Practitioner/p1", nil, 200, ""},
 		{"grants unread", []string{"grants"}, refuse, "/fhir/Observation?patient=1", nil, 503, "store_unavailable"},
 		{"elevations unread", []string{"elevations"}, refuse, "/fhir/Observation?patient=1", nil, 503, "store_unavailable"},
 		// What is missing only adds: a request the policy allows without
 		// it is allowed.
 		{"relationship unread, allowed anyway", []string{"care", "grants", "elevations"}, allow, "/fhir/Observation?patient=1", nil, 200, ""},
-		{"no patient named", []string{"consents", "care", "grants", "elevations"}, allow, "/fhir/Practitioner/p1", nil, 200, ""},
+		{"no patient named", []string{"consents", "care", "grants", "elevations", "alerts"}, allow, "/fhir/Practitioner/p1", nil, 200, ""},
 		// A denial that the missing state could not have changed (a bad
 		// request) keeps its own status.
 		{"bad request", []string{"care"}, policyFunc(func(*Request) Decision { return Decision{Status: 400, Reason: "request.malformed"} }),
