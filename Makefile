@@ -56,7 +56,7 @@ vet:
 	$(GO) vet ./...
 
 # PostgreSQL and Redis from Debian's packages, for the tests of shared
-# state. They are installed here when missing (CI runs as root); each test
+# state, and Chromium for the console's test. They are installed here when missing (CI runs as root); each test
 # binary that needs one starts its own server in a temporary directory on a
 # loopback port and stops it at exit (internal/pgtest, internal/redistest).
 # PHIGATE_TEST_POSTGRES=<dsn> and PHIGATE_TEST_REDIS=<addr> use servers of
@@ -65,6 +65,7 @@ services:
 	@need=""; \
 	if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "$$PHIGATE_TEST_POSTGRES" ]; then need="$$need postgresql"; fi; \
 	if ! command -v redis-server >/dev/null 2>&1 && [ -z "$$PHIGATE_TEST_REDIS" ]; then need="$$need redis-server"; fi; \
+	if ! command -v chromium >/dev/null 2>&1; then need="$$need chromium fonts-dejavu-core"; fi; \
 	if [ -n "$$need" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$need"; \

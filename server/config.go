@@ -16,6 +16,7 @@ import (
 	"github.com/phigate/phigate/abuse"
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/console"
 	"github.com/phigate/phigate/ingest"
 	"github.com/phigate/phigate/plan"
 	"github.com/phigate/phigate/policy"
@@ -55,6 +56,9 @@ type Config struct {
 	DecisionLogs decisionlog.Config `yaml:"decision_logs"`
 	// Abuse throttles callers and holds the counters of usage limits.
 	Abuse abuse.Config `yaml:"abuse"`
+
+	// Console is the privacy officer's console on the admin listener.
+	Console console.Config `yaml:"console"`
 
 	// validated is set by a successful Validate; New refuses a
 	// configuration without it, since the defaults it fills are ones New
@@ -189,6 +193,7 @@ func (c *Config) Validate() error {
 		add(err)
 	}
 	add(c.Abuse.Validate())
+	add(c.Console.Validate())
 	if c.Listen.GRPC != "" && !strings.Contains(c.Listen.GRPC, ":") {
 		add(fmt.Errorf("listen.grpc: %q is not host:port", c.Listen.GRPC))
 	}

@@ -94,6 +94,9 @@ func (c *Config) Warnings() []string {
 	if c.Listen.Admin != "" && !loopback(c.Listen.Admin) {
 		out = append(out, fmt.Sprintf("listen.admin: %s is not a loopback address: metrics and readiness are served in plaintext to the network", c.Listen.Admin))
 	}
+	if c.Console.Enabled && c.Listen.Admin != "" && !loopback(c.Listen.Admin) {
+		out = append(out, fmt.Sprintf("console.enabled: the console is served on listen.admin %s in plaintext: put it behind a TLS proxy (officers' tokens and session cookies would cross the network)", c.Listen.Admin))
+	}
 	if m := c.Ingest.MLLP; m.Listen != "" && m.TLS.Cert == "" && !loopback(m.Listen) {
 		out = append(out, fmt.Sprintf("ingest.mllp.listen: %s is not a loopback address and has no ingest.mllp.tls: anyone who reaches it can publish care relationships, and ADT messages cross the network in plaintext", m.Listen))
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/phigate/phigate/abuse"
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/console"
 	"github.com/phigate/phigate/envoy"
 	"github.com/phigate/phigate/filters"
 	"github.com/phigate/phigate/policy"
@@ -54,6 +55,7 @@ type Server struct {
 	// the backend ("memory" or "postgres") for /readyz.
 	store     *store.Reader
 	storeKind string
+	console   *console.Console
 
 	// Addresses actually bound (useful with port 0).
 	grpcAddr  string
@@ -284,6 +286,16 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 	}
 	s.closers = append(s.closers, func() { _ = s.adminLn.Close() })
 	s.adminAddr = s.adminLn.Addr().String()
+	if cfg.Console.Enabled {
+		key, err := audit.LoadEncryptionKey(cfg.Audit.EncryptionKeyFile, cfg.Audit.EncryptionKeyEnv)
+		if err != nil {
+			return nil, fmt.Errorf("console: %w", err)
+		}
+		if s.console, err = console.New(cfg.Console, console.Deps{Verifier: s.verifier, AuditDir: cfg.Audit.Dir,
+			EncryptionKey: key, Recorder: trail, Alerts: st, Logger: log.Named("console")}); err != nil {
+			return nil, err
+		}
+	}
 	s.admin = &http.Server{Handler: s.adminMux(reg), ReadHeaderTimeout: 5 * time.Second}
 	ok = true
 	return s, nil
@@ -317,6 +329,9 @@ func planMarkerKey(path string) (*envoy.MarkerKey, error) {
 
 func (s *Server) adminMux(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
+	if s.console != nil {
+		mux.Handle("/console/", s.console)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("ok\n"))
@@ -347,6 +362,9 @@ func (s *Server) adminMux(reg *prometheus.Registry) http.Handler {
 // actual port when listen.grpc asked for port 0), or "" with a Unix socket
 // only.
 func (s *Server) GRPCAddr() string { return s.grpcAddr }
+
+// AuditDir is the directory of this server's audit trail.
+func (s *Server) AuditDir() string { return s.cfg.Audit.Dir }
 
 // AdminAddr is the address of /healthz, /readyz and /metrics.
 func (s *Server) AdminAddr() string { return s.adminAddr }

@@ -122,10 +122,10 @@ func (s selection) filter(now time.Time) (f audit.Filter, deny bool, err error) 
 		return f, false, fmt.Errorf("--outcome: %q is not allow, deny, 0, 4 or 8", *s.outcome)
 	}
 	switch *s.kind {
-	case "", audit.KindDecision, audit.KindFiltering, audit.KindQuarantine, audit.KindIngest:
+	case "", audit.KindDecision, audit.KindFiltering, audit.KindQuarantine, audit.KindIngest, audit.KindConsole:
 		f.Kind = *s.kind
 	default:
-		return f, false, fmt.Errorf("--kind: %q is not %s, %s, %s or %s", *s.kind, audit.KindDecision, audit.KindFiltering, audit.KindQuarantine, audit.KindIngest)
+		return f, false, fmt.Errorf("--kind: %q is not %s, %s, %s, %s or %s", *s.kind, audit.KindDecision, audit.KindFiltering, audit.KindQuarantine, audit.KindIngest, audit.KindConsole)
 	}
 	if *s.breakGlass {
 		yes := true
