@@ -16,6 +16,10 @@ func FuzzDecodeMetadata(f *testing.F) {
 		`{"v":1,"decision_id":"d","redact":[{"path":"Patient.identifier.where(system='x').value","action":"tokenize","key_id":"k1","format":"ff1"}]}`,
 		`{"v":1,"decision_id":"d","redact":[{"path":"Patient","action":"allow","keep":["name"]},{"path":"*","action":"deidentify","profile":"safe-harbor"}]}`,
 		`{"v":2,"decision_id":"d"}`,
+		`{"v":2,"decision_id":"d","request_id":"r","user":{"sub":"s","iss":"i","fhir_user":"Practitioner/1"},"patients":["p1","p2"],"redact":[{"path":"Patient.telecom","action":"remove"}],"enforce":{"patients":["p1"]}}`,
+		`{"v":2,"decision_id":"d","patients":["p2","p1"]}`,
+		`{"v":1,"decision_id":"d","patients":["p1"]}`,
+		`{"v":3,"decision_id":"d"}`,
 		`{"decision_id":"d"}`,
 		`{"v":1,"decision_id":"d","redact":[{"path":"Patient","action":"remove"}]}`,
 	} {
@@ -49,7 +53,8 @@ func FuzzDecodeMetadata(f *testing.F) {
 		if err != nil || !bytes.Equal(enc, enc2) {
 			t.Fatalf("re-encoded %s, %v; want %s", enc2, err, enc)
 		}
-		if len(again.Redact) != len(m.Redact) || !reflect.DeepEqual(again.DecisionID, m.DecisionID) {
+		if len(again.Redact) != len(m.Redact) || again.DecisionID != m.DecisionID || again.Version != m.Version ||
+			again.User != m.User || !reflect.DeepEqual(again.Patients, m.Patients) {
 			t.Fatalf("re-decoded %+v; want %+v", again, m)
 		}
 	})

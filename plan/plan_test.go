@@ -3,6 +3,7 @@ package plan
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -145,17 +146,22 @@ func TestMetadataRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	user := User{Subject: "prac-001", Issuer: "https://issuer", FHIRUser: "Practitioner/prac-001"}
 	for name, m := range map[string]Metadata{
-		"full":  {Plan: p, DecisionID: "dec-1", RequestID: "req-1"},
-		"empty": {DecisionID: "dec-2"},
+		"v1 full":     {Plan: p, DecisionID: "dec-1", RequestID: "req-1", Version: 1},
+		"v1 empty":    {DecisionID: "dec-2", Version: 1},
+		"v2 full":     {Plan: p, DecisionID: "dec-1", RequestID: "req-1", User: user, Patients: []string{"p1", "p2"}, Version: 2},
+		"v2 empty":    {DecisionID: "dec-2", Version: 2},
+		"v2 no user":  {DecisionID: "dec-3", Patients: []string{"p1"}, Version: 2},
+		"v2 no patients": {DecisionID: "dec-4", User: User{Subject: "s"}, Version: 2},
 	} {
 		t.Run(name, func(t *testing.T) {
 			raw, err := m.Encode()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.HasPrefix(string(raw), `{"v":1,`) {
-				t.Errorf("encoding does not lead with its version: %s", raw)
+			if want := fmt.Sprintf(`{"v":%d,`, m.Version); !strings.HasPrefix(string(raw), want) {
+				t.Errorf("encoding does not lead with its version %s: %s", want, raw)
 			}
 			got, err := DecodeMetadata(raw, NewKeys("k1"))
 			if err != nil {
@@ -188,8 +194,18 @@ func TestDecodeMetadataRefuses(t *testing.T) {
 	}{
 		{"no version", `{"decision_id":"d"}`, ErrVersion},
 		{"version 0", `{"v":0,"decision_id":"d"}`, ErrVersion},
-		{"later version", `{"v":2,"decision_id":"d"}`, ErrVersion},
-		{"later version with fields this one lacks", `{"v":2,"decision_id":"d","steps":[]}`, ErrVersion},
+		{"later version", `{"v":3,"decision_id":"d"}`, ErrVersion},
+		{"later version with fields this one lacks", `{"v":3,"decision_id":"d","steps":[]}`, ErrVersion},
+		{"v1 with a v2 field", `{"v":1,"decision_id":"d","patients":["p1"]}`, ErrMalformed},
+		{"v1 with a user", `{"v":1,"decision_id":"d","user":{"sub":"s"}}`, ErrMalformed},
+		{"v2 unknown field", `{"v":2,"decision_id":"d","patient":["p1"]}`, ErrMalformed},
+		{"v2 unknown user field", `{"v":2,"decision_id":"d","user":{"sub":"s","role":"x"}}`, ErrMalformed},
+		{"v2 empty user", `{"v":2,"decision_id":"d","user":{}}`, ErrMalformed},
+		{"v2 empty patients", `{"v":2,"decision_id":"d","patients":[]}`, ErrMalformed},
+		{"v2 unsorted patients", `{"v":2,"decision_id":"d","patients":["p2","p1"]}`, ErrMalformed},
+		{"v2 repeated patient", `{"v":2,"decision_id":"d","patients":["p1","p1"]}`, ErrMalformed},
+		{"v2 empty patient id", `{"v":2,"decision_id":"d","patients":[""]}`, ErrMalformed},
+		{"v2 patients not strings", `{"v":2,"decision_id":"d","patients":[1]}`, ErrMalformed},
 		{"version not a number", `{"v":"1","decision_id":"d"}`, ErrMalformed},
 		{"version not an integer", `{"v":1.5,"decision_id":"d"}`, ErrMalformed},
 		{"null", `null`, ErrVersion},
@@ -251,5 +267,37 @@ func TestPlanJSON(t *testing.T) {
 	}
 	if !reflect.DeepEqual(back.Directives(), ds) || back.Redact[0].Compiled() {
 		t.Errorf("read back %+v: want the directives, not compiled", back)
+	}
+}
+
+// TestMetadataVersions: a decision side configured for version 1 writes
+// what a release that reads only version 1 accepts, leaving out who asked
+// and the patients; a version neither side knows is not written.
+func TestMetadataVersions(t *testing.T) {
+	m := Metadata{DecisionID: "d", User: User{Subject: "s"}, Patients: []string{"p1"}, Version: 1}
+	raw, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"v":1,"decision_id":"d"}`; string(raw) != want {
+		t.Errorf("version 1 encoding = %s, want %s", raw, want)
+	}
+	m.Version = 0
+	raw, err = m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"v":2,"decision_id":"d","user":{"sub":"s"},"patients":["p1"]}`; string(raw) != want {
+		t.Errorf("default encoding = %s, want %s", raw, want)
+	}
+	m.Version = 3
+	if _, err := m.Encode(); !errors.Is(err, ErrVersion) {
+		t.Errorf("version 3: err = %v, want %v", err, ErrVersion)
+	}
+	if got := SortedPatients([]string{"b", "", "a"}, []string{"a"}); !reflect.DeepEqual(got, []string{"a", "b"}) {
+		t.Errorf("SortedPatients = %v", got)
+	}
+	if got := SortedPatients(nil, []string{""}); got != nil {
+		t.Errorf("SortedPatients of nothing = %v, want nil", got)
 	}
 }
