@@ -469,6 +469,16 @@ type FilterEvent struct {
 	// details "reason" and "status".
 	Reason string
 	Status int
+	// Subject, Issuer and FHIRUser name who asked, and Patients the
+	// patients the request named, as the plan metadata carried them (a
+	// decision side writing metadata version 1 sends none; audit query
+	// then takes them from the decision record). They make the filtering
+	// record's requestor agent and patient entities, so a query by user
+	// or patient finds it.
+	Subject  string
+	Issuer   string
+	FHIRUser string
+	Patients []string
 }
 
 // Filtering builds the record linked to a decision that says what was taken
@@ -488,6 +498,12 @@ func (b Builder) Filtering(fe FilterEvent, recorded time.Time) *AuditEvent {
 			Type: &CodeableConcept{Coding: []Coding{agentDestination}},
 			Who:  &Reference{Display: b.Server},
 		}},
+	}
+	if fe.Subject != "" || fe.FHIRUser != "" {
+		ev.Agent = append([]Agent{requestorAgent(fe.Subject, fe.Issuer, fe.FHIRUser)}, ev.Agent...)
+	}
+	for _, p := range fe.Patients {
+		ev.Entity = append(ev.Entity, patientEntity(p))
 	}
 	if fe.DecisionID != "" {
 		ev.ID = fe.DecisionID + "-f"
@@ -523,6 +539,21 @@ func (b Builder) Filtering(fe FilterEvent, recorded time.Time) *AuditEvent {
 	}
 	ev.Entity = append(ev.Entity, dec)
 	return ev
+}
+
+// requestorAgent is the user who asked, as a filtering record names them:
+// the recipient of the response.
+func requestorAgent(subject, issuer, fhirUser string) Agent {
+	a := Agent{Type: &CodeableConcept{Coding: []Coding{agentRecipient}}, Who: &Reference{Reference: fhirUser}, Requestor: true}
+	if subject != "" {
+		a.Who.Identifier = &Identifier{System: issuer, Value: subject}
+	}
+	return a
+}
+
+// patientEntity is the entity of one patient, as a decision record has it.
+func patientEntity(id string) Entity {
+	return Entity{What: &Reference{Reference: "Patient/" + id}, Type: ptr(entityPerson), Role: ptr(rolePatient)}
 }
 
 func outcomeDesc(d *authz.Decision) string {

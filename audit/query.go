@@ -73,10 +73,14 @@ func (f *Filter) Matches(e *Entry) bool {
 // Query reads the log in dir in sequence order and returns the records that
 // match f. It checks each frame's hash as it reads (a damaged record is an
 // error, not a silent skip) but not the signed checkpoints: run Verify for
-// that.
+// that. A filtering record that names no user and no patient (written from
+// plan metadata version 1) is given those of its decision record when the
+// decision is in the trail, before it is matched (see DetailJoined).
 func Query(dir string, f Filter, opts QueryOptions) ([]Entry, error) {
 	var out []Entry
+	j := newJoiner()
 	err := scan(dir, opts.EncryptionKey, func(e *Entry) bool {
+		j.see(e)
 		if f.Matches(e) {
 			out = append(out, *e)
 		}

@@ -42,6 +42,17 @@ func queryLog(t *testing.T, mod func(*Config)) Config {
 		Removed: []string{"Patient.telecom"}, Withheld: 1}); err != nil {
 		t.Fatal(err)
 	}
+	// Written from plan metadata version 2: the user and patient travel
+	// with the plan.
+	if err := l.RecordFiltering(t.Context(), FilterEvent{RequestID: "req-2", DecisionID: "dec-2",
+		Removed: []string{"Patient.telecom"}, Subject: "u1", FHIRUser: "Practitioner/u1", Patients: []string{"p2"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Version 1, and its decision is in another replica's trail.
+	if err := l.RecordFiltering(t.Context(), FilterEvent{RequestID: "req-9", DecisionID: "dec-9",
+		Removed: []string{"Patient.telecom"}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -65,16 +76,17 @@ func TestQueryFilters(t *testing.T) {
 		f    Filter
 		want []uint64
 	}{
-		{"everything", Filter{}, []uint64{1, 2, 3, 4, 5}},
-		{"who looked at p1", Filter{Patient: "p1"}, []uint64{1, 3}},
-		{"by user subject", Filter{User: "u1"}, []uint64{1, 2}},
+		{"everything", Filter{}, []uint64{1, 2, 3, 4, 5, 6, 7}},
+		{"who looked at p1 (a version 1 filtering record joined)", Filter{Patient: "p1"}, []uint64{1, 3, 5}},
+		{"who looked at p2 (a version 2 filtering record)", Filter{Patient: "p2"}, []uint64{2, 6}},
+		{"by user subject", Filter{User: "u1"}, []uint64{1, 2, 5, 6}},
 		{"by fhirUser", Filter{User: "Practitioner/u2"}, []uint64{3}},
 		{"denials", Filter{Outcome: OutcomeMinor}, []uint64{3}},
 		{"break-glass only", Filter{BreakGlass: &yes}, []uint64{4}},
 		{"no break-glass, p3", Filter{BreakGlass: &no, Patient: "p3"}, nil},
 		{"time window", Filter{Since: base.Add(2 * time.Hour), Until: base.Add(4 * time.Hour)}, []uint64{2, 3}},
 		{"decision and its filtering", Filter{DecisionID: "dec-1"}, []uint64{1, 5}},
-		{"filtering records", Filter{Kind: KindFiltering}, []uint64{5}},
+		{"filtering records", Filter{Kind: KindFiltering}, []uint64{5, 6, 7}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,6 +98,41 @@ func TestQueryFilters(t *testing.T) {
 				t.Fatalf("seqs = %v, want %v", g, tc.want)
 			}
 		})
+	}
+}
+
+// TestQueryJoinsVersion1Filtering: a filtering record without its user and
+// patients is shown with its decision's, and says so; one whose decision
+// is not in the trail, and one that carries its own, are shown as stored.
+func TestQueryJoinsVersion1Filtering(t *testing.T) {
+	cfg := queryLog(t, nil)
+	got, err := Query(cfg.Dir, Filter{Kind: KindFiltering}, QueryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("%d filtering records, want 3", len(got))
+	}
+	joinedFrom := func(ev *AuditEvent) string {
+		for _, en := range ev.Entity {
+			for _, d := range en.Detail {
+				if d.Type == DetailJoined {
+					return d.ValueString
+				}
+			}
+		}
+		return ""
+	}
+	for i, want := range []struct{ user, patients, joined string }{
+		{"u1", "p1", "dec-1"},
+		{"u1", "p2", ""},
+		{"", "", ""},
+	} {
+		ev := got[i].Event
+		sub, _ := ev.User()
+		if sub != want.user || strings.Join(ev.Patients(), ",") != want.patients || joinedFrom(ev) != want.joined {
+			t.Errorf("record %d: user %q patients %v joined %q; want %+v", got[i].Seq, sub, ev.Patients(), joinedFrom(ev), want)
+		}
 	}
 }
 
@@ -112,7 +159,8 @@ func TestWriters(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(tb.String()), "\n")
-	if len(lines) != 3 || !strings.Contains(lines[1], "u1 (Practitioner/u1)") || !strings.Contains(lines[2], "4 role_not_permitted") {
+	if len(lines) != 4 || !strings.Contains(lines[1], "u1 (Practitioner/u1)") || !strings.Contains(lines[2], "4 role_not_permitted") ||
+		!strings.Contains(lines[3], "filtering  u1 (Practitioner/u1)") {
 		t.Fatalf("table:\n%s", tb.String())
 	}
 	var jb bytes.Buffer
@@ -128,8 +176,8 @@ func TestWriters(t *testing.T) {
 		}
 		n++
 	}
-	if n != 2 {
-		t.Fatalf("%d JSON lines, want 2", n)
+	if n != 3 {
+		t.Fatalf("%d JSON lines, want 3", n)
 	}
 	var bb bytes.Buffer
 	if err := WriteBundle(&bb, es); err != nil {
@@ -140,7 +188,7 @@ func TestWriters(t *testing.T) {
 		Total        int
 		Entry        []struct{ Resource AuditEvent }
 	}
-	if err := json.Unmarshal(bb.Bytes(), &bundle); err != nil || bundle.Total != 2 || bundle.Entry[1].Resource.ID != "dec-3" {
+	if err := json.Unmarshal(bb.Bytes(), &bundle); err != nil || bundle.Total != 3 || bundle.Entry[1].Resource.ID != "dec-3" {
 		t.Fatalf("bundle: %v %+v", err, bundle)
 	}
 }
@@ -198,8 +246,8 @@ func TestEncryptionAtRest(t *testing.T) {
 			switch {
 			case tc.wantErr != nil && !errors.Is(err, tc.wantErr):
 				t.Fatalf("Query = %v, want %v", err, tc.wantErr)
-			case tc.wantErr == nil && (err != nil || len(es) != 2):
-				t.Fatalf("Query = %d entries, %v; want 2", len(es), err)
+			case tc.wantErr == nil && (err != nil || len(es) != 3):
+				t.Fatalf("Query = %d entries, %v; want 3", len(es), err)
 			}
 		})
 	}
@@ -284,7 +332,7 @@ func TestReportWriters(t *testing.T) {
 	pub, _ := LoadPublicKey(PublicKeyPath(cfg.SigningKeyFile))
 	rep, err := Verify(cfg.Dir, pub, VerifyOptions{})
 	var out bytes.Buffer
-	if werr := WriteVerifyReport(&out, rep, err, false); werr != nil || !strings.HasPrefix(out.String(), "OK 5 records") {
+	if werr := WriteVerifyReport(&out, rep, err, false); werr != nil || !strings.HasPrefix(out.String(), "OK 7 records") {
 		t.Fatalf("report %q %v %v", out.String(), err, werr)
 	}
 	out.Reset()

@@ -48,6 +48,9 @@ type AuthServer struct {
 	// opaEnvoy renders each request as OPA-Envoy's input too
 	// (WithOPAEnvoyInput); skipBody leaves its parsed body out.
 	opaEnvoy, skipBody bool
+	// planVersion is the plan metadata version written (plan.Version
+	// unless WithPlanMetadataVersion says otherwise).
+	planVersion int
 }
 
 type checkMetrics struct {
@@ -88,7 +91,7 @@ func NewAuthServer(a Authorizer, log *zap.Logger, reg prometheus.Registerer, opt
 		strip = append(strip, "authorization")
 	}
 	return &AuthServer{authz: a, marker: o.marker, log: log, metrics: m, strip: strip,
-		opaEnvoy: o.opaEnvoy, skipBody: o.opaEnvoySkipBody}, nil
+		opaEnvoy: o.opaEnvoy, skipBody: o.opaEnvoySkipBody, planVersion: o.planVersion}, nil
 }
 
 // Check answers one ext_authz request. Every outcome, including internal
@@ -314,9 +317,17 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 	// The plan travels with the ids that tie it to its decision and to
 	// its request (its id in the audit trail, which links the records of
 	// the decision and of the filtering), so ext_proc needs no shared state.
-	p := plan.Metadata{Plan: d.Plan, DecisionID: d.ID}
+	p := plan.Metadata{Plan: d.Plan, DecisionID: d.ID, Version: s.planVersion}
 	if r != nil {
 		p.RequestID = r.ID
+		if !d.Plan.Empty() && s.planVersion >= 2 {
+			// Who asked and whose data it is, for the audit record of the
+			// filtered response, which may be written by another replica.
+			// Only a plan that asks for something has its response
+			// recorded, so an empty one travels without them.
+			p.User = plan.User{Subject: r.Identity.Subject, Issuer: r.Identity.Issuer, FHIRUser: r.Identity.FHIRUser}
+			p.Patients = plan.SortedPatients(r.FHIR.Patients, d.Audit.Patients)
+		}
 	}
 	raw, err := p.Encode()
 	if err != nil {

@@ -47,6 +47,17 @@ type FilterEvent struct {
 	Forbidden  bool   // the body is about a patient, type or label outside the grant
 	Refused    string // why the response was refused (a Refused* code), if it was
 	Status     int    // the status the client got instead, when refused
+	// User and Patients are who asked and the patients the request named,
+	// as the plan metadata carried them (version 2 on); empty from a
+	// decision side that writes version 1.
+	User     plan.User
+	Patients []string
+}
+
+// eventOf is the filtering event of the plan's exchange, before what the
+// response side did is filled in.
+func eventOf(p *plan.Metadata) FilterEvent {
+	return FilterEvent{RequestID: p.RequestID, DecisionID: p.DecisionID, User: p.User, Patients: p.Patients}
 }
 
 // Why a response was refused, as written to the audit trail and logs. They
@@ -228,7 +239,9 @@ func (s *ProcServer) responseHeaders(ctx context.Context, st *stream, h *extproc
 			s.outcomes.WithLabelValues("unchanged").Inc()
 			return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}}
 		}
-		if !s.record(ctx, FilterEvent{RequestID: st.plan.RequestID, DecisionID: st.plan.DecisionID, Removed: headerPaths(nil, st.removed)}) {
+		ev := eventOf(st.plan)
+		ev.Removed = headerPaths(nil, st.removed)
+		if !s.record(ctx, ev) {
 			return immediate(http.StatusBadGateway, st.plan.DecisionID)
 		}
 		s.outcomes.WithLabelValues("redacted").Inc()
@@ -296,8 +309,9 @@ func (s *ProcServer) responseBody(ctx context.Context, st *stream, b *extprocv3.
 	}
 	if res.Forbidden {
 		s.outcomes.WithLabelValues("forbidden").Inc()
-		ev := FilterEvent{RequestID: st.plan.RequestID, DecisionID: st.plan.DecisionID, Removed: res.Removed, Withheld: res.Withheld,
-			Forbidden: true, Refused: RefusedOutsideGrant, Status: http.StatusForbidden}
+		ev := eventOf(st.plan)
+		ev.Removed, ev.Withheld = res.Removed, res.Withheld
+		ev.Forbidden, ev.Refused, ev.Status = true, RefusedOutsideGrant, http.StatusForbidden
 		if !s.record(ctx, ev) {
 			return immediate(http.StatusBadGateway, st.plan.DecisionID)
 		}
@@ -313,8 +327,8 @@ func (s *ProcServer) responseBody(ctx context.Context, st *stream, b *extprocv3.
 		s.outcomes.WithLabelValues("unchanged").Inc()
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
 	}
-	ev := FilterEvent{RequestID: st.plan.RequestID, DecisionID: st.plan.DecisionID,
-		Removed: headerPaths(slices.Clip(res.Removed), st.removed), Withheld: res.Withheld}
+	ev := eventOf(st.plan)
+	ev.Removed, ev.Withheld = headerPaths(slices.Clip(res.Removed), st.removed), res.Withheld
 	if !s.record(ctx, ev) {
 		return immediate(http.StatusBadGateway, st.plan.DecisionID)
 	}
@@ -344,7 +358,9 @@ func (s *ProcServer) record(ctx context.Context, ev FilterEvent) bool {
 func (s *ProcServer) refuse(ctx context.Context, st *stream, code int, why string) *extprocv3.ProcessingResponse {
 	s.outcomes.WithLabelValues("refused").Inc()
 	s.log.Warn("response refused", zap.String("decision_id", st.plan.DecisionID), zap.String("why", why))
-	s.record(ctx, FilterEvent{RequestID: st.plan.RequestID, DecisionID: st.plan.DecisionID, Refused: why, Status: code})
+	ev := eventOf(st.plan)
+	ev.Refused, ev.Status = why, code
+	s.record(ctx, ev)
 	return immediate(code, st.plan.DecisionID)
 }
 

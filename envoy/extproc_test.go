@@ -118,8 +118,8 @@ func TestProcess(t *testing.T) {
 	// Signed, but what the filter side cannot apply or read: a key it does
 	// not hold, a plan without a version, a later version.
 	keyNotHeld := planJSON(t, "d4", []plan.Directive{{Path: "Patient.identifier.value", Action: plan.ActionTokenize, KeyID: "k9"}}, nil)
-	unversioned := strings.Replace(empty, `"v":1,`, ``, 1)
-	laterVersion := strings.Replace(empty, `"v":1,`, `"v":2,`, 1)
+	unversioned := strings.Replace(empty, `"v":2,`, ``, 1)
+	laterVersion := strings.Replace(empty, `"v":2,`, `"v":3,`, 1)
 	if unversioned == empty || laterVersion == empty {
 		t.Fatalf("plan encoding lacks its version: %s", empty)
 	}

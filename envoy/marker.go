@@ -12,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+
+	"github.com/phigate/phigate/plan"
 )
 
 // A plan marker is what lets the response side tell "the decision asked for
@@ -152,6 +154,16 @@ type options struct {
 	forwardBearerTok bool
 	opaEnvoy         bool // see WithOPAEnvoyInput
 	opaEnvoySkipBody bool
+	planVersion      int
+}
+
+// WithPlanMetadataVersion sets the plan metadata version ext_authz writes
+// (plan.MinVersion to plan.Version; default plan.Version). ext_proc reads
+// every version in that range whatever this says. A fleet being upgraded
+// runs every replica at the older version until all of them read the
+// newer one, then switches.
+func WithPlanMetadataVersion(v int) Option {
+	return func(o *options) { o.planVersion = v }
 }
 
 // WithForwardAuthorization lets the client's Authorization header through
@@ -173,6 +185,12 @@ func buildOptions(opts []Option) (options, error) {
 	var o options
 	for _, f := range opts {
 		f(&o)
+	}
+	switch {
+	case o.planVersion == 0:
+		o.planVersion = plan.Version
+	case o.planVersion < plan.MinVersion || o.planVersion > plan.Version:
+		return o, fmt.Errorf("plan metadata version %d: this release writes %d to %d", o.planVersion, plan.MinVersion, plan.Version)
 	}
 	if o.marker == nil {
 		k, err := ProcessMarkerKey()

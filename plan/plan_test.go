@@ -148,11 +148,11 @@ func TestMetadataRoundTrip(t *testing.T) {
 	}
 	user := User{Subject: "prac-001", Issuer: "https://issuer", FHIRUser: "Practitioner/prac-001"}
 	for name, m := range map[string]Metadata{
-		"v1 full":     {Plan: p, DecisionID: "dec-1", RequestID: "req-1", Version: 1},
-		"v1 empty":    {DecisionID: "dec-2", Version: 1},
-		"v2 full":     {Plan: p, DecisionID: "dec-1", RequestID: "req-1", User: user, Patients: []string{"p1", "p2"}, Version: 2},
-		"v2 empty":    {DecisionID: "dec-2", Version: 2},
-		"v2 no user":  {DecisionID: "dec-3", Patients: []string{"p1"}, Version: 2},
+		"v1 full":        {Plan: p, DecisionID: "dec-1", RequestID: "req-1", Version: 1},
+		"v1 empty":       {DecisionID: "dec-2", Version: 1},
+		"v2 full":        {Plan: p, DecisionID: "dec-1", RequestID: "req-1", User: user, Patients: []string{"p1", "p2"}, Version: 2},
+		"v2 empty":       {DecisionID: "dec-2", Version: 2},
+		"v2 no user":     {DecisionID: "dec-3", Patients: []string{"p1"}, Version: 2},
 		"v2 no patients": {DecisionID: "dec-4", User: User{Subject: "s"}, Version: 2},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -128,6 +128,12 @@ type FiltersConfig struct {
 	// share it; empty means a random key per process, which is right only
 	// when one phigate serves both filters of its Envoy.
 	PlanMarkerKey string `yaml:"plan_marker_key"`
+	// PlanMetadataVersion is the plan metadata version ext_authz writes
+	// (default plan.Version). Version 2 carries the user and the
+	// patients to ext_proc for the filtering record; a fleet upgrading
+	// from a release that reads only version 1 runs at 1 until every
+	// replica is upgraded, then switches to 2. ext_proc reads both.
+	PlanMetadataVersion int `yaml:"plan_metadata_version"`
 }
 
 // KeyIDs are the ids of the configured token keys, which is all the
@@ -240,6 +246,12 @@ func (c *Config) Validate() error {
 		if _, err := os.Stat(f); err != nil {
 			add(fmt.Errorf("filters.plan_marker_key: %v", err))
 		}
+	}
+	switch v := c.Filters.PlanMetadataVersion; {
+	case v == 0:
+		c.Filters.PlanMetadataVersion = plan.Version
+	case v < plan.MinVersion || v > plan.Version:
+		add(fmt.Errorf("filters.plan_metadata_version: %d is not one of %d to %d", v, plan.MinVersion, plan.Version))
 	}
 	if c.Filters.MaxBody == 0 {
 		c.Filters.MaxBody = 8 << 20

@@ -38,6 +38,8 @@ func TestConfigValidation(t *testing.T) {
 		{"reload too often", func(s string) string { return s + "policy:\n  dir: " + dir + "\n  reload_interval: 1ms\n" }, "policy.reload_interval"},
 		{"request base relative", func(s string) string { return s + "request:\n  base: fhir\n" }, "base"},
 		{"token key file missing", func(s string) string { return s + "filters:\n  token_keys:\n    k1: /no/such/key\n" }, "filters.token_keys"},
+		{"plan metadata version unknown", func(s string) string { return s + "filters:\n  plan_metadata_version: 3\n" }, "filters.plan_metadata_version"},
+		{"plan metadata version 1", func(s string) string { return s + "filters:\n  plan_metadata_version: 1\n" }, ""},
 		{"collector too eager", func(s string) string { return s + "runtime:\n  gc_percent: 5\n" }, "runtime.gc_percent"},
 		{"negative grace", func(s string) string { return s + "shutdown:\n  grace: -1s\n" }, "shutdown.grace"},
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/phigate/phigate/ingest"
+	"github.com/phigate/phigate/plan"
 )
 
 // checkFiles reports the files the configuration names that serve could
@@ -90,6 +91,9 @@ func (c *Config) Warnings() []string {
 	var out []string
 	if c.Listen.GRPC != "" && c.Listen.TLS.Cert == "" && !loopback(c.Listen.GRPC) {
 		out = append(out, fmt.Sprintf("listen.grpc: %s is not a loopback address and has no listen.tls: anyone who reaches it can ask for decisions and read plans", c.Listen.GRPC))
+	}
+	if v := c.Filters.PlanMetadataVersion; v != 0 && v < plan.Version {
+		out = append(out, fmt.Sprintf("filters.plan_metadata_version: %d: records of filtered responses name no user or patient of their own (audit query takes them from the decision record when it is in the same trail); set %d once every replica runs this release", v, plan.Version))
 	}
 	if c.Listen.Admin != "" && !loopback(c.Listen.Admin) {
 		out = append(out, fmt.Sprintf("listen.admin: %s is not a loopback address: metrics and readiness are served in plaintext to the network", c.Listen.Admin))

@@ -84,6 +84,8 @@ func TestWarnings(t *testing.T) {
 		{Config{Listen: ListenConfig{GRPC: "127.0.0.1:9191"}, Policy: policy.Config{BundleServer: policy.BundleServerConfig{URL: "http://bundles.example"}}}, 2},
 		{Config{Listen: ListenConfig{GRPC: "127.0.0.1:9191"}, DecisionLogs: decisionlog.Config{URL: "http://logs.example"}}, 1},
 		{Config{Listen: ListenConfig{GRPC: "127.0.0.1:9191"}, DecisionLogs: decisionlog.Config{URL: "https://logs.example"}}, 0},
+		{Config{Listen: ListenConfig{GRPC: "127.0.0.1:9191", Admin: "127.0.0.1:9902"}, Filters: FiltersConfig{PlanMetadataVersion: 1}}, 1},
+		{Config{Listen: ListenConfig{GRPC: "127.0.0.1:9191", Admin: "127.0.0.1:9902"}, Filters: FiltersConfig{PlanMetadataVersion: 2}}, 0},
 	} {
 		if got := tc.c.Warnings(); len(got) != tc.want {
 			t.Errorf("%+v: warnings %q, want %d", tc.c.Listen, got, tc.want)

@@ -217,7 +217,8 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		return nil, err
 	}
 	log.Info("plan marker key", zap.Bool("configured", cfg.Filters.PlanMarkerKey != ""))
-	authOpts := []envoy.Option{envoy.WithMarkerKey(marker), envoy.WithForwardAuthorization(cfg.Upstream.ForwardAuthorization)}
+	authOpts := []envoy.Option{envoy.WithMarkerKey(marker), envoy.WithForwardAuthorization(cfg.Upstream.ForwardAuthorization),
+		envoy.WithPlanMetadataVersion(cfg.Filters.PlanMetadataVersion)}
 	if oe := cfg.Policy.OPAEnvoy; oe != nil {
 		// An OPA-Envoy policy reads the plugin's input document.
 		authOpts = append(authOpts, envoy.WithOPAEnvoyInput(oe.SkipRequestBodyParse))
@@ -438,5 +439,6 @@ type filterAudit struct{ log *audit.Log }
 func (f filterAudit) RecordFiltering(ctx context.Context, ev envoy.FilterEvent) error {
 	return f.log.RecordFiltering(ctx, audit.FilterEvent{RequestID: ev.RequestID, DecisionID: ev.DecisionID,
 		Removed: ev.Removed, Withheld: ev.Withheld, Forbidden: ev.Forbidden,
-		Reason: ev.Refused, Status: ev.Status})
+		Reason: ev.Refused, Status: ev.Status,
+		Subject: ev.User.Subject, Issuer: ev.User.Issuer, FHIRUser: ev.User.FHIRUser, Patients: ev.Patients})
 }
