@@ -74,7 +74,7 @@ func addSelectionFlags(fs *flag.FlagSet) selection {
 		until:      fs.String("until", "", "only records before this time (RFC 3339, or a duration back from now)"),
 		outcome:    fs.String("outcome", "", "allow or deny (or an AuditEvent outcome code 0, 4, 8)"),
 		decision:   fs.String("decision", "", "only this decision id and its filtering record"),
-		kind:       fs.String("kind", "", "decision, filtering, quarantine (ranges moved aside at startup) or ingest (clinical event feed messages)"),
+		kind:       fs.String("kind", "", "decision, filtering, notification (outcomes of break-glass notifications), quarantine (ranges moved aside at startup) or ingest (clinical event feed messages)"),
 		breakGlass: fs.Bool("break-glass", false, "only emergency-override (break-glass) decisions"),
 	}
 }
@@ -122,10 +122,10 @@ func (s selection) filter(now time.Time) (f audit.Filter, deny bool, err error) 
 		return f, false, fmt.Errorf("--outcome: %q is not allow, deny, 0, 4 or 8", *s.outcome)
 	}
 	switch *s.kind {
-	case "", audit.KindDecision, audit.KindFiltering, audit.KindQuarantine, audit.KindIngest, audit.KindConsole:
+	case "", audit.KindDecision, audit.KindFiltering, audit.KindQuarantine, audit.KindIngest, audit.KindNotification, audit.KindConsole:
 		f.Kind = *s.kind
 	default:
-		return f, false, fmt.Errorf("--kind: %q is not %s, %s, %s, %s or %s", *s.kind, audit.KindDecision, audit.KindFiltering, audit.KindQuarantine, audit.KindIngest, audit.KindConsole)
+		return f, false, fmt.Errorf("--kind: %q is not %s, %s, %s, %s, %s or %s", *s.kind, audit.KindDecision, audit.KindFiltering, audit.KindNotification, audit.KindQuarantine, audit.KindIngest, audit.KindConsole)
 	}
 	if *s.breakGlass {
 		yes := true
@@ -473,8 +473,8 @@ func cmdAuditReplay(ctx context.Context, args []string, stdout, stderr io.Writer
 		return 2
 	}
 	f, deny, err := sel.filter(time.Now())
-	if err == nil && (deny || *sel.kind == audit.KindFiltering || *sel.kind == audit.KindQuarantine) {
-		err = errors.New("--outcome deny and --kind filtering or quarantine do not apply to replay")
+	if err == nil && (deny || *sel.kind == audit.KindFiltering || *sel.kind == audit.KindQuarantine || *sel.kind == audit.KindNotification) {
+		err = errors.New("--outcome deny and --kind filtering, notification or quarantine do not apply to replay")
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "phigate audit replay:", err)
