@@ -127,6 +127,9 @@ func New(cfg Config, rec OutcomeRecorder, log *zap.Logger, reg prometheus.Regist
 	n := &Notifier{cfg: cfg, opts: o, rec: rec, log: log, workers: map[string]*worker{}, m: m,
 		outcomes: make(chan Outcome, 1024), stopping: make(chan struct{}), recDone: make(chan struct{})}
 	n.run, n.cancelRun = context.WithCancel(context.Background())
+	// Exposed from the start: an alert on notifications to nowhere should
+	// see a zero before the first one.
+	m.total.WithLabelValues("unknown", UnknownSink)
 	for name, sc := range cfg.Sinks {
 		w := &worker{name: name, include: sc.IncludePatient, q: make(chan item, cfg.QueueSize)}
 		var err error
@@ -146,6 +149,10 @@ func New(cfg Config, rec OutcomeRecorder, log *zap.Logger, reg prometheus.Regist
 		}
 		n.workers[name] = w
 		m.depth.WithLabelValues(name).Set(0)
+		m.latency.WithLabelValues(name)
+		for _, out := range []string{Delivered, Failed, Dropped, Abandoned} {
+			m.total.WithLabelValues(name, out)
+		}
 	}
 	go n.recordOutcomes()
 	for _, w := range n.workers {

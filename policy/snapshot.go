@@ -29,6 +29,7 @@ type Snapshot struct {
 	// Tests is the number of policy tests that passed when the snapshot was built.
 	Tests int
 
+	data   map[string]any // the bundle's data, for DataString
 	query  rego.PreparedEvalQuery
 	decode rego.EvalOption // decodes the decision, its plan compiled against BuildOptions.TokenKeys
 	cache  *decisionCache
@@ -89,7 +90,7 @@ func Build(ctx context.Context, src string, b *bundle.Bundle, o BuildOptions) (*
 		return nil, &Error{Code: CodeShape, Source: src, Err: err}
 	}
 	store := inmem.NewFromObjectWithOpts(b.Data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
-	s := &Snapshot{Revision: revision(b), Source: src, LoadedAt: time.Now(), decode: decodeResult(o.TokenKeys)}
+	s := &Snapshot{Revision: revision(b), Source: src, LoadedAt: time.Now(), decode: decodeResult(o.TokenKeys), data: b.Data}
 	if o.RunTests {
 		n, err := runTests(ctx, store, all, "")
 		if err != nil {
@@ -211,4 +212,20 @@ func collectTests(ctx context.Context, store storage.Store, mods map[string]*ast
 		out = append(out, tr)
 	}
 	return out, nil
+}
+
+// DataString returns the string the bundle's data holds at path (such as
+// "phigate", "emergency", "notify"), and whether there is one, so that
+// configuration checks can hold the data to what the deployment offers.
+func (s *Snapshot) DataString(path ...string) (string, bool) {
+	var v any = s.data
+	for _, k := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return "", false
+		}
+		v = m[k]
+	}
+	str, ok := v.(string)
+	return str, ok
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/console"
 	"github.com/phigate/phigate/ingest"
+	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/plan"
 	"github.com/phigate/phigate/policy"
 	"github.com/phigate/phigate/policy/decisionlog"
@@ -56,6 +57,9 @@ type Config struct {
 	DecisionLogs decisionlog.Config `yaml:"decision_logs"`
 	// Abuse throttles callers and holds the counters of usage limits.
 	Abuse abuse.Config `yaml:"abuse"`
+	// Notify is where the notify obligation (a break-glass access)
+	// is delivered; docs/notify.md.
+	Notify notify.Config `yaml:"notify"`
 
 	// Console is the privacy officer's console on the admin listener.
 	Console console.Config `yaml:"console"`
@@ -261,6 +265,7 @@ func (c *Config) Validate() error {
 	}
 	add(c.Ingest.Validate())
 	add(c.checkFiles())
+	add(c.Notify.Validate())
 	if c.Runtime.GCPercent == 0 {
 		c.Runtime.GCPercent = 400
 	}

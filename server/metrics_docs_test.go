@@ -56,6 +56,8 @@ func TestMetricsDocsAndDashboard(t *testing.T) {
 		"phigate_decision_logs_last_success_timestamp_seconds": "decision_logs is set",
 		"phigate_decision_logs_buffered_events":                "decision_logs is set",
 		"phigate_throttled_total":                              "abuse.buckets names a bucket",
+		"phigate_notify_queue_depth":                           "a notify sink is configured",
+		"phigate_notify_delivery_seconds":                      "a notify sink is configured",
 	}
 	for name := range exposed {
 		if !documented[name] {

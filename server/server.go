@@ -36,6 +36,7 @@ import (
 	"github.com/phigate/phigate/console"
 	"github.com/phigate/phigate/envoy"
 	"github.com/phigate/phigate/filters"
+	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/policy"
 )
 
@@ -157,6 +158,17 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 	log.Info("audit trail open", zap.String("dir", cfg.Audit.Dir), zap.String("key_id", audit.KeyID(trail.PublicKey())),
 		zap.String("witness_file", cfg.Audit.WitnessFile), zap.Uint64("records", trail.Recovery().Records))
 	s.closers = append(s.closers, func() { _ = trail.Close() })
+	// Closed before the trail (closers run last first), so that what the
+	// flush delivers or abandons is recorded.
+	notifier, err := notify.New(cfg.Notify, notifyAudit{trail}, log.Named("notify"), reg,
+		notify.WithServer(cfg.Audit.Server), notify.WithAuditDir(cfg.Audit.Dir))
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, notifier.Close)
+	if err, w := cfg.NotifyProblems(s.engine.Snapshot()); err != nil || w != "" {
+		log.Warn("configuration", zap.String("warning", w), zap.NamedError("problem", err))
+	}
 	parser, err := authz.NewRequestParser(cfg.Request)
 	if err != nil {
 		return nil, err
@@ -201,7 +213,7 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		Verifier:        s.verifier,
 		Parser:          parser,
 		Evaluator:       s.engine,
-		Recorder:        recorder,
+		Recorder:        obligedRecorder{recorder, notifier},
 		Grants:          grants,
 		Care:            s.store,
 		Consents:        s.store,

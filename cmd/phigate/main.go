@@ -132,6 +132,12 @@ func cmdConfigCheck(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer engine.Close()
 	_ = verifier.Close()
+	if err, w := cfg.NotifyProblems(engine.Snapshot()); err != nil {
+		fmt.Fprintln(stderr, "phigate:", err)
+		return 1
+	} else if w != "" {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
 	fmt.Fprintf(stdout, "%s: ok (policy revision %s)\n", fs.Arg(0), engine.Status().Revision)
 	return 0
 }
