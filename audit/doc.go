@@ -5,7 +5,10 @@
 // policy input document that produced it (minus credentials) so the decision
 // can be replayed under another policy. Responses that were redacted or had
 // entries withheld get a second, linked record that names the removed element
-// paths (never their values).
+// paths (never their values), and the user and patients of the request when
+// the plan metadata carried them. A notification an obligation asked for (a
+// break-glass access reported to the privacy office) gets a linked record of
+// its outcome (KindNotification).
 //
 // # Durability
 //

@@ -199,6 +199,7 @@ func TestFilteringEncodingMatchesEncodingJSON(t *testing.T) {
 		{},
 		{RequestID: "r1", DecisionID: "d1", Removed: []string{"Patient.telecom", awkward}, Withheld: 3},
 		{DecisionID: awkward, Forbidden: true},
+		{RequestID: "r2", DecisionID: "d2", Subject: awkward, Issuer: "https://i", FHIRUser: "Practitioner/1", Patients: []string{"p1", awkward}},
 	} {
 		ev := Builder{Server: "p", Site: "s"}.Filtering(fe, time.Date(2026, 3, 1, 12, 0, 0, 5, time.UTC))
 		want, err := json.Marshal(&storedRecord{V: 1, Kind: KindFiltering, Event: ev, DecisionID: fe.DecisionID})
@@ -206,6 +207,21 @@ func TestFilteringEncodingMatchesEncodingJSON(t *testing.T) {
 			t.Fatal(err)
 		}
 		sameBytes(t, "filtering record", encodeFiltering(nil, ev, fe.DecisionID), want)
+	}
+}
+
+func TestNotificationEncodingMatchesEncodingJSON(t *testing.T) {
+	for _, ne := range []NotificationEvent{
+		{},
+		{DecisionID: "d1", Obligation: "notify", Sink: "privacy-office", Outcome: "delivered", Attempts: 1},
+		{DecisionID: awkward, Obligation: "notify", Sink: awkward, Outcome: "failed", Attempts: 5, Error: "http_503"},
+	} {
+		ev := Builder{Server: "p", Site: "s"}.Notification(ne, time.Date(2026, 3, 1, 12, 0, 0, 5, time.UTC))
+		want, err := json.Marshal(&storedRecord{V: 1, Kind: KindNotification, Event: ev, DecisionID: ne.DecisionID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameBytes(t, "notification record", encodeNotification(nil, ev, ne.DecisionID), want)
 	}
 }
 

@@ -215,6 +215,34 @@ func TestFilteringEvent(t *testing.T) {
 	}
 }
 
+// TestFilteringEventNamesUserAndPatients: a filtering event that carries
+// its user and patients has them as the requestor agent and patient
+// entities, where queries by user and patient look.
+func TestFilteringEventNamesUserAndPatients(t *testing.T) {
+	ev := Builder{Server: "p"}.Filtering(FilterEvent{DecisionID: "d1", Subject: "prac-001", Issuer: "https://i",
+		FHIRUser: "Practitioner/prac-001", Patients: []string{"p1", "p2"}}, time.Now())
+	sub, fu := ev.User()
+	if sub != "prac-001" || fu != "Practitioner/prac-001" || !slices.Equal(ev.Patients(), []string{"p1", "p2"}) || ev.DecisionID() != "d1" {
+		t.Fatalf("user %q %q patients %v decision %q", sub, fu, ev.Patients(), ev.DecisionID())
+	}
+	if ev := (Builder{}).Filtering(FilterEvent{DecisionID: "d2"}, time.Now()); len(ev.Patients()) != 0 || hasRequestor(ev) {
+		t.Fatalf("an event without them names %v", ev.Agent)
+	}
+}
+
+// TestNotificationEvent: a notification record is joined to its decision
+// and a success only when delivered.
+func TestNotificationEvent(t *testing.T) {
+	ok := Builder{Server: "p"}.Notification(NotificationEvent{DecisionID: "d1", Obligation: "notify", Sink: "po", Outcome: "delivered", Attempts: 1}, time.Now())
+	if ok.DecisionID() != "d1" || ok.Outcome != OutcomeSuccess || ok.ID != "d1-n-po" {
+		t.Fatalf("event = %+v", ok)
+	}
+	bad := Builder{Server: "p"}.Notification(NotificationEvent{DecisionID: "d1", Obligation: "notify", Sink: "po", Outcome: "failed", Attempts: 5, Error: "http_503"}, time.Now())
+	if bad.Outcome != OutcomeSerious || bad.OutcomeDesc != "notification failed: po (http_503)" {
+		t.Fatalf("failed event outcome %s %q", bad.Outcome, bad.OutcomeDesc)
+	}
+}
+
 // Every interaction the parser can name must reach the record as an R4
 // restful-interaction code (or none, for a legacy route), and as one of the
 // AuditEvent action codes; a new Interaction that this mapping misses fails here.
