@@ -3,8 +3,16 @@ package notify
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -299,7 +307,7 @@ func TestUnknownSink(t *testing.T) {
 	}
 }
 
-// TestSyslogUDP: one RFC 5424 message per datagram, at authpriv.notice,
+// TestSyslogUDP: one RFC 5424 message per datagram, at authpriv.warning,
 // with phigate's structured data and the payload as MSG.
 func TestSyslogUDP(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -331,8 +339,8 @@ func checkSyslog(t *testing.T, msg string) {
 	if len(f) != 7 {
 		t.Fatalf("message %q", msg)
 	}
-	if f[0] != "<85>1" { // authpriv (10) * 8 + notice (5)
-		t.Errorf("PRI and version %q, want <85>1", f[0])
+	if f[0] != "<84>1" { // authpriv (10) * 8 + warning (4)
+		t.Errorf("PRI and version %q, want <84>1", f[0])
 	}
 	if _, err := time.Parse(time.RFC3339Nano, f[1]); err != nil || !strings.HasSuffix(f[1], "Z") {
 		t.Errorf("timestamp %q: %v", f[1], err)
@@ -421,6 +429,86 @@ func TestSyslogTCP(t *testing.T) {
 	if o := rec.next(t); o.Result != Delivered {
 		t.Fatalf("after the collector closed: outcome %+v", o)
 	}
+}
+
+// TestSyslogTLS: RFC 5425, the collector's certificate verified against
+// ca_file; a collector whose certificate does not verify gets nothing.
+func TestSyslogTLS(t *testing.T) {
+	cert, caPEM := selfSigned(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	frames := make(chan string, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				l, err := r.ReadString(' ')
+				if err != nil {
+					return
+				}
+				size, _ := strconv.Atoi(strings.TrimSpace(l))
+				b := make([]byte, size)
+				if _, err := io.ReadFull(r, b); err == nil {
+					frames <- string(b)
+				}
+			}()
+		}
+	}()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, otherPEM := selfSigned(t)
+	other := filepath.Join(dir, "other.pem")
+	if err := os.WriteFile(other, otherPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, rec, _ := start(t, Config{MaxAttempts: 2, Sinks: map[string]SinkConfig{
+		"siem":  {Syslog: &SyslogConfig{Network: "tls", Address: ln.Addr().String(), CAFile: ca}},
+		"wrong": {Syslog: &SyslogConfig{Network: "tls", Address: ln.Addr().String(), CAFile: other}},
+	}})
+	ev := testEvent("dec-1")
+	ev.Rules = []string{`odd"rule]\x`}
+	n.Notify(ev, "siem")
+	select {
+	case f := <-frames:
+		checkSyslog(t, f)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no frame within 10s")
+	}
+	if o := rec.next(t); o.Result != Delivered {
+		t.Fatalf("outcome %+v", o)
+	}
+	n.Notify(ev, "wrong")
+	if o := rec.next(t); o.Result != Failed || o.Error != "tls_verify" || o.Attempts != 2 {
+		t.Errorf("outcome %+v, want failed tls_verify after 2 attempts", o)
+	}
+}
+
+func selfSigned(t *testing.T) (tls.Certificate, []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "siem"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 func TestBackoff(t *testing.T) {

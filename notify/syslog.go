@@ -17,16 +17,20 @@ import (
 // after a failure or when the collector has closed it.
 type syslog struct {
 	cfg      SyslogConfig
-	pri      int
+	facility int
 	hostname string
 	procID   string
 	tls      *tls.Config
 	conn     net.Conn
 }
 
-// severityNotice is the severity of every notification: a normal but
-// significant condition (RFC 5424 section 6.2.1).
-const severityNotice = 5
+// Severities (RFC 5424 section 6.2.1): a break-glass access is a warning,
+// as the audit trail's own syslog sink has it; another notification a
+// normal but significant condition.
+const (
+	severityWarning = 4
+	severityNotice  = 5
+)
 
 // sdID names phigate's structured data element. 32473 is the private
 // enterprise number RFC 5612 reserves for documentation and examples;
@@ -34,7 +38,7 @@ const severityNotice = 5
 const sdID = "phigate@32473"
 
 func newSyslog(c SyslogConfig, server string) (*syslog, error) {
-	s := &syslog{cfg: c, pri: facilities[c.Facility]*8 + severityNotice, procID: strconv.Itoa(os.Getpid())}
+	s := &syslog{cfg: c, facility: facilities[c.Facility], procID: strconv.Itoa(os.Getpid())}
 	h, err := os.Hostname()
 	if err != nil || !printASCII(h, 255) {
 		h = server
@@ -66,16 +70,16 @@ func (s *syslog) encode(p *payload) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	msgID := "obligation"
+	msgID, pri := "obligation", s.facility*8+severityNotice
 	if p.Type == "break-glass" {
-		msgID = "break-glass"
+		msgID, pri = "break-glass", s.facility*8+severityWarning
 	}
 	ts := time.Now().UTC().Format("2006-01-02T15:04:05.000000Z07:00")
 	if t, err := time.Parse(time.RFC3339Nano, p.Time); err == nil {
 		ts = t.UTC().Format("2006-01-02T15:04:05.000000Z07:00")
 	}
 	var b strings.Builder
-	b.WriteString("<" + strconv.Itoa(s.pri) + ">1 " + ts + " " + s.hostname + " " + s.cfg.AppName + " " + s.procID + " " + msgID + " [" + sdID)
+	b.WriteString("<" + strconv.Itoa(pri) + ">1 " + ts + " " + s.hostname + " " + s.cfg.AppName + " " + s.procID + " " + msgID + " [" + sdID)
 	param := func(name, v string) {
 		if v == "" {
 			return
