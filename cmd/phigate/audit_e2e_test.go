@@ -133,14 +133,23 @@ func TestAuditEndToEnd(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got := byDecision[ids[i]]
-			var decisions, filterings []audit.Entry
+			var decisions, filterings, notifications []audit.Entry
 			for _, e := range got {
 				switch e.Kind {
 				case audit.KindDecision:
 					decisions = append(decisions, e)
 				case audit.KindFiltering:
 					filterings = append(filterings, e)
+				case audit.KindNotification:
+					notifications = append(notifications, e)
 				}
+			}
+			// The break-glass obligation names the privacy office, which
+			// this configuration has no sink for: audited as a failure.
+			if wantN := map[bool]int{true: 1, false: 0}[tc.breakGlass]; len(notifications) != wantN {
+				t.Errorf("%d notification records, want %d", len(notifications), wantN)
+			} else if wantN == 1 && !hasDetail(notifications[0].Event, audit.DetailOutcome, "unknown_sink") {
+				t.Errorf("notification record %+v, want outcome unknown_sink", notifications[0].Event.Entity)
 			}
 			if len(decisions) != 1 {
 				t.Fatalf("%d decision records for %s, want 1", len(decisions), ids[i])
@@ -191,7 +200,7 @@ func TestAuditEndToEnd(t *testing.T) {
 			}
 		})
 		want++
-		if tc.filtered {
+		if tc.filtered || tc.breakGlass {
 			want++
 		}
 	}
@@ -225,7 +234,7 @@ func TestAuditEndToEnd(t *testing.T) {
 	})
 	want += len(repeats) // one decision record each, none filtered
 	if len(entries) != want {
-		t.Errorf("trail holds %d records, want exactly %d (one per decision, one per filtered response)", len(entries), want)
+		t.Errorf("trail holds %d records, want exactly %d (one per decision, one per filtered response, one per notification)", len(entries), want)
 		for _, e := range entries {
 			t.Logf("seq %d %s %s %s", e.Seq, e.Kind, e.Event.ID, e.Event.OutcomeDesc)
 		}
