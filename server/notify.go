@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/authz"
@@ -45,6 +46,9 @@ func notifyEvent(req *authz.Request, d *authz.Decision) notify.Event {
 		Subject: req.Identity.Subject, Issuer: req.Identity.Issuer, FHIRUser: req.Identity.FHIRUser,
 		Roles: slices.Clone(req.Identity.Roles), Purpose: req.Purpose, PolicyRevision: d.Policy.Revision,
 		Rules: slices.Clone(d.Audit.Rules), Interaction: string(req.FHIR.Interaction), ResourceType: req.FHIR.ResourceType,
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
 	}
 	if ev.Purpose == "" {
 		ev.Purpose = d.Audit.Purpose
