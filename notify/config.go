@@ -7,12 +7,13 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/phigate/phigate/internal/service"
 )
 
 // Config is the notify section of phigate.yaml. Without sinks, obligations
@@ -49,17 +50,17 @@ type SinkConfig struct {
 	IncludePatient bool `yaml:"include_patient"`
 }
 
-// WebhookConfig posts each notification as JSON to URL.
+// WebhookConfig posts each notification as JSON to URL. Credentials and
+// TLS are those of phigate's other HTTP services (bundle_server,
+// decision_logs): a token read for every delivery, so a rotated one is
+// used at once, sent over https only (or to loopback), and the CA that
+// verifies the server instead of the system's roots.
 type WebhookConfig struct {
 	URL string `yaml:"url"`
 	// Headers are added to every request (an API key header, a tenant).
-	Headers map[string]string `yaml:"headers"`
-	// BearerTokenFile holds a token sent as "Authorization: Bearer"; it
-	// is read for every delivery, so a rotated token is used at once.
-	BearerTokenFile string `yaml:"bearer_token_file"`
-	// CAFile holds the PEM certificates that verify the server (instead
-	// of the system's roots).
-	CAFile string `yaml:"ca_file"`
+	Headers     map[string]string   `yaml:"headers"`
+	Credentials service.Credentials `yaml:"credentials"`
+	TLS         service.TLS         `yaml:"tls"`
 	// Timeout bounds one attempt (default 5s).
 	Timeout time.Duration `yaml:"timeout"`
 }
@@ -155,33 +156,26 @@ func (c *Config) Validate() error {
 
 func (w *WebhookConfig) validate(at string) []error {
 	var out []error
-	u, err := url.Parse(w.URL)
-	switch {
-	case w.URL == "":
-		out = append(out, fmt.Errorf("%s.url: required", at))
-	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
-		out = append(out, fmt.Errorf("%s.url: not an http(s) URL with a host", at))
-	case u.User != nil:
-		out = append(out, fmt.Errorf("%s.url: no credentials in the URL; use bearer_token_file or headers", at))
+	u, err := service.CheckURL(w.URL, at+".url")
+	if err != nil {
+		out = append(out, err)
 	}
 	for k := range w.Headers {
 		if !validHeaderName(k) {
 			out = append(out, fmt.Errorf("%s.headers: %q is not a header name", at, k))
 		}
 		switch strings.ToLower(k) {
-		case "content-type", "content-length", "host":
-			out = append(out, fmt.Errorf("%s.headers: %s is phigate's to set", at, k))
+		case "content-type", "content-length", "host", "authorization":
+			out = append(out, fmt.Errorf("%s.headers: %s is phigate's to set (a token goes in credentials)", at, k))
 		}
 	}
-	if w.BearerTokenFile != "" {
-		if _, err := readToken(w.BearerTokenFile); err != nil {
-			out = append(out, fmt.Errorf("%s.bearer_token_file: %v", at, err))
+	if u != nil {
+		if err := w.Credentials.Validate(at+".credentials", u); err != nil {
+			out = append(out, err)
 		}
 	}
-	if w.CAFile != "" {
-		if _, err := loadPool(w.CAFile); err != nil {
-			out = append(out, fmt.Errorf("%s.ca_file: %v", at, err))
-		}
+	if _, err := w.TLS.Config(at + ".tls"); err != nil {
+		out = append(out, err)
 	}
 	if w.Timeout == 0 {
 		w.Timeout = 5 * time.Second
@@ -283,23 +277,6 @@ func printASCII(s string, max int) bool {
 		}
 	}
 	return true
-}
-
-// readToken reads a bearer token file: its content, surrounding white
-// space removed. The error names the file, never its content.
-func readToken(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	t := strings.TrimSpace(string(b))
-	if t == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	if strings.ContainsAny(t, "\r\n") {
-		return "", fmt.Errorf("%s holds more than one line", path)
-	}
-	return t, nil
 }
 
 func loadPool(path string) (*x509.CertPool, error) {

@@ -27,6 +27,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/phigate/phigate/internal/service"
 )
 
 // outcomes is the recorder at the notifier's seam: it hands each outcome
@@ -108,7 +110,7 @@ func TestWebhookDelivers(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, rec, _ := start(t, Config{Sinks: map[string]SinkConfig{
-		"privacy-office": {Webhook: &WebhookConfig{URL: srv.URL + "/hook", BearerTokenFile: tok, Headers: map[string]string{"X-Tenant": "east"}}},
+		"privacy-office": {Webhook: &WebhookConfig{URL: srv.URL + "/hook", Credentials: service.Credentials{BearerTokenFile: tok}, Headers: map[string]string{"X-Tenant": "east"}}},
 		"records":        {Webhook: &WebhookConfig{URL: srv.URL + "/records"}, IncludePatient: true},
 	}})
 	n.Notify(testEvent("dec-1"), "privacy-office, records")
@@ -544,9 +546,11 @@ func TestConfigValidate(t *testing.T) {
 		{"credentials in url", Config{Sinks: map[string]SinkConfig{"po": {Webhook: &WebhookConfig{URL: "https://u:p@h/x"}}}}, "notify.sinks.po.webhook.url"},
 		{"bad header", Config{Sinks: map[string]SinkConfig{"po": {Webhook: &WebhookConfig{URL: "https://h/x", Headers: map[string]string{"X Bad": "1"}}}}}, "notify.sinks.po.webhook.headers"},
 		{"content-type header", Config{Sinks: map[string]SinkConfig{"po": {Webhook: &WebhookConfig{URL: "https://h/x", Headers: map[string]string{"Content-Type": "text/plain"}}}}}, "notify.sinks.po.webhook.headers"},
-		{"missing token file", Config{Sinks: map[string]SinkConfig{"po": {Webhook: &WebhookConfig{URL: "https://h/x", BearerTokenFile: filepath.Join(dir, "none")}}}}, "notify.sinks.po.webhook.bearer_token_file"},
-		{"empty token file", Config{Sinks: map[string]SinkConfig{"po": {Webhook: &WebhookConfig{URL: "https://h/x", BearerTokenFile: empty}}}}, "notify.sinks.po.webhook.bearer_token_file"},
-		{"ca not PEM", Config{Sinks: map[string]SinkConfig{"po": {Webhook: &WebhookConfig{URL: "https://h/x", CAFile: empty}}}}, "notify.sinks.po.webhook.ca_file"},
+		{"authorization header", Config{Sinks: map[string]SinkConfig{"po": {Webhook: &WebhookConfig{URL: "https://h/x", Headers: map[string]string{"Authorization": "Bearer x"}}}}}, "notify.sinks.po.webhook.headers"},
+		{"missing token file", Config{Sinks: map[string]SinkConfig{"po": {Webhook: &WebhookConfig{URL: "https://h/x", Credentials: service.Credentials{BearerTokenFile: filepath.Join(dir, "none")}}}}}, "notify.sinks.po.webhook.credentials.bearer_token_file"},
+		{"empty token file", Config{Sinks: map[string]SinkConfig{"po": {Webhook: &WebhookConfig{URL: "https://h/x", Credentials: service.Credentials{BearerTokenFile: empty}}}}}, "notify.sinks.po.webhook.credentials.bearer_token_file"},
+		{"token over plain http", Config{Sinks: map[string]SinkConfig{"po": {Webhook: &WebhookConfig{URL: "http://h.example/x", Credentials: service.Credentials{BearerTokenEnv: "HOME"}}}}}, "notify.sinks.po.webhook.credentials"},
+		{"ca not PEM", Config{Sinks: map[string]SinkConfig{"po": {Webhook: &WebhookConfig{URL: "https://h/x", TLS: service.TLS{CACert: empty}}}}}, "notify.sinks.po.webhook.tls.ca_cert"},
 		{"syslog network", Config{Sinks: map[string]SinkConfig{"s": {Syslog: &SyslogConfig{Network: "http", Address: "h:514"}}}}, "notify.sinks.s.syslog.network"},
 		{"syslog address", Config{Sinks: map[string]SinkConfig{"s": {Syslog: &SyslogConfig{Network: "udp", Address: "h"}}}}, "notify.sinks.s.syslog.address"},
 		{"syslog ca over udp", Config{Sinks: map[string]SinkConfig{"s": {Syslog: &SyslogConfig{Network: "udp", Address: "h:514", CAFile: empty}}}}, "notify.sinks.s.syslog.ca_file"},

@@ -3,33 +3,26 @@ package notify
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"io"
 	"net/http"
-	"time"
+
+	"github.com/phigate/phigate/internal/service"
 )
 
-// webhook posts the payload as JSON. Redirects are not followed: the body
-// goes to the configured URL or nowhere.
+// webhook posts the payload as JSON, with the client phigate's other
+// HTTP services use: no redirect is followed (the body goes to the
+// configured URL or nowhere) and no proxy is taken from the environment.
 type webhook struct {
 	cfg    WebhookConfig
 	client *http.Client
 }
 
 func newWebhook(c WebhookConfig) (*webhook, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.CAFile != "" {
-		pool, err := loadPool(c.CAFile)
-		if err != nil {
-			return nil, err
-		}
-		tr.TLSClientConfig.RootCAs = pool
+	tc, err := c.TLS.Config("notify.webhook.tls")
+	if err != nil {
+		return nil, err
 	}
-	tr.MaxIdleConnsPerHost = 2
-	tr.IdleConnTimeout = 90 * time.Second
-	return &webhook{cfg: c, client: &http.Client{Transport: tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
+	return &webhook{cfg: c, client: service.NewClient(tc)}, nil
 }
 
 func (w *webhook) encode(p *payload) ([]byte, error) { return p.json() }
@@ -44,16 +37,12 @@ func (w *webhook) send(ctx context.Context, msg []byte) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "phigate-notify")
-	if w.cfg.BearerTokenFile != "" {
-		tok, err := readToken(w.cfg.BearerTokenFile)
-		if err != nil {
-			return &failure{word: "token_file"}
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
+	if err := w.cfg.Credentials.Authorize(req, "credentials"); err != nil {
+		return &failure{word: "token"}
 	}
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return err
+		return service.ScrubURL(err)
 	}
 	// Read a little so the connection can be reused; what the sink says is
 	// never kept.
