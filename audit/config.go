@@ -54,6 +54,11 @@ type Config struct {
 	MaxBatch int `yaml:"max_batch"`
 	// Sinks receive a copy of every AuditEvent after it is durable.
 	Sinks []SinkConfig `yaml:"sinks"`
+	// ReplicaID names this trail at the centre the fleet ships to (a
+	// PostgreSQL store, see ship.go); default DefaultReplicaID.
+	ReplicaID string `yaml:"replica_id"`
+	// Ship tunes shipping to the centre.
+	Ship ShipConfig `yaml:"ship"`
 }
 
 // Defaults applied by Validate.
@@ -156,6 +161,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Server == "" {
 		c.Server = "phigate"
+	}
+	if err := validReplicaID(c.ReplicaID); err != nil {
+		return err
+	}
+	if err := c.Ship.validate(); err != nil {
+		return err
 	}
 	for i := range c.Sinks {
 		if err := c.Sinks[i].Validate(); err != nil {

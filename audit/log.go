@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,6 +128,12 @@ type Log struct {
 
 	recovery Recovery
 
+	// durable is the sequence of the newest record on stable storage, and
+	// grown signals it (never blocking): what a Shipper reads, since bytes
+	// written but not yet synced may still vanish in a crash.
+	durable atomic.Uint64
+	grown   chan struct{}
+
 	// Owned by the committer goroutine after Open.
 	dirF      *os.File
 	seg       *os.File
@@ -205,6 +212,7 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 		queueWait: o.queueWait, notWritten: notWritten,
 		reqs: make(chan *pending, cfg.MaxBatch), done: make(chan struct{}),
 		overrides: map[string]bool{},
+		grown:     make(chan struct{}, 1),
 	}
 	if err := l.recover(); err != nil {
 		l.closeFiles()
@@ -245,6 +253,7 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 		l.closeFiles()
 		return nil, err
 	}
+	l.durable.Store(l.seq)
 	go l.run()
 	return l, nil
 }
@@ -600,6 +609,11 @@ func (l *Log) commit(batch []*pending) {
 		return
 	}
 	l.seq, l.head = seq, head
+	l.durable.Store(seq)
+	select {
+	case l.grown <- struct{}{}:
+	default:
+	}
 	l.segSize += int64(len(buf))
 	l.m.records.Add(float64(len(batch)))
 	l.m.batchSize.Observe(float64(len(batch)))

@@ -32,6 +32,7 @@ type QueryOptions struct {
 
 // Entry is one record as read back.
 type Entry struct {
+	Replica  string          `json:"replica,omitempty"` // at the centre (QueryCentral)
 	Seq      uint64          `json:"seq"`
 	Segment  string          `json:"segment"`
 	Offset   int64           `json:"offset"`
@@ -150,9 +151,16 @@ func asError(err error, target **Error) bool {
 // WriteTable prints entries for people: one line each, no policy input.
 func WriteTable(w io.Writer, entries []Entry) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	central := slices.ContainsFunc(entries, func(e Entry) bool { return e.Replica != "" })
+	if central {
+		fmt.Fprint(tw, "REPLICA\t")
+	}
 	fmt.Fprintln(tw, "SEQ\tRECORDED\tKIND\tUSER\tACTION\tOUTCOME\tBREAK-GLASS\tPATIENTS\tWHAT\tDECISION")
 	for i := range entries {
 		e := &entries[i]
+		if central {
+			fmt.Fprintf(tw, "%s\t", e.Replica)
+		}
 		ev := e.Event
 		sub, fu := ev.User()
 		who := sub

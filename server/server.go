@@ -189,6 +189,9 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 	if err := s.newFeeds(cfg.Ingest, st, trail, reg); err != nil {
 		return nil, err
 	}
+	if err := s.startShipping(ctx, trail, log, reg); err != nil {
+		return nil, err
+	}
 	s.store, s.storeKind = store.NewReader(st, 0), "memory"
 	if _, ok := st.(*store.Postgres); ok {
 		s.storeKind = "postgres"

@@ -103,21 +103,28 @@ func migrations() ([]migration, error) {
 		out = append(out, migration{v, base, string(b)})
 	}
 	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
-	for i, m := range out {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("store: migrations are not numbered 1..%d without gaps", len(out))
+	// Numbers may skip (migrations written side by side land in either
+	// order), but never repeat.
+	for i := 1; i < len(out); i++ {
+		if out[i].version == out[i-1].version {
+			return nil, fmt.Errorf("store: migrations %s and %s share a number", out[i-1].name, out[i].name)
 		}
 	}
 	return out, nil
 }
 
-// SchemaVersion is the schema version this build reads and writes.
+// SchemaVersion is the schema version this build reads and writes: its
+// highest migration. Check wants every migration this build has applied,
+// not only the highest.
 func SchemaVersion() int {
 	ms, err := migrations()
 	if err != nil {
 		panic(err) // embedded files: caught by any test
 	}
-	return len(ms)
+	if len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].version
 }
 
 const migrationTable = `CREATE TABLE IF NOT EXISTS phigate_schema (
@@ -144,9 +151,16 @@ func Migrate(ctx context.Context, dsn string) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
+	return migrate(ctx, conn, ms)
+}
+
+// migrate applies each of ms the database has not applied, whatever
+// higher numbers it has: a migration that lands after a higher-numbered
+// one (written side by side) is still applied.
+func migrate(ctx context.Context, conn *pgx.Conn, ms []migration) ([]int, error) {
 	var applied []int
 	for _, m := range ms {
-		done, err := applyOne(ctx, conn, m, len(ms))
+		done, err := applyOne(ctx, conn, m, ms)
 		if err != nil {
 			return applied, err
 		}
@@ -157,7 +171,7 @@ func Migrate(ctx context.Context, dsn string) ([]int, error) {
 	return applied, nil
 }
 
-func applyOne(ctx context.Context, conn *pgx.Conn, m migration, latest int) (bool, error) {
+func applyOne(ctx context.Context, conn *pgx.Conn, m migration, known []migration) (bool, error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return false, err
@@ -169,14 +183,14 @@ func applyOne(ctx context.Context, conn *pgx.Conn, m migration, latest int) (boo
 	if _, err := tx.Exec(ctx, migrationTable); err != nil {
 		return false, fmt.Errorf("store: create phigate_schema: %w", err)
 	}
-	var current int
-	if err := tx.QueryRow(ctx, "SELECT COALESCE(max(version), 0) FROM phigate_schema").Scan(&current); err != nil {
+	have, err := appliedVersions(ctx, tx)
+	if err != nil {
 		return false, err
 	}
-	if current > latest {
-		return false, fmt.Errorf("store: the database is at schema version %d, newer than this build's %d", current, latest)
+	if v, ok := unknownVersion(have, known); ok {
+		return false, fmt.Errorf("store: the database has schema version %d, which this build does not know (a newer build migrated it)", v)
 	}
-	if current >= m.version {
+	if slices.Contains(have, m.version) {
 		return false, tx.Commit(ctx)
 	}
 	if _, err := tx.Exec(ctx, m.sql); err != nil {
@@ -210,14 +224,44 @@ func check(ctx context.Context, pool *pgxpool.Pool) error {
 	if !exists {
 		return fmt.Errorf("%w: no phigate schema (run phigate store migrate)", ErrSchema)
 	}
-	var v int
-	if err := pool.QueryRow(ctx, "SELECT COALESCE(max(version), 0) FROM phigate_schema").Scan(&v); err != nil {
+	have, err := appliedVersions(ctx, pool)
+	if err != nil {
 		return fmt.Errorf("store: postgres: %w", err)
 	}
-	if want := SchemaVersion(); v != want {
-		return fmt.Errorf("%w: the database is at %d, this build needs %d (run phigate store migrate)", ErrSchema, v, want)
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	if v, ok := unknownVersion(have, ms); ok {
+		return fmt.Errorf("%w: the database has version %d, which this build does not know (a newer build migrated it)", ErrSchema, v)
+	}
+	for _, m := range ms {
+		if !slices.Contains(have, m.version) {
+			return fmt.Errorf("%w: the database lacks version %d (%s) this build needs (run phigate store migrate)", ErrSchema, m.version, m.name)
+		}
 	}
 	return nil
+}
+
+// appliedVersions lists the migrations the database has applied.
+func appliedVersions(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}) ([]int, error) {
+	rows, err := q.Query(ctx, "SELECT version FROM phigate_schema ORDER BY version")
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int])
+}
+
+// unknownVersion returns an applied version none of known has.
+func unknownVersion(have []int, known []migration) (int, bool) {
+	for _, v := range have {
+		if !slices.ContainsFunc(known, func(m migration) bool { return m.version == v }) {
+			return v, true
+		}
+	}
+	return 0, false
 }
 
 // listen holds one connection on LISTEN and turns notifications into

@@ -165,11 +165,12 @@ func parseDir(fs *flag.FlagSet, args []string, usage string, stderr io.Writer) (
 }
 
 const (
-	usageVerify = "phigate audit verify <dir> (--trusted-keys FILE | --trust-on-first-use) [--witness FILE] [--encryption-key-file f | --encryption-key-env VAR] [--require-checkpointed] [--json]"
+	usageVerify = "phigate audit verify <dir> (--trusted-keys FILE | --trust-on-first-use) [--witness FILE] [--encryption-key-file f | --encryption-key-env VAR] [--require-checkpointed] [--json]\n" +
+		"       phigate audit verify --central --trusted-keys FILE [--dsn-file F | --dsn-env NAME] [--replica ID] [--encryption-key-file f | --encryption-key-env VAR] [--json]"
 	usageKeygen = "phigate audit keygen --out FILE [--jwk]"
 	usagePubkey = "phigate audit pubkey (--signing-key-file FILE | --config phigate.yaml) [--jwk]"
 	usageSink   = "phigate audit sink-read <jsonl sink file> [--encryption-key-file f | --encryption-key-env VAR]"
-	usageQuery  = "phigate audit query <dir> [--patient P] [--user U] [--since T] [--until T] [--outcome allow|deny] [--break-glass] [--json | --bundle]"
+	usageQuery  = "phigate audit query (<dir> | --central [--dsn-file F | --dsn-env NAME]) [--patient P] [--user U] [--since T] [--until T] [--outcome allow|deny] [--break-glass] [--json | --bundle]"
 	usageReplay = "phigate audit replay <dir> --policy <dir|bundle.tar.gz> [--patient P] [--user U] [--since T] [--until T] [--json]"
 	usageProbe  = "phigate audit probe <dir> [--rate 1000] [--duration 10s] [--json]"
 )
@@ -207,8 +208,9 @@ func cmdAuditProbe(ctx context.Context, args []string, stdout, stderr io.Writer)
 // Its exit code says which kind of damage was found (audit.ExitCode) and the
 // report names the first bad position. The public key is pinned: one read
 // from beside the trail proves nothing to an attacker who can replace both.
-func cmdAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func cmdAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flags("audit verify", stderr)
+	central := addCentralFlags(fs)
 	trusted := fs.String("trusted-keys", "", "the pinned checkpoint public key(s), held off the audit host: PEM (one or more PUBLIC KEY blocks), a JWK or a JWK Set (from phigate audit pubkey)")
 	fs.StringVar(trusted, "key", "", "same as --trusted-keys")
 	tofu := fs.Bool("trust-on-first-use", false, "trust the public key stored in the audit directory (proves integrity only against someone who cannot write the directory)")
@@ -216,9 +218,16 @@ func cmdAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) 
 	keys := addKeyFlags(fs)
 	strict := fs.Bool("require-checkpointed", false, "fail when records follow the newest checkpoint (the log was not closed cleanly)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	dir, code, ok := parseDir(fs, args, usageVerify, stderr)
+	dir, code, ok := central.parse(fs, args, usageVerify, stderr)
 	if !ok {
 		return code
+	}
+	if *central.on {
+		if *tofu || *witness != "" || *strict {
+			fmt.Fprintln(stderr, "phigate audit verify --central: --trust-on-first-use, --witness and --require-checkpointed apply to a local trail only")
+			return 2
+		}
+		return central.verify(ctx, *trusted, keys, *asJSON, stdout, stderr)
 	}
 	var ks audit.KeySet
 	var err error
@@ -381,14 +390,15 @@ func cmdAuditSinkRead(_ context.Context, args []string, stdout, stderr io.Writer
 
 // cmdAuditQuery answers "who looked at this patient's record" and similar
 // questions, as a table for people or AuditEvent JSON for tools.
-func cmdAuditQuery(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func cmdAuditQuery(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flags("audit query", stderr)
+	central := addCentralFlags(fs)
 	sel := addSelectionFlags(fs)
 	keys := addKeyFlags(fs)
 	asJSON := fs.Bool("json", false, "one AuditEvent JSON document per line (NDJSON)")
 	bundle := fs.Bool("bundle", false, "one FHIR searchset Bundle of AuditEvents")
 	limit := fs.Int("limit", 0, "stop after this many records (0: no limit)")
-	dir, code, ok := parseDir(fs, args, usageQuery, stderr)
+	dir, code, ok := central.parse(fs, args, usageQuery, stderr)
 	if !ok {
 		return code
 	}
@@ -414,7 +424,12 @@ func cmdAuditQuery(_ context.Context, args []string, stdout, stderr io.Writer) i
 	if deny {
 		opts.Limit = 0 // applied after the outcome filter below
 	}
-	entries, err := audit.Query(dir, f, opts)
+	var entries []audit.Entry
+	if *central.on {
+		entries, err = central.query(ctx, f, opts)
+	} else {
+		entries, err = audit.Query(dir, f, opts)
+	}
 	if err != nil {
 		// A damaged log still answers up to the damage; print what was read
 		// and fail with the damage's exit code.
