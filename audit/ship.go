@@ -500,8 +500,8 @@ func (s *Shipper) frameAt(seq uint64) (ShipRecord, error) {
 	return recs[0], nil
 }
 
-// read returns up to a batch of records from the cursor, none past
-// durable, each linked to the one before.
+// read returns up to a batch of records from the cursor, across segment
+// boundaries, none past durable, each linked to the one before.
 func (s *Shipper) read(durable uint64) ([]ShipRecord, error) {
 	if s.cur.seg == "" {
 		c, err := locate(s.l.cfg.Dir, s.cur.next)
@@ -510,39 +510,41 @@ func (s *Shipper) read(durable uint64) ([]ShipRecord, error) {
 		}
 		s.cur = c
 	}
-	for range 2 {
-		recs, c, err := readShip(s.l.cfg.Dir, s.cur, s.cfg.Batch, durable, s.l.aead)
+	var out []ShipRecord
+	for len(out) < s.cfg.Batch && s.cur.next <= durable {
+		recs, c, err := readShip(s.l.cfg.Dir, s.cur, s.cfg.Batch-len(out), durable, s.l.aead)
 		if err != nil {
-			s.cur.seg = "" // locate again next time
+			s.cur.seg = "" // located again next time
 			return nil, err
 		}
-		if len(recs) > 0 {
-			for i := range recs {
-				f := recs[i].Frame
-				var prev [32]byte
-				copy(prev[:], f[16:48])
-				if prev != s.prevHash {
-					pos := &Position{File: s.cur.seg, Seq: recs[i].Seq}
-					s.cur.seg = ""
-					return nil, errf(CodeChainBroken, pos, nil, "local chain does not link; run audit verify")
-				}
-				s.prevHash = recs[i].Hash()
+		for i := range recs {
+			var prev [32]byte
+			copy(prev[:], recs[i].Frame[16:48])
+			if prev != s.prevHash {
+				pos := &Position{File: s.cur.seg, Seq: recs[i].Seq}
+				s.cur.seg = ""
+				return nil, errf(CodeChainBroken, pos, nil, "local chain does not link; run audit verify")
 			}
-			s.cur = c
-			return recs, nil
+			s.prevHash = recs[i].Hash()
 		}
-		// Nothing more in this segment: the next one starts at cur.next
-		// once rotation made it.
+		out = append(out, recs...)
+		s.cur = c
+		if len(recs) > 0 {
+			continue
+		}
+		// Nothing more in this segment: the next one starts at cur.next,
+		// once rotation has made it.
 		next := segmentName(s.cur.next)
 		if _, err := os.Stat(filepath.Join(s.l.cfg.Dir, next)); err != nil {
+			if len(out) == 0 {
+				return nil, errf(CodeTruncated, &Position{File: s.cur.seg, Seq: s.cur.next, Offset: s.cur.off}, nil,
+					"record %d is durable but not in the trail", s.cur.next)
+			}
 			break
 		}
 		s.cur = shipCursor{seg: next, next: s.cur.next}
 	}
-	if s.cur.next <= durable {
-		return nil, errf(CodeTruncated, &Position{File: s.cur.seg, Seq: s.cur.next, Offset: s.cur.off}, nil, "record %d is durable but not in the trail", s.cur.next)
-	}
-	return nil, nil
+	return out, nil
 }
 
 // locate finds the segment and offset of record seq.
