@@ -58,6 +58,14 @@ func TestMetricsDocsAndDashboard(t *testing.T) {
 		"phigate_throttled_total":                              "abuse.buckets names a bucket",
 		"phigate_notify_queue_depth":                           "a notify sink is configured",
 		"phigate_notify_delivery_seconds":                      "a notify sink is configured",
+		// Shipping to the central audit runs with a PostgreSQL store only
+		// (server/central_e2e_test.go holds these to what is exposed).
+		"phigate_audit_ship_lag_records":       "a PostgreSQL store is configured",
+		"phigate_audit_ship_lag_seconds":       "a PostgreSQL store is configured",
+		"phigate_audit_ship_records_total":     "a PostgreSQL store is configured",
+		"phigate_audit_ship_checkpoints_total": "a PostgreSQL store is configured",
+		"phigate_audit_ship_errors_total":      "a PostgreSQL store is configured",
+		"phigate_audit_ship_halted":            "a PostgreSQL store is configured",
 	}
 	for name := range exposed {
 		if !documented[name] {
