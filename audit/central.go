@@ -93,8 +93,10 @@ var codeRank = []Code{CodeChainBroken, CodeCheckpointMismatch, CodeSignature, Co
 // to the record before it, its columns against its bytes, each checkpoint's
 // signature and head. Every run of missing sequences is a Gap: between
 // records present, up to the newest checkpoint, and up to the head the
-// replica reported. The error is the worst problem of the first replica
-// that has one, with the code the local verify would give it (ExitCode).
+// replica reported. The error is the worst problem found (chain broken,
+// then checkpoint mismatch, bad signature, truncated, decrypt, conflict,
+// quarantined), at the first replica that has it, with the code the local
+// verify would give it (ExitCode).
 func VerifyCentral(ctx context.Context, src CentralSource, keys KeySet, opts CentralVerifyOptions) ([]CentralReport, error) {
 	if len(keys) == 0 {
 		return nil, errf(CodeConfig, nil, nil, "no trusted public key")
@@ -161,7 +163,7 @@ func VerifyCentral(ctx context.Context, src CentralSource, keys KeySet, opts Cen
 		}
 		if v.code != "" {
 			rep.Code = v.code
-			if first == nil {
+			if first == nil || slices.Index(codeRank, v.code) < slices.Index(codeRank, CodeOf(first)) {
 				first = errf(v.code, &Position{File: "replica " + r.ID, Seq: v.codeSeq}, nil, "%s", v.codeDetail)
 			}
 		}
