@@ -42,6 +42,11 @@ func TestConfigValidation(t *testing.T) {
 		{"plan metadata version 1", func(s string) string { return s + "filters:\n  plan_metadata_version: 1\n" }, ""},
 		{"collector too eager", func(s string) string { return s + "runtime:\n  gc_percent: 5\n" }, "runtime.gc_percent"},
 		{"negative grace", func(s string) string { return s + "shutdown:\n  grace: -1s\n" }, "shutdown.grace"},
+		{"shipping tuned", func(s string) string { return s + "  replica_id: ward-3\n  ship: {batch: 100, interval: 500ms}\n" }, ""},
+		{"replica id with a space", func(s string) string { return s + "  replica_id: ward 3\n" }, "replica_id"},
+		{"ship batch negative", func(s string) string { return s + "  ship: {batch: -5}\n" }, "ship.batch"},
+		{"ship backoff below interval", func(s string) string { return s + "  ship: {interval: 2s, max_backoff: 1s}\n" }, "ship.max_backoff"},
+		{"ship field misspelt", func(s string) string { return s + "  ship: {batches: 5}\n" }, "audit.ship: unknown field batches"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

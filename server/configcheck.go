@@ -106,6 +106,9 @@ func (c *Config) Warnings() []string {
 	}
 	out = append(out, c.Policy.BundleServer.Warnings()...)
 	out = append(out, c.DecisionLogs.Warnings()...)
+	if c.Audit.ReplicaID != "" && c.Store.PostgresDSNFile == "" && c.Store.PostgresDSNEnv == "" {
+		out = append(out, "audit.replica_id: set, but the store names no PostgreSQL: the trail is not shipped anywhere (docs/central-audit.md)")
+	}
 	return out
 }
 

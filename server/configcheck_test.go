@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/policy"
 	"github.com/phigate/phigate/policy/decisionlog"
 )
@@ -86,6 +87,9 @@ func TestWarnings(t *testing.T) {
 		{Config{Listen: ListenConfig{GRPC: "127.0.0.1:9191"}, DecisionLogs: decisionlog.Config{URL: "https://logs.example"}}, 0},
 		{Config{Listen: ListenConfig{GRPC: "127.0.0.1:9191", Admin: "127.0.0.1:9902"}, Filters: FiltersConfig{PlanMetadataVersion: 1}}, 1},
 		{Config{Listen: ListenConfig{GRPC: "127.0.0.1:9191", Admin: "127.0.0.1:9902"}, Filters: FiltersConfig{PlanMetadataVersion: 2}}, 0},
+		{Config{Listen: ListenConfig{GRPC: "127.0.0.1:9191", Admin: "127.0.0.1:9902"}, Audit: audit.Config{ReplicaID: "ward-3"}}, 1},
+		{Config{Listen: ListenConfig{GRPC: "127.0.0.1:9191", Admin: "127.0.0.1:9902"}, Audit: audit.Config{ReplicaID: "ward-3"},
+			Store: StoreConfig{PostgresDSNEnv: "PG"}}, 0},
 	} {
 		if got := tc.c.Warnings(); len(got) != tc.want {
 			t.Errorf("%+v: warnings %q, want %d", tc.c.Listen, got, tc.want)
