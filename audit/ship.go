@@ -313,11 +313,28 @@ func (s *Shipper) ReplicaID() string {
 	return ""
 }
 
-// Close stops shipping. What is not shipped yet ships after the next
-// start, from where the centre says it stopped.
+// ShipFlushTimeout bounds the last round Close makes.
+const ShipFlushTimeout = 3 * time.Second
+
+// Close stops shipping after one last round of at most ShipFlushTimeout,
+// so that a replica that stops for good (a pod whose trail directory is
+// never opened again) leaves as little as it can unshipped; closing the
+// Log first ships its final checkpoint too. What is still not shipped
+// ships after the next start, from where the centre says it stopped.
 func (s *Shipper) Close() error {
 	s.cancel()
 	<-s.done
+	if s.halt.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ShipFlushTimeout)
+	defer cancel()
+	for ctx.Err() == nil {
+		more, err := s.step(ctx)
+		if err != nil || !more {
+			break
+		}
+	}
 	return nil
 }
 

@@ -318,3 +318,31 @@ func reopen(t *testing.T, l *Log) *Log {
 	t.Cleanup(func() { _ = l2.Close() })
 	return l2
 }
+
+// TestShipperCloseFlushes: closing the log and then the shipper ships
+// what the last moments wrote, the final checkpoint included, without
+// waiting for the next start.
+func TestShipperCloseFlushes(t *testing.T) {
+	l, _ := openTest(t, func(c *Config) {
+		c.Ship = ShipConfig{Batch: 8, Interval: time.Hour, MaxBackoff: time.Hour}
+	})
+	c := newMemCentre()
+	c.block = make(chan struct{})
+	s, err := StartShipper(l, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(t, l, 0, 12)
+	_ = l.Close() // final checkpoint at 12
+	// The centre answers only once the shipping loop has stopped: what
+	// it stores comes from Close's last round.
+	go func() { <-s.done; close(c.block) }()
+	_ = s.Close()
+	if n := c.count(s.ReplicaID()); n != 12 {
+		t.Fatalf("the centre holds %d records after Close, want 12", n)
+	}
+	cps, _ := c.Checkpoints(t.Context(), s.ReplicaID())
+	if len(cps) == 0 || cps[len(cps)-1].Size != 12 {
+		t.Fatalf("checkpoints at the centre: %+v, want the final one of size 12", cps)
+	}
+}
