@@ -5,6 +5,7 @@ import (
 	"crypto/cipher"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -603,7 +604,14 @@ func readShip(dir string, c shipCursor, n int, durable uint64, aead cipher.AEAD)
 		return nil, c, errf(CodeIO, &Position{File: c.seg}, err, "open segment")
 	}
 	defer f.Close()
-	want := int64(shipChunk)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, c, errf(CodeIO, &Position{File: c.seg}, err, "stat segment")
+	}
+	if st.Size() <= c.off {
+		return nil, c, nil
+	}
+	want := min(st.Size()-c.off, shipChunk)
 	var data []byte
 	for {
 		data = make([]byte, want)
@@ -632,14 +640,38 @@ func readShip(dir string, c shipCursor, n int, durable uint64, aead cipher.AEAD)
 			return nil, c, errf(CodeChainBroken, &Position{File: c.seg, Seq: fr.Seq, Offset: c.off + fr.Offset}, nil, "expected record %d; run audit verify", c.next)
 		}
 		rec := ShipRecord{Seq: fr.Seq, Frame: append([]byte(nil), data[fr.Offset:fr.Offset+fr.Size]...)}
-		if r, err := decodeFrame(aead, fr); err == nil {
-			rec.Index = indexOf(r)
-		}
+		rec.Index, _ = indexFrame(aead, fr)
 		out = append(out, rec)
 		c.next++
 		c.off += fr.Size
 	}
 	return out, c, nil
+}
+
+// indexFrame reads a frame's query columns, decoding its event only (the
+// policy input and decision are skipped, not parsed): this runs once per
+// record shipped. A frame that does not decode ships with empty columns,
+// which verify --central reports.
+func indexFrame(aead cipher.AEAD, f *frame) (RecordIndex, error) {
+	payload := f.Payload
+	if f.Flags&flagSealed != 0 {
+		if aead == nil {
+			return RecordIndex{}, errf(CodeDecrypt, nil, nil, "record is encrypted and no key was given")
+		}
+		p, err := open(aead, f.Seq, payload)
+		if err != nil {
+			return RecordIndex{}, errf(CodeDecrypt, nil, nil, "record does not open with the key given")
+		}
+		payload = p
+	}
+	var r struct {
+		Kind  string      `json:"kind"`
+		Event *AuditEvent `json:"event"`
+	}
+	if err := json.Unmarshal(payload, &r); err != nil || r.Event == nil {
+		return RecordIndex{}, errf(CodeEncode, nil, nil, "record payload is not a record")
+	}
+	return indexOf(&storedRecord{Kind: r.Kind, Event: r.Event}), nil
 }
 
 // indexOf reads a record's query columns.
