@@ -424,7 +424,9 @@ func (s *Shipper) step(ctx context.Context) (more bool, err error) {
 	if durable == 0 {
 		return false, nil
 	}
-	if !s.known.Load() {
+	// After a failure the centre is asked again where it stands: a
+	// database restored from a backup may hold less than it acknowledged.
+	if !s.known.Load() || s.failing {
 		if err := s.resume(ctx, durable); err != nil {
 			return false, err
 		}
@@ -498,7 +500,9 @@ func (s *Shipper) resume(ctx context.Context, durable uint64) error {
 	s.known.Store(true)
 	s.pending = s.pending[:0]
 	s.cpOff, s.cpWait = 0, nil
-	s.lg.Info("audit shipping", zap.String("replica", s.id), zap.Uint64("centre_has", seq), zap.Uint64("trail_has", durable))
+	if !s.failing {
+		s.lg.Info("audit shipping", zap.String("replica", s.id), zap.Uint64("centre_has", seq), zap.Uint64("trail_has", durable))
+	}
 	return nil
 }
 

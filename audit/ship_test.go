@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // memCentre is a hand-written Centre, CentralSource and CentralQuerier
@@ -20,6 +22,7 @@ type memCentre struct {
 	cps      map[string]map[string]Checkpoint
 	puts     int
 	block    chan struct{} // when set, PutRecords waits on it or the context
+	down     bool          // PutRecords fails
 }
 
 func newMemCentre() *memCentre {
@@ -65,6 +68,9 @@ func (m *memCentre) PutRecords(ctx context.Context, replica string, recs []ShipR
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.down {
+		return 0, errors.New("centre down")
+	}
 	m.puts++
 	n := 0
 	for _, r := range recs {
@@ -344,5 +350,37 @@ func TestShipperCloseFlushes(t *testing.T) {
 	cps, _ := c.Checkpoints(t.Context(), s.ReplicaID())
 	if len(cps) == 0 || cps[len(cps)-1].Size != 12 {
 		t.Fatalf("checkpoints at the centre: %+v, want the final one of size 12", cps)
+	}
+}
+
+// TestShipperAsksAgainAfterAnOutage: the centre comes back from an outage
+// holding less than it had acknowledged (restored from a backup); the
+// shipper asks where it stands and ships the difference again.
+func TestShipperAsksAgainAfterAnOutage(t *testing.T) {
+	l, _ := openTest(t, shipFast)
+	defer l.Close()
+	c := newMemCentre()
+	s, err := StartShipper(l, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fill(t, l, 0, 20)
+	waitShip(t, "shipping", func() bool { return s.Shipped() == 20 })
+	id := s.ReplicaID()
+	c.mu.Lock()
+	c.down = true
+	for seq := uint64(11); seq <= 20; seq++ {
+		delete(c.records[id], seq)
+	}
+	c.mu.Unlock()
+	fill(t, l, 20, 5)
+	waitShip(t, "a failed round", func() bool { return testutil.ToFloat64(s.m.errors.WithLabelValues(shipErrCentre)) > 0 })
+	c.mu.Lock()
+	c.down = false
+	c.mu.Unlock()
+	waitShip(t, "catching up", func() bool { return c.count(id) == 25 })
+	if s.LagRecords() != 0 {
+		waitShip(t, "no lag", func() bool { return s.LagRecords() == 0 })
 	}
 }
