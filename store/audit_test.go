@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -567,5 +568,61 @@ func TestMigrateEitherOrder(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestMigrateSharedNumber: two migrations written side by side took one
+// number (0003_alerts and 0003_audit). A database an earlier build
+// migrated, whose phigate_schema is keyed by the number alone and holds
+// one of them, gets the other applied and its bookkeeping rekeyed; Check
+// then wants both.
+func TestMigrateSharedNumber(t *testing.T) {
+	all, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shared []migration
+	for i := 1; i < len(all); i++ {
+		if all[i].version == all[i-1].version {
+			shared = append(shared, all[i-1], all[i])
+		}
+	}
+	if len(shared) == 0 {
+		t.Skip("no two migrations share a number")
+	}
+	dsn := pgtest.Start(t)
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	// What an earlier build left: keyed by version, the first of the pair applied.
+	if _, err := conn.Exec(t.Context(), `CREATE TABLE phigate_schema (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all {
+		if m.name == shared[1].name {
+			continue
+		}
+		if _, err := conn.Exec(t.Context(), m.sql); err != nil {
+			t.Fatalf("%s: %v", m.name, err)
+		}
+		if _, err := conn.Exec(t.Context(), "INSERT INTO phigate_schema (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Check(t.Context(), dsn); !errors.Is(err, ErrSchema) || !strings.Contains(err.Error(), shared[1].name) {
+		t.Fatalf("check with %s missing: %v", shared[1].name, err)
+	}
+	applied, err := Migrate(t.Context(), dsn)
+	if err != nil || !slices.Equal(applied, []int{shared[1].version}) {
+		t.Fatalf("Migrate applied %v (%v), want [%d]", applied, err, shared[1].version)
+	}
+	if err := Check(t.Context(), dsn); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM phigate_schema WHERE version = $1", shared[1].version).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("phigate_schema holds %d rows of version %d (%v), want 2", n, shared[1].version, err)
 	}
 }

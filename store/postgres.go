@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"encoding/json"
@@ -102,14 +103,12 @@ func migrations() ([]migration, error) {
 		}
 		out = append(out, migration{v, base, string(b)})
 	}
-	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
-	// Numbers may skip (migrations written side by side land in either
-	// order), but never repeat.
-	for i := 1; i < len(out); i++ {
-		if out[i].version == out[i-1].version {
-			return nil, fmt.Errorf("store: migrations %s and %s share a number", out[i-1].name, out[i].name)
-		}
-	}
+	// Migrations written side by side may skip a number or share one;
+	// each is known by its file name, and they apply in number, then
+	// name, order.
+	slices.SortFunc(out, func(a, b migration) int {
+		return cmp.Or(cmp.Compare(a.version, b.version), cmp.Compare(a.name, b.name))
+	})
 	return out, nil
 }
 
@@ -128,10 +127,24 @@ func SchemaVersion() int {
 }
 
 const migrationTable = `CREATE TABLE IF NOT EXISTS phigate_schema (
-	version    integer     PRIMARY KEY,
+	version    integer     NOT NULL,
 	name       text        NOT NULL,
-	applied_at timestamptz NOT NULL DEFAULT now()
+	applied_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (version, name)
 )`
+
+// widenSchemaKey rekeys a phigate_schema an earlier build made, keyed by
+// version alone, by version and name, so that two migrations sharing a
+// number can both be recorded.
+const widenSchemaKey = `DO $$
+DECLARE k name;
+BEGIN
+	SELECT conname INTO k FROM pg_constraint
+		WHERE conrelid = 'phigate_schema'::regclass AND contype = 'p' AND array_length(conkey, 1) = 1;
+	IF k IS NOT NULL THEN
+		EXECUTE format('ALTER TABLE phigate_schema DROP CONSTRAINT %I, ADD PRIMARY KEY (version, name)', k);
+	END IF;
+END $$`
 
 // migrationLock is the advisory lock key serializing migrations, so two
 // replicas started at once do not both apply one.
@@ -183,14 +196,17 @@ func applyOne(ctx context.Context, conn *pgx.Conn, m migration, known []migratio
 	if _, err := tx.Exec(ctx, migrationTable); err != nil {
 		return false, fmt.Errorf("store: create phigate_schema: %w", err)
 	}
-	have, err := appliedVersions(ctx, tx)
+	if _, err := tx.Exec(ctx, widenSchemaKey); err != nil {
+		return false, fmt.Errorf("store: rekey phigate_schema: %w", err)
+	}
+	have, err := appliedMigrations(ctx, tx)
 	if err != nil {
 		return false, err
 	}
-	if v, ok := unknownVersion(have, known); ok {
-		return false, fmt.Errorf("store: the database has schema version %d, which this build does not know (a newer build migrated it)", v)
+	if v, ok := unknownMigration(have, known); ok {
+		return false, fmt.Errorf("store: the database has schema version %s, which this build does not know (a newer build migrated it)", v)
 	}
-	if slices.Contains(have, m.version) {
+	if slices.Contains(have, m.name) {
 		return false, tx.Commit(ctx)
 	}
 	if _, err := tx.Exec(ctx, m.sql); err != nil {
@@ -224,7 +240,7 @@ func check(ctx context.Context, pool *pgxpool.Pool) error {
 	if !exists {
 		return fmt.Errorf("%w: no phigate schema (run phigate store migrate)", ErrSchema)
 	}
-	have, err := appliedVersions(ctx, pool)
+	have, err := appliedMigrations(ctx, pool)
 	if err != nil {
 		return fmt.Errorf("store: postgres: %w", err)
 	}
@@ -232,36 +248,37 @@ func check(ctx context.Context, pool *pgxpool.Pool) error {
 	if err != nil {
 		return err
 	}
-	if v, ok := unknownVersion(have, ms); ok {
-		return fmt.Errorf("%w: the database has version %d, which this build does not know (a newer build migrated it)", ErrSchema, v)
+	if v, ok := unknownMigration(have, ms); ok {
+		return fmt.Errorf("%w: the database has version %s, which this build does not know (a newer build migrated it)", ErrSchema, v)
 	}
 	for _, m := range ms {
-		if !slices.Contains(have, m.version) {
+		if !slices.Contains(have, m.name) {
 			return fmt.Errorf("%w: the database lacks version %d (%s) this build needs (run phigate store migrate)", ErrSchema, m.version, m.name)
 		}
 	}
 	return nil
 }
 
-// appliedVersions lists the migrations the database has applied.
-func appliedVersions(ctx context.Context, q interface {
+// appliedMigrations lists the file names of the migrations the database
+// has applied.
+func appliedMigrations(ctx context.Context, q interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
-}) ([]int, error) {
-	rows, err := q.Query(ctx, "SELECT version FROM phigate_schema ORDER BY version")
+}) ([]string, error) {
+	rows, err := q.Query(ctx, "SELECT name FROM phigate_schema ORDER BY version, name")
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, pgx.RowTo[int])
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
-// unknownVersion returns an applied version none of known has.
-func unknownVersion(have []int, known []migration) (int, bool) {
-	for _, v := range have {
-		if !slices.ContainsFunc(known, func(m migration) bool { return m.version == v }) {
-			return v, true
+// unknownMigration returns an applied migration none of known is.
+func unknownMigration(have []string, known []migration) (string, bool) {
+	for _, n := range have {
+		if !slices.ContainsFunc(known, func(m migration) bool { return m.name == n }) {
+			return n, true
 		}
 	}
-	return 0, false
+	return "", false
 }
 
 // listen holds one connection on LISTEN and turns notifications into

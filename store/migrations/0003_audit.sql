@@ -1,8 +1,9 @@
 -- The central copy of every replica's audit trail (docs/central-audit.md).
 -- Each replica ships its records' exact frame bytes, so each chain can be
 -- verified here as on the replica, with the columns a query selects on
--- beside them. Nothing in this file depends on another migration but 0001's
--- phigate_schema bookkeeping: it may be applied before or after 0002.
+-- beside them. Nothing in this file depends on another migration: it may
+-- be applied before or after 0002, and beside 0003_alerts, which was
+-- written at the same time and shares its number.
 
 -- One row per shipping trail. genesis is the hash of the trail's record 1:
 -- a second chain claiming the same replica id is refused by it.
