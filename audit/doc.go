@@ -95,6 +95,15 @@
 // maps an error to a distinct process exit status per failure class
 // (chain broken, checkpoint mismatch, bad signature, truncated, decrypt).
 //
+// # Central copy
+//
+// With a PostgreSQL store, a Shipper copies the trail to the fleet's
+// centre in the background (ship.go, docs/central-audit.md): the frames'
+// exact bytes, by replica id and sequence, at least once and stored once,
+// and the signed checkpoints. It reads durable records from the segments
+// and never holds up Record. VerifyCentral and QueryCentral read the
+// centre as Verify and Query read a directory, naming every gap.
+//
 // # Record shape decisions
 //
 // The request id is carried the BALP way, as an entity of type XrequestId

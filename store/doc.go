@@ -10,6 +10,10 @@
 // through PostgreSQL's LISTEN/NOTIFY (Changes), so that a replica's caches
 // can drop what a change would alter.
 //
+// AuditCentre, on the same database, holds the fleet's copy of every
+// replica's audit trail (docs/central-audit.md): what audit.Shipper
+// writes and what audit query and verify --central read.
+//
 // Every write validates its input first and changes nothing when it is
 // refused. Identifiers and reasons are stored as given; they are not
 // logged.
