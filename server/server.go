@@ -186,10 +186,11 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { _ = st.Close() })
-	if err := s.newFeeds(cfg.Ingest, st, trail, reg); err != nil {
+	// Before the feeds: its closer closes the trail, after theirs.
+	if err := s.startShipping(ctx, trail, log, reg); err != nil {
 		return nil, err
 	}
-	if err := s.startShipping(ctx, trail, log, reg); err != nil {
+	if err := s.newFeeds(cfg.Ingest, st, trail, reg); err != nil {
 		return nil, err
 	}
 	s.store, s.storeKind = store.NewReader(st, 0), "memory"

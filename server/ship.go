@@ -29,10 +29,11 @@ func (s *Server) startShipping(ctx context.Context, trail *audit.Log, log *zap.L
 		_ = centre.Close()
 		return err
 	}
-	// Runs before the trail's own closer (closers run last first): the
-	// trail is closed here, once no Check can reach it, so that its final
-	// checkpoint is in the shipper's last round. Closing it again later
-	// does nothing.
+	// Closers run last first: this one runs after those of everything
+	// New wires later to write to the trail (the listeners, the feeds,
+	// the decision logs) and before the trail's own. The trail is closed
+	// here, once nothing can write to it, so that its final checkpoint is
+	// in the shipper's last round; closing it again later does nothing.
 	s.closers = append(s.closers, func() {
 		_ = trail.Close()
 		_ = sh.Close()
