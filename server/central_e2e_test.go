@@ -2,15 +2,18 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -55,7 +58,8 @@ func TestReplicasShipAuditCentrally(t *testing.T) {
 	}
 	keyFiles = append(keyFiles, cfg.Audit.SigningKeyFile)
 	ctx, cancel := context.WithCancel(t.Context())
-	b, err := server.New(ctx, cfg, zap.NewNop())
+	core, logs := observer.New(zap.DebugLevel)
+	b, err := server.New(ctx, cfg, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +116,25 @@ func TestReplicasShipAuditCentrally(t *testing.T) {
 			t.Errorf("%s: no phigate_audit_ship_records_total sample", addr)
 		} else if n, _ := strconv.ParseFloat(shipped[1], 64); n < 3 {
 			t.Errorf("%s shipped %v records, want at least 3", addr, n)
+		}
+	}
+
+	// Shipping names replicas, sequences and counts; never a patient or a user.
+	if logs.FilterLoggerName("audit_ship").FilterMessage("audit shipping").Len() == 0 {
+		t.Error("the shipper logged nothing to look at")
+	}
+	for _, e := range logs.All() {
+		line := e.Message
+		for k, v := range e.ContextMap() {
+			line += fmt.Sprintf(" %s=%v", k, v)
+		}
+		if strings.Contains(line, "pat-0001") || strings.Contains(line, "prac-001") {
+			t.Errorf("log entry carries PHI: %s", line)
+		}
+	}
+	for _, addr := range []string{s.Phigate.AdminAddr(), b.AdminAddr()} {
+		if _, body := stacktest.GetBody(t, "http://"+addr+"/metrics"); strings.Contains(body, "pat-0001") || strings.Contains(body, "prac-001") {
+			t.Errorf("%s metrics carry PHI", addr)
 		}
 	}
 
