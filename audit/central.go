@@ -164,7 +164,7 @@ func VerifyCentral(ctx context.Context, src CentralSource, keys KeySet, opts Cen
 		if v.code != "" {
 			rep.Code = v.code
 			if first == nil || slices.Index(codeRank, v.code) < slices.Index(codeRank, CodeOf(first)) {
-				first = errf(v.code, &Position{File: "replica " + r.ID, Seq: v.codeSeq}, nil, "%s", v.codeDetail)
+				first = errf(v.code, nil, nil, "replica %s: %s", r.ID, v.codeDetail)
 			}
 		}
 		out = append(out, rep)
@@ -283,15 +283,11 @@ func DecodeShipped(sr *ShipRecord, key []byte) (*Entry, error) {
 func decodeShipped(sr *ShipRecord, aead cipher.AEAD) (*Entry, error) {
 	frames, serr := parseFrames(sr.Frame)
 	if serr != nil || len(frames) != 1 || frames[0].Seq != sr.Seq {
-		return nil, errf(CodeChainBroken, &Position{Seq: sr.Seq}, nil, "the centre's record %d is not a whole frame of that sequence; run verify --central", sr.Seq)
+		return nil, errf(CodeChainBroken, nil, nil, "the centre's record %d is not a whole frame of that sequence; run verify --central", sr.Seq)
 	}
 	r, err := decodeFrame(aead, &frames[0])
 	if err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			e.Pos = &Position{Seq: sr.Seq}
-		}
-		return nil, err
+		return nil, errf(CodeOf(err), nil, nil, "the centre's record %d: %s", sr.Seq, errDetail(err))
 	}
 	e := &Entry{Seq: sr.Seq, Kind: r.Kind, Event: r.Event, Input: r.Input, Decision: r.Decision}
 	if e.Decision != nil {
@@ -318,12 +314,8 @@ func QueryCentral(ctx context.Context, src CentralQuerier, f Filter, opts QueryO
 	err = src.Select(ctx, f, func(replica string, sr *ShipRecord) error {
 		e, err := decodeShipped(sr, aead)
 		if err != nil {
-			var ae *Error
-			if errors.As(err, &ae) && ae.Pos != nil {
-				ae.Pos.File = "replica " + replica
-			}
 			if bad == nil {
-				bad = err
+				bad = errf(CodeOf(err), nil, nil, "replica %s: %s", replica, errDetail(err))
 			}
 			return nil // the other records still answer; the damage is reported
 		}
@@ -376,4 +368,13 @@ func WriteCentralReport(w io.Writer, reps []CentralReport, err error) error {
 	}
 	_, werr := io.WriteString(w, b.String())
 	return werr
+}
+
+// errDetail is an *Error's detail, or the error's text.
+func errDetail(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Detail
+	}
+	return err.Error()
 }

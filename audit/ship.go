@@ -481,7 +481,7 @@ func (s *Shipper) resume(ctx context.Context, durable uint64) error {
 		return err
 	}
 	if seq > durable {
-		return errf(CodeShipConflict, &Position{Seq: seq}, nil, "the centre holds %d records under replica %s, this trail %d", seq, s.id, durable)
+		return errf(CodeShipConflict, nil, nil, "the centre holds %d records under replica %s, this trail %d", seq, s.id, durable)
 	}
 	s.prevHash = zeroHash()
 	if seq > 0 {
@@ -490,7 +490,7 @@ func (s *Shipper) resume(ctx context.Context, durable uint64) error {
 			return err
 		}
 		if string(local.Frame) != string(frame) {
-			return errf(CodeShipConflict, &Position{Seq: seq}, nil, "the centre's record %d of replica %s is not this trail's", seq, s.id)
+			return errf(CodeShipConflict, nil, nil, "the centre's record %d of replica %s is not this trail's", seq, s.id)
 		}
 		s.prevHash = local.Hash()
 	}
@@ -593,7 +593,7 @@ func locate(dir string, seq uint64) (shipCursor, error) {
 		}
 		break
 	}
-	return shipCursor{}, errf(CodeTruncated, &Position{Seq: seq}, nil, "record %d is not in the trail", seq)
+	return shipCursor{}, errf(CodeTruncated, &Position{File: lastOr(names), Seq: seq}, nil, "record %d is not in the trail", seq)
 }
 
 // shipChunk is how much of a segment one read takes, beyond a frame that

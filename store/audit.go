@@ -60,7 +60,7 @@ func (c *AuditCentre) Close() error {
 func seqArg(v uint64) int64 { return int64(v) } //nolint:gosec // sequences stay far below 2^63
 
 func conflictErr(replica string, seq uint64, detail string) error {
-	return &audit.Error{Code: audit.CodeShipConflict, Pos: &audit.Position{File: "replica " + replica, Seq: seq}, Detail: detail}
+	return &audit.Error{Code: audit.CodeShipConflict, Detail: fmt.Sprintf("replica %s record %d: %s", replica, seq, detail)}
 }
 
 // Register implements audit.Centre.

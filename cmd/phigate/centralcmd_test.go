@@ -112,6 +112,7 @@ func TestAuditCentralCommands(t *testing.T) {
 	if code != audit.ExitTruncated || !strings.Contains(out, "gap: replica "+idb+" records 3-3 missing") {
 		t.Fatalf("verify --central after a deletion: exit %d\n%s", code, out)
 	}
+	t.Logf("verify --central after deleting record 3 of %s: exit %d\n%s", idb, code, out)
 	if _, err := conn.Exec(t.Context(), "UPDATE phigate_audit_records SET frame = set_byte(frame, 70, get_byte(frame, 70) # 1) WHERE replica = $1 AND seq = 2", ida); err != nil {
 		t.Fatal(err)
 	}
