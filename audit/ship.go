@@ -188,6 +188,7 @@ type Shipper struct {
 	done   chan struct{}
 
 	// Owned by the shipping goroutine.
+	genesis  *[32]byte // hash of record 1, read once
 	id       string
 	cur      shipCursor
 	prevHash [32]byte // hash of record cur.next-1
@@ -463,11 +464,15 @@ func (s *Shipper) step(ctx context.Context) (more bool, err error) {
 // after the last record the centre holds, having checked that record is
 // this trail's.
 func (s *Shipper) resume(ctx context.Context, durable uint64) error {
-	first, err := s.frameAt(1)
-	if err != nil {
-		return err
+	if s.genesis == nil {
+		first, err := s.frameAt(1)
+		if err != nil {
+			return err
+		}
+		h := first.Hash()
+		s.genesis = &h
 	}
-	genesis := first.Hash()
+	genesis := *s.genesis
 	s.id = s.l.cfg.ReplicaID
 	if s.id == "" {
 		s.id = DefaultReplicaID(genesis)
@@ -569,7 +574,10 @@ func (s *Shipper) read(durable uint64) ([]ShipRecord, error) {
 	return out, nil
 }
 
-// locate finds the segment and offset of record seq.
+// locate finds the segment and offset of record seq. It walks the frame
+// headers only, skipping each payload, so finding a record costs neither
+// memory nor hashing in proportion to the segment: the frames themselves
+// are checked when readShip reads them.
 func locate(dir string, seq uint64) (shipCursor, error) {
 	names, firsts, err := listSegments(dir)
 	if err != nil {
@@ -579,26 +587,53 @@ func locate(dir string, seq uint64) (shipCursor, error) {
 		if firsts[i] > seq {
 			continue
 		}
-		data, err := readFile(dir, names[i])
+		off, err := skipTo(dir, names[i], seq-firsts[i])
 		if err != nil {
 			return shipCursor{}, err
 		}
-		frames, _ := parseFrames(data)
-		k := seq - firsts[i]
-		switch {
-		case k < uint64(len(frames)):
-			return shipCursor{seg: names[i], off: frames[k].Offset, next: seq}, nil
-		case k == uint64(len(frames)):
-			return shipCursor{seg: names[i], off: int64(len(data)), next: seq}, nil // not written yet
+		if off < 0 {
+			break
 		}
-		break
+		return shipCursor{seg: names[i], off: off, next: seq}, nil
 	}
 	return shipCursor{}, errf(CodeTruncated, &Position{File: lastOr(names), Seq: seq}, nil, "record %d is not in the trail", seq)
 }
 
+// skipTo returns the offset of the k-th frame of a segment (the end of the
+// segment when it holds exactly k), or -1 when it holds fewer.
+func skipTo(dir, name string, k uint64) (int64, error) {
+	f, err := os.Open(filepath.Join(dir, name))
+	if err != nil {
+		return 0, errf(CodeIO, &Position{File: name}, err, "open segment")
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, errf(CodeIO, &Position{File: name}, err, "stat segment")
+	}
+	var hdr [headerLen]byte
+	var off int64
+	for n := uint64(0); n < k; n++ {
+		if off+headerLen > st.Size() {
+			return -1, nil
+		}
+		if _, err := f.ReadAt(hdr[:], off); err != nil {
+			return 0, errf(CodeIO, &Position{File: name, Offset: off}, err, "read segment")
+		}
+		if hdr[0] != frameMagic[0] || hdr[1] != frameMagic[1] || hdr[2] != frameVer {
+			return 0, errf(CodeChainBroken, &Position{File: name, Offset: off}, nil, "bad frame magic or version; run audit verify")
+		}
+		off += int64(frameExtra) + int64(binary.BigEndian.Uint32(hdr[4:8]))
+	}
+	if off > st.Size() {
+		return -1, nil
+	}
+	return off, nil
+}
+
 // shipChunk is how much of a segment one read takes, beyond a frame that
 // is larger.
-const shipChunk = 4 << 20
+const shipChunk = 1 << 20
 
 // readShip reads up to n records from c, none past durable, and returns
 // them with the cursor after them.
