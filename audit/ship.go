@@ -340,9 +340,16 @@ func (s *Shipper) Close() error {
 	return nil
 }
 
+// shipGather is the least time between two rounds a new record starts:
+// a busy trail commits far more often, and one insert should carry what
+// many commits wrote, not one each.
+const shipGather = 100 * time.Millisecond
+
 func (s *Shipper) run(ctx context.Context) {
 	defer close(s.done)
 	backoff := s.cfg.Interval
+	gather := min(s.cfg.Interval, shipGather)
+	var earliest time.Time // of the next round a new record may start
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -351,13 +358,21 @@ func (s *Shipper) run(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-s.l.grown:
+			if s.failing {
+				continue // the backoff's timer decides
+			}
 			if !t.Stop() {
 				select {
 				case <-t.C:
 				default:
 				}
 			}
+			if d := time.Until(earliest); d > 0 {
+				t.Reset(d)
+				continue
+			}
 		}
+		earliest = time.Now().Add(gather)
 		more, err := s.step(ctx)
 		wait := s.cfg.Interval
 		switch {
