@@ -127,6 +127,7 @@ func TestAuditCentralCommands(t *testing.T) {
 
 func TestAuditCentralFlagErrors(t *testing.T) {
 	fx := writeTrail(t, false)
+	t.Setenv("PHIGATE_TEST_NOWHERE_DSN", "host=127.0.0.1 port=1 user=phigate dbname=x sslmode=disable connect_timeout=5")
 	for _, tc := range []struct {
 		args []string
 		want int
@@ -138,6 +139,8 @@ func TestAuditCentralFlagErrors(t *testing.T) {
 		{[]string{"audit", "verify", "--central", "--trusted-keys", fx.pub, "--witness", fx.witness}, 2},
 		{[]string{"audit", "verify", "--central"}, audit.ExitConfig},
 		{[]string{"audit", "verify", "--central", "--trusted-keys", fx.pub, "--dsn-env", "PHIGATE_TEST_UNSET_DSN"}, audit.ExitConfig},
+		{[]string{"audit", "verify", "--central", "--trusted-keys", fx.pub, "--dsn-env", "PHIGATE_TEST_NOWHERE_DSN"}, audit.ExitIO},
+		{[]string{"audit", "query", "--central", "--dsn-env", "PHIGATE_TEST_NOWHERE_DSN"}, audit.ExitIO},
 	} {
 		if code, _, errOut := runCmd(t, tc.args...); code != tc.want {
 			t.Errorf("%v: exit %d, want %d (%s)", tc.args, code, tc.want, errOut)
