@@ -176,6 +176,9 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if raw, err = expandEnv(raw, lookupEnv); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
