@@ -102,6 +102,10 @@ type ListenConfig struct {
 	// Admin serves /healthz, /readyz and /metrics over HTTP.
 	Admin string    `yaml:"admin"`
 	TLS   TLSConfig `yaml:"tls"`
+	// Pprof serves Go's profiles under /debug/pprof/ on the admin
+	// listener, for profiling phigate under load. Off by default: a
+	// profile shows the process's memory, which holds requests.
+	Pprof bool `yaml:"pprof"`
 }
 
 // TLSConfig enables TLS (and mTLS with ClientCA) on the TCP gRPC listener,

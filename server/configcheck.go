@@ -98,6 +98,9 @@ func (c *Config) Warnings() []string {
 	if c.Listen.Admin != "" && !loopback(c.Listen.Admin) {
 		out = append(out, fmt.Sprintf("listen.admin: %s is not a loopback address: metrics and readiness are served in plaintext to the network", c.Listen.Admin))
 	}
+	if c.Listen.Pprof && c.Listen.Admin != "" && !loopback(c.Listen.Admin) {
+		out = append(out, fmt.Sprintf("listen.pprof: profiles (which show the process's memory, requests included) are served on listen.admin %s beyond loopback", c.Listen.Admin))
+	}
 	if c.Console.Enabled && c.Listen.Admin != "" && !loopback(c.Listen.Admin) {
 		out = append(out, fmt.Sprintf("console.enabled: the console is served on listen.admin %s in plaintext: put it behind a TLS proxy (officers' tokens and session cookies would cross the network)", c.Listen.Admin))
 	}

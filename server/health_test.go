@@ -75,3 +75,35 @@ func TestHealthByServiceAndBuildInfo(t *testing.T) {
 		t.Errorf("/metrics has no phigate_build_info:\n%s", grepLines(m, "build_info"))
 	}
 }
+
+// TestPprofOnlyWhenAsked: Go's profiles are on the admin listener only
+// with listen.pprof.
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	keys, err := demokeys.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, on := range []bool{false, true} {
+		cfg := stacktest.ServerConfig(t, keys)
+		cfg.Listen.Pprof = on
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		srv, err := server.New(ctx, cfg, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- srv.Run(ctx) }()
+		want := http.StatusNotFound
+		if on {
+			want = http.StatusOK
+		}
+		if code, _ := stacktest.GetBody(t, "http://"+srv.AdminAddr()+"/debug/pprof/"); code != want {
+			t.Errorf("pprof %v: /debug/pprof/ answered %d, want %d", on, code, want)
+		}
+		cancel()
+		<-done
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/phigate/phigate/store"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime/debug"
 	"sync/atomic"
@@ -348,6 +349,13 @@ func (s *Server) adminMux(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	if s.console != nil {
 		mux.Handle("/console/", s.console)
+	}
+	if s.cfg.Listen.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
