@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/demo/demokeys"
 	"github.com/phigate/phigate/internal/pgtest"
 	"github.com/phigate/phigate/internal/stacktest"
@@ -25,6 +27,38 @@ type fleet struct {
 	a, b   *stacktest.Stack
 	writer *store.Postgres
 	keys   *demokeys.Keys
+	dsn    string
+}
+
+// central reads the fleet's audit records at the centre, across replicas.
+func (f *fleet) central(t *testing.T, flt audit.Filter) []audit.Entry {
+	t.Helper()
+	c, err := store.OpenAuditCentre(t.Context(), f.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	es, err := audit.QueryCentral(t.Context(), c, flt, audit.QueryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
+
+// waitCentral waits until the centre holds what want says, or fails.
+func (f *fleet) waitCentral(t *testing.T, what string, within time.Duration, flt audit.Filter, want func([]audit.Entry) bool) []audit.Entry {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		es := f.central(t, flt)
+		if want(es) {
+			return es
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not at the centre within %v (%d records)", what, within, len(es))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func startFleet(t *testing.T, dsn string) *fleet {
@@ -40,8 +74,13 @@ func startFleet(t *testing.T, dsn string) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := stacktest.Options{Keys: keys, Mutate: func(c *server.Config) { c.Store.PostgresDSNFile = dsnFile }}
-	f := &fleet{a: stacktest.Start(t, opts), b: stacktest.Start(t, opts), keys: keys}
+	replica := 0
+	opts := stacktest.Options{Keys: keys, Mutate: func(c *server.Config) {
+		c.Store.PostgresDSNFile = dsnFile
+		replica++
+		c.Audit.ReplicaID = fmt.Sprintf("edge-%d", replica)
+	}}
+	f := &fleet{a: stacktest.Start(t, opts), b: stacktest.Start(t, opts), keys: keys, dsn: dsn}
 	if f.writer, err = store.OpenPostgres(t.Context(), dsn); err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +125,19 @@ func TestFleetSharesBreakGlassAndConsent(t *testing.T) {
 	if r := f.b.Do("GET", "/fhir/Patient/pat-0003", mfa, nil, nil); r.Status != 403 {
 		t.Fatalf("the grant opened another patient on b: %d", r.Status)
 	}
+	// Both replicas' records of the emergency are in the one view: the
+	// override on edge-1, the covered read on edge-2.
+	f.waitCentral(t, "the break-glass records", 10*time.Second, audit.Filter{Patient: "pat-0005", Kind: audit.KindDecision}, func(es []audit.Entry) bool {
+		override, covered := false, false
+		for _, e := range es {
+			if e.Event.Outcome != audit.OutcomeSuccess {
+				continue
+			}
+			override = override || (e.Replica == "edge-1" && e.Event.BreakGlass())
+			covered = covered || e.Replica == "edge-2"
+		}
+		return override && covered
+	})
 
 	// Consent: prac-001 treats pat-0001 (static care team).
 	doc := f.a.Token(stacktest.Physician(1))
@@ -286,5 +338,38 @@ func TestFleetStoreAway(t *testing.T) {
 			t.Fatalf("replica %d did not serve a stateful read within 20s of the restart", i)
 		}
 		t.Logf("replica %d served a stateful read %v after PostgreSQL was restarted", i, at.Sub(restarted).Round(time.Millisecond))
+	}
+	// The shipping caught up: every record each replica wrote, during the
+	// outage too, is at the centre once, none lost.
+	for i, s := range []*stacktest.Stack{f.a, f.b} {
+		id := fmt.Sprintf("edge-%d", i+1)
+		local, err := audit.Query(s.Phigate.AuditDir(), audit.Filter{}, audit.QueryOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		es := f.waitCentral(t, id+"'s trail", 20*time.Second, audit.Filter{}, func(es []audit.Entry) bool {
+			n := 0
+			for _, e := range es {
+				if e.Replica == id {
+					n++
+				}
+			}
+			return n >= len(local)
+		})
+		seen := map[uint64]bool{}
+		for _, e := range es {
+			if e.Replica == id {
+				if seen[e.Seq] {
+					t.Fatalf("%s: record %d twice at the centre", id, e.Seq)
+				}
+				seen[e.Seq] = true
+			}
+		}
+		for _, e := range local {
+			if !seen[e.Seq] {
+				t.Fatalf("%s: record %d never reached the centre", id, e.Seq)
+			}
+		}
+		t.Logf("%s: %d records in its trail, %d at the centre, none missing, none twice", id, len(local), len(seen))
 	}
 }
