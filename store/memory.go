@@ -21,6 +21,8 @@ type Memory struct {
 	consents   map[string]map[string]Consent   // by patient, then id
 	elevations map[string]map[string]Elevation // by subject, then role
 	alerts     []Alert                         // in the order raised
+	approvals  map[string]Approval             // by id (approvals_memory.go)
+	reviews    map[string]Review               // by decision id
 	feed       feed
 	closed     bool
 
