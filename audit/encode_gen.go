@@ -40,6 +40,8 @@ func appendJSONRequest(dst []byte, v *authz.Request) []byte {
 	dst = appendJSONElevationArray(dst, v.Elevations)
 	dst = append(dst, `,"alerts":`...)
 	dst = appendJSONAlertArray(dst, v.Alerts)
+	dst = append(dst, `,"approval":`...)
+	dst = appendJSONApprovalInput(dst, &v.Approval)
 	dst = append(dst, '}')
 	return dst
 }
@@ -231,6 +233,31 @@ func appendJSONAlert(dst []byte, v *authz.Alert) []byte {
 	dst = appendString(dst, v.Kind)
 	dst = append(dst, `,"raised_ns":`...)
 	dst = strconv.AppendInt(dst, v.RaisedNS, 10)
+	dst = append(dst, '}')
+	return dst
+}
+
+func appendJSONApprovalInput(dst []byte, v *authz.ApprovalInput) []byte {
+	dst = append(dst, `{"required":`...)
+	dst = appendBool(dst, v.Required)
+	if v.Stage != "" {
+		dst = appendString(append(dst, `,"stage":`...), v.Stage)
+	}
+	if v.ID != "" {
+		dst = appendString(append(dst, `,"id":`...), v.ID)
+	}
+	if v.State != "" {
+		dst = appendString(append(dst, `,"state":`...), v.State)
+	}
+	if v.Requester != "" {
+		dst = appendString(append(dst, `,"requester":`...), v.Requester)
+	}
+	if v.Approver != "" {
+		dst = appendString(append(dst, `,"approver":`...), v.Approver)
+	}
+	if v.ExpiresNS != 0 {
+		dst = strconv.AppendInt(append(dst, `,"expires_ns":`...), v.ExpiresNS, 10)
+	}
 	dst = append(dst, '}')
 	return dst
 }

@@ -26,6 +26,7 @@ type Authorizer struct {
 	elevs     ElevationSource
 	alerts    AlertSource
 	guard     Guard
+	approvals approvalRules
 	owners    OwnerResolver
 	services  ServiceAccounts
 	log       *zap.Logger
@@ -57,6 +58,9 @@ type Options struct {
 	// Guard throttles callers and watches the limits decisions set; nil
 	// means neither.
 	Guard Guard
+	// Approvals names the requests that need a second person's approval
+	// and where approvals are kept (approval.go); zero means none do.
+	Approvals Approvals
 	// Owners reads who owns the stored resource a write changes. Nil
 	// means writes to patient data other than a Patient are refused.
 	Owners OwnerResolver
@@ -77,7 +81,7 @@ func NewAuthorizer(o Options) *Authorizer {
 	}
 	return &Authorizer{verifier: o.Verifier, parser: o.Parser, evaluator: o.Evaluator,
 		recorder: o.Recorder, grants: o.Grants, care: o.Care,
-		consents: o.Consents, elevs: o.Elevations, alerts: o.Alerts, guard: o.Guard, owners: o.Owners, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
+		consents: o.Consents, elevs: o.Elevations, alerts: o.Alerts, guard: o.Guard, approvals: o.Approvals.compile(), owners: o.Owners, services: o.ServiceAccounts, log: o.Logger, now: o.Now}
 }
 
 // Authorize decides one request. It always returns a Decision; when any step
@@ -174,6 +178,8 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 		}
 		return req, a.finish(ctx, req, deny(err)), err
 	}
+	// An approval only adds too; one that cannot be read is missing.
+	missing = errors.Join(missing, a.loadApproval(ctx, req))
 	d, err := a.evaluate(ctx, in, req)
 	if err != nil {
 		return req, a.finish(ctx, req, deny(&Error{Code: CodePolicy, Err: err})), err
@@ -203,6 +209,9 @@ func (a *Authorizer) Authorize(ctx context.Context, in *CheckInput) (*Request, D
 		if refusal != nil {
 			return req, a.finish(ctx, req, *refusal), nil
 		}
+	}
+	if err := a.settleApproval(ctx, req, &d, missing); err != nil {
+		return req, a.finish(ctx, req, deny(err)), err
 	}
 	// A break-glass grant is kept before the access is recorded as given:
 	// one the fleet cannot share would leave the clinician's next request,

@@ -36,6 +36,9 @@ type Decision struct {
 	RetryAfter time.Duration `json:"-"`
 	// ID identifies this decision in the audit trail and response metadata.
 	ID string `json:"-"`
+	// ApprovalRef is the pending approval a refused request asked for:
+	// the reference the client is given to have it approved.
+	ApprovalRef string `json:"-"`
 	// CacheUntilNS is decision.cache.until_ns: the same request (every
 	// input field the policy reads but the time) gets the same decision
 	// until this instant (Unix nanoseconds). 0: never reuse.

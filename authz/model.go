@@ -68,6 +68,11 @@ type Request struct {
 	// read crossed a limit, say), until a person clears them. Sorted,
 	// never nil.
 	Alerts []Alert `json:"alerts"`
+	// Approval is the second person's approval this request needs (a bulk
+	// export kick-off, its status polls and file downloads, another
+	// configured operation): whether one is required, and the one found
+	// for this requester and this exact request. See docs/approvals.md.
+	Approval ApprovalInput `json:"approval"`
 }
 
 // Alert is an open alert on the caller: its kind (a reason code such as
@@ -75,6 +80,24 @@ type Request struct {
 type Alert struct {
 	Kind     string `json:"kind"`
 	RaisedNS int64  `json:"raised_ns"`
+}
+
+// ApprovalInput is what the policy knows of a request's approval.
+type ApprovalInput struct {
+	// Required is true when the configuration names this request.
+	Required bool `json:"required"`
+	// Stage is "kickoff" (the operation itself), "status" (a poll of the
+	// job it started) or "file" (a download of its output).
+	Stage string `json:"stage,omitempty"`
+	// ID is the approval's opaque reference: the approved one a request
+	// runs under, or the pending one it asked for.
+	ID string `json:"id,omitempty"`
+	// State is "none", "pending", "approved" or "denied".
+	State     string `json:"state,omitempty"`
+	Requester string `json:"requester,omitempty"`
+	Approver  string `json:"approver,omitempty"`
+	// ExpiresNS is when an approved approval ends (Unix nanoseconds).
+	ExpiresNS int64 `json:"expires_ns,omitempty"`
 }
 
 // ConsentDirective is one patient's opt-out ("deny") or restriction

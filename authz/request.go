@@ -157,6 +157,7 @@ func (p *RequestParser) Parse(in *CheckInput) (*Request, error) {
 		Identity:   Identity{Roles: []string{}, Scopes: []Scope{}},
 		BreakGlass: BreakGlassRequest{Grants: []Grant{}}, Care: []CareRelationship{},
 		Consents: []ConsentDirective{}, Elevations: []Elevation{}, Alerts: []Alert{},
+		Approval: ApprovalInput{},
 	}
 	for k, v := range in.Headers {
 		// Credentials are withheld from the policy input, which is

@@ -73,12 +73,14 @@ func keyPathRequest(b []byte, v *authz.Request, p []string) []byte {
 			return append(b, 'u')
 		}
 		return keyArrayAlert(b, v.Alerts)
+	case "approval":
+		return keyPathApprovalInput(b, &v.Approval, p[1:])
 	}
 	return append(b, 'u')
 }
 
 func keyRequest(b []byte, v *authz.Request) []byte {
-	n := 14
+	n := 15
 	if v.Purpose != "" {
 		n++
 	}
@@ -87,6 +89,7 @@ func keyRequest(b []byte, v *authz.Request) []byte {
 	for i := range v.Alerts {
 		b = keyAlert(b, &v.Alerts[i])
 	}
+	b = keyApprovalInput(append(b, "s8:approval"...), &v.Approval)
 	b = keyBreakGlassRequest(append(b, "s11:break_glass"...), &v.BreakGlass)
 	b = appendCanonLen(append(b, "s4:carea"...), len(v.Care))
 	for i := range v.Care {
@@ -734,6 +737,93 @@ func keyAlert(b []byte, v *authz.Alert) []byte {
 	b = append(b, "o2:"...)
 	b = appendCanonString(append(b, "s4:kind"...), v.Kind)
 	b = appendCanonInt(append(b, "s9:raised_ns"...), v.RaisedNS)
+	return b
+}
+
+func keyPathApprovalInput(b []byte, v *authz.ApprovalInput, p []string) []byte {
+	if len(p) == 0 {
+		return keyApprovalInput(b, v)
+	}
+	switch p[0] {
+	case "required":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonBool(b, v.Required)
+	case "stage":
+		if v.Stage == "" || len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.Stage)
+	case "id":
+		if v.ID == "" || len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.ID)
+	case "state":
+		if v.State == "" || len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.State)
+	case "requester":
+		if v.Requester == "" || len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.Requester)
+	case "approver":
+		if v.Approver == "" || len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonString(b, v.Approver)
+	case "expires_ns":
+		if v.ExpiresNS == 0 || len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendCanonInt(b, v.ExpiresNS)
+	}
+	return append(b, 'u')
+}
+
+func keyApprovalInput(b []byte, v *authz.ApprovalInput) []byte {
+	n := 1
+	if v.Stage != "" {
+		n++
+	}
+	if v.ID != "" {
+		n++
+	}
+	if v.State != "" {
+		n++
+	}
+	if v.Requester != "" {
+		n++
+	}
+	if v.Approver != "" {
+		n++
+	}
+	if v.ExpiresNS != 0 {
+		n++
+	}
+	b = appendCanonLen(append(b, 'o'), n)
+	if v.Approver != "" {
+		b = appendCanonString(append(b, "s8:approver"...), v.Approver)
+	}
+	if v.ExpiresNS != 0 {
+		b = appendCanonInt(append(b, "s10:expires_ns"...), v.ExpiresNS)
+	}
+	if v.ID != "" {
+		b = appendCanonString(append(b, "s2:id"...), v.ID)
+	}
+	if v.Requester != "" {
+		b = appendCanonString(append(b, "s9:requester"...), v.Requester)
+	}
+	b = appendCanonBool(append(b, "s8:required"...), v.Required)
+	if v.Stage != "" {
+		b = appendCanonString(append(b, "s5:stage"...), v.Stage)
+	}
+	if v.State != "" {
+		b = appendCanonString(append(b, "s5:state"...), v.State)
+	}
 	return b
 }
 

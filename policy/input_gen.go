@@ -9,7 +9,7 @@ import (
 )
 
 // inputFields are the top-level fields of the input, in document order.
-var inputFields = []string{"id", "time_ns", "method", "path", "query", "headers", "source", "identity", "fhir", "purpose_of_use", "break_glass", "care", "consents", "elevations", "alerts"}
+var inputFields = []string{"id", "time_ns", "method", "path", "query", "headers", "source", "identity", "fhir", "purpose_of_use", "break_glass", "care", "consents", "elevations", "alerts", "approval"}
 
 // inputField builds one top-level field of the input; nil when the input
 // has no such field (an omitted optional one or an unknown name).
@@ -48,12 +48,14 @@ func inputField(r *authz.Request, name string) ast.Value {
 		return arrayElevation(r.Elevations)
 	case "alerts":
 		return arrayAlert(r.Alerts)
+	case "approval":
+		return valueApprovalInput(&r.Approval)
 	}
 	return nil
 }
 
 func valueRequest(v *authz.Request) ast.Value {
-	items := make([][2]*ast.Term, 0, 15)
+	items := make([][2]*ast.Term, 0, 16)
 	items = append(items, item("id", ast.String(v.ID)))
 	items = append(items, item("time_ns", ast.Number(itoa(v.TimeNS))))
 	items = append(items, item("method", ast.String(v.Method)))
@@ -71,6 +73,7 @@ func valueRequest(v *authz.Request) ast.Value {
 	items = append(items, item("consents", arrayConsentDirective(v.Consents)))
 	items = append(items, item("elevations", arrayElevation(v.Elevations)))
 	items = append(items, item("alerts", arrayAlert(v.Alerts)))
+	items = append(items, item("approval", valueApprovalInput(&v.Approval)))
 	return ast.NewObject(items...)
 }
 
@@ -231,6 +234,30 @@ func valueAlert(v *authz.Alert) ast.Value {
 	items := make([][2]*ast.Term, 0, 2)
 	items = append(items, item("kind", ast.String(v.Kind)))
 	items = append(items, item("raised_ns", ast.Number(itoa(v.RaisedNS))))
+	return ast.NewObject(items...)
+}
+
+func valueApprovalInput(v *authz.ApprovalInput) ast.Value {
+	items := make([][2]*ast.Term, 0, 7)
+	items = append(items, item("required", ast.Boolean(v.Required)))
+	if v.Stage != "" {
+		items = append(items, item("stage", ast.String(v.Stage)))
+	}
+	if v.ID != "" {
+		items = append(items, item("id", ast.String(v.ID)))
+	}
+	if v.State != "" {
+		items = append(items, item("state", ast.String(v.State)))
+	}
+	if v.Requester != "" {
+		items = append(items, item("requester", ast.String(v.Requester)))
+	}
+	if v.Approver != "" {
+		items = append(items, item("approver", ast.String(v.Approver)))
+	}
+	if v.ExpiresNS != 0 {
+		items = append(items, item("expires_ns", ast.Number(itoa(v.ExpiresNS))))
+	}
 	return ast.NewObject(items...)
 }
 

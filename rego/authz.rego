@@ -10,6 +10,7 @@
 package phigate.authz
 
 import data.phigate.abuse
+import data.phigate.approval
 import data.phigate.break_glass
 import data.phigate.consent
 import data.phigate.mfa
@@ -63,6 +64,13 @@ precedence := {
 	"consent.opt_out": 285,
 	"consent.restricted": 286,
 	"minimum_necessary.invalid_directive": 290,
+	# Last of the library's reasons: a request is refused for want of an
+	# approval (and phigate asks for one) only when nothing else refuses it.
+	"approval.unknown_stage": 295,
+	"approval.mfa_required": 296,
+	"approval.method_not_supported": 297,
+	"approval.required": 298,
+	"approval.not_approved": 299,
 }
 
 status_of(reason) := 400 if {
@@ -82,7 +90,7 @@ public if {
 
 # Request-level reasons (not tied to one entry), one union of the modules'
 # complete sets rather than a rule per module copying elements one by one.
-request_denies := (((((((((rbac.deny | purpose.deny) | timing.deny) | mfa.deny) | break_glass.deny) | break_glass.bad_request) | minimum_necessary.deny) | consent.deny) | abuse.deny) | own_denies) | ext_denies
+request_denies := ((((((((((rbac.deny | purpose.deny) | timing.deny) | mfa.deny) | break_glass.deny) | break_glass.bad_request) | minimum_necessary.deny) | consent.deny) | abuse.deny) | approval.deny) | own_denies) | ext_denies
 
 # A site's own rules: every package under data.phigate.ext that defines a
 # deny set contributes its reasons without an edit to this module, so a
@@ -290,7 +298,7 @@ obligations := [o | some o in (break_glass.obligations | abuse.obligations)] if 
 
 # The rules that decided: on allow every grant that took part, on deny the
 # winning reason.
-allow_rules := ((((((((rbac_rules | relationship.rules) | purpose.rules) | break_glass.rules) | smart_scopes.rules) | timing.rules) | sensitivity.rules) | minimum_necessary.rules) | consent.rules) | abuse.rules
+allow_rules := (((((((((rbac_rules | relationship.rules) | purpose.rules) | break_glass.rules) | smart_scopes.rules) | timing.rules) | sensitivity.rules) | minimum_necessary.rules) | consent.rules) | abuse.rules) | approval.rules
 
 rbac_rules := rbac.allow_rules(request.fhir) if {
 	not request.is_bundle
@@ -323,7 +331,7 @@ reason := "public.capabilities" if {
 # the request time) into the decision, so it is never reused.
 default cache_until_ns := 0
 
-cache_until_ns := min({timing.stable_until_ns} | grant_expiries_ahead) if not request.bg_requested
+cache_until_ns := min(({timing.stable_until_ns} | grant_expiries_ahead) | approval.expiries_ahead) if not request.bg_requested
 
 grant_expiries_ahead contains e if {
 	some g in request.grants
