@@ -21,7 +21,8 @@ type Filter struct {
 	Outcome    string    // "0", "4" or "8"
 	BreakGlass *bool     // only (or never) emergency overrides
 	DecisionID string    // the decision and its filtering record
-	Kind       string    // KindDecision, KindFiltering, KindIngest, ...
+	Kind       string    // KindDecision, KindFiltering, KindIngest, KindWorkflow, ...
+	Approval   string    // the records of one approval (Entry.ApprovalID)
 }
 
 // QueryOptions tunes Query.
@@ -60,6 +61,8 @@ func (f *Filter) Matches(e *Entry) bool {
 	case !f.Since.IsZero() && e.Recorded.Before(f.Since):
 		return false
 	case !f.Until.IsZero() && !e.Recorded.Before(f.Until):
+		return false
+	case f.Approval != "" && e.ApprovalID() != f.Approval:
 		return false
 	}
 	if f.User != "" {

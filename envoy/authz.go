@@ -277,12 +277,17 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 		if status == 401 {
 			code = codes.Unauthenticated
 		}
+		body, headers := operationOutcome(status, d.ID), denialHeaders(d, status)
+		if d.ApprovalRef != "" && status == 403 {
+			body = approvalOutcome(d.ID, d.ApprovalRef)
+			headers = append(headers, header(ApprovalHeader, d.ApprovalRef))
+		}
 		return &authv3.CheckResponse{
 			Status: &rpcstatus.Status{Code: int32(code)},
 			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 				Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
-				Headers: denialHeaders(d, status),
-				Body:    string(operationOutcome(status, d.ID)),
+				Headers: headers,
+				Body:    string(body),
 			}},
 		}
 	}

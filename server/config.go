@@ -64,6 +64,10 @@ type Config struct {
 	// Console is the privacy officer's console on the admin listener.
 	Console console.Config `yaml:"console"`
 
+	// Approvals: two-person approval and just-in-time elevation
+	// (approvals_config.go).
+	Approvals ApprovalsConfig `yaml:"approvals"`
+
 	// validated is set by a successful Validate; New refuses a
 	// configuration without it, since the defaults it fills are ones New
 	// relies on (the admin address, the body limit, the grace period).
@@ -246,6 +250,7 @@ func (c *Config) Validate() error {
 	}
 	add(c.Request.Validate())
 	add(c.Owners.Validate())
+	add(c.Approvals.Validate(c.Request.LegacyRoutes))
 	add(c.Policy.Validate())
 	add(c.DecisionLogs.Validate())
 	for id, f := range c.Filters.TokenKeys {

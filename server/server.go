@@ -58,6 +58,9 @@ type Server struct {
 	store     *store.Reader
 	storeKind string
 	console   *console.Console
+	// approvals serves the approval workflow (approvals.go); nil when
+	// none is configured.
+	approvals *approvalAdmin
 
 	// Addresses actually bound (useful with port 0).
 	grpcAddr  string
@@ -214,6 +217,11 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 	if err != nil {
 		return nil, err
 	}
+	approvals, adm, err := newApprovals(cfg.Approvals, st, s.store, s.verifier, trail, log.Named("approvals"))
+	if err != nil {
+		return nil, err
+	}
+	s.approvals = adm
 	az := authz.NewAuthorizer(authz.Options{
 		Verifier:        s.verifier,
 		Parser:          parser,
@@ -225,6 +233,7 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		Elevations:      s.store,
 		Alerts:          s.store,
 		Guard:           guard,
+		Approvals:       approvals,
 		Owners:          owners,
 		ServiceAccounts: cfg.Services,
 		Logger:          log.Named("authz"),
@@ -380,6 +389,9 @@ func (s *Server) adminMux(reg *prometheus.Registry) http.Handler {
 		_ = json.NewEncoder(w).Encode(body)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if s.approvals != nil {
+		s.approvals.register(mux)
+	}
 	return mux
 }
 
@@ -416,6 +428,9 @@ func (s *Server) Run(ctx context.Context) error {
 	// checks may ask for the service they depend on.
 	for _, svc := range healthServices {
 		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+	}
+	if s.approvals != nil {
+		go s.approvals.watchExpiries(ctx, time.Second)
 	}
 	s.log.Info("serving", zap.String("grpc", s.grpcAddr), zap.String("grpc_unix", s.cfg.Listen.GRPCUnix),
 		zap.String("admin", s.adminAddr), zap.String("policy_revision", s.engine.Status().Revision))

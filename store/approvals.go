@@ -179,8 +179,9 @@ func (a Approval) live(now time.Time) bool {
 	return (a.State == ApprovalPending || a.State == ApprovalApproved) && now.Before(a.Expires)
 }
 
-// reported is a as listed at now.
-func (a Approval) reported(now time.Time) Approval {
+// Reported is a as listed at now: a pending request that lapsed is
+// ApprovalLapsed.
+func (a Approval) Reported(now time.Time) Approval {
 	if a.State == ApprovalPending && !now.Before(a.Expires) {
 		a.State = ApprovalLapsed
 	}

@@ -63,7 +63,7 @@ func (m *Memory) DecideApproval(_ context.Context, id, approver string, approve 
 	}
 	a, err := a.decide(approver, approve, now)
 	if err != nil {
-		return a.reported(now), err
+		return a.Reported(now), err
 	}
 	m.approvals[id] = a
 	m.feed.send(Change{Kind: KindApproval, Subject: a.Requester})
@@ -117,7 +117,7 @@ func (m *Memory) ListApprovals(_ context.Context, state string, now time.Time) (
 	defer m.mu.Unlock()
 	var out []Approval
 	for _, a := range m.approvals {
-		if a = a.reported(now); state == "" || a.State == state {
+		if a = a.Reported(now); state == "" || a.State == state {
 			out = append(out, a)
 		}
 	}

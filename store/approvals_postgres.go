@@ -93,7 +93,7 @@ func (p *Postgres) DecideApproval(ctx context.Context, id, approver string, appr
 			return nil, err
 		}
 		if a, err = a.decide(approver, approve, now); err != nil {
-			return nil, &errDecided{a.reported(now), err}
+			return nil, &errDecided{a.Reported(now), err}
 		}
 		if _, err := tx.Exec(ctx, `UPDATE phigate_approvals SET state = $2, approver = $3, decided = $4, expires = $5 WHERE id = $1`,
 			a.ID, a.State, a.Approver, a.Decided, a.Expires); err != nil {
@@ -187,7 +187,7 @@ func (p *Postgres) ListApprovals(ctx context.Context, state string, now time.Tim
 	}
 	out := all[:0]
 	for _, a := range all {
-		if a = a.reported(now); state == "" || a.State == state {
+		if a = a.Reported(now); state == "" || a.State == state {
 			out = append(out, a)
 		}
 	}

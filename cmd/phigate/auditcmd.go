@@ -63,6 +63,7 @@ func (k keyFlags) load() ([]byte, error) { return audit.LoadEncryptionKey(*k.fil
 // selection is the record filter shared by query and replay.
 type selection struct {
 	patient, user, since, until, outcome, decision, kind *string
+	approval                                             *string
 	breakGlass                                           *bool
 }
 
@@ -74,7 +75,8 @@ func addSelectionFlags(fs *flag.FlagSet) selection {
 		until:      fs.String("until", "", "only records before this time (RFC 3339, or a duration back from now)"),
 		outcome:    fs.String("outcome", "", "allow or deny (or an AuditEvent outcome code 0, 4, 8)"),
 		decision:   fs.String("decision", "", "only this decision id and its filtering record"),
-		kind:       fs.String("kind", "", "decision, filtering, notification (outcomes of break-glass notifications), quarantine (ranges moved aside at startup) or ingest (clinical event feed messages)"),
+		kind:       fs.String("kind", "", "decision, filtering, notification (outcomes of break-glass notifications), workflow (approval steps), quarantine (ranges moved aside at startup) or ingest (clinical event feed messages)"),
+		approval:   fs.String("approval", "", "only the records of this approval: its steps and the decisions taken under it"),
 		breakGlass: fs.Bool("break-glass", false, "only emergency-override (break-glass) decisions"),
 	}
 }
@@ -97,7 +99,7 @@ func patientFlag(v string) (string, error) {
 // because a denial is either outcome 4 (the caller's request failed) or 8
 // (phigate failed closed), and audit.Filter matches one code.
 func (s selection) filter(now time.Time) (f audit.Filter, deny bool, err error) {
-	f = audit.Filter{User: *s.user, DecisionID: *s.decision}
+	f = audit.Filter{User: *s.user, DecisionID: *s.decision, Approval: *s.approval}
 	if f.Patient, err = patientFlag(*s.patient); err != nil {
 		return f, false, err
 	}
@@ -122,10 +124,10 @@ func (s selection) filter(now time.Time) (f audit.Filter, deny bool, err error) 
 		return f, false, fmt.Errorf("--outcome: %q is not allow, deny, 0, 4 or 8", *s.outcome)
 	}
 	switch *s.kind {
-	case "", audit.KindDecision, audit.KindFiltering, audit.KindQuarantine, audit.KindIngest, audit.KindNotification, audit.KindConsole:
+	case "", audit.KindDecision, audit.KindFiltering, audit.KindQuarantine, audit.KindIngest, audit.KindNotification, audit.KindConsole, audit.KindWorkflow:
 		f.Kind = *s.kind
 	default:
-		return f, false, fmt.Errorf("--kind: %q is not %s, %s, %s, %s, %s or %s", *s.kind, audit.KindDecision, audit.KindFiltering, audit.KindNotification, audit.KindQuarantine, audit.KindIngest, audit.KindConsole)
+		return f, false, fmt.Errorf("--kind: %q is not %s, %s, %s, %s, %s, %s or %s", *s.kind, audit.KindDecision, audit.KindFiltering, audit.KindNotification, audit.KindWorkflow, audit.KindQuarantine, audit.KindIngest, audit.KindConsole)
 	}
 	if *s.breakGlass {
 		yes := true
