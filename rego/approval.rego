@@ -76,6 +76,14 @@ deny contains "approval.not_approved" if {
 	not approved
 }
 
+# released: an approved export's status poll or download, whose response
+# the decision asks no filtering of (see enforce in the authz module).
+released if {
+	required
+	followup
+	approved
+}
+
 # rules names the approval an allowed request ran under, for the trail.
 rules contains concat(":", ["approval", stage, input.approval.id]) if {
 	required

@@ -26,12 +26,6 @@ later := fx.wed_11_ny + fx.hour
 
 approved_kickoff := approval("kickoff", "approved", "admin-1", "po-1", later)
 
-# The library's export roles may poll and download under an approval.
-legacy_data := {
-	"admin": {"patient_access": "any", "permissions": {"legacy:export-status": ["non-fhir"], "legacy:export-file": ["non-fhir"]}},
-	"researcher": {"patient_access": "any", "permissions": {"legacy:export-status": ["non-fhir"], "legacy:export-file": ["non-fhir"]}},
-}
-
 # Without an approval the kick-off is refused with approval.required.
 test_kickoff_without_approval if {
 	d := decide(with_approval(fx.req(fx.admin_mfa, export), {"required": true, "stage": "kickoff", "state": "none"}))
@@ -100,22 +94,32 @@ test_post_kickoff_refused if {
 	decide(doc).reason == "approval.method_not_supported"
 }
 
-# A status poll and a download run under the started approval.
+# A status poll and a download run under the started approval: the
+# library's export roles hold the legacy:export-status and
+# legacy:export-file kinds.
 test_followups if {
 	a := approval("status", "approved", "admin-1", "po-1", later)
-	decide(with_approval(fx.req(fx.admin, status_poll), a)).allow with data.phigate.roles as legacy_data
+	decide(with_approval(fx.req(fx.admin, status_poll), a)).allow
 	f := object.union(a, {"stage": "file"})
-	decide(with_approval(fx.req(fx.admin, file_get), f)).allow with data.phigate.roles as legacy_data
+	decide(with_approval(fx.req(fx.admin, file_get), f)).allow
+}
+
+# Their responses are released unfiltered: the export was approved whole.
+test_followups_unfiltered if {
+	a := approval("file", "approved", "admin-1", "po-1", later)
+	d := decide(with_approval(fx.req(fx.admin, file_get), a))
+	d.enforce == {}
+	d.redact == []
 }
 
 # Without one, or past its end, or for another user: refused.
 test_followups_refused if {
 	none := {"required": true, "stage": "status", "state": "none"}
-	decide(with_approval(fx.req(fx.admin, status_poll), none)).reason == "approval.not_approved" with data.phigate.roles as legacy_data
+	decide(with_approval(fx.req(fx.admin, status_poll), none)).reason == "approval.not_approved"
 	old := approval("file", "approved", "admin-1", "po-1", fx.wed_11_ny - 1)
-	decide(with_approval(fx.req(fx.admin, file_get), old)).reason == "approval.not_approved" with data.phigate.roles as legacy_data
+	decide(with_approval(fx.req(fx.admin, file_get), old)).reason == "approval.not_approved"
 	theirs := approval("file", "approved", "researcher-1", "po-1", later)
-	decide(with_approval(fx.req(fx.admin, file_get), theirs)).reason == "approval.not_approved" with data.phigate.roles as legacy_data
+	decide(with_approval(fx.req(fx.admin, file_get), theirs)).reason == "approval.not_approved"
 }
 
 # An unknown stage refuses rather than passing.

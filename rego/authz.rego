@@ -229,6 +229,7 @@ default redact := []
 redact := minimum_necessary.redact if {
 	allow
 	not public
+	not approval.released
 }
 
 # The patients a response may carry. Named patients narrow it to exactly
@@ -272,6 +273,16 @@ enforce := {
 } if {
 	allow
 	not public
+	not approval.released
+}
+
+# The status manifest and the output files of an approved export are
+# released as the upstream wrote them: a second person approved the
+# export whole, and its NDJSON files are not a format the response side
+# filters (it would refuse them).
+enforce := {} if {
+	allow
+	approval.released
 }
 
 default any_patient := false

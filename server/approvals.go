@@ -84,26 +84,27 @@ func (a *approvalAdmin) caller(r *http.Request) (authz.Identity, bool) {
 
 // approver verifies the token and the approver role; it answers the
 // refusal itself.
-func (a *approvalAdmin) approver(w http.ResponseWriter, r *http.Request) (authz.Identity, bool) {
+func (a *approvalAdmin) approver(w http.ResponseWriter, r *http.Request) (authz.Identity, string) {
 	id, ok := a.caller(r)
-	if !ok {
+	code := ""
+	switch {
+	case !ok:
 		w.Header().Set("www-authenticate", `Bearer realm="phigate"`)
 		refuse(w, http.StatusUnauthorized, "unauthenticated")
-		return id, false
+		return id, "unauthenticated"
+	case !slices.Contains(id.Roles, a.cfg.ApproverRole):
+		code = "not_an_approver"
+	case !id.MFA:
+		code = "mfa_required"
+	default:
+		return id, ""
 	}
-	if !slices.Contains(id.Roles, a.cfg.ApproverRole) {
-		refuse(w, http.StatusForbidden, "not_an_approver")
-		return id, false
-	}
-	if !id.MFA {
-		refuse(w, http.StatusForbidden, "mfa_required")
-		return id, false
-	}
-	return id, true
+	refuse(w, http.StatusForbidden, code)
+	return id, code
 }
 
 func (a *approvalAdmin) list(w http.ResponseWriter, r *http.Request) {
-	if _, ok := a.approver(w, r); !ok {
+	if _, code := a.approver(w, r); code != "" {
 		return
 	}
 	state := r.URL.Query().Get("state")
@@ -151,11 +152,17 @@ func (a *approvalAdmin) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *approvalAdmin) decide(w http.ResponseWriter, r *http.Request, approve bool) {
-	who, ok := a.approver(w, r)
-	if !ok {
+	ref := r.PathValue("id")
+	who, code := a.approver(w, r)
+	if code != "" {
+		if who.Subject != "" {
+			// An authenticated user who may not decide tried to: the
+			// trail keeps the attempt.
+			_ = a.trail.RecordWorkflow(r.Context(), audit.WorkflowEvent{Action: audit.WorkflowRefused, ApprovalID: ref,
+				Actor: who.Subject, Reason: code})
+		}
 		return
 	}
-	ref := r.PathValue("id")
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	now := a.now()
@@ -175,7 +182,7 @@ func (a *approvalAdmin) decide(w http.ResponseWriter, r *http.Request, approve b
 		}
 	}
 	ap, err := a.st.DecideApproval(ctx, ref, who.Subject, approve, now)
-	code, status := "", http.StatusOK
+	status := http.StatusOK
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrSelfApproval):

@@ -23,6 +23,7 @@ type Legacy struct {
 type cannedResponse struct {
 	contentType, encoding, body string
 	header                      http.Header // more response headers, if any
+	status                      int         // 200 when zero
 }
 
 // SeenRequest is one request as the legacy service received it.
@@ -57,6 +58,9 @@ func StartLegacy(t *testing.T) *Legacy {
 			}
 			for k, vs := range canned.header {
 				w.Header()[k] = vs
+			}
+			if canned.status != 0 {
+				w.WriteHeader(canned.status)
 			}
 			_, _ = w.Write([]byte(canned.body))
 			return
@@ -105,4 +109,25 @@ func (l *Legacy) OverrideHeaders(path, contentType, body string, header http.Hea
 		l.overrides = map[string]cannedResponse{}
 	}
 	l.overrides[path] = cannedResponse{contentType: contentType, body: body, header: header}
+}
+
+// BulkExport makes the service answer a FHIR Bulk Data export at the
+// system level: the kick-off (GET /fhir/$export) is accepted with 202 and
+// a Content-Location of its status URL, /bulkstatus/job-1; the status URL
+// answers the complete manifest, whose one output file is
+// /bulkfiles/job-1-Patient.ndjson.
+func (l *Legacy) BulkExport() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.overrides == nil {
+		l.overrides = map[string]cannedResponse{}
+	}
+	base := "http://" + l.Addr
+	l.overrides["/fhir/$export"] = cannedResponse{contentType: "application/fhir+json", status: http.StatusAccepted,
+		header: http.Header{"Content-Location": {base + "/bulkstatus/job-1"}}}
+	l.overrides["/bulkstatus/job-1"] = cannedResponse{contentType: "application/json",
+		body: `{"transactionTime":"2026-12-04T08:00:00Z","request":"` + base + `/fhir/$export","requiresAccessToken":true,` +
+			`"output":[{"type":"Patient","url":"` + base + `/bulkfiles/job-1-Patient.ndjson"}],"error":[]}`}
+	l.overrides["/bulkfiles/job-1-Patient.ndjson"] = cannedResponse{contentType: "application/fhir+ndjson",
+		body: `{"resourceType":"Patient","id":"pat-0001"}` + "\n"}
 }
