@@ -46,6 +46,12 @@ func commands() map[string]cli.Command {
 		"store alerts":        {Summary: "list alerts raised on identities (bulk reads over a limit)", Run: cmdStoreAlerts},
 		"store resolve-alert": {Summary: "clear an alert (the identity may go on) or escalate it", Run: cmdStoreResolveAlert},
 		"store relationships": {Summary: "list a practitioner's care relationships in force", Run: cmdStoreRelationships},
+		"approvals list":      {Summary: "list requests waiting for a second person's approval (approver token)", Run: cmdApprovalsList},
+		"approvals approve":   {Summary: "approve a request by its reference (approver token; not your own)", Run: decideCmd("approvals approve", true)},
+		"approvals deny":      {Summary: "deny a request by its reference (approver token)", Run: decideCmd("approvals deny", false)},
+		"elevation request":   {Summary: "ask, with your own token, for a role for a time (just-in-time elevation)", Run: cmdElevationRequest},
+		"elevation approve":   {Summary: "grant a requested elevation (approver token; not your own)", Run: decideCmd("elevation approve", true)},
+		"elevation deny":      {Summary: "refuse a requested elevation (approver token)", Run: decideCmd("elevation deny", false)},
 	}
 }
 

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/phigate/phigate/demo/demokeys"
+	"github.com/phigate/phigate/internal/stacktest"
+	"github.com/phigate/phigate/server"
+)
+
+// TestApprovalCommands drives the workflow with the commands against a
+// running phigate: a user asks for an elevation, the list shows it to an
+// approver, the user cannot approve it, the approver can, and the token
+// is read from a file or the environment, never a flag.
+func TestApprovalCommands(t *testing.T) {
+	s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) {
+		c.Approvals = server.ApprovalsConfig{Operations: []string{"export"}, ApproverRole: "privacy-officer",
+			Elevation: server.ElevationConfig{Roles: []string{"physician"}}}
+	}})
+	dir := t.TempDir()
+	tokenFile := func(name string, spec demokeys.TokenSpec) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(s.Token(spec)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	nurse := tokenFile("nurse", demokeys.TokenSpec{Subject: "nurse-1", Roles: []string{"nurse"}})
+	officer := tokenFile("officer", demokeys.TokenSpec{Subject: "po-1", Roles: []string{"privacy-officer"}, AMR: []string{"pwd", "otp"}})
+	run := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := dispatch(t.Context(), args, &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	adminAddr := s.Phigate.AdminAddr()
+
+	code, out, errs := run("elevation", "request", "--admin", adminAddr, "--token-file", nurse,
+		"--role", "physician", "--reason", "covering ward 7", "--duration", "30m", "--json")
+	if code != 0 {
+		t.Fatalf("elevation request: %d %s", code, errs)
+	}
+	i := strings.Index(out, `"id": "`)
+	if i < 0 {
+		t.Fatalf("no id in %s", out)
+	}
+	id := out[i+7 : i+7+32]
+
+	if code, out, _ := run("approvals", "list", "--admin", adminAddr, "--token-file", officer); code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "pending") {
+		t.Fatalf("approvals list: %d\n%s", code, out)
+	}
+	if code, _, errs := run("approvals", "list", "--admin", adminAddr, "--token-file", nurse); code != 1 || !strings.Contains(errs, "not_an_approver") {
+		t.Fatalf("approvals list by a non-approver: %d %s", code, errs)
+	}
+	if code, _, errs := run("elevation", "approve", "--admin", adminAddr, "--token-file", nurse, id); code != 1 || !strings.Contains(errs, "not_an_approver") {
+		t.Fatalf("self-approval: %d %s", code, errs)
+	}
+	if code, _, errs := run("approvals", "approve", "--admin", adminAddr, id); code != 2 || !strings.Contains(errs, "no token") {
+		t.Fatalf("without a token: %d %s", code, errs)
+	}
+	t.Setenv("PHIGATE_TOKEN", strings.TrimSpace(readFile(t, officer)))
+	code, out, errs = run("elevation", "approve", "--admin", adminAddr, id)
+	if code != 0 || !strings.Contains(out, "approved") || !strings.Contains(out, "po-1") {
+		t.Fatalf("approve: %d %s %s", code, out, errs)
+	}
+	if code, _, errs := run("approvals", "deny", "--admin", adminAddr, id); code != 1 || !strings.Contains(errs, "not_pending") {
+		t.Fatalf("deny after approval: %d %s", code, errs)
+	}
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
