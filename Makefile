@@ -74,6 +74,15 @@ services:
 	    echo "missing:$$need (sudo apt-get install$$need, or set PHIGATE_TEST_POSTGRES / PHIGATE_TEST_REDIS)"; exit 1; \
 	  fi; \
 	fi
+	@# promtool (Debian's prometheus package) checks deploy/prometheus's alert rules.
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing promtool"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "promtool is missing: sudo apt-get install prometheus"; exit 1; \
+	  fi; \
+	fi
 
 # go.mod and go.sum say exactly what the code imports.
 tidy-check:
