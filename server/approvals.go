@@ -52,6 +52,62 @@ func (a *approvalAdmin) register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /approvals/{id}/approve", func(w http.ResponseWriter, r *http.Request) { a.decide(w, r, true) })
 	mux.HandleFunc("POST /approvals/{id}/deny", func(w http.ResponseWriter, r *http.Request) { a.decide(w, r, false) })
 	mux.HandleFunc("POST /elevations", a.requestElevation)
+	mux.HandleFunc("GET /reviews", a.reviews)
+	mux.HandleFunc("POST /reviews", a.markReviewed)
+}
+
+// reviewRequest is the body of POST /reviews: a break-glass access (its
+// decision id) a reviewer has looked at.
+type reviewRequest struct {
+	DecisionID string `json:"decision_id"`
+	Note       string `json:"note"`
+}
+
+func (a *approvalAdmin) reviews(w http.ResponseWriter, r *http.Request) {
+	if _, code := a.approver(w, r); code != "" {
+		return
+	}
+	rs, err := a.st.Reviews(r.Context())
+	if err != nil {
+		refuse(w, http.StatusServiceUnavailable, "store_unavailable")
+		return
+	}
+	if rs == nil {
+		rs = []store.Review{}
+	}
+	writeJSON(w, http.StatusOK, rs)
+}
+
+func (a *approvalAdmin) markReviewed(w http.ResponseWriter, r *http.Request) {
+	who, code := a.approver(w, r)
+	if code != "" {
+		return
+	}
+	var req reviewRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 8<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		refuse(w, http.StatusBadRequest, "malformed_body")
+		return
+	}
+	rv := store.Review{DecisionID: req.DecisionID, Reviewer: who.Subject, Note: req.Note, At: a.now()}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	// Recorded first: a review the trail does not show did not happen.
+	if err := a.trail.RecordWorkflow(ctx, audit.WorkflowEvent{Action: audit.WorkflowReviewed, Actor: who.Subject,
+		DecisionID: req.DecisionID}); err != nil {
+		refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
+		return
+	}
+	switch err := a.st.MarkReviewed(ctx, rv); {
+	case errors.Is(err, store.ErrInvalid):
+		refuse(w, http.StatusBadRequest, "invalid")
+		return
+	case err != nil:
+		refuse(w, http.StatusServiceUnavailable, "store_unavailable")
+		return
+	}
+	writeJSON(w, http.StatusOK, rv)
 }
 
 // apiError is every refusal's body: a fixed code, never request data.

@@ -107,3 +107,15 @@ func (c *ApprovalClient) RequestElevation(ctx context.Context, role, reason stri
 	var out store.Approval
 	return out, c.do(ctx, "POST", "/elevations", elevationRequest{Role: role, Reason: reason, Duration: d.String()}, &out)
 }
+
+// Reviews lists the break-glass reviews in the store.
+func (c *ApprovalClient) Reviews(ctx context.Context) ([]store.Review, error) {
+	var out []store.Review
+	return out, c.do(ctx, "GET", "/reviews", nil, &out)
+}
+
+// MarkReviewed records that the caller reviewed the decision.
+func (c *ApprovalClient) MarkReviewed(ctx context.Context, decisionID, note string) (store.Review, error) {
+	var out store.Review
+	return out, c.do(ctx, "POST", "/reviews", reviewRequest{DecisionID: decisionID, Note: note}, &out)
+}

@@ -26,9 +26,9 @@ type workflowFlags struct {
 	json                       *bool
 }
 
-func addWorkflowFlags(fs *flag.FlagSet) workflowFlags {
+func addWorkflowFlags(fs *flag.FlagSet, admin string) workflowFlags {
 	return workflowFlags{
-		admin:     fs.String("admin", "127.0.0.1:9902", "the phigate admin listener (listen.admin), host:port or URL"),
+		admin:     fs.String("admin", admin, "the phigate admin listener (listen.admin), host:port or URL"),
 		tokenFile: fs.String("token-file", "", "file holding your bearer token"),
 		tokenEnv:  fs.String("token-env", "", "environment variable holding it (default PHIGATE_TOKEN)"),
 		json:      fs.Bool("json", false, "print JSON"),
@@ -87,7 +87,7 @@ func dash(s string) string {
 // cmdApprovalsList lists requests for an approver.
 func cmdApprovalsList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flags("approvals list", stderr)
-	wf := addWorkflowFlags(fs)
+	wf := addWorkflowFlags(fs, "127.0.0.1:9902")
 	state := fs.String("state", "pending", "pending, approved, denied, lapsed, or all")
 	if code, ok := parse(fs, args); !ok {
 		return code
@@ -113,7 +113,7 @@ func cmdApprovalsList(ctx context.Context, args []string, stdout, stderr io.Writ
 func decideCmd(name string, approve bool) func(context.Context, []string, io.Writer, io.Writer) int {
 	return func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs := flags(name, stderr)
-		wf := addWorkflowFlags(fs)
+		wf := addWorkflowFlags(fs, "127.0.0.1:9902")
 		if code, ok := parse(fs, args); !ok {
 			return code
 		}
@@ -139,7 +139,7 @@ func decideCmd(name string, approve bool) func(context.Context, []string, io.Wri
 // cmdElevationRequest asks, with the caller's own token, for a role.
 func cmdElevationRequest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flags("elevation request", stderr)
-	wf := addWorkflowFlags(fs)
+	wf := addWorkflowFlags(fs, "127.0.0.1:9902")
 	role := fs.String("role", "", "the role asked for (one of approvals.elevation.roles)")
 	reason := fs.String("reason", "", "why it is needed (kept in the store, never logged)")
 	d := fs.Duration("duration", time.Hour, "for how long, once granted")

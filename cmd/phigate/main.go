@@ -31,6 +31,8 @@ func commands() map[string]cli.Command {
 		"audit verify":        {Summary: "verify the audit trail's hash chain and signed checkpoints", Run: cmdAuditVerify},
 		"audit query":         {Summary: "list audit records (who accessed a patient, denials, break-glass)", Run: cmdAuditQuery},
 		"audit replay":        {Summary: "re-evaluate recorded decisions under another policy, list changes", Run: cmdAuditReplay},
+		"audit review":        {Summary: "entitlement review: unused identities and scopes, unexercised roles, unreviewed break-glass, a seeded sample of reads", Run: cmdAuditReview},
+		"audit mark-reviewed": {Summary: "record that a break-glass access was reviewed (approver token, through the admin listener)", Run: cmdAuditMarkReviewed},
 		"audit probe":         {Summary: "measure what a durable audit append costs on a directory's disk", Run: cmdAuditProbe},
 		"audit keygen":        {Summary: "create the audit checkpoint signing key and print its public key for pinning", Run: cmdAuditKeygen},
 		"audit pubkey":        {Summary: "print the audit signing key's public key (PEM or JWK Set) for verify --trusted-keys", Run: cmdAuditPubkey},
