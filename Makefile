@@ -117,7 +117,8 @@ FUZZ_TARGETS ?= ./authz:FuzzParse:200000x ./audit:FuzzParseFrames:150000x ./audi
 	./filters:FuzzRedactJSON:150000x ./filters:FuzzRedactHL7:400000x ./rego:FuzzDecision:10000x \
 	./internal/jsonstr:FuzzAppend:30000x ./plan:FuzzDecodeMetadata:50000x ./envoy:FuzzCheckBoundary:50000x \
 	./envoy:FuzzOPAEnvoyInput:20000x ./ingest:FuzzParseHL7:100000x ./policy/decisionlog:FuzzEventCarriesNoIdentifier:50000x \
-	./audit:FuzzCentralRecord:20000x
+	./audit:FuzzCentralRecord:20000x \
+	./authz:FuzzApprovalScope:50000x
 
 fuzz:
 	@set -e; for spec in $(FUZZ_TARGETS); do \
