@@ -392,5 +392,5 @@ func newApprovals(c ApprovalsConfig, st store.Store, r *store.Reader, v authz.Ve
 		return authz.Approvals{}, nil, err
 	}
 	adm := &approvalAdmin{cfg: c, st: as, verifier: v, trail: trail, log: log, now: time.Now, expired: map[string]bool{}}
-	return c.rules(src), adm, nil
+	return c.Rules(src), adm, nil
 }

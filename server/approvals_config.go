@@ -54,8 +54,10 @@ func (c *ApprovalsConfig) Enabled() bool {
 	return len(c.Operations)+len(c.Kinds)+len(c.StatusKinds)+len(c.FileKinds)+len(c.Elevation.Roles) > 0
 }
 
-// rules is what the authorizer is given.
-func (c *ApprovalsConfig) rules(src authz.ApprovalSource) authz.Approvals {
+// Rules is what the authorizer is given; a nil src refuses every request
+// that needs an approval (as phigate policy eval, which reads no store,
+// shows).
+func (c *ApprovalsConfig) Rules(src authz.ApprovalSource) authz.Approvals {
 	return authz.Approvals{Operations: c.Operations, Kinds: c.Kinds, StatusKinds: c.StatusKinds, FileKinds: c.FileKinds, Source: src}
 }
 

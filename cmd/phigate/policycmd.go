@@ -191,7 +191,7 @@ func cmdPolicyEval(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "phigate:", err)
 		return 1
 	}
-	az := authz.NewAuthorizer(authz.Options{Verifier: verifier, Parser: parser, Evaluator: eval})
+	az := authz.NewAuthorizer(authz.Options{Verifier: verifier, Parser: parser, Evaluator: eval, Approvals: cfg.Approvals.Rules(nil)})
 	req, d, err := az.Authorize(ctx, &authz.CheckInput{ID: "eval", Method: method, Path: path, Headers: headers})
 	out := struct {
 		Input    *authz.Request `json:"input"`
