@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,11 +38,6 @@ type approvalAdmin struct {
 	trail    *audit.Log
 	log      *zap.Logger
 	now      func() time.Time
-
-	// expired holds the elevations already recorded as ended, by
-	// approval id, so each end is recorded once per replica.
-	mu      sync.Mutex
-	expired map[string]bool
 }
 
 func (a *approvalAdmin) register(mux *http.ServeMux) {
@@ -335,11 +329,12 @@ func (a *approvalAdmin) requestElevation(w http.ResponseWriter, r *http.Request)
 	writeJSON(w, status, ap)
 }
 
-// watchExpiries records, once per replica, each granted elevation that
-// ends, so the trail shows the end as well as the grant. It runs until
-// ctx ends.
+// watchExpiries records each granted elevation that ends, so the trail
+// shows the end as well as the grant: every tick asks for those that
+// ended since the last, so each end is recorded once by every replica
+// running when it happens. It runs until ctx ends.
 func (a *approvalAdmin) watchExpiries(ctx context.Context, every time.Duration) {
-	started := a.now()
+	from := a.now()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -348,31 +343,20 @@ func (a *approvalAdmin) watchExpiries(ctx context.Context, every time.Duration) 
 			return
 		case <-t.C:
 		}
-		now := a.now()
+		to := a.now()
 		lctx, cancel := context.WithTimeout(ctx, every)
-		as, err := a.st.ListApprovals(lctx, store.ApprovalApproved, now)
+		as, err := a.st.EndedBetween(lctx, store.ApprovalElevation, from, to)
 		cancel()
 		if err != nil {
-			continue
+			continue // the same window is asked again on the next tick
 		}
 		for _, ap := range as {
-			if ap.Kind != store.ApprovalElevation || now.Before(ap.Expires) || ap.Expires.Before(started) {
-				continue
-			}
-			a.mu.Lock()
-			seen := a.expired[ap.ID]
-			a.expired[ap.ID] = true
-			a.mu.Unlock()
-			if seen {
-				continue
-			}
 			if err := a.trail.RecordWorkflow(ctx, audit.WorkflowEvent{Action: audit.WorkflowExpired, ApprovalID: ap.ID,
 				Kind: ap.Kind, Requester: ap.Requester, Role: ap.Scope, Expires: ap.Expires}); err != nil {
-				a.mu.Lock()
-				delete(a.expired, ap.ID)
-				a.mu.Unlock()
+				a.log.Error("audit append of an elevation's end failed", zap.String("approval_id", ap.ID), zap.Error(err))
 			}
 		}
+		from = to
 	}
 }
 
@@ -391,6 +375,6 @@ func newApprovals(c ApprovalsConfig, st store.Store, r *store.Reader, v authz.Ve
 	if err != nil {
 		return authz.Approvals{}, nil, err
 	}
-	adm := &approvalAdmin{cfg: c, st: as, verifier: v, trail: trail, log: log, now: time.Now, expired: map[string]bool{}}
+	adm := &approvalAdmin{cfg: c, st: as, verifier: v, trail: trail, log: log, now: time.Now}
 	return c.Rules(src), adm, nil
 }

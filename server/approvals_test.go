@@ -63,7 +63,7 @@ func newAdminFixture(t *testing.T) *adminFixture {
 		"weak":    {Subject: "po-2", Roles: []string{"privacy-officer"}},
 		"svc":     {Subject: "spiffe://x", Roles: []string{"privacy-officer"}, MFA: true, Service: true},
 	}
-	adm := &approvalAdmin{cfg: c, st: st, verifier: v, trail: trail, log: zap.NewNop(), now: time.Now, expired: map[string]bool{}}
+	adm := &approvalAdmin{cfg: c, st: st, verifier: v, trail: trail, log: zap.NewNop(), now: time.Now}
 	mux := http.NewServeMux()
 	adm.register(mux)
 	return &adminFixture{t: t, mux: mux, st: st, trail: trail, dir: cfg.Dir}

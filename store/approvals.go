@@ -37,6 +37,9 @@ type ApprovalStore interface {
 	// ApprovedFor lists the requester's approved requests of kind
 	// unexpired at now, newest approval first.
 	ApprovedFor(ctx context.Context, kind, requester string, now time.Time) ([]Approval, error)
+	// EndedBetween lists the approved requests of kind whose approval
+	// ended in [from, to), oldest end first.
+	EndedBetween(ctx context.Context, kind string, from, to time.Time) ([]Approval, error)
 
 	// MarkReviewed records that a reviewer looked at an audited decision
 	// (a break-glass access); marking it again replaces the review.

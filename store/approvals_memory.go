@@ -139,6 +139,20 @@ func (m *Memory) ApprovedFor(_ context.Context, kind, requester string, now time
 	return out, nil
 }
 
+// EndedBetween implements ApprovalStore.
+func (m *Memory) EndedBetween(_ context.Context, kind string, from, to time.Time) ([]Approval, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Approval
+	for _, a := range m.approvals {
+		if a.Kind == kind && a.State == ApprovalApproved && !a.Expires.Before(from) && a.Expires.Before(to) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, func(a, b Approval) int { return cmp.Or(a.Expires.Compare(b.Expires), cmp.Compare(a.ID, b.ID)) })
+	return out, nil
+}
+
 // MarkReviewed implements ApprovalStore.
 func (m *Memory) MarkReviewed(_ context.Context, r Review) error {
 	if err := r.validate(); err != nil {

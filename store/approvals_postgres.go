@@ -201,6 +201,13 @@ func (p *Postgres) ApprovedFor(ctx context.Context, kind, requester string, now 
 		kind, requester, now.UTC()))
 }
 
+// EndedBetween implements ApprovalStore.
+func (p *Postgres) EndedBetween(ctx context.Context, kind string, from, to time.Time) ([]Approval, error) {
+	return collectApprovals(p.pool.Query(ctx, `SELECT `+approvalColumns+` FROM phigate_approvals
+		WHERE kind = $1 AND state = 'approved' AND expires >= $2 AND expires < $3 ORDER BY expires, id`,
+		kind, from.UTC(), to.UTC()))
+}
+
 // MarkReviewed implements ApprovalStore.
 func (p *Postgres) MarkReviewed(ctx context.Context, r Review) error {
 	if err := r.validate(); err != nil {

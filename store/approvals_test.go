@@ -140,6 +140,18 @@ func testElevationApproval(t *testing.T, s Store) {
 	if es, _ := s.Elevations(ctx, "nurse-1", at.Add(30*time.Minute)); len(es) != 0 {
 		t.Fatalf("the elevation outlived its duration: %+v", es)
 	}
+	end := at.Add(30 * time.Minute)
+	if got, _ := as.EndedBetween(ctx, ApprovalElevation, at, end); len(got) != 0 {
+		t.Fatalf("ended before its end: %+v", got)
+	}
+	got, err := as.EndedBetween(ctx, ApprovalElevation, end, end.Add(time.Second))
+	must(t, err)
+	if len(got) != 1 || got[0].ID != a.ID {
+		t.Fatalf("ended in [end, end+1s): %+v, want %s", got, a.ID)
+	}
+	if got, _ := as.EndedBetween(ctx, ApprovalOperation, end, end.Add(time.Second)); len(got) != 0 {
+		t.Fatalf("an elevation listed as an operation: %+v", got)
+	}
 }
 
 func drain(s Store) {

@@ -20,6 +20,7 @@ CREATE TABLE phigate_approvals (
 );
 
 CREATE INDEX phigate_approvals_requester ON phigate_approvals (requester, kind, state);
+CREATE INDEX phigate_approvals_ends ON phigate_approvals (kind, expires) WHERE state = 'approved';
 
 CREATE TABLE phigate_reviews (
     decision_id text        PRIMARY KEY,
