@@ -128,3 +128,61 @@ func TestAuditReviewCommand(t *testing.T) {
 		t.Fatalf("--unused-days 0: %d %s", code, errs)
 	}
 }
+
+// TestConfigCheckApprovals: config check reports every bad field of the
+// approvals section by its YAML name, and accepts a good one.
+func TestConfigCheckApprovals(t *testing.T) {
+	dir, good := stacktest.ValidConfig(t)
+	write := func(extra string) string {
+		p := filepath.Join(dir, "phigate.yaml")
+		if err := os.WriteFile(p, []byte(good+extra), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ok := `request:
+  legacy_routes:
+    - {method: GET, pattern: "/bulkstatus/{job}", kind: export-status}
+approvals:
+  operations: [export]
+  status_kinds: [export-status]
+  approver_role: privacy-officer
+  ttl: 1h
+  elevation:
+    roles: [physician]
+`
+	var out, errb bytes.Buffer
+	if code := dispatch(t.Context(), []string{"config", "check", write(ok)}, &out, &errb); code != 0 {
+		t.Fatalf("a good approvals section: %d %s", code, errb.String())
+	}
+	// The example in docs/approvals.md is a configuration that checks.
+	doc, err := os.ReadFile("../../docs/approvals.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, _ := strings.Cut(string(doc), "```yaml\n")
+	block, _, _ = strings.Cut(block, "```")
+	if !strings.Contains(block, "approvals:") {
+		t.Fatalf("no approvals example in docs/approvals.md")
+	}
+	if code := dispatch(t.Context(), []string{"config", "check", write(block)}, &out, &errb); code != 0 {
+		t.Fatalf("the example in docs/approvals.md: %d %s", code, errb.String())
+	}
+	bad := `approvals:
+  operations: [$export]
+  file_kinds: [export-file]
+  ttl: 720h
+  elevation:
+    roles: [privacy-officer]
+`
+	out.Reset()
+	errb.Reset()
+	if code := dispatch(t.Context(), []string{"config", "check", write(bad)}, &out, &errb); code != 1 {
+		t.Fatalf("a bad approvals section: exit %d", code)
+	}
+	for _, want := range []string{"approvals.operations", "approvals.file_kinds", "approvals.ttl", "approvals.approver_role"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("config check does not name %s:\n%s", want, errb.String())
+		}
+	}
+}
