@@ -15,9 +15,10 @@ import (
 
 // The alert rules are held three ways. The Prometheus rule library
 // (github.com/prometheus/prometheus/model/rulefmt) would pull the whole
-// Prometheus module into go.mod (go mod graph grows from 842 to 1158
-// edges and golang.org/x/crypto, x/net, genproto and go-openapi move to
-// newer versions), so the file is instead checked by promtool, Prometheus'
+// Prometheus module into go.mod (go mod graph grows from 863 to 1176
+// edges, eleven more modules are required, and golang.org/x/crypto,
+// x/net, genproto, prometheus/common and go-openapi move to newer
+// versions), so the file is instead checked by promtool, Prometheus'
 // own checker (Debian's prometheus package; make services installs it),
 // which parses every expression; by a strict decode into the rule file's
 // shape here, which refuses unknown keys; and by the metric names, each
