@@ -19,6 +19,9 @@ type Counters interface {
 	Touch(ctx context.Context, key string, members []string, window time.Duration) (distinct, added int, err error)
 	// Forget empties the window named key.
 	Forget(ctx context.Context, key string) error
+	// Add adds n to the amounts recorded under key for window and returns
+	// their sum within the window.
+	Add(ctx context.Context, key string, n int, window time.Duration) (sum int, err error)
 	Close() error
 }
 
@@ -27,8 +30,14 @@ type Memory struct {
 	mu      sync.Mutex
 	buckets map[string]*bucket
 	windows map[string]map[string]time.Time
+	amounts map[string][]amount
 	now     func() time.Time
 	swept   time.Time
+}
+
+type amount struct {
+	at time.Time
+	n  int
 }
 
 type bucket struct {
@@ -40,7 +49,8 @@ type bucket struct {
 
 // NewMemory returns empty counters.
 func NewMemory() *Memory {
-	return &Memory{buckets: map[string]*bucket{}, windows: map[string]map[string]time.Time{}, now: time.Now}
+	return &Memory{buckets: map[string]*bucket{}, windows: map[string]map[string]time.Time{},
+		amounts: map[string][]amount{}, now: time.Now}
 }
 
 // Take implements Counters.
@@ -90,11 +100,32 @@ func (m *Memory) Touch(_ context.Context, key string, members []string, window t
 	return len(w), added, nil
 }
 
+// Add implements Counters.
+func (m *Memory) Add(_ context.Context, key string, n int, window time.Duration) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.sweep(now)
+	as := m.amounts[key]
+	i := 0
+	for i < len(as) && now.Sub(as[i].at) > window {
+		i++
+	}
+	as = append(as[i:], amount{now, n})
+	m.amounts[key] = as
+	sum := 0
+	for _, a := range as {
+		sum += a.n
+	}
+	return sum, nil
+}
+
 // Forget implements Counters.
 func (m *Memory) Forget(_ context.Context, key string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.windows, key)
+	delete(m.amounts, key)
 	return nil
 }
 
@@ -108,6 +139,11 @@ func (m *Memory) sweep(now time.Time) {
 	for k, b := range m.buckets {
 		if b.rate > 0 && now.Sub(b.at).Seconds()*b.rate >= float64(b.burst) {
 			delete(m.buckets, k)
+		}
+	}
+	for k, as := range m.amounts {
+		if len(as) == 0 || now.Sub(as[len(as)-1].at) > time.Hour {
+			delete(m.amounts, k)
 		}
 	}
 	for k, w := range m.windows {

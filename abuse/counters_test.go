@@ -32,6 +32,7 @@ func TestCountersContract(t *testing.T) {
 			t.Run("bucket", func(t *testing.T) { testBucket(t, open(t)) })
 			t.Run("window", func(t *testing.T) { testWindow(t, open(t)) })
 			t.Run("concurrent takes", func(t *testing.T) { testConcurrentTakes(t, open(t)) })
+			t.Run("amounts", func(t *testing.T) { testAmounts(t, open(t)) })
 		})
 	}
 }
@@ -117,5 +118,31 @@ func testConcurrentTakes(t *testing.T, c Counters) {
 	wg.Wait()
 	if granted != 50 {
 		t.Fatalf("%d tokens granted from a burst of 50", granted)
+	}
+}
+
+func testAmounts(t *testing.T, c Counters) {
+	ctx := t.Context()
+	for i, want := range []int{3, 3, 10, 10} {
+		n := []int{3, 0, 7, 0}[i]
+		if sum, err := c.Add(ctx, "a1", n, time.Minute); err != nil || sum != want {
+			t.Fatalf("add %d: sum %d %v, want %d", n, sum, err, want)
+		}
+	}
+	if sum, _ := c.Add(ctx, "a2", 1, time.Minute); sum != 1 {
+		t.Fatalf("another key: %d", sum)
+	}
+	if err := c.Forget(ctx, "a1"); err != nil {
+		t.Fatal(err)
+	}
+	if sum, _ := c.Add(ctx, "a1", 2, time.Minute); sum != 2 {
+		t.Fatalf("after Forget: %d", sum)
+	}
+	if sum, _ := c.Add(ctx, "a3", 5, 200*time.Millisecond); sum != 5 {
+		t.Fatal(sum)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if sum, _ := c.Add(ctx, "a3", 1, 200*time.Millisecond); sum != 1 {
+		t.Fatalf("after the window: %d, want 1", sum)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/phigate/phigate/authz"
+	"github.com/phigate/phigate/plan"
 )
 
 // AlertSink keeps an alert raised on a subject until a person clears it.
@@ -50,6 +51,11 @@ const LimitObligation = "limit"
 // requests name within the window.
 const KindDistinctPatients = "distinct_patients"
 
+// KindReleasedResources counts the resources responses release to an
+// identity within the window (search results, export files), on the
+// response side.
+const KindReleasedResources = plan.KindReleasedResources
+
 // NewGuard watches with counters. memberKey keys patient ids before they
 // are counted (nil counts them as they are, for counters in this
 // process). reg may be nil.
@@ -75,6 +81,7 @@ func NewGuard(counters Counters, buckets []BucketConfig, memberKey []byte, alert
 		g.throttled.WithLabelValues(b.Name)
 	}
 	g.raised.WithLabelValues("bulk_read." + KindDistinctPatients)
+	g.raised.WithLabelValues("bulk_read." + KindReleasedResources)
 	if reg != nil {
 		reg.MustRegister(g.throttled, g.raised, g.failures)
 	}
@@ -172,8 +179,8 @@ func (g *Guard) Watch(ctx context.Context, req *authz.Request, d *authz.Decision
 			g.log.Error("a limit obligation cannot be applied; refusing", zap.Error(err), zap.String("decision_id", d.ID))
 			return nil, err
 		}
-		if req.Identity.Subject == "" || len(patients) == 0 {
-			continue
+		if lim.kind != KindDistinctPatients || req.Identity.Subject == "" || len(patients) == 0 {
+			continue // released resources are counted where the response is
 		}
 		members := make([]string, len(patients))
 		for i, p := range patients {
@@ -216,6 +223,53 @@ func (g *Guard) Cleared(ctx context.Context, subject string) {
 	}
 }
 
+// ResponseLimits are the limit obligations of d that the response side
+// counts, in the plan's form; an obligation that cannot be applied is an
+// error (Watch refuses the request for it before this is asked).
+func ResponseLimits(d *authz.Decision) ([]plan.Limit, error) {
+	var out []plan.Limit
+	for _, o := range d.Obligations {
+		if o.Type != LimitObligation {
+			continue
+		}
+		l, err := parseLimit(o.Params)
+		if err != nil {
+			return nil, err
+		}
+		if l.kind == KindReleasedResources {
+			out = append(out, plan.Limit{Kind: l.kind, Max: l.max, WindowS: int(l.window / time.Second)})
+		}
+	}
+	return out, nil
+}
+
+// Released counts n resources released to subject against each limit;
+// the response that goes over one raises an alert and is refused (true).
+func (g *Guard) Released(ctx context.Context, subject string, limits []plan.Limit, n int, at time.Time) (bool, error) {
+	for _, l := range limits {
+		tctx, cancel := context.WithTimeout(ctx, opTimeout)
+		sum, err := g.counters.Add(tctx, "limit:"+l.Kind+":"+subject, n, time.Duration(l.WindowS)*time.Second)
+		cancel()
+		if err != nil {
+			g.failures.Inc()
+			return false, err
+		}
+		if sum <= l.Max {
+			continue
+		}
+		kind := "bulk_read." + l.Kind
+		g.raised.WithLabelValues(kind).Inc()
+		if g.alerts != nil {
+			if err := g.alerts.RaiseAlert(ctx, subject, kind, at); err != nil {
+				g.log.Error("alert not kept", zap.String("kind", kind), zap.Error(err))
+				return false, err
+			}
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
 type limit struct {
 	kind   string
 	max    int
@@ -224,8 +278,8 @@ type limit struct {
 
 func parseLimit(p map[string]string) (limit, error) {
 	l := limit{kind: p["kind"]}
-	if l.kind != KindDistinctPatients {
-		return l, fmt.Errorf("limit obligation: kind %q is not %s", l.kind, KindDistinctPatients)
+	if l.kind != KindDistinctPatients && l.kind != KindReleasedResources {
+		return l, fmt.Errorf("limit obligation: kind %q is not %s or %s", l.kind, KindDistinctPatients, KindReleasedResources)
 	}
 	n, err := strconv.Atoi(p["max"])
 	if err != nil || n < 1 {

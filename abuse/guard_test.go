@@ -11,6 +11,7 @@ import (
 
 	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/internal/redistest"
+	"github.com/phigate/phigate/plan"
 )
 
 type raised struct{ subject, kind string }
@@ -150,5 +151,37 @@ func TestRedisHoldsNoPatientID(t *testing.T) {
 	}
 	if strings.Contains(members[0], "4711") || strings.Contains(keys[0], "4711") {
 		t.Fatalf("the patient id is in Redis: key %q member %q", keys[0], members[0])
+	}
+}
+
+func TestReleasedResources(t *testing.T) {
+	s := &sink{}
+	g := NewGuard(NewMemory(), nil, nil, s, nil, nil)
+	d := &authz.Decision{Allow: true, Obligations: []authz.Obligation{
+		{Type: LimitObligation, Params: map[string]string{"kind": KindDistinctPatients, "max": "100", "window": "1m"}},
+		{Type: LimitObligation, Params: map[string]string{"kind": KindReleasedResources, "max": "10", "window": "2m"}},
+	}}
+	lims, err := ResponseLimits(d)
+	if err != nil || len(lims) != 1 || lims[0] != (plan.Limit{Kind: plan.KindReleasedResources, Max: 10, WindowS: 120}) {
+		t.Fatalf("limits %+v %v", lims, err)
+	}
+	// The request side leaves released resources to the response side.
+	if r, err := g.Watch(t.Context(), reqFor("u1", authz.InteractionSearchType, "p1"), d, []string{"p1"}); r != nil || err != nil {
+		t.Fatalf("Watch: %+v %v", r, err)
+	}
+	for _, n := range []int{4, 6} {
+		if over, err := g.Released(t.Context(), "u1", lims, n, time.Now()); over || err != nil {
+			t.Fatalf("%d released: over %v %v", n, over, err)
+		}
+	}
+	if over, _ := g.Released(t.Context(), "u1", lims, 1, time.Now()); !over {
+		t.Fatal("the eleventh resource in the window was released")
+	}
+	if len(s.got) != 1 || s.got[0] != (raised{"u1", "bulk_read.released_resources"}) {
+		t.Fatalf("alerts %+v", s.got)
+	}
+	if _, err := ResponseLimits(&authz.Decision{Obligations: []authz.Obligation{{Type: LimitObligation,
+		Params: map[string]string{"kind": KindReleasedResources, "max": "x", "window": "1m"}}}}); err == nil {
+		t.Fatal("a limit that cannot be applied was carried")
 	}
 }

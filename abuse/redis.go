@@ -2,6 +2,8 @@ package abuse
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -58,6 +60,22 @@ redis.call('PEXPIRE', KEYS[1], window + 1000)
 return {redis.call('ZCARD', KEYS[1]), added}
 `)
 
+// add records n under a member unique to this call, scored with the
+// server's time, drops what is older than the window, and returns the sum.
+var add = redis.NewScript(`
+local window = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZADD', KEYS[1], now, t[1] .. t[2] .. ':' .. ARGV[3] .. ':' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], window + 1000)
+local sum = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  sum = sum + tonumber(string.match(m, ':(%d+)$'))
+end
+return sum
+`)
+
 // Take implements Counters.
 func (r *Redis) Take(ctx context.Context, key string, rate float64, burst int) (bool, time.Duration, error) {
 	v, err := take.Run(ctx, r.c, []string{r.prefix + "bucket:" + key}, rate, burst).Int64Slice()
@@ -87,9 +105,24 @@ func (r *Redis) Touch(ctx context.Context, key string, members []string, window 
 	return int(v[0]), int(v[1]), nil
 }
 
+// Add implements Counters.
+func (r *Redis) Add(ctx context.Context, key string, n int, window time.Duration) (int, error) {
+	sum, err := add.Run(ctx, r.c, []string{r.prefix + "amounts:" + key}, window.Milliseconds(), n, randomTag()).Int()
+	if err != nil {
+		return 0, fmt.Errorf("abuse: redis: %w", err)
+	}
+	return sum, nil
+}
+
+func randomTag() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // Forget implements Counters.
 func (r *Redis) Forget(ctx context.Context, key string) error {
-	if err := r.c.Del(ctx, r.prefix+"window:"+key).Err(); err != nil {
+	if err := r.c.Del(ctx, r.prefix+"window:"+key, r.prefix+"amounts:"+key).Err(); err != nil {
 		return fmt.Errorf("abuse: redis: %w", err)
 	}
 	return nil

@@ -51,6 +51,8 @@ type AuthServer struct {
 	// planVersion is the plan metadata version written (plan.Version
 	// unless WithPlanMetadataVersion says otherwise).
 	planVersion int
+	// limits reads the usage limits the response side counts.
+	limits func(*authz.Decision) ([]plan.Limit, error)
 }
 
 type checkMetrics struct {
@@ -91,7 +93,7 @@ func NewAuthServer(a Authorizer, log *zap.Logger, reg prometheus.Registerer, opt
 		strip = append(strip, "authorization")
 	}
 	return &AuthServer{authz: a, marker: o.marker, log: log, metrics: m, strip: strip,
-		opaEnvoy: o.opaEnvoy, skipBody: o.opaEnvoySkipBody, planVersion: o.planVersion}, nil
+		opaEnvoy: o.opaEnvoy, skipBody: o.opaEnvoySkipBody, planVersion: o.planVersion, limits: o.limits}, nil
 }
 
 // Check answers one ext_authz request. Every outcome, including internal
@@ -332,6 +334,15 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 			// recorded, so an empty one travels without them.
 			p.User = plan.User{Subject: r.Identity.Subject, Issuer: r.Identity.Issuer, FHIRUser: r.Identity.FHIRUser}
 			p.Patients = plan.SortedPatients(r.FHIR.Patients, d.Audit.Patients)
+			if s.limits != nil && p.User.Subject != "" {
+				lim, err := s.limits(d)
+				if err != nil {
+					s.log.Error("a usage limit cannot be carried; refusing", zap.Error(err))
+					d.Allow, d.Status = false, 503
+					return s.response(r, d)
+				}
+				p.Limits = lim
+			}
 		}
 	}
 	raw, err := p.Encode()

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -80,6 +81,11 @@ const (
 	// for this plan, this request and this key, or the plan it vouches
 	// for cannot be read (no version, another version, not a plan).
 	RefusedMarkerInvalid = "plan_marker_invalid"
+	// RefusedUsageLimit (403): the response would take its user over a
+	// limit on the resources released to them; an alert is raised.
+	RefusedUsageLimit = "usage_limit"
+	// RefusedCountersAway (503): the usage counters could not be read.
+	RefusedCountersAway = "counters_unavailable"
 )
 
 // FilterRecorder writes the audit record of a filtered response.
@@ -94,6 +100,7 @@ type ProcServer struct {
 	keys     plan.Keys // the filter's, read once: plans are compiled against them
 	recorder FilterRecorder
 	marker   *MarkerKey
+	usage    UsageWatcher
 	log      *zap.Logger
 	outcomes *prometheus.CounterVec
 }
@@ -112,7 +119,7 @@ func NewProcServer(f BodyFilter, rec FilterRecorder, log *zap.Logger, reg promet
 	if f != nil {
 		keys = f.Keys()
 	}
-	s := &ProcServer{filter: f, keys: keys, recorder: rec, marker: o.marker, log: log,
+	s := &ProcServer{filter: f, keys: keys, recorder: rec, marker: o.marker, usage: o.usage, log: log,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phigate_extproc_responses_total",
 			Help: "Responses seen by ext_proc, by outcome (passed, unchanged, redacted, forbidden, refused, unmarked: no valid plan marker).",
@@ -316,6 +323,15 @@ func (s *ProcServer) responseBody(ctx context.Context, st *stream, b *extprocv3.
 			return immediate(http.StatusBadGateway, st.plan.DecisionID)
 		}
 		return immediate(http.StatusForbidden, st.plan.DecisionID)
+	}
+	if s.usage != nil && len(st.plan.Limits) > 0 {
+		over, err := s.usage.Released(ctx, st.plan.User.Subject, st.plan.Limits, res.Released, time.Now())
+		if err != nil {
+			return s.refuse(ctx, st, http.StatusServiceUnavailable, RefusedCountersAway)
+		}
+		if over {
+			return s.refuse(ctx, st, http.StatusForbidden, RefusedUsageLimit)
+		}
 	}
 	for _, v := range st.vouch {
 		if !bodyIs(st.mediaType, res.Body, v.target) {

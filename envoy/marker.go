@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,7 +13,9 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/plan"
 )
 
@@ -155,6 +158,26 @@ type options struct {
 	opaEnvoy         bool // see WithOPAEnvoyInput
 	opaEnvoySkipBody bool
 	planVersion      int
+	limits           func(*authz.Decision) ([]plan.Limit, error)
+	usage            UsageWatcher
+}
+
+// WithResponseLimits has ext_authz put the usage limits f reads from a
+// decision into its plan (version 2 on), for the response side to count.
+func WithResponseLimits(f func(*authz.Decision) ([]plan.Limit, error)) Option {
+	return func(o *options) { o.limits = f }
+}
+
+// UsageWatcher counts what responses release to an identity against the
+// limits their plans carry. True means the response took the identity
+// over a limit and must not be released.
+type UsageWatcher interface {
+	Released(ctx context.Context, subject string, limits []plan.Limit, n int, at time.Time) (bool, error)
+}
+
+// WithUsageWatcher has ext_proc count released resources with w.
+func WithUsageWatcher(w UsageWatcher) Option {
+	return func(o *options) { o.usage = w }
 }
 
 // WithPlanMetadataVersion sets the plan metadata version ext_authz writes

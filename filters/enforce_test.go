@@ -135,6 +135,9 @@ func TestEnforceBundles(t *testing.T) {
 			if res.Withheld != tc.withheld {
 				t.Errorf("Withheld = %d, want %d", res.Withheld, tc.withheld)
 			}
+			if res.Released != len(tc.ids) {
+				t.Errorf("Released = %d, want %d (the ids released)", res.Released, len(tc.ids))
+			}
 			out := decode(t, res.Body)
 			if got := at(out, "total"); got != tc.total {
 				t.Errorf("total = %v, want %v", got, tc.total)

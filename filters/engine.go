@@ -21,6 +21,11 @@ type Result struct {
 	// Withheld counts Bundle entries and nested resources withheld (other
 	// patients, types not permitted, sensitivity).
 	Withheld int
+	// Released counts the resources the client receives: a Bundle's
+	// entries carrying a resource (not the outcome that explains what was
+	// withheld), or 1 for a single resource or HL7 v2 message. A usage
+	// limit on what an identity reads counts it.
+	Released int
 	// Forbidden: the body is a single resource the caller may not see
 	// (another patient, one that cannot be tied to a granted patient, a
 	// type not permitted, or a sensitivity label not permitted), or an
@@ -186,12 +191,36 @@ func (r *run) json(body []byte) (Result, error) {
 	if r.err != nil {
 		return Result{}, r.err
 	}
+	released := released(root)
 	if !changed {
-		return r.result(body, false), nil
+		res := r.result(body, false)
+		res.Released = released
+		return res, nil
 	}
 	settle(root)
 	out := root.write(make([]byte, 0, len(body)+len(body)/16+64))
-	return r.result(out, true), nil
+	res := r.result(out, true)
+	res.Released = released
+	return res, nil
+}
+
+// released counts the resources a filtered body hands over: a Bundle's
+// entries with a resource, but for OperationOutcomes (the one phigate adds
+// to say what was withheld among them), or 1.
+func released(root *node) int {
+	if !root.get("resourceType").strIs("Bundle") {
+		return 1
+	}
+	n := 0
+	for _, e := range arrayOf(root.get("entry")) {
+		if e.kind != kObj {
+			continue
+		}
+		if res := e.get("resource"); res != nil && !res.get("resourceType").strIs("OperationOutcome") {
+			n++
+		}
+	}
+	return n
 }
 
 // resource filters one resource and everything nested in it, and reports

@@ -353,9 +353,13 @@ func (r *run) hl7(body []byte) (Result, error) {
 		changed = changed || s.dirty
 	}
 	if !changed {
-		return r.result(body, false), nil
+		res := r.result(body, false)
+		res.Released = 1
+		return res, nil
 	}
-	return r.result(m.bytes(), true), nil
+	res := r.result(m.bytes(), true)
+	res.Released = 1
+	return res, nil
 }
 
 func (r *run) hl7Rule(m *message, rl *rule) error {

@@ -39,6 +39,9 @@ type Metadata struct {
 	// leaves them out, and a version 1 decoding has none.
 	User     User
 	Patients []string
+	// Limits are the usage limits the response side counts the released
+	// resources against (version 2 on; only with a user).
+	Limits []Limit
 	// Version is the format Encode writes (0: Version) and the one
 	// DecodeMetadata read.
 	Version int
@@ -49,6 +52,22 @@ type User struct {
 	Subject  string `json:"sub,omitempty"`
 	Issuer   string `json:"iss,omitempty"`
 	FHIRUser string `json:"fhir_user,omitempty"`
+}
+
+// Limit is a usage limit on what an identity receives: at most Max
+// resources released to the user within WindowS seconds.
+type Limit struct {
+	Kind    string `json:"kind"`
+	Max     int    `json:"max"`
+	WindowS int    `json:"window_s"`
+}
+
+// KindReleasedResources counts the resources responses release to an
+// identity.
+const KindReleasedResources = "released_resources"
+
+func (l Limit) valid() bool {
+	return l.Kind == KindReleasedResources && l.Max > 0 && l.WindowS > 0 && l.WindowS <= 86400
 }
 
 // wire1 and wire2 are the encoded forms. The version comes first, so a
@@ -68,6 +87,7 @@ type wire2 struct {
 	RequestID  string       `json:"request_id,omitempty"`
 	User       *User        `json:"user,omitempty"`
 	Patients   []string     `json:"patients,omitempty"`
+	Limits     []Limit      `json:"limits,omitempty"`
 	Redact     []Directive  `json:"redact,omitempty"`
 	Enforce    *Enforcement `json:"enforce,omitempty"`
 }
@@ -90,8 +110,13 @@ func (m *Metadata) Encode() ([]byte, error) {
 		return json.Marshal(wire1{V: &v, DecisionID: m.DecisionID, RequestID: m.RequestID,
 			Redact: m.Directives(), Enforce: m.Enforce})
 	case 2:
+		for _, l := range m.Limits {
+			if !l.valid() || m.User.Subject == "" {
+				return nil, errorf(CodeMalformed, "a limit that cannot be counted")
+			}
+		}
 		w := wire2{V: &v, DecisionID: m.DecisionID, RequestID: m.RequestID,
-			Patients: m.Patients, Redact: m.Directives(), Enforce: m.Enforce}
+			Patients: m.Patients, Limits: m.Limits, Redact: m.Directives(), Enforce: m.Enforce}
 		if m.User != (User{}) {
 			w.User = &m.User
 		}
@@ -148,7 +173,15 @@ func DecodeMetadata(raw []byte, keys Keys) (Metadata, error) {
 				return Metadata{}, errorf(CodeMalformed, "patients not distinct, sorted and non-empty")
 			}
 		}
-		m = Metadata{DecisionID: w.DecisionID, RequestID: w.RequestID, Patients: w.Patients, Version: 2}
+		if w.Limits != nil && (len(w.Limits) == 0 || w.User == nil || w.User.Subject == "") {
+			return Metadata{}, errorf(CodeMalformed, "limits without a user to count them for")
+		}
+		for _, l := range w.Limits {
+			if !l.valid() {
+				return Metadata{}, errorf(CodeMalformed, "a limit that cannot be counted")
+			}
+		}
+		m = Metadata{DecisionID: w.DecisionID, RequestID: w.RequestID, Patients: w.Patients, Limits: w.Limits, Version: 2}
 		if w.User != nil {
 			m.User = *w.User
 		}

@@ -301,3 +301,37 @@ func TestMetadataVersions(t *testing.T) {
 		t.Errorf("SortedPatients of nothing = %v, want nil", got)
 	}
 }
+
+// Version 2 carries usage limits for its user; a limit without a user, or
+// one that cannot be counted, is refused both ways.
+func TestMetadataLimits(t *testing.T) {
+	lim := []Limit{{Kind: KindReleasedResources, Max: 500, WindowS: 60}}
+	m := Metadata{DecisionID: "d", User: User{Subject: "s"}, Limits: lim, Version: 2}
+	raw, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeMetadata(raw, testKeys)
+	if err != nil || len(got.Limits) != 1 || got.Limits[0] != lim[0] {
+		t.Fatalf("round trip: %+v %v", got.Limits, err)
+	}
+	for _, bad := range []Metadata{
+		{DecisionID: "d", Limits: lim, Version: 2},
+		{DecisionID: "d", User: User{Subject: "s"}, Limits: []Limit{{Kind: "bytes", Max: 1, WindowS: 1}}, Version: 2},
+		{DecisionID: "d", User: User{Subject: "s"}, Limits: []Limit{{Kind: KindReleasedResources, Max: 0, WindowS: 60}}, Version: 2},
+	} {
+		if _, err := bad.Encode(); err == nil {
+			t.Errorf("encoded %+v", bad)
+		}
+	}
+	for _, raw := range []string{
+		`{"v":2,"decision_id":"d","limits":[{"kind":"released_resources","max":5,"window_s":60}]}`,
+		`{"v":2,"decision_id":"d","user":{"sub":"s"},"limits":[]}`,
+		`{"v":2,"decision_id":"d","user":{"sub":"s"},"limits":[{"kind":"released_resources","max":5,"window_s":999999}]}`,
+		`{"v":1,"decision_id":"d","limits":[{"kind":"released_resources","max":5,"window_s":60}]}`,
+	} {
+		if _, err := DecodeMetadata([]byte(raw), testKeys); err == nil {
+			t.Errorf("decoded %s", raw)
+		}
+	}
+}

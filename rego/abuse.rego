@@ -3,11 +3,10 @@
 #
 # Usage limits: an allowed request of a caller whose active roles have a
 # threshold in data.phigate.bulk_read.thresholds carries a "limit"
-# obligation. phigate counts the request against it (the distinct
-# patients the identity's allowed requests named within
-# data.phigate.bulk_read.window, counted in Redis for a fleet) and refuses
-# the request that goes over, raising an alert. The largest threshold of
-# the caller's roles applies.
+# obligation per kind. phigate counts the request against it within
+# data.phigate.bulk_read.window (in Redis for a fleet) and refuses the
+# request, or the response, that goes over, raising an alert. The largest
+# threshold of the caller's roles applies.
 #
 # Open alerts: while input.alerts holds one (raised on this identity and
 # not yet cleared by a person), every request but the capability
@@ -21,18 +20,27 @@ default window := "1m"
 
 window := data.phigate.bulk_read.window
 
-max_distinct := max({n |
+# Each kind of limit: distinct_patients (the distinct patients the
+# identity's allowed requests name) and released_resources (the resources
+# responses hand to it, counted where the response is filtered: search
+# results, export files).
+kinds := {"distinct_patients", "released_resources"}
+
+largest(kind) := max({n |
 	some r in purpose.active_roles
-	n := data.phigate.bulk_read.thresholds[r].distinct_patients
+	n := data.phigate.bulk_read.thresholds[r][kind]
 	is_number(n)
 	n > 0
 })
 
 obligations contains {"type": "limit", "params": {
-	"kind": "distinct_patients",
-	"max": format_int(max_distinct, 10),
+	"kind": kind,
+	"max": format_int(largest(kind), 10),
 	"window": window,
-}}
+}} if {
+	some kind in kinds
+	largest(kind)
+}
 
 default block_on_alert := true
 
@@ -43,4 +51,7 @@ deny contains "abuse.alert_open" if {
 	count(input.alerts) > 0
 }
 
-rules contains "abuse.limit:distinct_patients" if max_distinct
+rules contains concat(":", ["abuse.limit", kind]) if {
+	some kind in kinds
+	largest(kind)
+}

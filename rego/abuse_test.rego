@@ -7,7 +7,9 @@ decide(doc) := d if {
 	d := authz.decision with input as doc
 }
 
-limit(d) := [o | some o in d.obligations; o.type == "limit"]
+limit(d) := [o | some o in d.obligations; o.type == "limit"; o.params.kind == "distinct_patients"]
+
+released(d) := [o | some o in d.obligations; o.type == "limit"; o.params.kind == "released_resources"]
 
 own := fx.req(fx.physician, fx.read_patient("pat-0001"))
 
@@ -16,7 +18,16 @@ test_limit_on_allowed if {
 	d := decide(own)
 	d.allow
 	limit(d) == [{"type": "limit", "params": {"kind": "distinct_patients", "max": "100", "window": "1m"}}]
+	released(d) == [{"type": "limit", "params": {"kind": "released_resources", "max": "2000", "window": "1m"}}]
 	"abuse.limit:distinct_patients" in d.audit.rules
+	"abuse.limit:released_resources" in d.audit.rules
+}
+
+# Each kind stands on its own: a role with one threshold carries that limit only.
+test_one_kind_only if {
+	d := decide(own) with data.phigate.bulk_read.thresholds.physician as {"released_resources": 50}
+	limit(d) == []
+	released(d)[0].params.max == "50"
 }
 
 # A denied request carries none: only what was given is counted.

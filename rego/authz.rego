@@ -342,7 +342,7 @@ reason := "public.capabilities" if {
 # the request time) into the decision, so it is never reused.
 default cache_until_ns := 0
 
-cache_until_ns := min(({timing.stable_until_ns} | grant_expiries_ahead) | approval.expiries_ahead) if not request.bg_requested
+cache_until_ns := min((({timing.stable_until_ns} | grant_expiries_ahead) | approval.expiries_ahead)) if not request.bg_requested
 
 grant_expiries_ahead contains e if {
 	some g in request.grants

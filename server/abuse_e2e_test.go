@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/abuse"
+	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/demo/demokeys"
 	"github.com/phigate/phigate/envoy"
 	"github.com/phigate/phigate/internal/pgtest"
@@ -198,4 +199,57 @@ func decisionsTotal(t *testing.T, s *stacktest.Stack) float64 {
 		}
 	}
 	return sum
+}
+
+// TestReleasedResourcesLimit: the response side counts what it releases
+// to an identity. With a limit of 3 resources a minute, a search is
+// counted by its entries: the response that would go over is refused
+// (403, nothing of it released) and raises an alert that holds the
+// identity; another identity counts on its own, and its search of more
+// results than the limit is refused whole.
+func TestReleasedResourcesLimit(t *testing.T) {
+	policyDir := t.TempDir()
+	stacktest.CopyLibrary(t, policyDir)
+	setThresholds(t, filepath.Join(policyDir, "data.json"), map[string]any{"released_resources": 3})
+	s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) { c.Policy.Source.Dir = policyDir }})
+	doc := s.Token(stacktest.Physician(1))
+	other := s.Token(stacktest.Physician(2))
+	for _, p := range []string{"pat-0001", "pat-0061", "pat-0121"} {
+		if r := s.Do("GET", "/fhir/Patient/"+p, doc, nil, nil); r.Status != 200 {
+			t.Fatalf("read %s: %d", p, r.Status)
+		}
+	}
+	r := s.Do("GET", "/fhir/Patient/pat-0001", doc, nil, nil)
+	if r.Status != 403 || !stacktest.IsOutcome(r) || strings.Contains(string(r.Body), "pat-0001") {
+		t.Fatalf("the fourth resource: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do("GET", "/fhir/Patient/pat-0181", doc, nil, nil); r.Status != 403 {
+		t.Fatalf("held by the alert: %d", r.Status)
+	}
+	if deniedFor(t, s, "abuse.alert_open") == "0" {
+		t.Error("the held identity's request was not refused as abuse.alert_open")
+	}
+	if r := s.Do("GET", "/fhir/Patient/pat-0002", other, nil, nil); r.Status != 200 {
+		t.Fatalf("another identity: %d", r.Status)
+	}
+	// A search counts its entries: one that returns more than the limit
+	// at once is refused as a whole.
+	if r := s.Do("GET", "/fhir/Observation?patient=pat-0002", other, nil, nil); r.Status != 403 {
+		t.Fatalf("a search of more than 3 results: %d", r.Status)
+	}
+	es, err := audit.Query(s.Phigate.AuditDir(), audit.Filter{Kind: audit.KindFiltering}, audit.QueryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range es {
+		found = found || strings.Contains(e.Event.OutcomeDesc, "usage_limit")
+	}
+	if !found {
+		t.Error("no filtering record says the response was refused for the usage limit")
+	}
+	_, m := stacktest.GetBody(t, "http://"+s.Phigate.AdminAddr()+"/metrics")
+	if !strings.Contains(m, `phigate_bulk_read_alerts_total{kind="bulk_read.released_resources"} 2`) {
+		t.Error("phigate_bulk_read_alerts_total for released_resources is not 2")
+	}
 }

@@ -183,6 +183,13 @@ func TestConsoleInChromium(t *testing.T) {
 // distinct-patients limit is n.
 func setThreshold(t *testing.T, path string, n int) {
 	t.Helper()
+	setThresholds(t, path, map[string]any{"distinct_patients": n})
+}
+
+// setThresholds rewrites a copied library's data so a physician's limits
+// are limits.
+func setThresholds(t *testing.T, path string, limits map[string]any) {
+	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +199,7 @@ func setThreshold(t *testing.T, path string, n int) {
 		t.Fatal(err)
 	}
 	br := d["phigate"].(map[string]any)["bulk_read"].(map[string]any)
-	br["thresholds"].(map[string]any)["physician"] = map[string]any{"distinct_patients": n}
+	br["thresholds"].(map[string]any)["physician"] = limits
 	if b, err = json.Marshal(d); err != nil {
 		t.Fatal(err)
 	}

@@ -249,6 +249,7 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		// An OPA-Envoy policy reads the plugin's input document.
 		authOpts = append(authOpts, envoy.WithOPAEnvoyInput(oe.SkipRequestBodyParse))
 	}
+	authOpts = append(authOpts, envoy.WithResponseLimits(abuse.ResponseLimits))
 	authSrv, err := envoy.NewAuthServer(az, log.Named("ext_authz"), reg, authOpts...)
 	if err != nil {
 		return nil, err
@@ -265,7 +266,8 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 	if err != nil {
 		return nil, err
 	}
-	procSrv, err := envoy.NewProcServer(engine, filterAudit{trail}, log.Named("ext_proc"), reg, envoy.WithMarkerKey(marker))
+	procSrv, err := envoy.NewProcServer(engine, filterAudit{trail}, log.Named("ext_proc"), reg, envoy.WithMarkerKey(marker),
+		envoy.WithUsageWatcher(guard))
 	if err != nil {
 		return nil, err
 	}
