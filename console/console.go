@@ -84,10 +84,31 @@ type Deps struct {
 	EncryptionKey []byte
 	Recorder      Recorder
 	Alerts        store.Alerts
-	Logger        *zap.Logger
-	Now           func() time.Time
+	// Approvals decides two-person approvals; nil when none are configured.
+	Approvals ApprovalDesk
+	// Reviews keeps the marks on break-glass accesses; Roles are the
+	// policy's role permissions, for the entitlement review.
+	Reviews ReviewStore
+	Roles   map[string]map[string][]string
+	Logger  *zap.Logger
+	Now     func() time.Time
 	// Secure marks cookies Secure (the admin listener is behind TLS).
 	Secure bool
+}
+
+// ApprovalDesk lists and decides the requests that need a second
+// person's approval. Decide records the decision (or its refusal) itself;
+// a refusal is a code such as self_approval, an error a failure to reach
+// the store or the trail.
+type ApprovalDesk interface {
+	Pending(ctx context.Context) ([]store.Approval, error)
+	Decide(ctx context.Context, who authz.Identity, id string, approve bool) (string, error)
+}
+
+// ReviewStore keeps reviewers' marks on audited decisions.
+type ReviewStore interface {
+	MarkReviewed(ctx context.Context, r store.Review) error
+	Reviews(ctx context.Context) ([]store.Review, error)
 }
 
 // Console serves the pages.
@@ -143,6 +164,11 @@ func New(cfg Config, d Deps) (*Console, error) {
 	c.mux.HandleFunc("GET /console/patient", c.signedIn(c.patient))
 	c.mux.HandleFunc("GET /console/alerts", c.signedIn(c.alerts))
 	c.mux.HandleFunc("POST /console/alerts/{id}", c.signedIn(c.resolve))
+	c.mux.HandleFunc("GET /console/approvals", c.signedIn(c.approvals))
+	c.mux.HandleFunc("POST /console/approvals/{id}", c.signedIn(c.decide))
+	c.mux.HandleFunc("GET /console/breakglass", c.signedIn(c.breakGlass))
+	c.mux.HandleFunc("POST /console/breakglass/{id}", c.signedIn(c.markReviewed))
+	c.mux.HandleFunc("GET /console/review", c.signedIn(c.review))
 	return c, nil
 }
 
@@ -231,7 +257,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	if id.Expires > 0 && time.Unix(id.Expires, 0).Before(exp) {
 		exp = time.Unix(id.Expires, 0)
 	}
-	s := session{Subject: id.Subject, Expires: exp.Unix(), CSRF: randomToken()}
+	s := session{Subject: id.Subject, Roles: id.Roles, MFA: id.MFA, Expires: exp.Unix(), CSRF: randomToken()}
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: c.sealer.seal(s), Path: "/console/", Expires: exp,
 		HttpOnly: true, Secure: c.d.Secure, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/console/", http.StatusSeeOther)

@@ -15,9 +15,11 @@ import (
 // when, and the token every form must echo (so that another site cannot
 // make the officer's browser act).
 type session struct {
-	Subject string `json:"sub"`
-	Expires int64  `json:"exp"`
-	CSRF    string `json:"csrf"`
+	Subject string   `json:"sub"`
+	Roles   []string `json:"roles,omitempty"`
+	MFA     bool     `json:"mfa,omitempty"`
+	Expires int64    `json:"exp"`
+	CSRF    string   `json:"csrf"`
 }
 
 // sealer signs and checks cookies with HMAC-SHA256.

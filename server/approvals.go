@@ -213,7 +213,19 @@ func (a *approvalAdmin) decide(w http.ResponseWriter, r *http.Request, approve b
 		}
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	ap, code, status := a.decideAs(r.Context(), who, ref, approve)
+	if code != "" {
+		refuse(w, status, code)
+		return
+	}
+	writeJSON(w, http.StatusOK, ap)
+}
+
+// decideAs decides request ref as who, a verified identity the caller
+// has found to hold the approver role with a second factor, and records
+// it. A refusal is a code and an HTTP status, recorded too.
+func (a *approvalAdmin) decideAs(ctx context.Context, who authz.Identity, ref string, approve bool) (store.Approval, string, int) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	now := a.now()
 	if approve {
@@ -226,13 +238,12 @@ func (a *approvalAdmin) decide(w http.ResponseWriter, r *http.Request, approve b
 				Actor: who.Subject, Role: elevationRole(cur), Expires: now.Add(cur.TTL)}
 			if err := a.trail.RecordWorkflow(ctx, ev); err != nil {
 				a.log.Error("audit append failed; approval not given", zap.String("approval_id", ref), zap.Error(err))
-				refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
-				return
+				return store.Approval{}, "audit_unavailable", http.StatusServiceUnavailable
 			}
 		}
 	}
 	ap, err := a.st.DecideApproval(ctx, ref, who.Subject, approve, now)
-	status := http.StatusOK
+	code, status := "", http.StatusOK
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrSelfApproval):
@@ -248,8 +259,7 @@ func (a *approvalAdmin) decide(w http.ResponseWriter, r *http.Request, approve b
 	if code != "" {
 		_ = a.trail.RecordWorkflow(ctx, audit.WorkflowEvent{Action: audit.WorkflowRefused, ApprovalID: ref, Kind: ap.Kind,
 			Requester: ap.Requester, Actor: who.Subject, Reason: code})
-		refuse(w, status, code)
-		return
+		return ap, code, status
 	}
 	if !approve {
 		if err := a.trail.RecordWorkflow(ctx, audit.WorkflowEvent{Action: audit.WorkflowDenied, ApprovalID: ref, Kind: ap.Kind,
@@ -258,7 +268,34 @@ func (a *approvalAdmin) decide(w http.ResponseWriter, r *http.Request, approve b
 		}
 	}
 	a.log.Info("approval decided", zap.String("approval_id", ref), zap.String("state", ap.State))
-	writeJSON(w, http.StatusOK, ap)
+	return ap, "", http.StatusOK
+}
+
+// Decide implements console.ApprovalDesk: who must hold the approver role
+// with a second factor, as on the admin endpoint.
+func (a *approvalAdmin) Decide(ctx context.Context, who authz.Identity, ref string, approve bool) (string, error) {
+	code := ""
+	switch {
+	case !slices.Contains(who.Roles, a.cfg.ApproverRole):
+		code = "not_an_approver"
+	case !who.MFA:
+		code = "mfa_required"
+	}
+	if code != "" {
+		_ = a.trail.RecordWorkflow(ctx, audit.WorkflowEvent{Action: audit.WorkflowRefused, ApprovalID: ref,
+			Actor: who.Subject, Reason: code})
+		return code, nil
+	}
+	_, code, status := a.decideAs(ctx, who, ref, approve)
+	if status == http.StatusServiceUnavailable {
+		return code, errors.New("approval: " + code)
+	}
+	return code, nil
+}
+
+// Pending implements console.ApprovalDesk.
+func (a *approvalAdmin) Pending(ctx context.Context) ([]store.Approval, error) {
+	return a.st.ListApprovals(ctx, store.ApprovalPending, a.now())
 }
 
 func elevationRole(a store.Approval) string {

@@ -44,9 +44,11 @@ func browser(t *testing.T) context.Context {
 }
 
 // TestConsoleInChromium: an officer signs in to the console in a real
-// headless Chromium, looks up who accessed a patient, and clears the
-// alert a bulk read raised; the cleared clinician reads again through
-// Envoy, and every step the officer took is in the audit trail. A
+// headless Chromium, looks up who accessed a patient, clears the alert a
+// bulk read raised, marks a break-glass access justified, approves an
+// export and reads the entitlement review; the cleared clinician reads
+// again and the approved export starts through Envoy, and every step the
+// officer took is in the audit trail. A
 // screenshot of each screen is kept under test-artifacts/console.
 func TestConsoleInChromium(t *testing.T) {
 	policyDir := t.TempDir()
@@ -56,7 +58,20 @@ func TestConsoleInChromium(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) {
 		c.Console.Enabled = true
 		c.Policy.Source.Dir = policyDir
+		withApprovals(c)
+		c.Approvals.TTL = time.Hour
 	}})
+	s.Up.BulkExport()
+	mfa := []string{"pwd", "otp"}
+	// An emergency read, for the break-glass review.
+	medic := s.Token(demokeys.TokenSpec{Subject: "prac-002", Roles: []string{"physician"}, FHIRUser: "Practitioner/prac-002", AMR: mfa})
+	if r := s.Do("GET", "/fhir/Patient/pat-0005", medic, map[string]string{"x-break-glass": "trauma bay"}, nil); r.Status != 200 {
+		t.Fatalf("break-glass: %d", r.Status)
+	}
+	// An export waiting for a second person.
+	requester := s.Token(demokeys.TokenSpec{Subject: "admin-1", Roles: []string{"admin"}, AMR: mfa})
+	const kickoff = "/fhir/$export?_type=Patient"
+	ref := approvalRef(t, s.Do("GET", kickoff, requester, nil, nil))
 	doc := s.Token(stacktest.Physician(1))
 	// prac-001's care team: pat-0001, pat-0061, pat-0121, pat-0181, ...
 	for _, p := range []string{"pat-0001", "pat-0001", "pat-0061", "pat-0121"} {
@@ -98,7 +113,7 @@ func TestConsoleInChromium(t *testing.T) {
 			return err
 		})
 	}
-	var loginError, allowed, denied, openAlerts, count, table, done, none string
+	var loginError, allowed, denied, openAlerts, count, table, done, none, bgDone, bgNone, apDone, apNone, roles string
 	err := chromedp.Do(ctx,
 		// Not signed in: the console sends the browser to its login.
 		chromedp.Navigate(base+"/console/patient?id=pat-0001"),
@@ -131,6 +146,25 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.WaitVisible("#done"),
 		text("#done", &done),
 		text("#none", &none),
+		chromedp.Navigate(base+"/console/breakglass"),
+		chromedp.WaitVisible("#queue"),
+		shot("breakglass"),
+		chromedp.SetValue(`#queue input[name="note"]`, "trauma bay, unconscious patient"),
+		chromedp.Click(`#queue button[value="justified"]`),
+		chromedp.WaitVisible("#done"),
+		text("#done", &bgDone),
+		text("#none", &bgNone),
+		chromedp.Navigate(base+"/console/approvals"),
+		chromedp.WaitVisible("#pending"),
+		shot("approvals"),
+		chromedp.Click(`#approval-`+ref+` button[value="approve"]`),
+		chromedp.WaitVisible("#done"),
+		text("#done", &apDone),
+		text("#none", &apNone),
+		chromedp.Navigate(base+"/console/review"),
+		chromedp.WaitVisible("#sample"),
+		text("#roles", &roles),
+		shot("review"),
 	)
 	if err != nil {
 		t.Fatalf("chromium: %v", err)
@@ -138,8 +172,8 @@ func TestConsoleInChromium(t *testing.T) {
 	if !strings.Contains(loginError, "second factor") {
 		t.Errorf("single-factor sign-in: %q", loginError)
 	}
-	if allowed != "4" || denied != "3" || openAlerts != "1" {
-		t.Errorf("overview: %s allowed, %s denied, %s open alerts; want 4, 3, 1", allowed, denied, openAlerts)
+	if allowed != "5" || denied != "4" || openAlerts != "1" {
+		t.Errorf("overview: %s allowed, %s denied, %s open alerts; want 5 (a break-glass read and 4 of prac-001), 4 (the kick-off, 3 of prac-001), 1", allowed, denied, openAlerts)
 	}
 	// pat-0001: read twice, then refused while held.
 	if !strings.HasPrefix(count, "3 records for Patient/pat-0001") || strings.Count(table, "(Practitioner/prac-001)") != 3 || !strings.Contains(table, "abuse.alert_open") {
@@ -148,7 +182,20 @@ func TestConsoleInChromium(t *testing.T) {
 	if done != "Alert cleared." || none != "No open alerts." {
 		t.Errorf("after clearing: %q %q", done, none)
 	}
+	if bgDone != "Marked justified." || bgNone != "No break-glass access waits for a review." {
+		t.Errorf("break-glass review: %q %q", bgDone, bgNone)
+	}
+	if apDone != "Approved." || apNone != "Nothing waits for an approval." {
+		t.Errorf("approvals: %q %q", apDone, apNone)
+	}
+	if !strings.Contains(roles, "researcher") {
+		t.Errorf("entitlement review: roles never exercised %q, want the researcher's among them", roles)
+	}
 	waitStatus(t, s, doc, "/fhir/Patient/pat-0001", 200, 2*time.Second)
+	// The approved export now starts.
+	if r := s.Do("GET", kickoff, requester, nil, nil); r.Status != 202 {
+		t.Fatalf("the approved kick-off: %d %s, want 202", r.Status, r.Body)
+	}
 
 	// Every step is on record, under the officer's name.
 	entries, err := audit.Query(s.Phigate.AuditDir(), audit.Filter{Kind: audit.KindConsole}, audit.QueryOptions{})
@@ -161,12 +208,14 @@ func TestConsoleInChromium(t *testing.T) {
 		steps = append(steps, sub+":"+e.Event.OutcomeDesc)
 	}
 	want := []string{"officer-2:login: refused: second factor required", "officer-1:login", "officer-1:overview",
-		"officer-1:patient_accesses", "officer-1:alerts", "officer-1:alert_cleared", "officer-1:alerts"}
+		"officer-1:patient_accesses", "officer-1:alerts", "officer-1:alert_cleared", "officer-1:alerts",
+		"officer-1:break_glass_queue", "officer-1:break_glass_justified", "officer-1:break_glass_queue",
+		"officer-1:approvals", "officer-1:approval_approved", "officer-1:approvals", "officer-1:entitlement_review"}
 	if strings.Join(steps, "|") != strings.Join(want, "|") {
 		t.Errorf("console records:\n got %v\nwant %v", steps, want)
 	}
 	if *updateScreens {
-		for _, n := range []string{"overview", "patient", "alerts"} {
+		for _, n := range []string{"overview", "patient", "alerts", "breakglass", "approvals", "review"} {
 			b, err := os.ReadFile(filepath.Join(art, n+".png"))
 			if err == nil {
 				err = os.WriteFile(filepath.Join("..", "docs", "console", n+".png"), b, 0o644)

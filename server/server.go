@@ -320,8 +320,18 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		if err != nil {
 			return nil, fmt.Errorf("console: %w", err)
 		}
-		if s.console, err = console.New(cfg.Console, console.Deps{Verifier: s.verifier, AuditDir: cfg.Audit.Dir,
-			EncryptionKey: key, Recorder: trail, Alerts: st, Logger: log.Named("console")}); err != nil {
+		deps := console.Deps{Verifier: s.verifier, AuditDir: cfg.Audit.Dir,
+			EncryptionKey: key, Recorder: trail, Alerts: st, Logger: log.Named("console")}
+		if s.approvals != nil {
+			deps.Approvals = s.approvals
+		}
+		if rs, ok := st.(console.ReviewStore); ok {
+			deps.Reviews = rs
+		}
+		if deps.Roles, err = policyRoles(cfg.Policy.Source); err != nil {
+			return nil, fmt.Errorf("console: %w", err)
+		}
+		if s.console, err = console.New(cfg.Console, deps); err != nil {
 			return nil, err
 		}
 	}

@@ -1,10 +1,17 @@
 package server
 
 import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/phigate/phigate/audit"
+	"github.com/phigate/phigate/policy"
+	regolib "github.com/phigate/phigate/rego"
 	"github.com/phigate/phigate/store"
 )
 
@@ -45,4 +52,28 @@ func registerStoreMetrics(reg prometheus.Registerer, h *store.Health) {
 			Help: "Lookups, writes and probes of the shared store that failed.",
 		}, func() float64 { return float64(h.Failures()) }),
 	)
+}
+
+// policyRoles reads the role permissions of the policy's data, for the
+// console's entitlement review: the directory's data.json, else the
+// shipped library's. A bundle's roles are not read (none: the review then
+// lists no unexercised roles).
+func policyRoles(src policy.Source) (map[string]map[string][]string, error) {
+	var data []byte
+	var err error
+	switch {
+	case src.Dir != "":
+		data, err = os.ReadFile(filepath.Join(src.Dir, "data.json"))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+	case src.BundleFile != "":
+		return nil, nil
+	default:
+		data, err = regolib.FS.ReadFile("data.json")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return audit.RolesFromData(data)
 }
