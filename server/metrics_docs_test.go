@@ -55,6 +55,7 @@ func TestMetricsDocsAndDashboard(t *testing.T) {
 		"phigate_decision_logs_upload_failures_total":          "decision_logs is set",
 		"phigate_decision_logs_last_success_timestamp_seconds": "decision_logs is set",
 		"phigate_decision_logs_buffered_events":                "decision_logs is set",
+		"phigate_tls_handshake_failures_total":                 "listen.tls is set",
 		"phigate_throttled_total":                              "abuse.buckets names a bucket",
 		"phigate_notify_queue_depth":                           "a notify sink is configured",
 		"phigate_notify_delivery_seconds":                      "a notify sink is configured",

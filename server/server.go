@@ -283,7 +283,8 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		if err != nil {
 			return nil, err
 		}
-		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tf.serverConfig())))
+		creds := countedCreds{credentials.NewTLS(tf.serverConfig()), handshakeFailures(reg).WithLabelValues("grpc")}
+		gopts = append(gopts, grpc.Creds(creds))
 	}
 	s.grpc = grpc.NewServer(gopts...)
 	authv3.RegisterAuthorizationServer(s.grpc, authSrv)

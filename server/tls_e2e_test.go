@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -110,5 +111,9 @@ func TestEndToEndMutualTLS(t *testing.T) {
 	resp := stacktest.DoURL(t, anon.URL("/fhir/Patient/pat-0001"), good)
 	if resp < 500 || len(s.Up.Requests()) != 0 {
 		t.Fatalf("without a client certificate: status %d, legacy saw %d requests; want an error and nothing through", resp, len(s.Up.Requests()))
+	}
+	_, m := stacktest.GetBody(t, "http://"+s.Phigate.AdminAddr()+"/metrics")
+	if !regexp.MustCompile(`phigate_tls_handshake_failures_total\{listener="grpc"\} [1-9]`).MatchString(m) {
+		t.Errorf("the refused handshake is not counted in phigate_tls_handshake_failures_total")
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/credentials"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -186,4 +189,34 @@ func (f *tlsFiles) path() string {
 		return "listen.tls"
 	}
 	return f.name
+}
+
+// countedCreds counts the TLS handshakes phigate's gRPC listener refuses
+// (a client without a certificate the client CA issued, an old protocol
+// version, a bad certificate) in phigate_tls_handshake_failures_total.
+type countedCreds struct {
+	credentials.TransportCredentials
+	failures prometheus.Counter
+}
+
+func (c countedCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	nc, ai, err := c.TransportCredentials.ServerHandshake(conn)
+	if err != nil {
+		c.failures.Inc()
+	}
+	return nc, ai, err
+}
+
+func (c countedCreds) Clone() credentials.TransportCredentials {
+	return countedCreds{c.TransportCredentials.Clone(), c.failures}
+}
+
+// handshakeFailures is phigate_tls_handshake_failures_total.
+func handshakeFailures(reg prometheus.Registerer) *prometheus.CounterVec {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "phigate_tls_handshake_failures_total",
+		Help: "TLS handshakes phigate's own listeners refused (no client certificate, one the client CA did not issue, TLS below 1.2), by listener.",
+	}, []string{"listener"})
+	reg.MustRegister(v)
+	return v
 }
