@@ -131,6 +131,9 @@ func (g *Guard) Admit(ctx context.Context, req *authz.Request) (*authz.Decision,
 			g.failures.Inc()
 			return nil, err
 		}
+		if ok {
+			req.Throttle = append(req.Throttle, b.Name)
+		}
 		if !ok {
 			g.throttled.WithLabelValues(b.Name).Inc()
 			reason := "throttle." + b.Name

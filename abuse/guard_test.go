@@ -36,8 +36,12 @@ func TestAdmitThrottlesPerBucket(t *testing.T) {
 	}, nil, nil, nil, nil)
 	ctx := t.Context()
 	for i := range 2 {
-		if r, err := g.Admit(ctx, reqFor("u1", authz.InteractionRead)); err != nil || r != nil {
+		req := reqFor("u1", authz.InteractionRead)
+		if r, err := g.Admit(ctx, req); err != nil || r != nil {
 			t.Fatalf("read %d: %+v %v", i, r, err)
+		}
+		if strings.Join(req.Throttle, ",") != "reads,everything" {
+			t.Fatalf("the policy sees buckets %v, want reads,everything", req.Throttle)
 		}
 	}
 	r, err := g.Admit(ctx, reqFor("u1", authz.InteractionRead))

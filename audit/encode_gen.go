@@ -40,6 +40,8 @@ func appendJSONRequest(dst []byte, v *authz.Request) []byte {
 	dst = appendJSONElevationArray(dst, v.Elevations)
 	dst = append(dst, `,"alerts":`...)
 	dst = appendJSONAlertArray(dst, v.Alerts)
+	dst = append(dst, `,"throttle":`...)
+	dst = appendStrings(dst, v.Throttle)
 	dst = append(dst, `,"approval":`...)
 	dst = appendJSONApprovalInput(dst, &v.Approval)
 	dst = append(dst, '}')

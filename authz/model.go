@@ -68,6 +68,10 @@ type Request struct {
 	// read crossed a limit, say), until a person clears them. Sorted,
 	// never nil.
 	Alerts []Alert `json:"alerts"`
+	// Throttle names the token buckets (abuse.buckets) this request took a
+	// token from: a request one of them refused got 429 and never reached
+	// the policy. In configuration order, never nil.
+	Throttle []string `json:"throttle"`
 	// Approval is the second person's approval this request needs (a bulk
 	// export kick-off, its status polls and file downloads, another
 	// configured operation): whether one is required, and the one found

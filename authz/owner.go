@@ -283,7 +283,7 @@ func (a *Authorizer) recordOwnerRead(ctx context.Context, req *Request, f *FHIRR
 		Query: map[string][]string{}, Headers: map[string]string{},
 		Source: req.Source, Identity: req.Identity, Purpose: req.Purpose,
 		BreakGlass: BreakGlassRequest{Grants: []Grant{}}, Care: []CareRelationship{},
-		Consents: []ConsentDirective{}, Elevations: []Elevation{}, Alerts: []Alert{},
+		Consents: []ConsentDirective{}, Elevations: []Elevation{}, Alerts: []Alert{}, Throttle: []string{},
 		Approval: ApprovalInput{},
 		FHIR: FHIRRequest{Interaction: InteractionRead, ResourceType: f.ResourceType, ID: f.ID,
 			Patients: owners, IncludedTypes: []string{}, PatientsWithheld: withheld},

@@ -156,7 +156,7 @@ func (p *RequestParser) Parse(in *CheckInput) (*Request, error) {
 		Source: in.Source, Headers: make(map[string]string, len(in.Headers)),
 		Identity:   Identity{Roles: []string{}, Scopes: []Scope{}},
 		BreakGlass: BreakGlassRequest{Grants: []Grant{}}, Care: []CareRelationship{},
-		Consents: []ConsentDirective{}, Elevations: []Elevation{}, Alerts: []Alert{},
+		Consents: []ConsentDirective{}, Elevations: []Elevation{}, Alerts: []Alert{}, Throttle: []string{},
 		Approval: ApprovalInput{},
 	}
 	for k, v := range in.Headers {

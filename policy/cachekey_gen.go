@@ -73,6 +73,11 @@ func keyPathRequest(b []byte, v *authz.Request, p []string) []byte {
 			return append(b, 'u')
 		}
 		return keyArrayAlert(b, v.Alerts)
+	case "throttle":
+		if len(p) > 1 {
+			return append(b, 'u')
+		}
+		return appendStrings(b, v.Throttle)
 	case "approval":
 		return keyPathApprovalInput(b, &v.Approval, p[1:])
 	}
@@ -80,7 +85,7 @@ func keyPathRequest(b []byte, v *authz.Request, p []string) []byte {
 }
 
 func keyRequest(b []byte, v *authz.Request) []byte {
-	n := 15
+	n := 16
 	if v.Purpose != "" {
 		n++
 	}
@@ -114,6 +119,7 @@ func keyRequest(b []byte, v *authz.Request) []byte {
 	}
 	b = keyQuery(append(b, "s5:query"...), v.Query)
 	b = keyPeer(append(b, "s6:source"...), &v.Source)
+	b = appendStrings(append(b, "s8:throttle"...), v.Throttle)
 	b = appendCanonInt(append(b, "s7:time_ns"...), v.TimeNS)
 	return b
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // inputFields are the top-level fields of the input, in document order.
-var inputFields = []string{"id", "time_ns", "method", "path", "query", "headers", "source", "identity", "fhir", "purpose_of_use", "break_glass", "care", "consents", "elevations", "alerts", "approval"}
+var inputFields = []string{"id", "time_ns", "method", "path", "query", "headers", "source", "identity", "fhir", "purpose_of_use", "break_glass", "care", "consents", "elevations", "alerts", "throttle", "approval"}
 
 // inputField builds one top-level field of the input; nil when the input
 // has no such field (an omitted optional one or an unknown name).
@@ -48,6 +48,8 @@ func inputField(r *authz.Request, name string) ast.Value {
 		return arrayElevation(r.Elevations)
 	case "alerts":
 		return arrayAlert(r.Alerts)
+	case "throttle":
+		return strArray(r.Throttle)
 	case "approval":
 		return valueApprovalInput(&r.Approval)
 	}
@@ -55,7 +57,7 @@ func inputField(r *authz.Request, name string) ast.Value {
 }
 
 func valueRequest(v *authz.Request) ast.Value {
-	items := make([][2]*ast.Term, 0, 16)
+	items := make([][2]*ast.Term, 0, 17)
 	items = append(items, item("id", ast.String(v.ID)))
 	items = append(items, item("time_ns", ast.Number(itoa(v.TimeNS))))
 	items = append(items, item("method", ast.String(v.Method)))
@@ -73,6 +75,7 @@ func valueRequest(v *authz.Request) ast.Value {
 	items = append(items, item("consents", arrayConsentDirective(v.Consents)))
 	items = append(items, item("elevations", arrayElevation(v.Elevations)))
 	items = append(items, item("alerts", arrayAlert(v.Alerts)))
+	items = append(items, item("throttle", strArray(v.Throttle)))
 	items = append(items, item("approval", valueApprovalInput(&v.Approval)))
 	return ast.NewObject(items...)
 }

@@ -166,6 +166,7 @@ func TestInputMatchesJSON(t *testing.T) {
 		Consents:   []authz.ConsentDirective{{Patient: "p", Effect: "deny", Purpose: "HRESCH", Label: ""}},
 		Elevations: []authz.Elevation{{Role: "physician", ExpiresNS: 9}},
 		Alerts:     []authz.Alert{{Kind: "bulk_read.distinct_patients", RaisedNS: 3}},
+		Throttle:   []string{"reads"},
 	}
 	// The filled request sets every field, found by reflection, so a field
 	// added to authz.Request and not to inputValue fails here.
