@@ -56,6 +56,10 @@ const KindDistinctPatients = "distinct_patients"
 // response side.
 const KindReleasedResources = plan.KindReleasedResources
 
+// KindReleasedBytes counts the bytes of the response bodies released to
+// an identity (export volume), on the response side.
+const KindReleasedBytes = plan.KindReleasedBytes
+
 // NewGuard watches with counters. memberKey keys patient ids before they
 // are counted (nil counts them as they are, for counters in this
 // process). reg may be nil.
@@ -82,6 +86,7 @@ func NewGuard(counters Counters, buckets []BucketConfig, memberKey []byte, alert
 	}
 	g.raised.WithLabelValues("bulk_read." + KindDistinctPatients)
 	g.raised.WithLabelValues("bulk_read." + KindReleasedResources)
+	g.raised.WithLabelValues("bulk_read." + KindReleasedBytes)
 	if reg != nil {
 		reg.MustRegister(g.throttled, g.raised, g.failures)
 	}
@@ -220,9 +225,11 @@ func (g *Guard) Watch(ctx context.Context, req *authz.Request, d *authz.Decision
 func (g *Guard) Cleared(ctx context.Context, subject string) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if err := g.counters.Forget(ctx, "limit:"+KindDistinctPatients+":"+subject); err != nil {
-		g.failures.Inc()
-		g.log.Warn("usage window not reset after an alert was cleared", zap.Error(err))
+	for _, k := range []string{KindDistinctPatients, KindReleasedResources, KindReleasedBytes} {
+		if err := g.counters.Forget(ctx, "limit:"+k+":"+subject); err != nil {
+			g.failures.Inc()
+			g.log.Warn("usage window not reset after an alert was cleared", zap.Error(err))
+		}
 	}
 }
 
@@ -239,17 +246,22 @@ func ResponseLimits(d *authz.Decision) ([]plan.Limit, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.kind == KindReleasedResources {
+		if l.kind != KindDistinctPatients {
 			out = append(out, plan.Limit{Kind: l.kind, Max: l.max, WindowS: int(l.window / time.Second)})
 		}
 	}
 	return out, nil
 }
 
-// Released counts n resources released to subject against each limit;
-// the response that goes over one raises an alert and is refused (true).
-func (g *Guard) Released(ctx context.Context, subject string, limits []plan.Limit, n int, at time.Time) (bool, error) {
+// Released counts what a response releases to subject (counts by kind)
+// against each limit of that kind; the response that goes over one raises
+// an alert and is refused (true).
+func (g *Guard) Released(ctx context.Context, subject string, limits []plan.Limit, counts map[string]int, at time.Time) (bool, error) {
 	for _, l := range limits {
+		n, ok := counts[l.Kind]
+		if !ok {
+			continue
+		}
 		tctx, cancel := context.WithTimeout(ctx, opTimeout)
 		sum, err := g.counters.Add(tctx, "limit:"+l.Kind+":"+subject, n, time.Duration(l.WindowS)*time.Second)
 		cancel()
@@ -281,8 +293,10 @@ type limit struct {
 
 func parseLimit(p map[string]string) (limit, error) {
 	l := limit{kind: p["kind"]}
-	if l.kind != KindDistinctPatients && l.kind != KindReleasedResources {
-		return l, fmt.Errorf("limit obligation: kind %q is not %s or %s", l.kind, KindDistinctPatients, KindReleasedResources)
+	switch l.kind {
+	case KindDistinctPatients, KindReleasedResources, KindReleasedBytes:
+	default:
+		return l, fmt.Errorf("limit obligation: kind %q is not %s, %s or %s", l.kind, KindDistinctPatients, KindReleasedResources, KindReleasedBytes)
 	}
 	n, err := strconv.Atoi(p["max"])
 	if err != nil || n < 1 {

@@ -174,11 +174,11 @@ func TestReleasedResources(t *testing.T) {
 		t.Fatalf("Watch: %+v %v", r, err)
 	}
 	for _, n := range []int{4, 6} {
-		if over, err := g.Released(t.Context(), "u1", lims, n, time.Now()); over || err != nil {
+		if over, err := g.Released(t.Context(), "u1", lims, map[string]int{KindReleasedResources: n, KindReleasedBytes: 99}, time.Now()); over || err != nil {
 			t.Fatalf("%d released: over %v %v", n, over, err)
 		}
 	}
-	if over, _ := g.Released(t.Context(), "u1", lims, 1, time.Now()); !over {
+	if over, _ := g.Released(t.Context(), "u1", lims, map[string]int{KindReleasedResources: 1}, time.Now()); !over {
 		t.Fatal("the eleventh resource in the window was released")
 	}
 	if len(s.got) != 1 || s.got[0] != (raised{"u1", "bulk_read.released_resources"}) {

@@ -327,22 +327,23 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 	p := plan.Metadata{Plan: d.Plan, DecisionID: d.ID, Version: s.planVersion}
 	if r != nil {
 		p.RequestID = r.ID
-		if !d.Plan.Empty() && s.planVersion >= 2 {
+		var lim []plan.Limit
+		if s.limits != nil && s.planVersion >= 2 && r.Identity.Subject != "" {
+			var err error
+			if lim, err = s.limits(d); err != nil {
+				s.log.Error("a usage limit cannot be carried; refusing", zap.Error(err))
+				d.Allow, d.Status = false, 503
+				return s.response(r, d)
+			}
+		}
+		if (!d.Plan.Empty() || len(lim) > 0) && s.planVersion >= 2 {
 			// Who asked and whose data it is, for the audit record of the
 			// filtered response, which may be written by another replica.
 			// Only a plan that asks for something has its response
 			// recorded, so an empty one travels without them.
 			p.User = plan.User{Subject: r.Identity.Subject, Issuer: r.Identity.Issuer, FHIRUser: r.Identity.FHIRUser}
 			p.Patients = plan.SortedPatients(r.FHIR.Patients, d.Audit.Patients)
-			if s.limits != nil && p.User.Subject != "" {
-				lim, err := s.limits(d)
-				if err != nil {
-					s.log.Error("a usage limit cannot be carried; refusing", zap.Error(err))
-					d.Allow, d.Status = false, 503
-					return s.response(r, d)
-				}
-				p.Limits = lim
-			}
+			p.Limits = lim
 		}
 	}
 	raw, err := p.Encode()

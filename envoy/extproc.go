@@ -141,6 +141,7 @@ type stream struct {
 	grant     map[string]bool // patients of a grant limited to patients; nil otherwise
 	removed   []string        // response headers dropped for naming other patients
 	vouch     []vouched       // headers only the body can vouch for
+	countOnly bool            // an unfiltered body whose bytes count against a limit
 }
 
 // Process handles one HTTP exchange's stream. Only the response side is
@@ -225,6 +226,18 @@ func (s *ProcServer) handle(ctx context.Context, st *stream, req *extprocv3.Proc
 }
 
 func (s *ProcServer) responseHeaders(ctx context.Context, st *stream, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	if st.plan.Empty() && s.usage != nil && len(st.plan.Limits) > 0 && !h.GetEndOfStream() {
+		// Nothing to filter (an approved export file), but its volume
+		// counts: from its length when it says, else from its body.
+		if n, err := strconv.Atoi(headerValue(h.GetHeaders(), "content-length")); err == nil && n >= 0 {
+			if refusal := s.countUnfiltered(ctx, st, n); refusal != nil {
+				return refusal
+			}
+		} else {
+			st.countOnly = true
+			return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}}
+		}
+	}
 	if st.plan.Empty() {
 		// The decision asked for nothing: one header round trip, and the
 		// body streams past without being buffered.
@@ -302,6 +315,15 @@ func filterable(mt string) bool {
 }
 
 func (s *ProcServer) responseBody(ctx context.Context, st *stream, b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	if st.countOnly {
+		if !b.GetEndOfStream() {
+			return s.refuse(ctx, st, http.StatusBadGateway, RefusedPartialBody)
+		}
+		if refusal := s.countUnfiltered(ctx, st, len(b.GetBody())); refusal != nil {
+			return refusal
+		}
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
+	}
 	if st.plan.Empty() {
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
 	}
@@ -325,7 +347,8 @@ func (s *ProcServer) responseBody(ctx context.Context, st *stream, b *extprocv3.
 		return immediate(http.StatusForbidden, st.plan.DecisionID)
 	}
 	if s.usage != nil && len(st.plan.Limits) > 0 {
-		over, err := s.usage.Released(ctx, st.plan.User.Subject, st.plan.Limits, res.Released, time.Now())
+		over, err := s.usage.Released(ctx, st.plan.User.Subject, st.plan.Limits,
+			map[string]int{plan.KindReleasedResources: res.Released, plan.KindReleasedBytes: len(res.Body)}, time.Now())
 		if err != nil {
 			return s.refuse(ctx, st, http.StatusServiceUnavailable, RefusedCountersAway)
 		}
@@ -356,6 +379,20 @@ func (s *ProcServer) responseBody(ctx context.Context, st *stream, b *extprocv3.
 		cr.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: res.Body}}
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{Response: cr}}}
+}
+
+// countUnfiltered counts the bytes of a response released without
+// filtering; a refusal is returned when they take the user over a limit,
+// or the counters cannot say.
+func (s *ProcServer) countUnfiltered(ctx context.Context, st *stream, n int) *extprocv3.ProcessingResponse {
+	over, err := s.usage.Released(ctx, st.plan.User.Subject, st.plan.Limits, map[string]int{plan.KindReleasedBytes: n}, time.Now())
+	switch {
+	case err != nil:
+		return s.refuse(ctx, st, http.StatusServiceUnavailable, RefusedCountersAway)
+	case over:
+		return s.refuse(ctx, st, http.StatusForbidden, RefusedUsageLimit)
+	}
+	return nil
 }
 
 // record writes the linked audit record; false means it could not be

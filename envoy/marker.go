@@ -172,7 +172,7 @@ func WithResponseLimits(f func(*authz.Decision) ([]plan.Limit, error)) Option {
 // limits their plans carry. True means the response took the identity
 // over a limit and must not be released.
 type UsageWatcher interface {
-	Released(ctx context.Context, subject string, limits []plan.Limit, n int, at time.Time) (bool, error)
+	Released(ctx context.Context, subject string, limits []plan.Limit, counts map[string]int, at time.Time) (bool, error)
 }
 
 // WithUsageWatcher has ext_proc count released resources with w.

@@ -62,12 +62,16 @@ type Limit struct {
 	WindowS int    `json:"window_s"`
 }
 
-// KindReleasedResources counts the resources responses release to an
-// identity.
-const KindReleasedResources = "released_resources"
+// Kinds of response-side limits: the resources responses release to an
+// identity (a Bundle's entries, 1 for a single resource), and the bytes
+// of their bodies (export files included, which pass unfiltered).
+const (
+	KindReleasedResources = "released_resources"
+	KindReleasedBytes     = "released_bytes"
+)
 
 func (l Limit) valid() bool {
-	return l.Kind == KindReleasedResources && l.Max > 0 && l.WindowS > 0 && l.WindowS <= 86400
+	return (l.Kind == KindReleasedResources || l.Kind == KindReleasedBytes) && l.Max > 0 && l.WindowS > 0 && l.WindowS <= 86400
 }
 
 // wire1 and wire2 are the encoded forms. The version comes first, so a

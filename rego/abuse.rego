@@ -21,10 +21,11 @@ default window := "1m"
 window := data.phigate.bulk_read.window
 
 # Each kind of limit: distinct_patients (the distinct patients the
-# identity's allowed requests name) and released_resources (the resources
+# identity's allowed requests name), released_resources (the resources
 # responses hand to it, counted where the response is filtered: search
-# results, export files).
-kinds := {"distinct_patients", "released_resources"}
+# results) and released_bytes (the bytes of the bodies released to it,
+# export files included).
+kinds := {"distinct_patients", "released_resources", "released_bytes"}
 
 largest(kind) := max({n |
 	some r in purpose.active_roles

@@ -11,6 +11,8 @@ limit(d) := [o | some o in d.obligations; o.type == "limit"; o.params.kind == "d
 
 released(d) := [o | some o in d.obligations; o.type == "limit"; o.params.kind == "released_resources"]
 
+bytes(d) := [o | some o in d.obligations; o.type == "limit"; o.params.kind == "released_bytes"]
+
 own := fx.req(fx.physician, fx.read_patient("pat-0001"))
 
 # An allowed request of a role with a threshold carries its limit.
@@ -19,6 +21,7 @@ test_limit_on_allowed if {
 	d.allow
 	limit(d) == [{"type": "limit", "params": {"kind": "distinct_patients", "max": "100", "window": "1m"}}]
 	released(d) == [{"type": "limit", "params": {"kind": "released_resources", "max": "2000", "window": "1m"}}]
+	bytes(d) == [{"type": "limit", "params": {"kind": "released_bytes", "max": "67108864", "window": "1m"}}]
 	"abuse.limit:distinct_patients" in d.audit.rules
 	"abuse.limit:released_resources" in d.audit.rules
 }

@@ -253,3 +253,57 @@ func TestReleasedResourcesLimit(t *testing.T) {
 		t.Error("phigate_bulk_read_alerts_total for released_resources is not 2")
 	}
 }
+
+// TestExportVolumeLimit: the bytes released to an identity count too,
+// export files included, which pass unfiltered. With an admin's limit at
+// 300 bytes a minute, the approved export's file is downloaded until the
+// next download would go over: that one and every later one is refused
+// (403, none of it released), and an alert is raised.
+func TestExportVolumeLimit(t *testing.T) {
+	policyDir := t.TempDir()
+	stacktest.CopyLibrary(t, policyDir)
+	setRoleThresholds(t, filepath.Join(policyDir, "data.json"), "admin", map[string]any{"released_bytes": 300})
+	s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) {
+		c.Policy.Source.Dir = policyDir
+		withApprovals(c)
+		c.Approvals.TTL = time.Hour
+	}})
+	s.Up.BulkExport()
+	mfa := []string{"pwd", "otp"}
+	requester := s.Token(demokeys.TokenSpec{Subject: "admin-1", Roles: []string{"admin"}, AMR: mfa})
+	officer := s.Token(demokeys.TokenSpec{Subject: "po-1", Roles: []string{"privacy-officer"}, AMR: mfa})
+	const kickoff = "/fhir/$export?_type=Patient"
+	ref := approvalRef(t, s.Do("GET", kickoff, requester, nil, nil))
+	if st, body := admin(t, s, "POST", "/approvals/"+ref+"/approve", officer, ""); st != 200 {
+		t.Fatalf("approval: %d %v", st, body)
+	}
+	if r := s.Do("GET", kickoff, requester, nil, nil); r.Status != 202 {
+		t.Fatalf("the approved kick-off: %d", r.Status)
+	}
+	released, refused := 0, 0
+	for range 12 {
+		r := s.Do("GET", "/bulkfiles/job-1-Patient.ndjson", requester, nil, nil)
+		switch r.Status {
+		case 200:
+			released += len(r.Body)
+			if refused > 0 {
+				t.Fatalf("a file released after the refusal")
+			}
+		case 403:
+			refused++
+			if strings.Contains(string(r.Body), `"Patient"`) {
+				t.Fatalf("the refused file's body came through")
+			}
+		default:
+			t.Fatalf("file: %d %s", r.Status, r.Body)
+		}
+	}
+	if refused == 0 || released > 300 {
+		t.Fatalf("released %d bytes, %d downloads refused; want the limit of 300 held", released, refused)
+	}
+	_, m := stacktest.GetBody(t, "http://"+s.Phigate.AdminAddr()+"/metrics")
+	if !strings.Contains(m, `phigate_bulk_read_alerts_total{kind="bulk_read.released_bytes"} 1`) {
+		t.Error("phigate_bulk_read_alerts_total for released_bytes is not 1")
+	}
+	t.Logf("released %d bytes of export files before the limit; %d downloads refused", released, refused)
+}

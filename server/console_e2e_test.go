@@ -239,6 +239,13 @@ func setThreshold(t *testing.T, path string, n int) {
 // are limits.
 func setThresholds(t *testing.T, path string, limits map[string]any) {
 	t.Helper()
+	setRoleThresholds(t, path, "physician", limits)
+}
+
+// setRoleThresholds rewrites a copied library's data so role's limits are
+// limits.
+func setRoleThresholds(t *testing.T, path, role string, limits map[string]any) {
+	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +255,7 @@ func setThresholds(t *testing.T, path string, limits map[string]any) {
 		t.Fatal(err)
 	}
 	br := d["phigate"].(map[string]any)["bulk_read"].(map[string]any)
-	br["thresholds"].(map[string]any)["physician"] = limits
+	br["thresholds"].(map[string]any)[role] = limits
 	if b, err = json.Marshal(d); err != nil {
 		t.Fatal(err)
 	}
