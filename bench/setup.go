@@ -171,6 +171,15 @@ func startBenchPhigate(ctx context.Context, cfg Config, o Setup, dir, auditDir s
 		}
 		pc.Policy.Source = policy.Source{Dir: pdir}
 		ph.notes = append(ph.notes, fmt.Sprintf("policy: the shipped library with %d care-team pairs (%d per practitioner) from %s", pairs, o.TeamSize, pdir))
+	} else if o.PolicyDir == "" {
+		pdir := filepath.Join(dir, "policy-bench")
+		if err := writeLibrary(pdir, func(map[string]any) error { return nil }); err != nil {
+			return nil, err
+		}
+		pc.Policy.Source = policy.Source{Dir: pdir}
+	}
+	if o.PolicyDir == "" {
+		ph.notes = append(ph.notes, fmt.Sprintf("usage limits raised to %.0e: the bench's identities read far beyond a clinician's thresholds; each request is still counted, none crosses a limit", liftedLimit))
 	}
 	if o.PolicyDir != "" {
 		pc.Policy.Source = policy.SourceFor(o.PolicyDir)
@@ -218,8 +227,25 @@ func startBenchPhigate(ctx context.Context, cfg Config, o Setup, dir, auditDir s
 // policy looks a patient up in the caller's list and a short list would
 // flatter it. It returns the number of pairs written.
 func writeCareTeamPolicy(dir string, pairs, teamSize int) (int, error) {
+	total := 0
+	err := writeLibrary(dir, func(ph map[string]any) error {
+		var err error
+		total, err = addCareTeams(ph, pairs, teamSize)
+		return err
+	})
+	return total, err
+}
+
+// liftedLimit is every usage threshold of the bench's policy: the
+// generator's few identities read thousands of patients a second.
+const liftedLimit = 1e12
+
+// writeLibrary writes the shipped library into dir with its data edited
+// by edit, and every usage threshold (data.phigate.bulk_read) lifted to
+// liftedLimit, so that the counting is measured and no refusal is.
+func writeLibrary(dir string, edit func(ph map[string]any) error) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, err
+		return err
 	}
 	var data map[string]any
 	err := fs.WalkDir(regolib.FS, ".", func(path string, d fs.DirEntry, err error) error {
@@ -236,12 +262,36 @@ func writeCareTeamPolicy(dir string, pairs, teamSize int) (int, error) {
 		return os.WriteFile(filepath.Join(dir, filepath.FromSlash(path)), b, 0o644)
 	})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	ph, _ := data["phigate"].(map[string]any)
 	if ph == nil {
-		return 0, errors.New("the shipped data.json has no phigate object")
+		return errors.New("the shipped data.json has no phigate object")
 	}
+	if br, ok := ph["bulk_read"].(map[string]any); ok {
+		if th, ok := br["thresholds"].(map[string]any); ok {
+			for _, v := range th {
+				if limits, ok := v.(map[string]any); ok {
+					for k := range limits {
+						limits[k] = liftedLimit
+					}
+				}
+			}
+		}
+	}
+	if err := edit(ph); err != nil {
+		return err
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "data.json"), b, 0o644)
+}
+
+// addCareTeams grows the shipped care teams to pairs relationships,
+// teamSize per practitioner, with synthetic patients.
+func addCareTeams(ph map[string]any, pairs, teamSize int) (int, error) {
 	teams := map[string][]string{}
 	total := 0
 	if old, ok := ph["care_teams"].(map[string]any); ok {
@@ -269,11 +319,7 @@ func writeCareTeamPolicy(dir string, pairs, teamSize int) (int, error) {
 		}
 	}
 	ph["care_teams"] = teams
-	b, err := json.Marshal(data)
-	if err != nil {
-		return 0, err
-	}
-	return total, os.WriteFile(filepath.Join(dir, "data.json"), b, 0o644)
+	return total, nil
 }
 
 // WriteReports prints rep's table to stdout and writes report.json and
