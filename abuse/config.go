@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,13 +80,13 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.name: %q is used twice", at, b.Name))
 		}
 		seen[b.Name] = true
-		if !contains(perValues, b.Per) {
+		if !slices.Contains(perValues, b.Per) {
 			errs = append(errs, fmt.Errorf("%s.per: %q is not one of %s", at, b.Per, strings.Join(perValues, ", ")))
 		}
 		if b.Route == "" {
 			b.Route = "any"
 		}
-		if !contains(routeClasses, b.Route) {
+		if !slices.Contains(routeClasses, b.Route) {
 			errs = append(errs, fmt.Errorf("%s.route: %q is not one of %s", at, b.Route, strings.Join(routeClasses, ", ")))
 		}
 		if b.Rate <= 0 || b.Rate > 1e6 {
@@ -124,15 +125,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // Open returns the counters the section names: Redis when an address is

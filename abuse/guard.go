@@ -173,8 +173,10 @@ func (g *Guard) counted(per string, req *authz.Request) string {
 }
 
 // Watch implements authz.Guard: every limit obligation on an allowed
-// decision counts the request; one that takes the identity over its limit
-// raises an alert and refuses the request.
+// decision is read once. A distinct-patients limit counts the request
+// here, and one that takes the identity over raises an alert and refuses
+// the request; the others go to d.ResponseLimits, for the response side
+// to count what it releases.
 func (g *Guard) Watch(ctx context.Context, req *authz.Request, d *authz.Decision, patients []string) (*authz.Decision, error) {
 	for _, o := range d.Obligations {
 		if o.Type != LimitObligation {
@@ -187,8 +189,15 @@ func (g *Guard) Watch(ctx context.Context, req *authz.Request, d *authz.Decision
 			g.log.Error("a limit obligation cannot be applied; refusing", zap.Error(err), zap.String("decision_id", d.ID))
 			return nil, err
 		}
-		if lim.kind != KindDistinctPatients || req.Identity.Subject == "" || len(patients) == 0 {
-			continue // released resources are counted where the response is
+		if req.Identity.Subject == "" {
+			continue
+		}
+		if lim.kind != KindDistinctPatients {
+			d.ResponseLimits = append(d.ResponseLimits, plan.Limit{Kind: lim.kind, Max: lim.max, WindowS: int(lim.window / time.Second)})
+			continue
+		}
+		if len(patients) == 0 {
+			continue
 		}
 		members := make([]string, len(patients))
 		for i, p := range patients {
@@ -204,18 +213,28 @@ func (g *Guard) Watch(ctx context.Context, req *authz.Request, d *authz.Decision
 		if distinct <= lim.max {
 			continue
 		}
-		kind := "bulk_read." + lim.kind
-		g.raised.WithLabelValues(kind).Inc()
-		if g.alerts != nil {
-			if err := g.alerts.RaiseAlert(ctx, req.Identity.Subject, kind, req.Time); err != nil {
-				g.log.Error("alert not kept", zap.String("kind", kind), zap.Error(err))
-				return nil, err
-			}
+		kind, err := g.over(ctx, req.Identity.Subject, lim.kind, req.Time)
+		if err != nil {
+			return nil, err
 		}
 		return &authz.Decision{Status: 403, Reason: kind,
 			Audit: authz.AuditInfo{Rules: []string{"deny:" + kind, "alert:" + kind}}}, nil
 	}
 	return nil, nil
+}
+
+// over counts a crossing of a limit of kind by subject and raises (or
+// keeps) its alert; it returns the alert's kind.
+func (g *Guard) over(ctx context.Context, subject, limitKind string, at time.Time) (string, error) {
+	kind := "bulk_read." + limitKind
+	g.raised.WithLabelValues(kind).Inc()
+	if g.alerts != nil {
+		if err := g.alerts.RaiseAlert(ctx, subject, kind, at); err != nil {
+			g.log.Error("alert not kept", zap.String("kind", kind), zap.Error(err))
+			return kind, err
+		}
+	}
+	return kind, nil
 }
 
 // Cleared starts subject's usage windows afresh: a person cleared the
@@ -231,26 +250,6 @@ func (g *Guard) Cleared(ctx context.Context, subject string) {
 			g.log.Warn("usage window not reset after an alert was cleared", zap.Error(err))
 		}
 	}
-}
-
-// ResponseLimits are the limit obligations of d that the response side
-// counts, in the plan's form; an obligation that cannot be applied is an
-// error (Watch refuses the request for it before this is asked).
-func ResponseLimits(d *authz.Decision) ([]plan.Limit, error) {
-	var out []plan.Limit
-	for _, o := range d.Obligations {
-		if o.Type != LimitObligation {
-			continue
-		}
-		l, err := parseLimit(o.Params)
-		if err != nil {
-			return nil, err
-		}
-		if l.kind != KindDistinctPatients {
-			out = append(out, plan.Limit{Kind: l.kind, Max: l.max, WindowS: int(l.window / time.Second)})
-		}
-	}
-	return out, nil
 }
 
 // Released counts what a response releases to subject (counts by kind)
@@ -272,13 +271,8 @@ func (g *Guard) Released(ctx context.Context, subject string, limits []plan.Limi
 		if sum <= l.Max {
 			continue
 		}
-		kind := "bulk_read." + l.Kind
-		g.raised.WithLabelValues(kind).Inc()
-		if g.alerts != nil {
-			if err := g.alerts.RaiseAlert(ctx, subject, kind, at); err != nil {
-				g.log.Error("alert not kept", zap.String("kind", kind), zap.Error(err))
-				return false, err
-			}
+		if _, err := g.over(ctx, subject, l.Kind, at); err != nil {
+			return false, err
 		}
 		return true, nil
 	}

@@ -165,13 +165,19 @@ func TestReleasedResources(t *testing.T) {
 		{Type: LimitObligation, Params: map[string]string{"kind": KindDistinctPatients, "max": "100", "window": "1m"}},
 		{Type: LimitObligation, Params: map[string]string{"kind": KindReleasedResources, "max": "10", "window": "2m"}},
 	}}
-	lims, err := ResponseLimits(d)
-	if err != nil || len(lims) != 1 || lims[0] != (plan.Limit{Kind: plan.KindReleasedResources, Max: 10, WindowS: 120}) {
-		t.Fatalf("limits %+v %v", lims, err)
-	}
-	// The request side leaves released resources to the response side.
+	// The request side counts distinct patients and leaves released
+	// resources to the response side, read once into the decision.
 	if r, err := g.Watch(t.Context(), reqFor("u1", authz.InteractionSearchType, "p1"), d, []string{"p1"}); r != nil || err != nil {
 		t.Fatalf("Watch: %+v %v", r, err)
+	}
+	lims := d.ResponseLimits
+	if len(lims) != 1 || lims[0] != (plan.Limit{Kind: plan.KindReleasedResources, Max: 10, WindowS: 120}) {
+		t.Fatalf("response limits %+v", lims)
+	}
+	// A caller without a subject has nothing to count under.
+	anon := &authz.Decision{Allow: true, Obligations: d.Obligations}
+	if _, err := g.Watch(t.Context(), reqFor("", authz.InteractionSearchType, "p1"), anon, []string{"p1"}); err != nil || anon.ResponseLimits != nil {
+		t.Fatalf("without a subject: %+v %v", anon.ResponseLimits, err)
 	}
 	for _, n := range []int{4, 6} {
 		if over, err := g.Released(t.Context(), "u1", lims, map[string]int{KindReleasedResources: n, KindReleasedBytes: 99}, time.Now()); over || err != nil {
@@ -184,8 +190,9 @@ func TestReleasedResources(t *testing.T) {
 	if len(s.got) != 1 || s.got[0] != (raised{"u1", "bulk_read.released_resources"}) {
 		t.Fatalf("alerts %+v", s.got)
 	}
-	if _, err := ResponseLimits(&authz.Decision{Obligations: []authz.Obligation{{Type: LimitObligation,
-		Params: map[string]string{"kind": KindReleasedResources, "max": "x", "window": "1m"}}}}); err == nil {
+	bad := &authz.Decision{Allow: true, Obligations: []authz.Obligation{{Type: LimitObligation,
+		Params: map[string]string{"kind": KindReleasedResources, "max": "x", "window": "1m"}}}}
+	if _, err := g.Watch(t.Context(), reqFor("u1", authz.InteractionRead, "p1"), bad, []string{"p1"}); err == nil || bad.ResponseLimits != nil {
 		t.Fatal("a limit that cannot be applied was carried")
 	}
 }

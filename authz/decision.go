@@ -32,6 +32,10 @@ type Decision struct {
 	// phigate's: the decoder refuses them and the adapter denies a
 	// decision that carries one. Not recorded.
 	Metadata map[string]any `json:"-"`
+	// ResponseLimits are the usage limits the response side counts what it
+	// releases against, read from the decision's limit obligations by the
+	// Guard that watched it.
+	ResponseLimits []plan.Limit `json:"-"`
 	// RetryAfter is, for a 429, how long the client should wait.
 	RetryAfter time.Duration `json:"-"`
 	// ID identifies this decision in the audit trail and response metadata.

@@ -13,8 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -226,6 +228,28 @@ func (c *Console) record(r *http.Request, ce audit.ConsoleEvent) error {
 	return nil
 }
 
+// viewed records that an officer read a page; false means the read could
+// not be recorded, and the 503 has been written: a page whose read cannot
+// be recorded is not shown.
+func (c *Console) viewed(w http.ResponseWriter, r *http.Request, ce audit.ConsoleEvent) bool {
+	if err := c.record(r, ce); err != nil {
+		http.Error(w, "the audit trail is unavailable", http.StatusServiceUnavailable)
+		return false
+	}
+	return true
+}
+
+// page is the data a signed-in page renders with: the officer, the form
+// token, the page's name for the navigation, the outcome of the action
+// that led here, and what the page adds.
+func page(r *http.Request, s session, name string, extra ...map[string]any) map[string]any {
+	data := map[string]any{"Officer": s.Subject, "CSRF": s.CSRF, "Page": name, "Done": r.URL.Query().Get("done")}
+	for _, e := range extra {
+		maps.Copy(data, e)
+	}
+	return data
+}
+
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, "login.html", map[string]any{"Role": c.cfg.Role})
 }
@@ -238,7 +262,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err != nil || !id.Authenticated:
 		reason = "token not accepted"
-	case !contains(id.Roles, c.cfg.Role):
+	case !slices.Contains(id.Roles, c.cfg.Role):
 		reason = "not an officer"
 	case !id.MFA && !c.cfg.AllowSingleFactor:
 		reason = "second factor required"
@@ -268,13 +292,4 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request, s session) {
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/console/", MaxAge: -1,
 		HttpOnly: true, Secure: c.d.Secure, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

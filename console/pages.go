@@ -23,15 +23,14 @@ const (
 )
 
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, s session) {
-	if err := c.record(r, audit.ConsoleEvent{Officer: s.Subject, Action: "overview"}); err != nil {
-		http.Error(w, "the audit trail is unavailable", http.StatusServiceUnavailable)
+	if !c.viewed(w, r, audit.ConsoleEvent{Officer: s.Subject, Action: "overview"}) {
 		return
 	}
 	now := c.d.Now().UTC().Truncate(time.Hour).Add(time.Hour)
 	since := now.Add(-chartHours * time.Hour)
 	entries, err := audit.Query(c.d.AuditDir, audit.Filter{Kind: audit.KindDecision, Since: since},
 		audit.QueryOptions{EncryptionKey: c.d.EncryptionKey})
-	data := map[string]any{"Officer": s.Subject, "CSRF": s.CSRF, "Page": "overview"}
+	data := page(r, s, "overview")
 	if err != nil {
 		data["Error"] = "The audit trail could not be read."
 	}
@@ -78,14 +77,13 @@ type access struct {
 func (c *Console) patient(w http.ResponseWriter, r *http.Request, s session) {
 	q := r.URL.Query()
 	id := strings.TrimPrefix(strings.TrimSpace(q.Get("id")), "Patient/")
-	data := map[string]any{"Officer": s.Subject, "CSRF": s.CSRF, "Page": "patient", "Patient": id,
-		"User": q.Get("user"), "Outcome": q.Get("outcome"), "Days": q.Get("days")}
+	data := page(r, s, "patient", map[string]any{"Patient": id,
+		"User": q.Get("user"), "Outcome": q.Get("outcome"), "Days": q.Get("days")})
 	if id == "" {
 		c.render(w, "patient.html", data)
 		return
 	}
-	if err := c.record(r, audit.ConsoleEvent{Officer: s.Subject, Action: "patient_accesses", Patient: id}); err != nil {
-		http.Error(w, "the audit trail is unavailable", http.StatusServiceUnavailable)
+	if !c.viewed(w, r, audit.ConsoleEvent{Officer: s.Subject, Action: "patient_accesses", Patient: id}) {
 		return
 	}
 	f := audit.Filter{Patient: id, User: strings.TrimSpace(q.Get("user"))}
@@ -129,11 +127,10 @@ func (c *Console) patient(w http.ResponseWriter, r *http.Request, s session) {
 }
 
 func (c *Console) alerts(w http.ResponseWriter, r *http.Request, s session) {
-	if err := c.record(r, audit.ConsoleEvent{Officer: s.Subject, Action: "alerts"}); err != nil {
-		http.Error(w, "the audit trail is unavailable", http.StatusServiceUnavailable)
+	if !c.viewed(w, r, audit.ConsoleEvent{Officer: s.Subject, Action: "alerts"}) {
 		return
 	}
-	data := map[string]any{"Officer": s.Subject, "CSRF": s.CSRF, "Page": "alerts", "Done": r.URL.Query().Get("done")}
+	data := page(r, s, "alerts")
 	open, err := c.d.Alerts.ListAlerts(r.Context(), "", "", 200)
 	if err != nil {
 		data["Error"] = "The alert store could not be read."

@@ -11,11 +11,10 @@ import (
 )
 
 func (c *Console) approvals(w http.ResponseWriter, r *http.Request, s session) {
-	if err := c.record(r, audit.ConsoleEvent{Officer: s.Subject, Action: "approvals"}); err != nil {
-		http.Error(w, "the audit trail is unavailable", http.StatusServiceUnavailable)
+	if !c.viewed(w, r, audit.ConsoleEvent{Officer: s.Subject, Action: "approvals"}) {
 		return
 	}
-	data := map[string]any{"Officer": s.Subject, "CSRF": s.CSRF, "Page": "approvals", "Done": r.URL.Query().Get("done")}
+	data := page(r, s, "approvals")
 	if c.d.Approvals == nil {
 		data["Off"] = true
 		c.render(w, "approvals.html", data)
@@ -95,12 +94,10 @@ func (c *Console) buildReview(r *http.Request, sample int, seed uint64) (audit.R
 }
 
 func (c *Console) breakGlass(w http.ResponseWriter, r *http.Request, s session) {
-	if err := c.record(r, audit.ConsoleEvent{Officer: s.Subject, Action: "break_glass_queue"}); err != nil {
-		http.Error(w, "the audit trail is unavailable", http.StatusServiceUnavailable)
+	if !c.viewed(w, r, audit.ConsoleEvent{Officer: s.Subject, Action: "break_glass_queue"}) {
 		return
 	}
-	data := map[string]any{"Officer": s.Subject, "CSRF": s.CSRF, "Page": "breakglass", "Done": r.URL.Query().Get("done"),
-		"Writable": c.d.Reviews != nil}
+	data := page(r, s, "breakglass", map[string]any{"Writable": c.d.Reviews != nil})
 	rev, err := c.buildReview(r, 0, 0)
 	if err != nil {
 		data["Error"] = "The audit trail or the review store could not be read."
@@ -142,14 +139,13 @@ func (c *Console) markReviewed(w http.ResponseWriter, r *http.Request, s session
 }
 
 func (c *Console) review(w http.ResponseWriter, r *http.Request, s session) {
-	if err := c.record(r, audit.ConsoleEvent{Officer: s.Subject, Action: "entitlement_review"}); err != nil {
-		http.Error(w, "the audit trail is unavailable", http.StatusServiceUnavailable)
+	if !c.viewed(w, r, audit.ConsoleEvent{Officer: s.Subject, Action: "entitlement_review"}) {
 		return
 	}
 	// The day's sample: the same for every officer who opens it that day.
 	day := c.d.Now().UTC().Truncate(24 * time.Hour)
 	rev, err := c.buildReview(r, 20, uint64(day.Unix()))
-	data := map[string]any{"Officer": s.Subject, "CSRF": s.CSRF, "Page": "review", "R": rev, "Day": day.Format("2006-01-02")}
+	data := page(r, s, "review", map[string]any{"R": rev, "Day": day.Format("2006-01-02")})
 	if err != nil {
 		data["Error"] = "The audit trail or the review store could not be read."
 	}

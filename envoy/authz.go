@@ -51,8 +51,6 @@ type AuthServer struct {
 	// planVersion is the plan metadata version written (plan.Version
 	// unless WithPlanMetadataVersion says otherwise).
 	planVersion int
-	// limits reads the usage limits the response side counts.
-	limits func(*authz.Decision) ([]plan.Limit, error)
 }
 
 type checkMetrics struct {
@@ -93,7 +91,7 @@ func NewAuthServer(a Authorizer, log *zap.Logger, reg prometheus.Registerer, opt
 		strip = append(strip, "authorization")
 	}
 	return &AuthServer{authz: a, marker: o.marker, log: log, metrics: m, strip: strip,
-		opaEnvoy: o.opaEnvoy, skipBody: o.opaEnvoySkipBody, planVersion: o.planVersion, limits: o.limits}, nil
+		opaEnvoy: o.opaEnvoy, skipBody: o.opaEnvoySkipBody, planVersion: o.planVersion}, nil
 }
 
 // Check answers one ext_authz request. Every outcome, including internal
@@ -327,23 +325,14 @@ func (s *AuthServer) response(r *authz.Request, d *authz.Decision) *authv3.Check
 	p := plan.Metadata{Plan: d.Plan, DecisionID: d.ID, Version: s.planVersion}
 	if r != nil {
 		p.RequestID = r.ID
-		var lim []plan.Limit
-		if s.limits != nil && s.planVersion >= 2 && r.Identity.Subject != "" {
-			var err error
-			if lim, err = s.limits(d); err != nil {
-				s.log.Error("a usage limit cannot be carried; refusing", zap.Error(err))
-				d.Allow, d.Status = false, 503
-				return s.response(r, d)
-			}
-		}
-		if (!d.Plan.Empty() || len(lim) > 0) && s.planVersion >= 2 {
+		if (!d.Plan.Empty() || len(d.ResponseLimits) > 0) && s.planVersion >= 2 {
 			// Who asked and whose data it is, for the audit record of the
 			// filtered response, which may be written by another replica.
 			// Only a plan that asks for something has its response
 			// recorded, so an empty one travels without them.
 			p.User = plan.User{Subject: r.Identity.Subject, Issuer: r.Identity.Issuer, FHIRUser: r.Identity.FHIRUser}
 			p.Patients = plan.SortedPatients(r.FHIR.Patients, d.Audit.Patients)
-			p.Limits = lim
+			p.Limits = d.ResponseLimits
 		}
 	}
 	raw, err := p.Encode()

@@ -347,13 +347,8 @@ func (s *ProcServer) responseBody(ctx context.Context, st *stream, b *extprocv3.
 		return immediate(http.StatusForbidden, st.plan.DecisionID)
 	}
 	if s.usage != nil && len(st.plan.Limits) > 0 {
-		over, err := s.usage.Released(ctx, st.plan.User.Subject, st.plan.Limits,
-			map[string]int{plan.KindReleasedResources: res.Released, plan.KindReleasedBytes: len(res.Body)}, time.Now())
-		if err != nil {
-			return s.refuse(ctx, st, http.StatusServiceUnavailable, RefusedCountersAway)
-		}
-		if over {
-			return s.refuse(ctx, st, http.StatusForbidden, RefusedUsageLimit)
+		if refusal := s.count(ctx, st, map[string]int{plan.KindReleasedResources: res.Released, plan.KindReleasedBytes: len(res.Body)}); refusal != nil {
+			return refusal
 		}
 	}
 	for _, v := range st.vouch {
@@ -381,11 +376,11 @@ func (s *ProcServer) responseBody(ctx context.Context, st *stream, b *extprocv3.
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{Response: cr}}}
 }
 
-// countUnfiltered counts the bytes of a response released without
-// filtering; a refusal is returned when they take the user over a limit,
-// or the counters cannot say.
-func (s *ProcServer) countUnfiltered(ctx context.Context, st *stream, n int) *extprocv3.ProcessingResponse {
-	over, err := s.usage.Released(ctx, st.plan.User.Subject, st.plan.Limits, map[string]int{plan.KindReleasedBytes: n}, time.Now())
+// count counts what a response releases (counts by limit kind) against
+// its plan's limits; a refusal is returned when that takes the user over
+// one, or the counters cannot say.
+func (s *ProcServer) count(ctx context.Context, st *stream, counts map[string]int) *extprocv3.ProcessingResponse {
+	over, err := s.usage.Released(ctx, st.plan.User.Subject, st.plan.Limits, counts, time.Now())
 	switch {
 	case err != nil:
 		return s.refuse(ctx, st, http.StatusServiceUnavailable, RefusedCountersAway)
@@ -393,6 +388,12 @@ func (s *ProcServer) countUnfiltered(ctx context.Context, st *stream, n int) *ex
 		return s.refuse(ctx, st, http.StatusForbidden, RefusedUsageLimit)
 	}
 	return nil
+}
+
+// countUnfiltered counts the n bytes of a response released without
+// filtering (an approved export file).
+func (s *ProcServer) countUnfiltered(ctx context.Context, st *stream, n int) *extprocv3.ProcessingResponse {
+	return s.count(ctx, st, map[string]int{plan.KindReleasedBytes: n})
 }
 
 // record writes the linked audit record; false means it could not be

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/phigate/phigate/authz"
 	"github.com/phigate/phigate/plan"
 )
 
@@ -158,14 +157,7 @@ type options struct {
 	opaEnvoy         bool // see WithOPAEnvoyInput
 	opaEnvoySkipBody bool
 	planVersion      int
-	limits           func(*authz.Decision) ([]plan.Limit, error)
 	usage            UsageWatcher
-}
-
-// WithResponseLimits has ext_authz put the usage limits f reads from a
-// decision into its plan (version 2 on), for the response side to count.
-func WithResponseLimits(f func(*authz.Decision) ([]plan.Limit, error)) Option {
-	return func(o *options) { o.limits = f }
 }
 
 // UsageWatcher counts what responses release to an identity against the

@@ -184,7 +184,7 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if raw, err = expandEnv(raw, lookupEnv); err != nil {
+	if raw, err = expandEnv(raw, os.LookupEnv); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	var c Config

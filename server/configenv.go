@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 
@@ -77,5 +76,3 @@ func expandEnv(raw []byte, lookup func(string) (string, bool)) ([]byte, error) {
 	}
 	return yaml.Marshal(&doc)
 }
-
-func lookupEnv(name string) (string, bool) { return os.LookupEnv(name) }

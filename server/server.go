@@ -249,7 +249,6 @@ func New(ctx context.Context, cfg *Config, log *zap.Logger, opts ...Option) (*Se
 		// An OPA-Envoy policy reads the plugin's input document.
 		authOpts = append(authOpts, envoy.WithOPAEnvoyInput(oe.SkipRequestBodyParse))
 	}
-	authOpts = append(authOpts, envoy.WithResponseLimits(abuse.ResponseLimits))
 	authSrv, err := envoy.NewAuthServer(az, log.Named("ext_authz"), reg, authOpts...)
 	if err != nil {
 		return nil, err

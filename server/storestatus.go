@@ -3,15 +3,12 @@ package server
 import (
 	"errors"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/policy"
-	regolib "github.com/phigate/phigate/rego"
 	"github.com/phigate/phigate/store"
 )
 
@@ -56,21 +53,15 @@ func registerStoreMetrics(reg prometheus.Registerer, h *store.Health) {
 
 // policyRoles reads the role permissions of the policy's data, for the
 // console's entitlement review: the directory's data.json, else the
-// shipped library's. A bundle's roles are not read (none: the review then
-// lists no unexercised roles).
+// shipped library's. A bundle's roles, or a directory without data, are
+// not read (none: the review then lists no unexercised roles).
 func policyRoles(src policy.Source) (map[string]map[string][]string, error) {
-	var data []byte
-	var err error
-	switch {
-	case src.Dir != "":
-		data, err = os.ReadFile(filepath.Join(src.Dir, "data.json"))
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
-		}
-	case src.BundleFile != "":
+	if src.BundleFile != "" {
 		return nil, nil
-	default:
-		data, err = regolib.FS.ReadFile("data.json")
+	}
+	data, err := policy.DataFile(src.Dir)
+	if errors.Is(err, fs.ErrNotExist) && src.Dir != "" {
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -211,19 +212,14 @@ func (r *Reader) Active(ctx context.Context, subject string, now time.Time) ([]a
 	if err != nil {
 		return nil, err
 	}
+	// The cached slice is shared: a copy drops the expired, and only when
+	// there is one.
 	ns := now.UnixNano()
-	for _, g := range gs {
-		if g.ExpiresNS <= ns {
-			kept := make([]authz.Grant, 0, len(gs))
-			for _, g := range gs {
-				if g.ExpiresNS > ns {
-					kept = append(kept, g)
-				}
-			}
-			return kept, nil
-		}
+	expired := func(g authz.Grant) bool { return g.ExpiresNS <= ns }
+	if !slices.ContainsFunc(gs, expired) {
+		return gs, nil
 	}
-	return gs, nil
+	return slices.DeleteFunc(slices.Clone(gs), expired), nil
 }
 
 // Put implements authz.GrantStore: it writes through to the store.

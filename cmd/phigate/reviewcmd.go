@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/phigate/phigate/audit"
-	regolib "github.com/phigate/phigate/rego"
+	"github.com/phigate/phigate/policy"
 )
 
 const usageReview = "phigate audit review <dir> [--unused-days 90] [--as-of T] [--policy DIR] [--sample 20] [--seed N] [--admin host:port --token-file F] [--json]"
@@ -46,13 +44,7 @@ func cmdAuditReview(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		o.AsOf = t
 	}
-	var data []byte
-	var err error
-	if *policyDir != "" {
-		data, err = os.ReadFile(filepath.Join(*policyDir, "data.json"))
-	} else {
-		data, err = regolib.FS.ReadFile("data.json")
-	}
+	data, err := policy.DataFile(*policyDir)
 	if err == nil {
 		o.Roles, err = audit.RolesFromData(data)
 	}
