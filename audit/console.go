@@ -65,12 +65,7 @@ func (b Builder) Console(ce ConsoleEvent, recorded time.Time) *AuditEvent {
 			ev.OutcomeDesc += ": " + ce.Reason
 		}
 	}
-	officer := Agent{Type: &CodeableConcept{Coding: []Coding{agentSource}}, Requestor: true,
-		Who: &Reference{Identifier: &Identifier{System: "urn:phigate:console-officer", Value: ce.Officer}}}
-	if ce.Peer != "" {
-		officer.Network = &Network{Address: hostOf(ce.Peer), Type: "2"}
-	}
-	ev.Agent = []Agent{officer, {Type: &CodeableConcept{Coding: []Coding{agentDestination}}, Who: &Reference{Display: b.Server}}}
+	ev.Agent = b.requestedBy("urn:phigate:console-officer", ce.Officer, ce.Peer)
 	if ce.Patient != "" {
 		ev.Entity = append(ev.Entity, Entity{Type: ptr(entityPerson), Role: ptr(rolePatient),
 			What: &Reference{Reference: "Patient/" + ce.Patient}})

@@ -79,12 +79,7 @@ func (b Builder) Ingest(ie IngestEvent, recorded time.Time) *AuditEvent {
 	if ie.Reason != "" {
 		ev.OutcomeDesc += ": " + ie.Reason
 	}
-	sender := Agent{Type: &CodeableConcept{Coding: []Coding{agentSource}}, Requestor: true,
-		Who: &Reference{Identifier: &Identifier{System: "urn:phigate:ingest-sender", Value: ie.Sender}}}
-	if ie.Peer != "" {
-		sender.Network = &Network{Address: hostOf(ie.Peer), Type: "2"}
-	}
-	ev.Agent = []Agent{sender, {Type: &CodeableConcept{Coding: []Coding{agentDestination}}, Who: &Reference{Display: b.Server}}}
+	ev.Agent = b.requestedBy("urn:phigate:ingest-sender", ie.Sender, ie.Peer)
 	if ie.Patient != "" {
 		ev.Entity = append(ev.Entity, Entity{Type: ptr(entityPerson), Role: ptr(rolePatient),
 			What: &Reference{Reference: "Patient/" + ie.Patient}})
@@ -104,6 +99,18 @@ func (b Builder) Ingest(ie IngestEvent, recorded time.Time) *AuditEvent {
 	}
 	ev.Entity = append(ev.Entity, msg)
 	return ev
+}
+
+// requestedBy is the agents of a record something outside the decision
+// path asked phigate for: the requester (who, named in system, from peer)
+// as the source, phigate as the destination.
+func (b Builder) requestedBy(system, who, peer string) []Agent {
+	src := Agent{Type: &CodeableConcept{Coding: []Coding{agentSource}}, Requestor: true,
+		Who: &Reference{Identifier: &Identifier{System: system, Value: who}}}
+	if peer != "" {
+		src.Network = &Network{Address: hostOf(peer), Type: "2"}
+	}
+	return []Agent{src, {Type: &CodeableConcept{Coding: []Coding{agentDestination}}, Who: &Reference{Display: b.Server}}}
 }
 
 // RecordIngest appends the record of one feed message and returns once
