@@ -81,29 +81,8 @@ func TestThrottleThroughEnvoy(t *testing.T) {
 // theirs is refused on both replicas until a person clears the alert.
 // Another reading one patient 200 times is never stopped.
 func TestBulkReadStoppedAndAlerted(t *testing.T) {
-	dsn := pgtest.Start(t)
-	if _, err := store.Migrate(t.Context(), dsn); err != nil {
-		t.Fatal(err)
-	}
-	dsnFile := filepath.Join(t.TempDir(), "dsn")
-	if err := os.WriteFile(dsnFile, []byte(dsn), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	keys, err := demokeys.LoadOrCreate(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	counters := sharedCounters(t)
-	opts := stacktest.Options{Keys: keys, Mutate: func(c *server.Config) {
-		counters(c)
-		c.Store.PostgresDSNFile = dsnFile
-	}}
-	a, b := stacktest.Start(t, opts), stacktest.Start(t, opts)
-	writer, err := store.OpenPostgres(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer writer.Close()
+	f := startFleet(t, pgtest.Start(t), sharedCounters(t))
+	a, b, writer := f.a, f.b, f.writer
 	// prac-001 is related to 200 patients (an admitting ward's worth).
 	patient := func(i int) string { return fmt.Sprintf("pat-%04d", 300+i) }
 	for i := range 200 {
@@ -210,7 +189,7 @@ func decisionsTotal(t *testing.T, s *stacktest.Stack) float64 {
 func TestReleasedResourcesLimit(t *testing.T) {
 	policyDir := t.TempDir()
 	stacktest.CopyLibrary(t, policyDir)
-	setThresholds(t, filepath.Join(policyDir, "data.json"), map[string]any{"released_resources": 3})
+	setRoleThresholds(t, filepath.Join(policyDir, "data.json"), "physician", map[string]any{"released_resources": 3})
 	s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) { c.Policy.Source.Dir = policyDir }})
 	doc := s.Token(stacktest.Physician(1))
 	other := s.Token(stacktest.Physician(2))

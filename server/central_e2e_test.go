@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -57,15 +56,8 @@ func TestReplicasShipAuditCentrally(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyFiles = append(keyFiles, cfg.Audit.SigningKeyFile)
-	ctx, cancel := context.WithCancel(t.Context())
 	core, logs := observer.New(zap.DebugLevel)
-	b, err := server.New(ctx, cfg, zap.New(core))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	b := stacktest.Serve(t, cfg, zap.New(core))
 	conn, err := grpc.NewClient(b.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

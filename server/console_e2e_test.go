@@ -54,7 +54,7 @@ func TestConsoleInChromium(t *testing.T) {
 	policyDir := t.TempDir()
 	stacktest.CopyLibrary(t, policyDir)
 	// A small limit, so that a short bulk read raises an alert.
-	setThreshold(t, filepath.Join(policyDir, "data.json"), 3)
+	setRoleThresholds(t, filepath.Join(policyDir, "data.json"), "physician", map[string]any{"distinct_patients": 3})
 	s := stacktest.Start(t, stacktest.Options{Mutate: func(c *server.Config) {
 		c.Console.Enabled = true
 		c.Policy.Source.Dir = policyDir
@@ -226,20 +226,6 @@ func TestConsoleInChromium(t *testing.T) {
 		}
 	}
 	t.Logf("screenshots in %s", art)
-}
-
-// setThreshold rewrites a copied library's data so a physician's
-// distinct-patients limit is n.
-func setThreshold(t *testing.T, path string, n int) {
-	t.Helper()
-	setThresholds(t, path, map[string]any{"distinct_patients": n})
-}
-
-// setThresholds rewrites a copied library's data so a physician's limits
-// are limits.
-func setThresholds(t *testing.T, path string, limits map[string]any) {
-	t.Helper()
-	setRoleThresholds(t, path, "physician", limits)
 }
 
 // setRoleThresholds rewrites a copied library's data so role's limits are

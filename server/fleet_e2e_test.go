@@ -61,7 +61,7 @@ func (f *fleet) waitCentral(t *testing.T, what string, within time.Duration, flt
 	}
 }
 
-func startFleet(t *testing.T, dsn string) *fleet {
+func startFleet(t *testing.T, dsn string, mutate ...func(*server.Config)) *fleet {
 	t.Helper()
 	if _, err := store.Migrate(t.Context(), dsn); err != nil {
 		t.Fatal(err)
@@ -79,6 +79,9 @@ func startFleet(t *testing.T, dsn string) *fleet {
 		c.Store.PostgresDSNFile = dsnFile
 		replica++
 		c.Audit.ReplicaID = fmt.Sprintf("edge-%d", replica)
+		for _, m := range mutate {
+			m(c)
+		}
 	}}
 	f := &fleet{a: stacktest.Start(t, opts), b: stacktest.Start(t, opts), keys: keys, dsn: dsn}
 	if f.writer, err = store.OpenPostgres(t.Context(), dsn); err != nil {

@@ -8,14 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/phigate/phigate/demo/demokeys"
 	"github.com/phigate/phigate/internal/stacktest"
-	"github.com/phigate/phigate/server"
 )
 
 // TestHealthByServiceAndBuildInfo: the gRPC health service answers for the
@@ -26,18 +24,7 @@ func TestHealthByServiceAndBuildInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := stacktest.ServerConfig(t, keys)
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	srv, err := server.New(ctx, cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	srv := stacktest.Serve(t, stacktest.ServerConfig(t, keys), nil)
 	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -86,16 +73,7 @@ func TestPprofOnlyWhenAsked(t *testing.T) {
 	for _, on := range []bool{false, true} {
 		cfg := stacktest.ServerConfig(t, keys)
 		cfg.Listen.Pprof = on
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(t.Context())
-		srv, err := server.New(ctx, cfg, zap.NewNop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- srv.Run(ctx) }()
+		srv := stacktest.Serve(t, cfg, nil)
 		want := http.StatusNotFound
 		if on {
 			want = http.StatusOK
@@ -103,7 +81,5 @@ func TestPprofOnlyWhenAsked(t *testing.T) {
 		if code, _ := stacktest.GetBody(t, "http://"+srv.AdminAddr()+"/debug/pprof/"); code != want {
 			t.Errorf("pprof %v: /debug/pprof/ answered %d, want %d", on, code, want)
 		}
-		cancel()
-		<-done
 	}
 }

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,7 +8,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -18,7 +16,6 @@ import (
 	"github.com/phigate/phigate/internal/pgtest"
 	"github.com/phigate/phigate/internal/redistest"
 	"github.com/phigate/phigate/internal/stacktest"
-	"github.com/phigate/phigate/server"
 	"github.com/phigate/phigate/store"
 )
 
@@ -46,17 +43,7 @@ func TestReplicasShareCareRelationships(t *testing.T) {
 	replica := func() authv3.AuthorizationClient {
 		cfg := stacktest.ServerConfig(t, keys)
 		cfg.Store.PostgresDSNFile = dsnFile
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(t.Context())
-		srv, err := server.New(ctx, cfg, zap.NewNop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- srv.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
+		srv := stacktest.Serve(t, cfg, nil)
 		conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)

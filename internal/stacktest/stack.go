@@ -288,3 +288,25 @@ func CheckRequest(method, path, token string) *authv3.CheckRequest {
 		}},
 	}}
 }
+
+// Serve validates cfg, starts a phigate with it (log nil discards its
+// log) and stops it when t ends: a replica without an Envoy of its own.
+func Serve(t *testing.T, cfg *server.Config, log *zap.Logger) *server.Server {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv
+}
