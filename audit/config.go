@@ -17,6 +17,11 @@ type Config struct {
 	Dir string `yaml:"dir"`
 	// SegmentMaxBytes rotates a segment once it reaches this size.
 	SegmentMaxBytes int64 `yaml:"segment_max_bytes"`
+	// PreallocateBytes is how far ahead of its records the live segment is
+	// kept filled with zeros, so that a commit's fsync has no file size or
+	// block allocation to journal. Default DefaultPreallocateBytes; negative
+	// turns it off.
+	PreallocateBytes int64 `yaml:"preallocate_bytes"`
 	// SegmentMaxAge rotates a segment this long after it was opened, at the
 	// next record or the next one-second tick, whichever comes first.
 	SegmentMaxAge time.Duration `yaml:"segment_max_age"`
@@ -109,6 +114,12 @@ func (c *Config) Validate() error {
 		c.SegmentMaxBytes = DefaultSegmentMaxBytes
 	case c.SegmentMaxBytes < 4096:
 		return errf(CodeConfig, nil, nil, "segment_max_bytes %d is below the 4096 minimum", c.SegmentMaxBytes)
+	}
+	switch {
+	case c.PreallocateBytes == 0:
+		c.PreallocateBytes = DefaultPreallocateBytes
+	case c.PreallocateBytes > 0 && c.PreallocateBytes < fillPiece:
+		return errf(CodeConfig, nil, nil, "preallocate_bytes %d is below the %d minimum (negative turns preallocation off)", c.PreallocateBytes, fillPiece)
 	}
 	switch {
 	case c.SegmentMaxAge == 0:

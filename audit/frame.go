@@ -75,11 +75,22 @@ type scanErr struct {
 // frame that is incomplete (CodeTruncated) or malformed or whose stored
 // hash does not match its bytes (CodeChainBroken), returning the good frames
 // before it. Chain links between frames are the caller's to check.
+//
+// Zeros from a frame boundary to the end are the segment's preallocated
+// space not yet written (see extender.go) and end the image without
+// error; zeros followed by anything else are incomplete (CodeTruncated).
+// No frame starts with a zero byte, so the two never meet.
 func parseFrames(data []byte) ([]frame, *scanErr) {
 	var out []frame
 	off := 0
 	for off < len(data) {
 		rest := data[off:]
+		if rest[0] == 0 {
+			if allZero(rest) {
+				return out, nil
+			}
+			return out, &scanErr{CodeTruncated, int64(off), "unwritten space before more data"}
+		}
 		if len(rest) < headerLen {
 			return out, &scanErr{CodeTruncated, int64(off), "incomplete frame header"}
 		}
@@ -104,6 +115,20 @@ func parseFrames(data []byte) ([]frame, *scanErr) {
 		off += frameExtra + n
 	}
 	return out, nil
+}
+
+// zeroBlock is compared against, a block at a time, by allZero.
+var zeroBlock [4096]byte
+
+func allZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroBlock))
+		if !bytes.Equal(b[:n], zeroBlock[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
 }
 
 func segmentName(firstSeq uint64) string {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/cipher"
 	"crypto/ed25519"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -136,6 +137,7 @@ type Log struct {
 
 	// Owned by the committer goroutine after Open.
 	dirF      *os.File
+	ext       *extender // writes l.seg; keeps zeros ahead of its records
 	seg       *os.File
 	segName   string
 	segSize   int64
@@ -214,6 +216,7 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 		overrides: map[string]bool{},
 		grown:     make(chan struct{}, 1),
 	}
+	l.ext = newExtender(max(cfg.PreallocateBytes, 0), cfg.SegmentMaxBytes, o.logger, m.preallocFailures)
 	if err := l.recover(); err != nil {
 		l.closeFiles()
 		return nil, err
@@ -483,6 +486,14 @@ func (l *Log) Close() error {
 	if l.failed == nil && l.seq > l.lastCP {
 		err = l.checkpoint(l.now())
 	}
+	// A clean shutdown leaves the segment holding its records only.
+	if err == nil && l.failed == nil {
+		if err = l.cutSegment(); err == nil {
+			if serr := l.seg.Sync(); serr != nil {
+				err = errf(CodeIO, &Position{File: l.segName}, serr, "sync segment")
+			}
+		}
+	}
 	for _, s := range l.sinks {
 		s.close()
 	}
@@ -493,6 +504,10 @@ func (l *Log) Close() error {
 }
 
 func (l *Log) closeFiles() error {
+	if l.ext != nil {
+		l.ext.close()
+		l.ext = nil
+	}
 	var errs []error
 	for _, f := range []*os.File{l.seg, l.cpF, l.dirF} {
 		if f != nil {
@@ -594,7 +609,7 @@ func (l *Log) commit(batch []*pending) {
 	// when the batch was committed, not to when the committer got to them.
 	now := l.now()
 	start := time.Now()
-	_, err := l.seg.Write(buf)
+	err := l.ext.writeAt(buf, l.segSize)
 	if err == nil {
 		err = l.seg.Sync()
 	}
@@ -678,6 +693,9 @@ func (l *Log) rotate(now time.Time) error {
 	if err := l.checkpoint(now); err != nil {
 		return err
 	}
+	if err := l.cutSegment(); err != nil {
+		return err
+	}
 	if err := l.seg.Close(); err != nil {
 		return errf(CodeIO, &Position{File: l.segName}, err, "close segment")
 	}
@@ -685,9 +703,20 @@ func (l *Log) rotate(now time.Time) error {
 	return l.createSegment(l.seq+1, now)
 }
 
+// cutSegment stops the zeros ahead of the current segment's records and
+// cuts it to them: a segment that is rotated or closed holds its records
+// only. The cut need not be durable; readers stop at zeros a crash leaves.
+func (l *Log) cutSegment() error {
+	l.ext.attach(nil, 0, 0)
+	if err := l.seg.Truncate(l.segSize); err != nil {
+		return errf(CodeIO, &Position{File: l.segName, Offset: l.segSize}, err, "cut segment to its records")
+	}
+	return nil
+}
+
 func (l *Log) createSegment(first uint64, now time.Time) error {
 	name := segmentName(first)
-	f, err := os.OpenFile(filepath.Join(l.cfg.Dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(filepath.Join(l.cfg.Dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return errf(CodeIO, &Position{File: name}, err, "create segment")
 	}
@@ -698,6 +727,7 @@ func (l *Log) createSegment(first uint64, now time.Time) error {
 		return errf(CodeIO, &Position{File: name}, err, "sync directory")
 	}
 	l.seg, l.segName, l.segSize, l.segOpened = f, name, 0, now
+	l.ext.attach(f, 0, 0)
 	l.m.segments.Inc()
 	return nil
 }
@@ -834,11 +864,19 @@ func (l *Log) recover() error {
 	if err != nil {
 		return errf(CodeIO, &Position{File: names[appendSeg]}, err, "stat segment")
 	}
-	f, err := os.OpenFile(filepath.Join(dir, names[appendSeg]), os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, names[appendSeg]), os.O_WRONLY, 0o600)
 	if err != nil {
 		return errf(CodeIO, &Position{File: names[appendSeg]}, err, "open segment")
 	}
-	l.seg, l.segName, l.segSize, l.segOpened = f, names[appendSeg], st.Size(), l.now()
+	// Appending resumes after the last record: past it are at most the
+	// zeros of a segment that was not closed cleanly, which are reused.
+	var end int64
+	if headSeg == appendSeg {
+		lf := headFrames[len(headFrames)-1]
+		end = lf.Offset + lf.Size
+	}
+	l.seg, l.segName, l.segSize, l.segOpened = f, names[appendSeg], end, l.now()
+	l.ext.attach(f, end, st.Size())
 	l.recovery.Records = l.seq
 	l.m.segments.Set(float64(len(names)))
 	if dmg == nil {
@@ -862,15 +900,28 @@ func (l *Log) isTorn(newest bool, name string, off int64, serr *scanErr, data []
 	if last != nil && last.Segment > name { // a checkpoint names a later segment
 		return false
 	}
-	if serr.code == CodeTruncated {
-		return true
+	return serr.code == CodeTruncated || tornInZeros(data, off)
+}
+
+// tornInZeros reports whether the frame at off, which fails its hash, is
+// a commit that overwrote preallocated zeros and was cut short: storage
+// writes a sector whole or not at all, and a sector that begins inside the
+// frame still holds nothing but zeros. No record holds 512 zero bytes on a
+// sector boundary (its payload is JSON text or ciphertext), so corruption
+// of a record written in full does not pass for this.
+func tornInZeros(data []byte, off int64) bool {
+	const sector = 512
+	rest := data[off:]
+	if len(rest) < headerLen {
+		return false
 	}
-	for _, b := range data[off:] {
-		if b != 0 {
-			return false
+	end := min(off+int64(frameExtra)+int64(binary.BigEndian.Uint32(rest[4:8])), int64(len(data)))
+	for s := (off + sector) / sector * sector; s < end; s += sector {
+		if allZero(data[s:min(s+sector, int64(len(data)))]) {
+			return true
 		}
 	}
-	return true
+	return false
 }
 
 // quarantine moves everything from segment names[seg] at off to the end of

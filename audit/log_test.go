@@ -261,30 +261,70 @@ func replaceCheckpoint(t *testing.T, dir string, i int, edit func(*Checkpoint)) 
 }
 
 func TestRecoverTornTail(t *testing.T) {
+	// A crash while appending leaves the file cut short; one while
+	// overwriting the segment's preallocated zeros leaves whole sectors of
+	// the commit unwritten. Either way the tail is set aside and the log
+	// resumes after its last whole record. Each tear returns where the
+	// torn bytes begin and how many records stay.
+	lastFrame := func(t *testing.T, path string) frame {
+		data, _ := os.ReadFile(path)
+		frames, _ := parseFrames(data)
+		return frames[len(frames)-1]
+	}
 	cases := []struct {
-		name string
-		tear func(t *testing.T, dir, seg string)
+		name     string
+		prealloc int64
+		tear     func(t *testing.T, path string, end int64) (int64, uint64)
 	}{
-		{"half a frame header", func(t *testing.T, dir, seg string) {
-			appendTo(t, filepath.Join(dir, seg), []byte("PG\x01\x00\x00\x00"))
+		{"half a frame header", -1, func(t *testing.T, path string, end int64) (int64, uint64) {
+			writeAt(t, path, end, []byte("PG\x01\x00\x00\x00"))
+			return end, 12
 		}},
-		{"frame without its hash", func(t *testing.T, dir, seg string) {
+		{"frame without its hash", -1, func(t *testing.T, path string, end int64) (int64, uint64) {
 			fr, _ := appendFrame(nil, 999, [32]byte{}, 0, []byte(`{"v":1}`))
-			appendTo(t, filepath.Join(dir, seg), fr[:len(fr)-5])
+			writeAt(t, path, end, fr[:len(fr)-5])
+			return end, 12
 		}},
-		{"zero-filled tail", func(t *testing.T, dir, seg string) {
-			appendTo(t, filepath.Join(dir, seg), make([]byte, 300))
+		{"frame whose later sectors were not written", 0, func(t *testing.T, path string, end int64) (int64, uint64) {
+			lf := lastFrame(t, path)
+			from := (lf.Offset + 600) / 512 * 512 // a sector boundary inside the frame
+			writeAt(t, path, from, make([]byte, end-from))
+			return lf.Offset, 11
+		}},
+		{"commit whose first sector was not written", 0, func(t *testing.T, path string, end int64) (int64, uint64) {
+			lf := lastFrame(t, path)
+			to := (lf.Offset + 512) / 512 * 512
+			writeAt(t, path, lf.Offset, make([]byte, to-lf.Offset))
+			return lf.Offset, 11
+		}},
+		{"frame cut in the middle of a commit's sectors", 0, func(t *testing.T, path string, end int64) (int64, uint64) {
+			lf := lastFrame(t, path)
+			from := (lf.Offset + 1024) / 512 * 512
+			writeAt(t, path, from, make([]byte, 512))
+			return lf.Offset, 11
 		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			l, cfg := openTest(t, func(c *Config) { c.CheckpointEvery = 1000; c.SegmentMaxBytes = 1 << 20 })
+			l, cfg := openTest(t, func(c *Config) {
+				c.CheckpointEvery = 1000
+				c.SegmentMaxBytes = 1 << 20
+				c.PreallocateBytes = tc.prealloc
+			})
 			fill(t, l, 1, 12)
 			l.abandon() // crash: records 1..12 durable, no final checkpoint
 			names := segNames(t, cfg.Dir)
 			seg := names[len(names)-1]
-			before, _ := os.Stat(filepath.Join(cfg.Dir, seg))
-			tc.tear(t, cfg.Dir, seg)
+			path := filepath.Join(cfg.Dir, seg)
+			end := recordsEnd(t, path)
+			if tc.prealloc == 0 {
+				// The zeros a commit overwrites: the extender's, however far
+				// it got before the crash.
+				if err := os.Truncate(path, end+minPrealloc); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tornAt, records := tc.tear(t, path, end)
 			if _, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{}); err == nil {
 				t.Fatal("Verify accepted a torn tail")
 			}
@@ -293,62 +333,134 @@ func TestRecoverTornTail(t *testing.T) {
 				t.Fatalf("Open after crash: %v", err)
 			}
 			rec := l2.Recovery()
-			if rec.TornSegment != seg || rec.TornOffset != before.Size() || rec.Records != 12 {
-				t.Fatalf("recovery = %+v, want torn at %s offset %d with 12 records", rec, seg, before.Size())
+			if rec.TornSegment != seg || rec.TornOffset != tornAt || rec.Records != records || rec.QuarantineSegment != "" {
+				t.Fatalf("recovery = %+v, want torn at %s offset %d with %d records", rec, seg, tornAt, records)
 			}
-			if _, err := os.Stat(filepath.Join(cfg.Dir, seg+".torn")); err != nil {
+			if _, err := os.Stat(path + ".torn"); err != nil {
 				t.Fatalf("torn bytes not kept: %v", err)
 			}
-			fill(t, l2, 13, 3)
+			fill(t, l2, int(records)+1, 3)
 			if err := l2.Close(); err != nil {
 				t.Fatal(err)
 			}
 			rep, err := Verify(cfg.Dir, l2.PublicKey(), VerifyOptions{RequireCheckpointedTail: true})
-			if err != nil || rep.Records != 15 {
-				t.Fatalf("Verify after recovery: %+v %v, want 15 records", rep, err)
+			if err != nil || rep.Records != records+3 {
+				t.Fatalf("Verify after recovery: %+v %v, want %d records", rep, err, records+3)
 			}
 		})
 	}
 }
 
-func TestRecoverTornCheckpointAndRefuseDamage(t *testing.T) {
-	l, cfg := openTest(t, nil)
-	fill(t, l, 1, 12)
-	l.abandon()
-	appendTo(t, filepath.Join(cfg.Dir, checkpointsFile), []byte(`{"key_id":"ab`))
-	l2, err := Open(cfg)
-	if err != nil {
+// Zeros after the last record are space not yet written, whether the
+// extender put them there or the file system did in a crash: the trail
+// verifies, Open reports nothing torn and appends over them, and a clean
+// Close leaves the segment holding its records only.
+func TestZeroTailIsReused(t *testing.T) {
+	for _, prealloc := range []int64{0, -1} {
+		t.Run(fmt.Sprintf("preallocate=%d", prealloc), func(t *testing.T) {
+			l, cfg := openTest(t, func(c *Config) {
+				c.CheckpointEvery = 1000
+				c.SegmentMaxBytes = 1 << 20
+				c.PreallocateBytes = prealloc
+			})
+			fill(t, l, 1, 12)
+			l.abandon()
+			path := filepath.Join(cfg.Dir, segNames(t, cfg.Dir)[0])
+			end := recordsEnd(t, path)
+			if err := os.Truncate(path, end+300); err != nil {
+				t.Fatal(err)
+			}
+			if rep, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{}); err != nil || rep.Records != 12 {
+				t.Fatalf("Verify with a zero tail: %+v %v, want 12 records", rep, err)
+			}
+			l2, err := Open(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec := l2.Recovery(); rec.TornSegment != "" || rec.QuarantineSegment != "" || rec.Records != 12 {
+				t.Fatalf("recovery = %+v, want 12 records and nothing set aside", rec)
+			}
+			fill(t, l2, 13, 3)
+			if err := l2.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if rep, err := Verify(cfg.Dir, l2.PublicKey(), VerifyOptions{RequireCheckpointedTail: true}); err != nil || rep.Records != 15 {
+				t.Fatalf("Verify after reuse: %+v %v, want 15 records", rep, err)
+			}
+			if st, err := os.Stat(path); err != nil || st.Size() != recordsEnd(t, path) {
+				t.Fatalf("closed segment is %v bytes, want its records' %d", st.Size(), recordsEnd(t, path))
+			}
+		})
+	}
+}
+
+// The live segment runs ahead of its records in zeros, which every reader
+// stops at; a rotated one holds its records only.
+func TestPreallocatedSegments(t *testing.T) {
+	l, cfg := openTest(t, func(c *Config) { c.SegmentMaxBytes = 1 << 20; c.CheckpointEvery = 10 })
+	fill(t, l, 1, 40)
+	path := filepath.Join(cfg.Dir, segNames(t, cfg.Dir)[0])
+	waitFor(t, func() bool {
+		st, err := os.Stat(path)
+		return err == nil && st.Size() >= recordsEnd(t, path)+minPrealloc/2
+	})
+	if rep, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{}); err != nil || rep.Records != 40 {
+		t.Fatalf("Verify of a live preallocated segment: %+v %v", rep, err)
+	}
+	entries, err := Query(cfg.Dir, Filter{}, QueryOptions{})
+	if err != nil || len(entries) != 40 {
+		t.Fatalf("query of a live preallocated segment: %d records, %v; want 40", len(entries), err)
+	}
+	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if !l2.Recovery().CheckpointTorn {
-		t.Fatalf("recovery = %+v, want CheckpointTorn", l2.Recovery())
-	}
-	if err := l2.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Verify(cfg.Dir, l2.PublicKey(), VerifyOptions{RequireCheckpointedTail: true}); err != nil {
-		t.Fatal(err)
-	}
-	// Damage inside the checkpointed region is not a crash: Open neither
-	// repairs it silently nor refuses to start, it moves it aside and
-	// records that it did, and verify names it.
+
+	// Segments rotated away are cut to their records.
+	l, cfg = openTest(t, func(c *Config) { c.SegmentMaxBytes = 16 << 10 })
+	fill(t, l, 1, 60)
 	names := segNames(t, cfg.Dir)
-	seg := names[len(names)-1]
-	data, fr := segFrames(t, cfg.Dir, seg)
-	writeFile(t, filepath.Join(cfg.Dir, seg), data[:fr[0].Offset+10])
-	l3, err := Open(cfg)
-	if err != nil {
-		t.Fatalf("Open on damaged log = %v, want the damage quarantined", err)
+	if len(names) < 3 {
+		t.Fatalf("%d segments, want rotation", len(names))
 	}
-	if rec := l3.Recovery(); rec.QuarantineSegment != seg || rec.TornBytes != 0 {
-		t.Fatalf("recovery = %+v, want a quarantine of %s", rec, seg)
+	for _, name := range names[:len(names)-1] {
+		p := filepath.Join(cfg.Dir, name)
+		if st, err := os.Stat(p); err != nil || st.Size() != recordsEnd(t, p) {
+			t.Fatalf("rotated segment %s is %d bytes, want its records' %d", name, st.Size(), recordsEnd(t, p))
+		}
 	}
-	if err := l3.Close(); err != nil {
+	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Verify(cfg.Dir, l3.PublicKey(), VerifyOptions{}); !errors.Is(err, ErrQuarantined) {
-		t.Fatalf("Verify = %v, want ErrQuarantined", err)
+}
+
+func writeAt(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recordsEnd is where the records of a segment end.
+func recordsEnd(t *testing.T, path string) int64 {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames, serr := parseFrames(data)
+	if serr != nil {
+		t.Fatalf("%s: %s", path, serr.detail)
+	}
+	if len(frames) == 0 {
+		return 0
+	}
+	lf := frames[len(frames)-1]
+	return lf.Offset + lf.Size
 }
 
 func appendTo(t *testing.T, path string, b []byte) {
@@ -494,6 +606,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"no dir", Config{}, "dir"},
 		{"tiny segment", Config{Dir: "x", SegmentMaxBytes: 10}, "segment_max_bytes"},
+		{"tiny preallocation", Config{Dir: "x", PreallocateBytes: 4096}, "preallocate_bytes"},
 		{"short age", Config{Dir: "x", SegmentMaxAge: 1}, "segment_max_age"},
 		{"negative checkpoint", Config{Dir: "x", CheckpointEvery: -1}, "checkpoint_every"},
 		{"two key sources", Config{Dir: "x", EncryptionKeyFile: "f", EncryptionKeyEnv: "E"}, "encryption_key_file"},

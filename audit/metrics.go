@@ -7,17 +7,18 @@ import (
 // metrics are the Log's instruments. Labels carry sink names only, never
 // anything from a record.
 type metrics struct {
-	records        prometheus.Counter
-	appendFailures prometheus.Counter
-	checkpoints    prometheus.Counter
-	segments       prometheus.Gauge
-	batchSize      prometheus.Histogram
-	fsyncSeconds   prometheus.Histogram
-	waitSeconds    prometheus.Histogram
-	sinkDropped    *prometheus.CounterVec
-	sinkErrors     *prometheus.CounterVec
-	oversize       prometheus.Counter
-	quarantined    prometheus.Counter
+	records          prometheus.Counter
+	appendFailures   prometheus.Counter
+	checkpoints      prometheus.Counter
+	segments         prometheus.Gauge
+	batchSize        prometheus.Histogram
+	fsyncSeconds     prometheus.Histogram
+	waitSeconds      prometheus.Histogram
+	sinkDropped      *prometheus.CounterVec
+	sinkErrors       *prometheus.CounterVec
+	oversize         prometheus.Counter
+	quarantined      prometheus.Counter
+	preallocFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -45,12 +46,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "records_oversize_total", Help: "Decisions whose record exceeded max_record_bytes and were recorded as a compact substitute."}),
 		quarantined: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
 			Name: "quarantined_total", Help: "Unreadable trail tails moved aside at startup (each one is also a record in the trail)."}),
+		preallocFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "phigate", Subsystem: "audit",
+			Name: "preallocate_failures_total", Help: "Failures to fill the live segment with zeros ahead of its records (appends then extend the file, slower)."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.records, m.appendFailures, m.checkpoints, m.segments,
-		m.batchSize, m.fsyncSeconds, m.waitSeconds, m.sinkDropped, m.sinkErrors, m.oversize, m.quarantined} {
+		m.batchSize, m.fsyncSeconds, m.waitSeconds, m.sinkDropped, m.sinkErrors, m.oversize, m.quarantined, m.preallocFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, errf(CodeConfig, nil, err, "register metrics")
 		}
