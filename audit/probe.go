@@ -18,7 +18,7 @@ type ProbeOptions struct {
 	// Rate is how many records per second the log is offered, one caller
 	// each, as ext_authz checks arrive.
 	Rate float64
-	// Duration is the length of each of the two phases.
+	// Duration is the length of each of the three phases.
 	Duration time.Duration
 }
 
@@ -53,7 +53,8 @@ type ProbeReport struct {
 
 // Probe measures, in a scratch directory it creates under dir and removes,
 // what a durable append costs on that file system: first a bare write +
-// fsync of a record-sized block, one at a time (the disk's floor), then a
+// fsync of a record-sized block, one at a time, appended and then over
+// preallocated zeros as the log writes (the disk's floors), then a
 // real Log (group commit, hash chain, checkpoints) offered records at
 // o.Rate, each from its own goroutine, timing what each caller waits. The
 // records are synthetic and name no person.
@@ -73,11 +74,16 @@ func Probe(ctx context.Context, dir string, o ProbeOptions) (ProbeReport, error)
 	rep.RecordBytes = len(payload) + frameExtra
 	putPayloadBuf(payload)
 
-	floor, err := probeFsync(ctx, filepath.Join(scratch, "fsync"), rep.RecordBytes, o.Duration)
-	if err != nil {
-		return rep, err
+	for _, ph := range []struct {
+		name     string
+		prealloc bool
+	}{{"write+fsync, one at a time", false}, {"write+fsync over preallocated zeros, one at a time", true}} {
+		floor, err := probeFsync(ctx, filepath.Join(scratch, "fsync-"+fmt.Sprint(ph.prealloc)), rep.RecordBytes, o.Duration, ph.prealloc)
+		if err != nil {
+			return rep, err
+		}
+		rep.Phases = append(rep.Phases, phaseOf(ph.name, floor))
 	}
-	rep.Phases = append(rep.Phases, phaseOf("write+fsync, one at a time", floor))
 
 	paced, err := probeLog(ctx, filepath.Join(scratch, "log"), req, d, o)
 	if err != nil {
@@ -110,17 +116,32 @@ func probeRecord() (*authz.Request, *authz.Decision) {
 	return req, d
 }
 
-func probeFsync(ctx context.Context, path string, size int, dur time.Duration) ([]time.Duration, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+// probeFsync times a record-sized write + fsync, one at a time, either
+// appended (the file grows with each) or, with prealloc, over zeros made
+// durable beforehand, as the log writes its live segment. The zeros are
+// laid down untimed, as the log's extender does beside the commits.
+func probeFsync(ctx context.Context, path string, size int, dur time.Duration, prealloc bool) ([]time.Duration, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, errf(CodeIO, &Position{File: path}, err, "create")
 	}
 	defer f.Close()
 	block := make([]byte, size)
 	var lat []time.Duration
-	for end := time.Now().Add(dur); time.Now().Before(end) && ctx.Err() == nil; {
+	var off, zeroed int64
+	for end := time.Now().Add(dur); time.Now().Before(end) && ctx.Err() == nil; off += int64(size) {
+		if prealloc && off+int64(size) > zeroed {
+			for stop := zeroed + DefaultPreallocateBytes; zeroed < stop; zeroed += fillPiece {
+				if _, err := f.WriteAt(zeroPiece[:], zeroed); err != nil {
+					return nil, errf(CodeIO, &Position{File: path}, err, "preallocate")
+				}
+			}
+			if err := f.Sync(); err != nil {
+				return nil, errf(CodeIO, &Position{File: path}, err, "fsync")
+			}
+		}
 		t0 := time.Now()
-		if _, err := f.Write(block); err != nil {
+		if _, err := f.WriteAt(block, off); err != nil {
 			return nil, errf(CodeIO, &Position{File: path}, err, "write")
 		}
 		if err := f.Sync(); err != nil {

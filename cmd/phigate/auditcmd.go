@@ -184,7 +184,7 @@ func cmdAuditProbe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := flags("audit probe", stderr)
 	var o audit.ProbeOptions
 	fs.Float64Var(&o.Rate, "rate", 1000, "records per second offered to the audit log")
-	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each of the two phases")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each phase")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	dir, code, ok := parseDir(fs, args, usageProbe, stderr)
 	if !ok {

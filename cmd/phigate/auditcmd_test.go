@@ -743,7 +743,7 @@ func TestAuditProbeCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("not a report: %v: %s", err, stdout)
 	}
-	if len(rep.Phases) != 2 || rep.Phases[1].Count != 30 || rep.FileSystem != fskind.Of(dir) || rep.Dir != dir {
+	if len(rep.Phases) != 3 || rep.Phases[2].Count != 30 || rep.FileSystem != fskind.Of(dir) || rep.Dir != dir {
 		t.Errorf("report %+v", rep)
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
