@@ -218,7 +218,7 @@ func (v *centralVerifier) checkpoints(cps []Checkpoint) {
 func (v *centralVerifier) record(sr *ShipRecord, prev [32]byte, linked bool) [32]byte {
 	h := sr.Hash()
 	frames, serr := parseFrames(sr.Frame)
-	if serr != nil || len(frames) != 1 {
+	if serr != nil || !oneFrame(frames, sr.Frame) {
 		detail := "not one whole frame"
 		if serr != nil {
 			detail = serr.detail
@@ -282,7 +282,7 @@ func DecodeShipped(sr *ShipRecord, key []byte) (*Entry, error) {
 
 func decodeShipped(sr *ShipRecord, aead cipher.AEAD) (*Entry, error) {
 	frames, serr := parseFrames(sr.Frame)
-	if serr != nil || len(frames) != 1 || frames[0].Seq != sr.Seq {
+	if serr != nil || !oneFrame(frames, sr.Frame) || frames[0].Seq != sr.Seq {
 		return nil, errf(CodeChainBroken, nil, nil, "the centre's record %d is not a whole frame of that sequence; run verify --central", sr.Seq)
 	}
 	r, err := decodeFrame(aead, &frames[0])
@@ -377,4 +377,10 @@ func errDetail(err error) string {
 		return e.Detail
 	}
 	return err.Error()
+}
+
+// oneFrame reports whether b, parsed into frames, is exactly one frame: a
+// shipped record carries no zeros after it, as a segment may.
+func oneFrame(frames []frame, b []byte) bool {
+	return len(frames) == 1 && frames[0].Size == int64(len(b))
 }
