@@ -42,7 +42,11 @@
 // A checkpoint is a signed statement "the log had N records, the N-th record
 // hash is H, and it ended at byte offset O of segment S, at time T". One is
 // appended to checkpoints.jsonl at every rotation, at least every
-// CheckpointEvery records, and on Close. Records written after the newest
+// CheckpointEvery records, and on Close. The ones between rotations are
+// signed and synced by a goroutine of their own, beside the committer, so a
+// commit never waits on a checkpoint's fsyncs; if that goroutine falls
+// behind it writes the newest head and skips the ones it replaces, which
+// the newer checkpoint vouches for too. Records written after the newest
 // checkpoint are protected by the chain alone: an attacker who can write the
 // directory can drop them from the tail undetected, which is why
 // CheckpointEvery bounds that window. Checkpoints can also be shipped to a

@@ -70,6 +70,8 @@ func (l *Log) abandon() {
 	close(l.reqs)
 	l.mu.Unlock()
 	<-l.done
+	close(l.cpWant)
+	<-l.cpDone
 	for _, s := range l.sinks {
 		s.close()
 	}

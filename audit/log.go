@@ -142,15 +142,36 @@ type Log struct {
 	segName   string
 	segSize   int64
 	segOpened time.Time
-	cpF       *os.File
 	seq       uint64
 	head      [32]byte
-	lastCP    uint64
-	lastCPAt  time.Time // when the last checkpoint was signed (or the log opened)
+	lastCP    uint64    // the newest sequence handed to the checkpointer
+	lastCPAt  time.Time // when it was handed over (or the log opened)
 	cpSize    int64     // bytes in checkpoints.jsonl when Open found it
 	pendingQ  bool      // a pending quarantine file is to be removed
 	failed    error
 	buf       []byte
+
+	// The checkpointer signs and syncs checkpoints beside the committer, so
+	// a commit never waits for a checkpoint's two fsyncs and the witness's
+	// rename. cpWant holds the newest head not yet checkpointed; the
+	// committer replaces what is waiting there rather than queue behind it.
+	cpWant chan cpSnap
+	cpDone chan struct{}
+	cpErr  atomic.Pointer[error] // the checkpointer's failure, for the committer to act on
+
+	cpMu      sync.Mutex // serializes checkpoint writes; guards cpF and cpWritten
+	cpF       *os.File
+	cpWritten uint64 // the sequence the newest checkpoint on disk vouches for
+}
+
+// cpSnap is the head a checkpoint vouches for, taken after its records
+// were synced.
+type cpSnap struct {
+	seq  uint64
+	head [32]byte
+	seg  string
+	size int64
+	at   time.Time
 }
 
 var _ authz.Recorder = (*Log)(nil)
@@ -215,6 +236,7 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 		reqs: make(chan *pending, cfg.MaxBatch), done: make(chan struct{}),
 		overrides: map[string]bool{},
 		grown:     make(chan struct{}, 1),
+		cpWant:    make(chan cpSnap, 1), cpDone: make(chan struct{}),
 	}
 	l.ext = newExtender(max(cfg.PreallocateBytes, 0), cfg.SegmentMaxBytes, o.logger, m.preallocFailures)
 	if err := l.recover(); err != nil {
@@ -257,6 +279,7 @@ func Open(cfg Config, opts ...Option) (*Log, error) {
 		return nil, err
 	}
 	l.durable.Store(l.seq)
+	go l.runCheckpointer()
 	go l.run()
 	return l, nil
 }
@@ -482,8 +505,11 @@ func (l *Log) Close() error {
 	close(l.reqs)
 	l.mu.Unlock()
 	<-l.done
+	close(l.cpWant)
+	<-l.cpDone
+	l.takeCheckpointFailure()
 	var err error
-	if l.failed == nil && l.seq > l.lastCP {
+	if l.failed == nil && l.seq > l.cpWritten {
 		err = l.checkpoint(l.now())
 	}
 	// A clean shutdown leaves the segment holding its records only.
@@ -561,7 +587,7 @@ func (l *Log) run() {
 			case l.segSize > 0 && now.Sub(l.segOpened) >= l.cfg.SegmentMaxAge:
 				err = l.rotate(now)
 			case l.checkpointDue(now):
-				err = l.checkpoint(now)
+				l.offerCheckpoint(now)
 			}
 			if err != nil {
 				l.fail(err)
@@ -576,7 +602,16 @@ func (l *Log) fail(err error) {
 	l.lg.Error("audit log failed; refusing further records until reopened", zap.Error(err))
 }
 
+// takeCheckpointFailure makes a failure of the checkpointer the log's: a
+// trail whose checkpoints cannot be written takes no more records.
+func (l *Log) takeCheckpointFailure() {
+	if e := l.cpErr.Load(); e != nil && l.failed == nil {
+		l.fail(*e)
+	}
+}
+
 func (l *Log) commit(batch []*pending) {
+	l.takeCheckpointFailure()
 	if l.failed != nil {
 		err := errf(CodeClosed, nil, l.failed, "log failed earlier")
 		for _, p := range batch {
@@ -650,7 +685,7 @@ func (l *Log) commit(batch []*pending) {
 	case l.segSize >= l.cfg.SegmentMaxBytes || now.Sub(l.segOpened) >= l.cfg.SegmentMaxAge:
 		err = l.rotate(now)
 	case l.seq-l.lastCP >= uint64(l.cfg.CheckpointEvery) || l.checkpointDue(now):
-		err = l.checkpoint(now)
+		l.offerCheckpoint(now)
 	}
 	if err != nil {
 		l.fail(err)
@@ -663,9 +698,62 @@ func (l *Log) checkpointDue(now time.Time) bool {
 	return l.seq > l.lastCP && now.Sub(l.lastCPAt) >= l.cfg.CheckpointInterval
 }
 
-// checkpoint signs and durably appends a checkpoint of the current head.
+func (l *Log) snapshot(now time.Time) cpSnap {
+	return cpSnap{seq: l.seq, head: l.head, seg: l.segName, size: l.segSize, at: now}
+}
+
+// offerCheckpoint hands the current head to the checkpointer, replacing
+// one it has not yet taken: the newer checkpoint vouches for everything
+// the older one would have.
+func (l *Log) offerCheckpoint(now time.Time) {
+	s := l.snapshot(now)
+	select {
+	case l.cpWant <- s:
+	default:
+		select {
+		case <-l.cpWant:
+		default:
+		}
+		l.cpWant <- s // the committer is the only sender, so there is room now
+	}
+	l.lastCP, l.lastCPAt = s.seq, now
+}
+
+// runCheckpointer writes the checkpoints the committer offers until Close.
+func (l *Log) runCheckpointer() {
+	defer close(l.cpDone)
+	for s := range l.cpWant {
+		if l.cpErr.Load() != nil {
+			continue
+		}
+		if err := l.writeCheckpoint(s); err != nil {
+			l.cpErr.Store(&err)
+		}
+	}
+}
+
+// checkpoint signs and durably appends a checkpoint of the current head
+// before it returns, for Open, rotation and Close, which must not go on
+// until it is on disk.
 func (l *Log) checkpoint(now time.Time) error {
-	cp := signCheckpoint(l.priv, l.seq, l.head, l.segName, l.segSize, now)
+	s := l.snapshot(now)
+	if err := l.writeCheckpoint(s); err != nil {
+		return err
+	}
+	l.lastCP, l.lastCPAt = s.seq, now
+	return nil
+}
+
+// writeCheckpoint signs s and appends it durably to checkpoints.jsonl and
+// the witness. One older than the newest written is skipped, so checkpoints
+// on disk only ever grow.
+func (l *Log) writeCheckpoint(s cpSnap) error {
+	l.cpMu.Lock()
+	defer l.cpMu.Unlock()
+	if s.seq <= l.cpWritten {
+		return nil
+	}
+	cp := signCheckpoint(l.priv, s.seq, s.head, s.seg, s.size, s.at)
 	line, err := json.Marshal(&cp)
 	if err != nil {
 		return errf(CodeEncode, nil, err, "checkpoint")
@@ -680,10 +768,10 @@ func (l *Log) checkpoint(now time.Time) error {
 	if err := writeWitness(l.cfg.WitnessFile, line); err != nil {
 		return err
 	}
-	l.lastCP, l.lastCPAt = l.seq, now
+	l.cpWritten = s.seq
 	l.m.checkpoints.Inc()
-	for _, s := range l.sinks {
-		s.enqueueCheckpoint(cp)
+	for _, sk := range l.sinks {
+		sk.enqueueCheckpoint(cp)
 	}
 	return nil
 }
@@ -764,7 +852,7 @@ func (l *Log) recover() error {
 			return errf(CodeSignature, &Position{File: checkpointsFile, Offset: cps[n-1].LineOffset}, nil,
 				"newest checkpoint does not verify with the signing key; refusing to extend this log")
 		}
-		l.lastCP = last.Size
+		l.lastCP, l.cpWritten = last.Size, last.Size
 	}
 	witness, err := readWitness(l.cfg.WitnessFile, l.PublicKey())
 	if err != nil {
@@ -1076,7 +1164,7 @@ func (l *Log) checkAgainst(last, witness *Checkpoint, names []string, firsts []u
 	if q > 0 {
 		// Old checkpoints past the quarantine no longer describe the trail;
 		// the next one is signed over the quarantine record.
-		l.lastCP = l.seq
+		l.lastCP, l.cpWritten = l.seq, l.seq
 		l.recovery.lostCheckpoint = max(sizeOf(last), sizeOf(witness))
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -737,5 +738,47 @@ func TestCheckpointByTime(t *testing.T) {
 	}
 	if _, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{RequireCheckpointedTail: true}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A checkpoint is written beside the committer, and its failure still
+// stops the log: records past a checkpoint that could not be written are
+// refused, never taken on the chain's word alone.
+func TestCheckpointFailureStopsRecording(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	wdir := filepath.Join(t.TempDir(), "witness")
+	l, cfg := openTest(t, func(c *Config) {
+		c.CheckpointEvery, c.SegmentMaxBytes = 5, 1<<20
+		c.WitnessFile = filepath.Join(wdir, "witness.json")
+	}, WithRegisterer(reg))
+	fill(t, l, 1, 5)
+	waitFor(t, func() bool {
+		_, cps, _, _ := readCheckpoints(cfg.Dir)
+		return len(cps) >= 1 && cps[len(cps)-1].Checkpoint.Size == 5
+	})
+	// The witness's directory becomes a file: the next checkpoint fails.
+	if err := os.RemoveAll(wdir); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, wdir, []byte("not a directory"))
+	var refused error
+	for i := 6; i < 200 && refused == nil; i++ {
+		refused = l.Record(t.Context(), testRequest(i, "u1", "p1"), testDecision(i, true))
+		if refused == nil && i%5 == 0 {
+			time.Sleep(20 * time.Millisecond) // let the checkpointer get to it
+		}
+	}
+	if refused == nil {
+		t.Fatal("records still taken after a checkpoint failed")
+	}
+	if got := testutil.ToFloat64(l.m.appendFailures); got != 1 {
+		t.Fatalf("append failures %v, want 1", got)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close after a failure: %v", err)
+	}
+	// What was taken is on disk and verifies.
+	if _, err := Verify(cfg.Dir, l.PublicKey(), VerifyOptions{}); err != nil {
+		t.Fatalf("Verify: %v", err)
 	}
 }
