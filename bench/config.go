@@ -60,6 +60,10 @@ type Config struct {
 	Scenario string `json:"scenario"`
 	// Seed makes the request sequence reproducible (default 1).
 	Seed uint64 `json:"seed"`
+	// Pairs and TeamSize, when Pairs is set, override the scenario's (see
+	// Scenario.Pairs).
+	Pairs    int `json:"pairs,omitempty"`
+	TeamSize int `json:"team_size,omitempty"`
 	// KeyFile holds the bench's private ES256 JWK. It is created when absent,
 	// so a target configured once keeps trusting later runs. Empty: an
 	// ephemeral key.
@@ -74,6 +78,11 @@ type Config struct {
 	PID int `json:"pid,omitempty"`
 	// ComparePID is the same for Compare.
 	ComparePID int `json:"compare_pid,omitempty"`
+	// TargetDecisions and CompareDecisions, when set, read how many
+	// decisions each side evaluated and reused, so that every stage
+	// reports the share evaluated.
+	TargetDecisions  DecisionCounts `json:"-"`
+	CompareDecisions DecisionCounts `json:"-"`
 
 	targetKind  targetKind
 	plannedTime time.Duration

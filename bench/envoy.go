@@ -63,6 +63,7 @@ func runBenchEnvoy(ctx context.Context, cfg Config, o Setup, dir string, progres
 	// phigate shares the generator's process, so its CPU would not be its own.
 	cfg.Target, cfg.TargetName = "http://"+with.listen, "envoy+phigate"
 	cfg.Compare, cfg.CompareName = "http://"+without.listen, "envoy"
+	cfg.TargetDecisions = decisionCounts(ph.engine)
 	if cfg.Connections == 0 {
 		// HTTP/1.1 carries one request per connection at a time; a sidecar
 		// sees many clients, and four connections would queue the load in

@@ -77,6 +77,32 @@ type Stage struct {
 	ByKind    map[string]map[string]int64 `json:"by_kind"`   // scenario kind -> decision or error
 
 	Process *ProcessStage `json:"process,omitempty"`
+	// Decided is how the target made its decisions in the measured window,
+	// when it can say (phigate in-process): evaluated by the policy or
+	// reused from its decision cache.
+	Decided *DecidedStage `json:"decided,omitempty"`
+}
+
+// DecidedStage splits a stage's decisions into those the policy was
+// evaluated for and those reused from the decision cache. The share
+// evaluated is what keeps a cached figure honest: a pool that repeats
+// flatters a cache that real traffic would miss.
+type DecidedStage struct {
+	Evaluated      uint64  `json:"evaluated"`
+	Reused         uint64  `json:"reused"`
+	EvaluatedShare float64 `json:"evaluated_share"` // 0..1
+}
+
+// DecisionCounts reads a target's decision counters since it started.
+type DecisionCounts func() (evaluated, reused uint64)
+
+func decidedSince(f DecisionCounts, evaluated0, reused0 uint64) *DecidedStage {
+	e, r := f()
+	d := &DecidedStage{Evaluated: e - evaluated0, Reused: r - reused0}
+	if n := d.Evaluated + d.Reused; n > 0 {
+		d.EvaluatedShare = float64(d.Evaluated) / float64(n)
+	}
+	return d
 }
 
 // recorder accumulates one stage. A mutex is enough: recording is a few

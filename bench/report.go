@@ -22,15 +22,19 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // ratios to the reference, then outcomes and process figures.
 func (r *Report) WriteTable(w io.Writer) error {
 	ew := &errWriter{w: w}
-	fmt.Fprintf(ew, "phigate bench  mode=%s scenario=%s seed=%d calls=%d step=%s warmup=%s cpus=%d elapsed=%.1fs\n\n",
-		r.Config.Mode, r.Scenario.Name, r.Config.Seed, r.Calls, r.Config.Step, r.Config.Warmup, r.NumCPU, r.ElapsedS)
+	pairs := ""
+	if r.Scenario.Pairs > 0 {
+		pairs = fmt.Sprintf(" pairs=%d", r.Scenario.Pairs)
+	}
+	fmt.Fprintf(ew, "phigate bench  mode=%s scenario=%s%s seed=%d calls=%d step=%s warmup=%s cpus=%d elapsed=%.1fs\n\n",
+		r.Config.Mode, r.Scenario.Name, pairs, r.Config.Seed, r.Calls, r.Config.Step, r.Config.Warmup, r.NumCPU, r.ElapsedS)
 
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
 	step := "rate/s"
 	if r.Config.Mode == Closed {
 		step = "conc"
 	}
-	fmt.Fprintf(tw, "target\t%s\tsent\tanswered\tfailed\tthroughput/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\tsvc p99 ms\tcpu cores\tcpu µs/req\trss MiB\t\n", step)
+	fmt.Fprintf(tw, "target\t%s\tsent\tanswered\tfailed\tthroughput/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\tsvc p99 ms\tcpu cores\tcpu µs/req\trss MiB\tevaluated\t\n", step)
 	for _, t := range r.Targets {
 		for _, s := range t.Stages {
 			cpu, per, rss := "-", "-", "-"
@@ -39,10 +43,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 				per = fmt.Sprintf("%.1f", s.Process.CPUPerRequestUS)
 				rss = fmt.Sprintf("%.1f", s.Process.RSSMiB)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%s\t%s\t%s\t\n",
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%s\t%s\t%s\t%s\t\n",
 				t.Name, stepLabel(s), s.Sent, s.Answered, s.Failed, s.Throughput,
 				s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.P999, s.Latency.Max, s.Service.P99,
-				cpu, per, rss)
+				cpu, per, rss, evaluatedShare(s.Decided))
 		}
 	}
 	_ = tw.Flush()
@@ -91,6 +95,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 		return wrapErr(CodeReport, "table", ew.err)
 	}
 	return nil
+}
+
+// evaluatedShare is the table's "evaluated" cell: the share of decisions
+// the policy was evaluated for, "-" when the target does not say.
+func evaluatedShare(d *DecidedStage) string {
+	if d == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*d.EvaluatedShare)
 }
 
 func stepLabel(s Stage) string {

@@ -87,7 +87,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.MaxDuration)
 	defer cancel()
 
-	sc, err := LoadScenario(cfg.Scenario)
+	sc, err := loadScenarioFor(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -106,10 +106,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	}
 
 	type side struct {
-		t   Target
-		rep *TargetReport
-		pid int
-		smp *sampler
+		t       Target
+		rep     *TargetReport
+		pid     int
+		smp     *sampler
+		decided DecisionCounts
 	}
 	rep := &Report{Started: started, Config: cfg, Scenario: sc, Calls: len(calls),
 		NumCPU: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0)}
@@ -120,7 +121,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		return nil, err
 	}
 	defer main.Close()
-	sides = append(sides, &side{t: main, rep: &TargetReport{Name: cfg.TargetName, Address: cfg.Target}, pid: cfg.PID})
+	sides = append(sides, &side{t: main, rep: &TargetReport{Name: cfg.TargetName, Address: cfg.Target}, pid: cfg.PID, decided: cfg.TargetDecisions})
 
 	switch {
 	case cfg.Baseline:
@@ -151,7 +152,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 			return nil, err
 		}
 		defer ref.Close()
-		sides = append(sides, &side{t: ref, rep: &TargetReport{Name: cfg.CompareName, Address: cfg.Compare, Reference: true}, pid: cfg.ComparePID})
+		sides = append(sides, &side{t: ref, rep: &TargetReport{Name: cfg.CompareName, Address: cfg.Compare, Reference: true}, pid: cfg.ComparePID, decided: cfg.CompareDecisions})
 	}
 
 	kinds := make([]string, len(calls))
@@ -192,8 +193,14 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 			p := loopParams{warmup: cfg.Warmup, step: cfg.Step, timeout: cfg.Timeout,
 				maxInFlight: cfg.MaxInFlight, progress: progress, kinds: kinds}
 			var mark cpuMark
-			if s.pid > 0 {
-				p.onMeasure = func() { mark = markCPU(s.pid) }
+			var evaluated0, reused0 uint64
+			p.onMeasure = func() {
+				if s.pid > 0 {
+					mark = markCPU(s.pid)
+				}
+				if s.decided != nil {
+					evaluated0, reused0 = s.decided()
+				}
 			}
 			var st Stage
 			if cfg.Mode == Open {
@@ -205,6 +212,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 			}
 			if s.pid > 0 {
 				st.Process = processStage(s.pid, mark, st.Answered)
+			}
+			if s.decided != nil {
+				st.Decided = decidedSince(s.decided, evaluated0, reused0)
 			}
 			if progress != nil {
 				fmt.Fprintf(progress, "%s done: answered=%d failed=%d throughput=%.0f/s p99=%.3fms\n",
@@ -236,6 +246,18 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	rep.computeRatios()
 	rep.ElapsedS = time.Since(started).Seconds()
 	return rep, nil
+}
+
+// loadScenarioFor loads cfg's scenario with cfg's pairs applied.
+func loadScenarioFor(cfg Config) (*Scenario, error) {
+	sc, err := LoadScenario(cfg.Scenario)
+	if err != nil || cfg.Pairs == 0 {
+		return sc, err
+	}
+	if err := sc.WithPairs(cfg.Pairs, cfg.TeamSize); err != nil {
+		return nil, err
+	}
+	return sc, nil
 }
 
 // onlyUnauthenticated returns how many requests were answered when every

@@ -63,8 +63,35 @@ type Scenario struct {
 	// (default physician 40, nurse 30, billing 10, researcher 10, patient 10).
 	Roles map[string]float64 `yaml:"roles" json:"roles"`
 	Mix   []MixEntry         `yaml:"mix" json:"mix"`
+	// Pairs, when set, draws callers and patients from this many distinct
+	// (practitioner, patient) care-team pairs, TeamSize per practitioner
+	// (default 50), the ones --care-teams writes into the policy's data,
+	// instead of the demo's 60 practitioners and 1,200 patients. A pool
+	// that is not set then holds as many requests as there are pairs, so
+	// that repeats come from the traffic and not from a short pool.
+	Pairs    int `yaml:"pairs,omitempty" json:"pairs,omitempty"`
+	TeamSize int `yaml:"team_size,omitempty" json:"team_size,omitempty"`
 
-	ttl time.Duration
+	ttl         time.Duration
+	defaultPool bool
+}
+
+// MaxPairs bounds Scenario.Pairs (and --care-teams).
+const MaxPairs = 10_000_000
+
+// WithPairs sets Pairs and TeamSize (0 keeps the scenario's), resizing a
+// pool left at its default, and validates the result.
+func (s *Scenario) WithPairs(pairs, teamSize int) error {
+	if pairs > 0 {
+		s.Pairs = pairs
+	}
+	if teamSize > 0 {
+		s.TeamSize = teamSize
+	}
+	if s.defaultPool {
+		s.Pool = 0
+	}
+	return s.Validate()
 }
 
 // MixEntry is one kind of request and its share of the traffic.
@@ -158,8 +185,20 @@ func (s *Scenario) Validate() error {
 	if s.Host == "" {
 		s.Host = "fhir.example.internal"
 	}
+	if s.Pairs != 0 && (s.Pairs < Patients || s.Pairs > MaxPairs) {
+		return fieldErr(CodeScenario, "pairs", "must be 0 or in [%d, %d] (the demo data's pairs are kept), got %d", Patients, MaxPairs, s.Pairs)
+	}
+	if s.TeamSize == 0 {
+		s.TeamSize = 50
+	}
+	if s.TeamSize < 1 || s.TeamSize > 100_000 {
+		return fieldErr(CodeScenario, "team_size", "must be in [1, 100000], got %d", s.TeamSize)
+	}
 	if s.Pool == 0 {
-		s.Pool = 4096
+		s.Pool, s.defaultPool = 4096, true
+		if s.Pairs > 0 {
+			s.Pool = min(max(s.Pool, s.Pairs), 1<<20)
+		}
 	}
 	if s.Pool < 1 || s.Pool > 1<<20 {
 		return fieldErr(CodeScenario, "pool", "must be in [1, 1048576], got %d", s.Pool)
@@ -262,6 +301,13 @@ func (s *Scenario) Calls(seed uint64, signer *Signer, now time.Time) ([]Call, er
 		}
 	}
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	var pop *pairPopulation
+	if s.Pairs > 0 {
+		var err error
+		if pop, err = newPairPopulation(s.Pairs, s.TeamSize); err != nil {
+			return nil, wrapErr(CodeScenario, "pairs", err)
+		}
+	}
 	roleNames := sortedKeys(s.Roles)
 	tokens := map[string]string{}
 	calls := make([]Call, s.Pool)
@@ -271,7 +317,7 @@ func (s *Scenario) Calls(seed uint64, signer *Signer, now time.Time) ([]Call, er
 		if role == "" {
 			role = roleNames[pickWeighted(rng, len(roleNames), func(j int) float64 { return s.Roles[roleNames[j]] })]
 		}
-		c, err := s.build(rng, e, role, signer, now, tokens)
+		c, err := s.build(rng, pop, e, role, signer, now, tokens)
 		if err != nil {
 			return nil, err
 		}
@@ -295,17 +341,20 @@ func pickWeighted(rng *rand.Rand, n int, w func(int) float64) int {
 	return n - 1
 }
 
-func (s *Scenario) build(rng *rand.Rand, e *MixEntry, role string, signer *Signer, now time.Time, tokens map[string]string) (Call, error) {
+func (s *Scenario) build(rng *rand.Rand, pop *pairPopulation, e *MixEntry, role string, signer *Signer, now time.Time, tokens map[string]string) (Call, error) {
 	// Caller and the patients they may and may not see.
 	var sub, fhirUser string
 	var inTeam func() int
 	var outTeam func() int
-	if role == "patient" {
+	switch {
+	case pop != nil:
+		sub, fhirUser, inTeam, outTeam = pop.caller(rng, role == "patient")
+	case role == "patient":
 		p := rng.IntN(Patients) + 1
 		sub, fhirUser = PatientID(p), "Patient/"+PatientID(p)
 		inTeam = func() int { return p }
 		outTeam = func() int { return (p+rng.IntN(Patients-1))%Patients + 1 }
-	} else {
+	default:
 		k := rng.IntN(Practitioners) + 1
 		sub, fhirUser = PractitionerID(k), "Practitioner/"+PractitionerID(k)
 		inTeam = func() int { return k + Practitioners*rng.IntN(Patients/Practitioners) }

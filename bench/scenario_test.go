@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,8 @@ func TestParseScenarioErrors(t *testing.T) {
 		{"bad base", "fhir_base: fhir/\nmix:\n  - kind: read\n    weight: 1\n", "fhir_base", "start with /"},
 		{"bad pool", "pool: -3\nmix:\n  - kind: read\n    weight: 1\n", "pool", "-3"},
 		{"misspelt key", "mixx:\n  - kind: read\n", "", "mixx"},
+		{"too few pairs", "pairs: 500\nmix:\n  - kind: read\n    weight: 1\n", "pairs", "1200"},
+		{"bad team size", "pairs: 5000\nteam_size: -1\nmix:\n  - kind: read\n    weight: 1\n", "team_size", "-1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -265,4 +268,67 @@ func TestConfigValidateNamesField(t *testing.T) {
 	if err := ok.Validate(); err != nil || ok.Step != 10*time.Second || len(ok.Rates) != 1 || ok.MaxDuration <= ok.Step {
 		t.Fatalf("defaults not filled: %v %+v", err, ok)
 	}
+}
+
+// With pairs, practitioners read patients on their generated care teams
+// (those --care-teams writes), reads off the team are off it, and the
+// requests cover many distinct pairs rather than a few repeated ones.
+func TestCallsFollowPairs(t *testing.T) {
+	sc, _ := LoadScenario("read-mostly")
+	if err := sc.WithPairs(20000, 40); err != nil {
+		t.Fatal(err)
+	}
+	if sc.Pool != 20000 {
+		t.Fatalf("pool %d with 20,000 pairs, want 20000", sc.Pool)
+	}
+	teams, err := generatedCareTeams(20000, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls, err := sc.Calls(3, mustSigner(t), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	distinct := map[string]bool{}
+	for i, c := range calls {
+		if c.Role == "patient" || c.Kind == KindBatch || c.Kind == KindSearchAll || c.Kind == KindNoToken ||
+			c.Kind == KindForgedToken || c.Kind == KindExpiredToken {
+			continue
+		}
+		at := strings.Index(c.Path, "pat-")
+		end := at + 4
+		for end < len(c.Path) && c.Path[end] >= '0' && c.Path[end] <= '9' {
+			end++
+		}
+		pat := c.Path[at:end]
+		who := tokenSubject(t, c)
+		on := slices.Contains(teams["Practitioner/"+who], pat)
+		switch c.Kind {
+		case KindRead, KindSearch, KindCompartment:
+			if !on {
+				t.Fatalf("call %d %s %s: %s not on the care team of %s", i, c.Kind, c.Path, pat, who)
+			}
+			distinct[who+"|"+pat] = true
+		case KindReadOut, KindBreakGlass:
+			if on {
+				t.Fatalf("call %d %s: %s is on the care team of %s", i, c.Kind, pat, who)
+			}
+		}
+	}
+	// About 70% of the pool are such reads; drawn from 20,000 pairs, most
+	// are distinct.
+	if len(distinct) < 8000 {
+		t.Fatalf("%d distinct (practitioner, patient) pairs in %d calls, want at least 8000", len(distinct), len(calls))
+	}
+}
+
+// tokenSubject reads the sub claim of a call's bearer token, unverified.
+func tokenSubject(t *testing.T, c Call) string {
+	t.Helper()
+	tokStr, _ := strings.CutPrefix(c.Headers["authorization"], "Bearer ")
+	tok, err := jwt.Parse([]byte(tokStr), jwt.WithVerify(false), jwt.WithValidate(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.Subject()
 }

@@ -83,6 +83,9 @@ func benchIdentity(cfg *Config, dir string) {
 // it returns.
 func RunSetup(ctx context.Context, cfg Config, o Setup, dir string, progress io.Writer) (*Report, error) {
 	benchIdentity(&cfg, dir)
+	if err := pairsCareTeams(cfg, &o); err != nil {
+		return nil, err
+	}
 	if o.Envoy {
 		return runBenchEnvoy(ctx, cfg, o, dir, progress)
 	}
@@ -103,6 +106,7 @@ func RunSetup(ctx context.Context, cfg Config, o Setup, dir string, progress io.
 		}
 		defer ph.stop()
 		cfg.Target, cfg.TargetName, cfg.PID = ph.addr, "phigate", os.Getpid()
+		cfg.TargetDecisions = decisionCounts(ph.engine)
 		notes = append(ph.notes, "phigate runs inside the bench process: its pid is the generator's, so CPU and RSS include the generator's own (request pool, histograms, goroutines)")
 		if o.AuditReference != "" {
 			ref, err := startBenchPhigate(ctx, cfg, o, dir, o.AuditReference)
@@ -112,6 +116,7 @@ func RunSetup(ctx context.Context, cfg Config, o Setup, dir string, progress io.
 			defer ref.stop()
 			// Both share this process; the pid is sampled once, for the target.
 			cfg.Compare, cfg.CompareName, cfg.ComparePID = ref.addr, "phigate-audit-reference", -1
+			cfg.CompareDecisions = decisionCounts(ref.engine)
 			notes = append(notes, fmt.Sprintf("reference: a second in-process phigate, the same but for its audit trail in %s (file system: %s)",
 				o.AuditReference, fskind.Of(o.AuditReference)))
 			refEngine = ref.engine
@@ -132,6 +137,37 @@ func RunSetup(ctx context.Context, cfg Config, o Setup, dir string, progress io.
 		rep.Notes = append(rep.Notes, "phigate-audit-reference "+refEngine.CacheCounts().String())
 	}
 	return rep, nil
+}
+
+// pairsCareTeams makes the in-process phigate load the care teams a
+// scenario's pairs are drawn from: --care-teams is the pairs unless given,
+// and must then be the same.
+func pairsCareTeams(cfg Config, o *Setup) error {
+	if cfg.Target != "" && !o.Envoy {
+		return nil // the target's data is its own; see bench/README.md
+	}
+	sc, err := loadScenarioFor(cfg)
+	if err != nil || sc.Pairs == 0 {
+		return err
+	}
+	switch {
+	case o.PolicyDir != "":
+		return errors.New("--pairs: draws from the care teams the bench generates; drop --policy")
+	case o.CareTeams == 0:
+		o.CareTeams, o.TeamSize = sc.Pairs, sc.TeamSize
+	case o.CareTeams != sc.Pairs || o.TeamSize != sc.TeamSize:
+		return fmt.Errorf("--care-teams %d (team size %d) and the scenario's pairs %d (team size %d) must agree", o.CareTeams, o.TeamSize, sc.Pairs, sc.TeamSize)
+	}
+	return nil
+}
+
+// decisionCounts reads the in-process engine's decisions, evaluated and
+// reused.
+func decisionCounts(e *policy.Engine) DecisionCounts {
+	return func() (uint64, uint64) {
+		c := e.CacheCounts()
+		return c.Evaluated(), c.Hits
+	}
 }
 
 // benchPhigate is phigate started inside the bench process.

@@ -42,6 +42,12 @@ func TestBenchModes(t *testing.T) {
 			names: [2]string{"phigate", "baseline"},
 		},
 		{
+			name:  "in-process with 2,000 distinct (practitioner, patient) pairs",
+			opts:  Setup{TeamSize: 50},
+			cfg:   Config{Baseline: true, Pairs: 2000},
+			names: [2]string{"phigate", "baseline"},
+		},
+		{
 			name:  "in-process against the same phigate with its audit trail elsewhere",
 			opts:  Setup{TeamSize: 50, AuditReference: "ref-audit"},
 			names: [2]string{"phigate", "phigate-audit-reference"},
@@ -78,6 +84,28 @@ func TestBenchModes(t *testing.T) {
 				}
 			}
 			target, ref := rep.Targets[0].Stages[0].Decisions, rep.Targets[1].Stages[0].Decisions
+			// phigate says how it decided: evaluated or reused, never more
+			// decisions than answers (401s are decided before the policy).
+			for i, tr := range rep.Targets {
+				st, isPhigate := tr.Stages[0], strings.HasPrefix(tr.Name, "phigate") || strings.Contains(tr.Name, "+phigate")
+				switch d := st.Decided; {
+				case !isPhigate && d != nil:
+					t.Errorf("%s reports decisions %+v it cannot know", tr.Name, d)
+				case isPhigate && d == nil:
+					t.Errorf("target %d %s: no evaluated/reused split", i, tr.Name)
+				case isPhigate && (d.Evaluated == 0 || int64(d.Evaluated+d.Reused) > st.Answered+8 ||
+					d.EvaluatedShare != float64(d.Evaluated)/float64(d.Evaluated+d.Reused)):
+					t.Errorf("%s: %+v for %d answered", tr.Name, d, st.Answered)
+				}
+			}
+			if tc.cfg.Pairs > 0 {
+				if rep.Scenario.Pairs != tc.cfg.Pairs || rep.Calls != 4096 {
+					t.Errorf("scenario pairs %d with %d calls, want %d pairs in a pool of 4096", rep.Scenario.Pairs, rep.Calls, tc.cfg.Pairs)
+				}
+				if !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, "2000 care-team pairs") }) {
+					t.Errorf("notes %q: the in-process phigate did not load the pairs' care teams", rep.Notes)
+				}
+			}
 			if target["ok"] == 0 || target["denied_401"] == 0 || target["denied_403"] == 0 {
 				t.Errorf("%s decisions %v: want allowed requests, 401s (bad tokens) and 403s (off the care team)", tc.names[0], target)
 			}
@@ -119,7 +147,7 @@ func TestBenchModes(t *testing.T) {
 			if err := WriteReports(rep, dir, &table); err != nil {
 				t.Fatal(err)
 			}
-			for _, want := range []string{tc.names[0], tc.names[1], "added p50 ms", "report.svg"} {
+			for _, want := range []string{tc.names[0], tc.names[1], "added p50 ms", "report.svg", "evaluated", "%"} {
 				if !strings.Contains(table.String(), want) {
 					t.Errorf("table lacks %q:\n%s", want, table.String())
 				}
@@ -139,6 +167,9 @@ func TestBenchModes(t *testing.T) {
 			}
 			if err := xml.Unmarshal(svg, new(struct{})); err != nil || !bytes.Contains(svg, []byte(tc.names[1])) {
 				t.Errorf("report.svg is not well-formed or lacks %q: %v", tc.names[1], err)
+			}
+			if !bytes.Contains(svg, []byte(tc.names[0]+" evaluated:")) {
+				t.Errorf("report.svg does not show the share %s evaluated", tc.names[0])
 			}
 		})
 	}

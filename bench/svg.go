@@ -68,14 +68,34 @@ func (r *Report) WriteSVG(w io.Writer) error {
 		title, xl, yl, yLog = "Latency vs offered rate (open loop, from intended send time)", "offered rate (requests / s)", "latency (ms, log scale)", true
 	}
 	var b bytes.Buffer
-	drawChart(&b, title, xl, yl, ss, yLog)
+	drawChart(&b, title, xl, yl, ss, yLog, r.evaluatedLines())
 	if _, err := w.Write(b.Bytes()); err != nil {
 		return wrapErr(CodeReport, "svg", err)
 	}
 	return nil
 }
 
-func drawChart(b *bytes.Buffer, title, xLabel, yLabel string, ss []series, yLog bool) {
+// evaluatedLines lists, per target that says, the share of each step's
+// decisions the policy was evaluated for, for the chart's side column.
+func (r *Report) evaluatedLines() []string {
+	var out []string
+	for _, t := range r.Targets {
+		head := false
+		for _, st := range t.Stages {
+			if st.Decided == nil {
+				continue
+			}
+			if !head {
+				out = append(out, t.Name+" evaluated:")
+				head = true
+			}
+			out = append(out, fmt.Sprintf("  %s: %.1f%%", stepLabel(st), 100*st.Decided.EvaluatedShare))
+		}
+	}
+	return out
+}
+
+func drawChart(b *bytes.Buffer, title, xLabel, yLabel string, ss []series, yLog bool, side []string) {
 	var xs []float64
 	ymin, ymax := math.Inf(1), math.Inf(-1)
 	for _, s := range ss {
@@ -174,6 +194,9 @@ func drawChart(b *bytes.Buffer, title, xLabel, yLabel string, ss []series, yLog 
 		lx := padL + plotW + 20
 		fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"%s/>`+"\n", lx, ly, lx+30, ly, s.color, dash)
 		fmt.Fprintf(b, `<text x="%d" y="%d">%s</text>`+"\n", lx+38, ly+4, esc(s.name))
+	}
+	for i, line := range side {
+		fmt.Fprintf(b, `<text x="%d" y="%d" xml:space="preserve">%s</text>`+"\n", padL+plotW+20, padT+10+(len(ss)+1+i)*18, esc(line))
 	}
 	b.WriteString("</svg>\n")
 }

@@ -287,13 +287,14 @@ func (s *cacheShard) putLocked(limit int, key string, e cacheEntry) {
 
 // CacheStats counts what the decision cache did, by outcome.
 type CacheStats struct {
-	by [3]prometheus.Counter // indexed by cacheHit, cacheMiss, cacheNotReusable
+	by [4]prometheus.Counter // indexed by cacheHit, cacheMiss, cacheNotReusable, cacheNone
 }
 
 const (
 	cacheHit = iota
 	cacheMiss
 	cacheNotReusable
+	cacheNone
 )
 
 // NewCacheStats registers phigate_policy_decision_cache_total with reg
@@ -301,7 +302,7 @@ const (
 func NewCacheStats(reg prometheus.Registerer) (*CacheStats, error) {
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "phigate_policy_decision_cache_total",
-		Help: "Decisions by cache outcome: hit (reused), miss (evaluated and kept), not_reusable (evaluated; the policy set no lifetime).",
+		Help: "Decisions by cache outcome: hit (reused), miss (evaluated and kept), not_reusable (evaluated; the policy set no lifetime), uncached (evaluated; no decision cache).",
 	}, []string{"result"})
 	if reg != nil {
 		if err := reg.Register(vec); err != nil {
@@ -309,7 +310,7 @@ func NewCacheStats(reg prometheus.Registerer) (*CacheStats, error) {
 		}
 	}
 	cs := &CacheStats{}
-	for i, r := range []string{"hit", "miss", "not_reusable"} {
+	for i, r := range []string{"hit", "miss", "not_reusable", "uncached"} {
 		cs.by[i] = vec.WithLabelValues(r)
 	}
 	return cs, nil
@@ -323,25 +324,32 @@ func (cs *CacheStats) count(outcome int) {
 
 // counts reads the counters back.
 func (cs *CacheStats) counts() CacheCounts {
-	var n [3]uint64
+	var n [4]uint64
 	for i, c := range cs.by {
 		var m dto.Metric
 		if c.Write(&m) == nil {
 			n[i] = uint64(m.GetCounter().GetValue())
 		}
 	}
-	return CacheCounts{Hits: n[cacheHit], Misses: n[cacheMiss], NotReusable: n[cacheNotReusable]}
+	return CacheCounts{Hits: n[cacheHit], Misses: n[cacheMiss], NotReusable: n[cacheNotReusable], Uncached: n[cacheNone]}
 }
 
-// CacheCounts is what the decision cache did since the Engine started.
-type CacheCounts struct{ Hits, Misses, NotReusable uint64 }
+// CacheCounts is what the decision cache did since the Engine started;
+// Uncached counts decisions made with no cache at all.
+type CacheCounts struct{ Hits, Misses, NotReusable, Uncached uint64 }
+
+// Evaluated is how many decisions the policy was evaluated for.
+func (c CacheCounts) Evaluated() uint64 { return c.Misses + c.NotReusable + c.Uncached }
 
 // String summarises the counts for a report.
 func (c CacheCounts) String() string {
-	total := c.Hits + c.Misses + c.NotReusable
-	if total == 0 {
+	total := c.Hits + c.Evaluated()
+	switch {
+	case total == 0:
 		return "decision cache: no decisions"
+	case c.Uncached == total:
+		return fmt.Sprintf("decision cache: none; %d decisions, every one evaluated", total)
 	}
-	return fmt.Sprintf("decision cache: %d hits, %d misses, %d not reusable (hit ratio %.1f%%)",
-		c.Hits, c.Misses, c.NotReusable, 100*float64(c.Hits)/float64(total))
+	return fmt.Sprintf("decision cache: %d hits, %d misses, %d not reusable, %d uncached (hit ratio %.1f%%)",
+		c.Hits, c.Misses, c.NotReusable, c.Uncached, 100*float64(c.Hits)/float64(total))
 }

@@ -270,8 +270,18 @@ func TestDecisionCacheDisabled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer e.Close()
 	if e.Snapshot().cache != nil {
 		t.Fatal("decision_cache.disabled still built a cache")
+	}
+	// Each decision is evaluated, and counted as made with no cache.
+	for range 2 {
+		if _, err := e.Evaluate(t.Context(), cacheRequest(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := e.CacheCounts(); c.Uncached != 2 || c.Hits+c.Misses+c.NotReusable != 0 || c.Evaluated() != 2 {
+		t.Fatalf("counts with the cache off: %+v", c)
 	}
 	if err := (&Config{DecisionCache: DecisionCacheConfig{Entries: -1}}).Validate(); err == nil ||
 		!strings.Contains(err.Error(), "policy.decision_cache.entries") {
@@ -308,7 +318,7 @@ func writeData(t *testing.T, dir, body string) {
 func counterValue(t *testing.T, cs *CacheStats, result string) float64 {
 	t.Helper()
 	c := cs.counts()
-	n, ok := map[string]uint64{"hit": c.Hits, "miss": c.Misses, "not_reusable": c.NotReusable}[result]
+	n, ok := map[string]uint64{"hit": c.Hits, "miss": c.Misses, "not_reusable": c.NotReusable, "uncached": c.Uncached}[result]
 	if !ok {
 		t.Fatalf("no result %q", result)
 	}

@@ -55,6 +55,7 @@ func (s *Snapshot) evaluateWithin(ctx context.Context, req *authz.Request, timeo
 		return d, err
 	}
 	if s.cache == nil {
+		s.stats.count(cacheNone)
 		return eval()
 	}
 	key := s.cache.key(req)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +25,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.BoolVar(&o.Envoy, "envoy", false, "end to end: start the legacy service, phigate and two Envoys (with and without phigate's filters) and compare them in one run")
 	fs.StringVar(&o.PolicyDir, "policy", "", "policy directory or bundle for the in-process phigate (default: the embedded library)")
 	fs.IntVar(&o.CareTeams, "care-teams", 0, "load a generated policy whose data holds this many practitioner→patient care-team pairs (0: the shipped data)")
-	fs.IntVar(&o.TeamSize, "team-size", 50, "with --care-teams: patients per practitioner")
+	fs.IntVar(&o.TeamSize, "team-size", 50, "with --care-teams or --pairs: patients per practitioner")
+	fs.IntVar(&cfg.Pairs, "pairs", 0, "draw callers and patients from this many distinct (practitioner, patient) care-team pairs, which the in-process phigate loads as with --care-teams; the pool grows to as many requests (0: the scenario's, else the demo population)")
 	fs.BoolVar(&o.NoDecisionCache, "no-decision-cache", false, "the in-process phigate evaluates the policy for every request")
 	fs.StringVar(&o.AuditReference, "audit-reference", "", "also start a second in-process phigate, the same but for its audit trail, which lives in this directory, and measure it as the reference (on tmpfs, the difference is what durable appends cost)")
 	fs.DurationVar(&cfg.Warmup, "warmup", 0, "unrecorded load before each step (default 1s)")
@@ -42,6 +44,11 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "team-size" {
+			cfg.TeamSize = o.TeamSize // else a scenario's team_size stands
+		}
+	})
 	var err error
 	cfg.Mode = bench.Mode(*mode)
 	if cfg.Rates, err = floats(*rates); err != nil {
