@@ -463,6 +463,9 @@ admin:
     socket_address: {address: {{.Admin.Host}}, port_value: {{.Admin.Port}}}
 static_resources:
   listeners:
+  # No stat_prefix on the listener: its statistics (listener.*.ssl.* among
+  # them) are then named by its address, which /stats/prometheus gives as
+  # the envoy_listener_address label the alert rules group by.
   - name: ingress
     address:
       socket_address: {address: {{.Listen.Host}}, port_value: {{.Listen.Port}}}

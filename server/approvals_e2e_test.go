@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -89,8 +90,10 @@ func approvalRef(t *testing.T, r stacktest.Response) string {
 // upstream; the requester cannot approve it; an approver on the other
 // replica does; the retried kick-off passes there, and its status poll
 // and file download pass on the first replica for the requester only;
-// once the approval ends they are refused; every step is in the trail,
-// joined by the approval's id.
+// once the approval ends they are refused; every step is in the trail of
+// the replica that took it, joined by the approval's id, and the central
+// trail both replicas ship to answers the approval with exactly the
+// records of the two trails.
 func TestExportApprovalEndToEnd(t *testing.T) {
 	dsn := pgtest.Start(t)
 	if _, err := store.Migrate(t.Context(), dsn); err != nil {
@@ -105,9 +108,11 @@ func TestExportApprovalEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dirs []string
+	replicas := []string{"edge-a", "edge-b"}
 	opts := stacktest.Options{Keys: keys, Mutate: func(c *server.Config) {
 		c.Store.PostgresDSNFile = dsnFile
 		withApprovals(c)
+		c.Audit.ReplicaID = replicas[len(dirs)]
 		dirs = append(dirs, c.Audit.Dir)
 	}}
 	a, b := stacktest.Start(t, opts), stacktest.Start(t, opts)
@@ -191,30 +196,7 @@ func TestExportApprovalEndToEnd(t *testing.T) {
 		t.Fatalf("kick-off after the approval ended: %d (reference %q), want 403 with a new request", r.Status, r.Header.Get("x-phigate-approval"))
 	}
 
-	a.StopPhigate()
-	b.StopPhigate()
-	var steps []string
-	for _, dir := range dirs {
-		es, err := audit.Query(dir, audit.Filter{Approval: ref}, audit.QueryOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range es {
-			step := e.Kind + ":" + e.Event.OutcomeDesc
-			if e.Kind == audit.KindDecision {
-				var in struct {
-					Path     string              `json:"path"`
-					Approval authz.ApprovalInput `json:"approval"`
-				}
-				_ = json.Unmarshal(e.Input, &in)
-				step = e.Kind + ":" + in.Approval.Stage + ":" + e.Event.OutcomeDesc
-			}
-			steps = append(steps, step)
-		}
-	}
-	slices.Sort(steps)
-	t.Logf("records of approval %s: %v", ref, steps)
-	for _, want := range []string{
+	wantSteps := []string{
 		"decision:kickoff:approval.required",
 		"decision:kickoff:allow",
 		"decision:status:allow",
@@ -222,9 +204,89 @@ func TestExportApprovalEndToEnd(t *testing.T) {
 		"workflow:approval-approved",
 		"workflow:approval-refused: self_approval",
 		"workflow:approval-refused: not_an_approver",
-	} {
-		if !slices.ContainsFunc(steps, func(s string) bool { return strings.HasPrefix(s, want) }) {
-			t.Errorf("no record %q of approval %s among %v", want, ref, steps)
+	}
+	// Both replicas ship to the centre: one query there returns the
+	// approval's whole workflow, each step from the replica that took it.
+	centre, err := store.OpenAuditCentre(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer centre.Close()
+	var central []audit.Entry
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if central, err = audit.QueryCentral(t.Context(), centre, audit.Filter{Approval: ref}, audit.QueryOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if len(missingSteps(approvalSteps(central), wantSteps)) == 0 || time.Now().After(deadline) {
+			break
 		}
 	}
+
+	a.StopPhigate()
+	b.StopPhigate()
+	var local []audit.Entry
+	byReplica := map[string][]string{}
+	for i, dir := range dirs {
+		es, err := audit.Query(dir, audit.Filter{Approval: ref}, audit.QueryOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range es {
+			es[j].Replica = replicas[i]
+		}
+		byReplica[replicas[i]] = approvalSteps(es)
+		local = append(local, es...)
+	}
+	steps := approvalSteps(local)
+	t.Logf("records of approval %s: %v", ref, byReplica)
+	for _, want := range missingSteps(steps, wantSteps) {
+		t.Errorf("no record %q of approval %s among %v", want, ref, steps)
+	}
+	for _, r := range replicas {
+		if len(byReplica[r]) == 0 {
+			t.Errorf("replica %s recorded no step of approval %s: the workflow did not span both", r, ref)
+		}
+	}
+	// What the centre answers is what the two trails hold, record for record.
+	key := func(es []audit.Entry) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Replica+"/"+strconv.FormatUint(e.Seq, 10)+"/"+approvalSteps([]audit.Entry{e})[0])
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got, want := key(central), key(local); !slices.Equal(got, want) {
+		t.Errorf("the centre's records of approval %s:\n%v\nthe replicas' trails:\n%v", ref, got, want)
+	}
+}
+
+// approvalSteps names the steps of an approval's records, sorted: the
+// workflow record's outcome, or a decision's stage and outcome.
+func approvalSteps(es []audit.Entry) []string {
+	var steps []string
+	for _, e := range es {
+		step := e.Kind + ":" + e.Event.OutcomeDesc
+		if e.Kind == audit.KindDecision {
+			var in struct {
+				Approval authz.ApprovalInput `json:"approval"`
+			}
+			_ = json.Unmarshal(e.Input, &in)
+			step = e.Kind + ":" + in.Approval.Stage + ":" + e.Event.OutcomeDesc
+		}
+		steps = append(steps, step)
+	}
+	slices.Sort(steps)
+	return steps
+}
+
+// missingSteps returns the wanted steps no record begins with.
+func missingSteps(steps, want []string) []string {
+	var out []string
+	for _, w := range want {
+		if !slices.ContainsFunc(steps, func(s string) bool { return strings.HasPrefix(s, w) }) {
+			out = append(out, w)
+		}
+	}
+	return out
 }
