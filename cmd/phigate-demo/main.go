@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/phigate/phigate/bench"
 	"github.com/phigate/phigate/demo"
 	"github.com/phigate/phigate/internal/cli"
 )
@@ -24,6 +25,7 @@ func commands() map[string]cli.Command {
 		"upstream": {Summary: "serve the legacy FHIR service alone", Run: cmdUpstream},
 		"token":    {Summary: "mint a token the demo stack trusts", Run: cmdDemoToken},
 		"bench":    {Summary: "load-test the authorization path (phigate-demo bench --baseline)", Run: cmdBench},
+		"noop":     {Summary: "serve the bench's no-op ext_authz baseline in a process of its own", Run: cmdNoop},
 	}
 }
 
@@ -58,6 +60,26 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "phigate-demo up:", err)
 		return 1
 	}
+	return 0
+}
+
+// cmdNoop serves the no-op ext_authz server alone, so that the baseline
+// can be pinned to the same CPUs as a phigate serve under test (taskset)
+// and measured as a process of its own with --compare.
+func cmdNoop(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("noop", stderr)
+	addr := fs.String("listen", "127.0.0.1:19003", "ext_authz listener (host:port or unix:///path)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	srv, err := bench.StartNoop(ctx, *addr)
+	if err != nil {
+		fmt.Fprintln(stderr, "phigate-demo noop:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "no-op ext_authz on", srv.Addr())
+	<-ctx.Done()
+	srv.Stop()
 	return 0
 }
 

@@ -2,8 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/phigate/phigate/bench"
 )
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -41,9 +48,43 @@ func TestVerbs(t *testing.T) {
 		})
 	}
 	_, _, usage := runCmd(t, "help")
-	for _, verb := range []string{"up", "upstream", "token", "bench"} {
+	for _, verb := range []string{"up", "upstream", "token", "bench", "noop"} {
 		if !strings.Contains(usage, "  "+verb+" ") {
 			t.Errorf("usage lacks %q:\n%s", verb, usage)
 		}
+	}
+}
+
+// noop serves the baseline alone, allowing every Check, until stopped.
+func TestNoopServesAlone(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "noop.sock")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	go func() { done <- dispatch(ctx, []string{"noop", "--listen", "unix://" + sock}, io.Discard, io.Discard) }()
+	var tgt *bench.GRPCTarget
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			var err error
+			if tgt, err = bench.NewGRPCTarget("noop", "unix://"+sock, 1); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("noop never listened")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	defer tgt.Close()
+	if err := tgt.Prepare([]bench.Call{{Kind: bench.KindRead, Method: "GET", Path: "/fhir/Patient/pat-0001", Headers: map[string]string{"host": "x"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if out := tgt.Send(t.Context(), 0); out.Err != "" || out.Decision != "ok" {
+		t.Fatalf("noop answered %+v, want ok", out)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("noop exited %d", code)
 	}
 }
