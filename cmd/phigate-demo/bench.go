@@ -29,7 +29,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&cfg.Pairs, "pairs", 0, "draw callers and patients from this many distinct (practitioner, patient) care-team pairs, which the in-process phigate loads as with --care-teams; the pool grows to as many requests (0: the scenario's, else the demo population)")
 	fs.BoolVar(&o.NoDecisionCache, "no-decision-cache", false, "the in-process phigate evaluates the policy for every request")
 	fs.StringVar(&o.AuditReference, "audit-reference", "", "also start a second in-process phigate, the same but for its audit trail, which lives in this directory, and measure it as the reference (on tmpfs, the difference is what durable appends cost)")
-	fs.DurationVar(&cfg.Warmup, "warmup", 0, "unrecorded load before each step (default 1s)")
+	fs.DurationVar(&cfg.Warmup, "warmup", 0, "unrecorded load before each step (default 1s; an explicit 0 records from the first request, a cold start for the in-process phigate's first step)")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process (generator and in-process phigate) to this file")
 	mode := fs.String("mode", "open", "open (constant rates, coordinated-omission corrected) or closed (fixed concurrency)")
 	rates := fs.String("rates", "500,1000,2000", "open loop: requests per second per step")
@@ -45,8 +45,13 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return code
 	}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "team-size" {
+		switch f.Name {
+		case "team-size":
 			cfg.TeamSize = o.TeamSize // else a scenario's team_size stands
+		case "warmup":
+			// An explicit 0 measures from the first request: with phigate
+			// started by the run, a cold start (empty decision and token caches).
+			cfg.NoWarmup = cfg.Warmup == 0
 		}
 	})
 	var err error
