@@ -74,7 +74,9 @@ type JWTConfig struct {
 	// MinRefreshInterval bounds reloads triggered by tokens naming an
 	// unknown kid, so a flood of forged kids cannot hammer the key source.
 	MinRefreshInterval time.Duration `json:"min_refresh_interval,omitempty" yaml:"min_refresh_interval,omitempty"`
-	// CacheSize bounds the verified-token cache; negative disables it.
+	// CacheSize bounds the verified-token cache; negative disables it. A
+	// tenth of it more holds refusals no later instant can undo (a bad
+	// signature, an expired token), so a replayed one costs a hash.
 	CacheSize int        `json:"cache_size,omitempty" yaml:"cache_size,omitempty"`
 	Claims    ClaimNames `json:"claims" yaml:"claims"`
 	// MFAACRValues are acr values, in addition to the built-in list, that
@@ -261,22 +263,30 @@ func (v *JWTVerifier) verifyToken(ctx context.Context, token string) (Identity, 
 	var sum [32]byte
 	if v.cache != nil {
 		sum = sha256.Sum256([]byte(token))
-		if id, ok := v.cache.get(sum, now); ok {
-			return id, true, nil
+		if id, err, ok := v.cache.get(sum, now); ok {
+			// A refusal seen again is counted as the refusal it is.
+			return id, err == nil, err
 		}
 	}
 	id, until, gen, err := v.verify(ctx, token, now)
-	if err != nil {
-		return Identity{}, false, err
-	}
-	if v.cache != nil {
+	if v.cache != nil && (err == nil || !until.IsZero()) {
 		if v.beforeCachePut != nil {
 			v.beforeCachePut()
 		}
-		v.cache.put(sum, id, until, gen)
+		v.cache.put(sum, id, err, until, gen)
+	}
+	if err != nil {
+		return Identity{}, false, err
 	}
 	return id, false, nil
 }
+
+// refusalHolds is how long a refusal that no later instant can undo (a
+// bad signature or encoding, a wrong issuer or audience, an expired
+// token) is remembered for the same token under the same key set. A
+// client replaying such a token then costs a hash, not a signature check;
+// a key set change forgets every refusal at once.
+const refusalHolds = 10 * time.Minute
 
 type jwsHeader struct {
 	Alg  string          `json:"alg"`
@@ -287,23 +297,27 @@ type jwsHeader struct {
 // verify checks token against the current key set. It also returns the
 // cache generation it read before reading the key set: any key set change
 // after that bumps the generation, and the cache then refuses the result.
+// For a refusal, the time returned is how long it holds for this token and
+// key set, zero when a later instant or a key set refresh may undo it (an
+// unknown kid, a token not yet valid).
 func (v *JWTVerifier) verify(ctx context.Context, token string, now time.Time) (Identity, time.Time, uint64, error) {
 	var zero time.Time
-	h, err := decodeHeader(token)
-	if err != nil {
-		return Identity{}, zero, 0, err
-	}
-	if !slices.Contains(v.cfg.Algorithms, h.Alg) {
-		// Covers "none" and every HS*: they are never in the list.
-		return Identity{}, zero, 0, Errorf(CodeInvalidToken, "algorithm not allowed")
-	}
-	if len(h.Crit) > 0 {
-		return Identity{}, zero, 0, Errorf(CodeInvalidToken, "critical header extensions are not supported")
-	}
 	// The generation is read before the key set: a key set is stored
 	// before its change bumps the generation, so a result verified with a
 	// key since removed always carries an older generation than the cache.
 	gen := v.cacheGeneration()
+	holds := now.Add(refusalHolds)
+	h, err := decodeHeader(token)
+	if err != nil {
+		return Identity{}, holds, gen, err
+	}
+	if !slices.Contains(v.cfg.Algorithms, h.Alg) {
+		// Covers "none" and every HS*: they are never in the list.
+		return Identity{}, holds, gen, Errorf(CodeInvalidToken, "algorithm not allowed")
+	}
+	if len(h.Crit) > 0 {
+		return Identity{}, holds, gen, Errorf(CodeInvalidToken, "critical header extensions are not supported")
+	}
 	keys := v.keys.find(h.Kid, h.Alg)
 	if len(keys) == 0 && h.Kid != "" && v.keys.refreshForUnknownKid(ctx) {
 		gen = v.cacheGeneration()
@@ -321,10 +335,13 @@ func (v *JWTVerifier) verify(ctx context.Context, token string, now time.Time) (
 	}
 	if err != nil {
 		// jwx's message is not passed on: it may quote token contents.
-		return Identity{}, zero, 0, Errorf(CodeInvalidToken, "signature or encoding")
+		return Identity{}, holds, gen, Errorf(CodeInvalidToken, "signature or encoding")
 	}
-	until, err := v.checkClaims(tok, now)
+	until, final, err := v.checkClaims(tok, now)
 	if err != nil {
+		if final {
+			return Identity{}, holds, gen, err
+		}
 		return Identity{}, zero, 0, err
 	}
 	return v.identity(tok), until, gen, nil
@@ -355,11 +372,13 @@ func decodeHeader(token string) (jwsHeader, error) {
 }
 
 // checkClaims applies iss, aud, exp, nbf, iat with the configured skew and
-// returns how long the verified result may be cached.
-func (v *JWTVerifier) checkClaims(tok jwt.Token, now time.Time) (time.Time, error) {
+// returns how long the verified result may be cached. On a refusal, final
+// says no later instant can undo it (only nbf and a future iat can pass
+// later).
+func (v *JWTVerifier) checkClaims(tok jwt.Token, now time.Time) (_ time.Time, final bool, _ error) {
 	skew := v.cfg.ClockSkew
 	if tok.Issuer() != v.cfg.Issuer {
-		return time.Time{}, Errorf(CodeInvalidToken, "issuer")
+		return time.Time{}, true, Errorf(CodeInvalidToken, "issuer")
 	}
 	audOK := false
 	for _, a := range tok.Audience() {
@@ -369,36 +388,36 @@ func (v *JWTVerifier) checkClaims(tok jwt.Token, now time.Time) (time.Time, erro
 		}
 	}
 	if !audOK {
-		return time.Time{}, Errorf(CodeInvalidToken, "audience")
+		return time.Time{}, true, Errorf(CodeInvalidToken, "audience")
 	}
 	exp := tok.Expiration()
 	if exp.IsZero() {
-		return time.Time{}, Errorf(CodeInvalidToken, "exp missing")
+		return time.Time{}, true, Errorf(CodeInvalidToken, "exp missing")
 	}
 	if !now.Before(exp.Add(skew)) {
-		return time.Time{}, Errorf(CodeExpiredToken, "expired")
+		return time.Time{}, true, Errorf(CodeExpiredToken, "expired")
 	}
 	if nbf := tok.NotBefore(); !nbf.IsZero() && now.Add(skew).Before(nbf) {
-		return time.Time{}, Errorf(CodeInvalidToken, "not yet valid")
+		return time.Time{}, false, Errorf(CodeInvalidToken, "not yet valid")
 	}
 	until := exp
 	iat := tok.IssuedAt()
 	if !iat.IsZero() && now.Add(skew).Before(iat) {
-		return time.Time{}, Errorf(CodeInvalidToken, "issued in the future")
+		return time.Time{}, false, Errorf(CodeInvalidToken, "issued in the future")
 	}
 	if v.cfg.MaxTokenAge > 0 {
 		if iat.IsZero() {
-			return time.Time{}, Errorf(CodeInvalidToken, "iat missing")
+			return time.Time{}, true, Errorf(CodeInvalidToken, "iat missing")
 		}
 		limit := iat.Add(v.cfg.MaxTokenAge)
 		if !now.Before(limit.Add(skew)) {
-			return time.Time{}, Errorf(CodeExpiredToken, "older than max token age")
+			return time.Time{}, true, Errorf(CodeExpiredToken, "older than max token age")
 		}
 		if limit.Before(until) {
 			until = limit
 		}
 	}
-	return until, nil
+	return until, false, nil
 }
 
 // defaultMFAACR are acr values that name a multi-factor level: the OpenID
@@ -516,30 +535,43 @@ func claimList(x any) []string {
 // verification started in and is dropped when that is no longer current,
 // so a verification that overlapped a change cannot refill the cache with
 // a key the change removed.
+//
+// Refusals that hold for the key set are kept apart, in refused, bounded
+// to a tenth of the size: tokens an attacker makes up at will must not
+// evict the identities of the clients that present good ones.
 type tokenCache struct {
-	mu  sync.RWMutex
-	max int
-	gen uint64
-	m   map[[32]byte]cacheEntry
+	mu         sync.RWMutex
+	max        int
+	maxRefused int
+	gen        uint64
+	m          map[[32]byte]cacheEntry
+	refused    map[[32]byte]cacheEntry
 }
 
 type cacheEntry struct {
 	id    Identity
+	err   error // refused: the refusal
 	until time.Time
 }
 
-func newTokenCache(max int) *tokenCache {
-	return &tokenCache{max: max, m: make(map[[32]byte]cacheEntry, min(max, 1024))}
+func newTokenCache(size int) *tokenCache {
+	return &tokenCache{max: size, maxRefused: max(size/10, 1),
+		m: make(map[[32]byte]cacheEntry, min(size, 1024)), refused: map[[32]byte]cacheEntry{}}
 }
 
-func (c *tokenCache) get(k [32]byte, now time.Time) (Identity, bool) {
+// get returns the identity verified for k, or the refusal remembered for
+// it; ok is false when neither holds at now.
+func (c *tokenCache) get(k [32]byte, now time.Time) (_ Identity, _ error, ok bool) {
 	c.mu.RLock()
 	e, ok := c.m[k]
+	if !ok {
+		e, ok = c.refused[k]
+	}
 	c.mu.RUnlock()
 	if !ok || !now.Before(e.until) {
-		return Identity{}, false
+		return Identity{}, nil, false
 	}
-	return e.id, true
+	return e.id, e.err, true
 }
 
 func (c *tokenCache) generation() uint64 {
@@ -548,28 +580,33 @@ func (c *tokenCache) generation() uint64 {
 	return c.gen
 }
 
-// put inserts the result of a verification that started in generation gen,
-// unless the key set has changed since.
-func (c *tokenCache) put(k [32]byte, id Identity, until time.Time, gen uint64) {
+// put inserts the result of a verification that started in generation gen
+// (an identity, or a refusal when err is set), unless the key set has
+// changed since.
+func (c *tokenCache) put(k [32]byte, id Identity, err error, until time.Time, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen != c.gen {
 		return
 	}
-	if _, ok := c.m[k]; !ok && len(c.m) >= c.max {
+	m, limit := c.m, c.max
+	if err != nil {
+		m, limit = c.refused, c.maxRefused
+	}
+	if _, ok := m[k]; !ok && len(m) >= limit {
 		now := time.Now()
 		var victim [32]byte
 		probes := 0
-		for key, e := range c.m {
+		for key, e := range m {
 			victim = key
 			if !now.Before(e.until) || probes >= 8 {
 				break
 			}
 			probes++
 		}
-		delete(c.m, victim)
+		delete(m, victim)
 	}
-	c.m[k] = cacheEntry{id: id, until: until}
+	m[k] = cacheEntry{id: id, err: err, until: until}
 }
 
 // invalidate starts a new generation and drops every entry, in one step
@@ -578,6 +615,7 @@ func (c *tokenCache) invalidate() {
 	c.mu.Lock()
 	c.gen++
 	clear(c.m)
+	clear(c.refused)
 	c.mu.Unlock()
 }
 

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // A token whose verification is under way when its key leaves the set must
@@ -140,4 +142,92 @@ func TestJWTCacheKeyRotationStress(t *testing.T) {
 		t.Fatalf("accepted %d, refused %d: the run did not exercise both", accepted.Load(), refused.Load())
 	}
 	t.Logf("%d accepted, %d refused across %d rotations", accepted.Load(), refused.Load(), nKeys-2)
+}
+
+// A refusal no later instant can undo is remembered for the same token and
+// key set: a forged or expired token presented again is refused from the
+// cache, counted under its refusal code each time; a key set change
+// forgets it; a refusal that time may undo (nbf) is never remembered; and
+// made-up tokens cannot evict the identities of good ones.
+func TestJWTCacheRemembersFinalRefusals(t *testing.T) {
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	k1 := newTestKey(t, "k1", jwa.ES256)
+	forger := newTestKey(t, "k1", jwa.ES256) // same kid, another key
+	writeJWKS(t, jwks, k1)
+	v := newVerifier(t, jwks, func(c *JWTConfig) { c.CacheSize = 100 })
+	now := time.Now()
+	v.now = func() time.Time { return now }
+	refused := func() int {
+		v.cache.mu.RLock()
+		defer v.cache.mu.RUnlock()
+		return len(v.cache.refused)
+	}
+
+	forged := mint(t, forger, baseClaims(now))
+	for i := range 3 {
+		if _, err := v.Verify(t.Context(), forged); CodeOf(err) != CodeInvalidToken {
+			t.Fatalf("forged token, try %d: %v", i, err)
+		}
+	}
+	if n := refused(); n != 1 {
+		t.Fatalf("%d refusals remembered after one forged token, want 1", n)
+	}
+	if got := testutil.ToFloat64(v.metrics.verifications.WithLabelValues(string(CodeInvalidToken))); got != 3 {
+		t.Fatalf("invalid_token counted %v times, want 3 (a remembered refusal still counts)", got)
+	}
+
+	// An expired token is refused from the cache even when the clock goes
+	// back: it was not verified again. A key set change forgets it.
+	old := baseClaims(now.Add(-time.Hour))
+	expired := mint(t, k1, old)
+	if _, err := v.Verify(t.Context(), expired); CodeOf(err) != CodeExpiredToken {
+		t.Fatalf("expired token: %v", err)
+	}
+	now = now.Add(-55 * time.Minute)
+	if _, err := v.Verify(t.Context(), expired); CodeOf(err) != CodeExpiredToken {
+		t.Fatalf("expired token, remembered: %v", err)
+	}
+	v.onKeysChanged()
+	if n := refused(); n != 0 {
+		t.Fatalf("%d refusals survive a key set change", n)
+	}
+	if _, err := v.Verify(t.Context(), expired); err != nil {
+		t.Fatalf("verified afresh after the key set changed (clock an hour back): %v", err)
+	}
+	now = now.Add(55 * time.Minute)
+
+	// Not yet valid: refused now, never remembered, valid once nbf passes.
+	early := baseClaims(now)
+	early["nbf"] = now.Add(5 * time.Minute).Unix()
+	notYet := mint(t, k1, early)
+	if _, err := v.Verify(t.Context(), notYet); CodeOf(err) != CodeInvalidToken {
+		t.Fatalf("token before nbf: %v", err)
+	}
+	if n := refused(); n != 0 {
+		t.Fatalf("a refusal time can undo was remembered (%d)", n)
+	}
+	now = now.Add(6 * time.Minute)
+	if _, err := v.Verify(t.Context(), notYet); err != nil {
+		t.Fatalf("token after nbf: %v", err)
+	}
+
+	// A flood of distinct forged tokens stays within a tenth of the cache
+	// and leaves the good token's identity where it was.
+	good := mint(t, k1, baseClaims(now))
+	if _, err := v.Verify(t.Context(), good); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		c := baseClaims(now)
+		c["jti"] = fmt.Sprint("forged-", i)
+		if _, err := v.Verify(t.Context(), mint(t, forger, c)); CodeOf(err) != CodeInvalidToken {
+			t.Fatalf("forged %d: %v", i, err)
+		}
+	}
+	if n := refused(); n > 10 {
+		t.Fatalf("%d refusals held, bound 10", n)
+	}
+	if _, _, ok := v.cache.get(sha256.Sum256([]byte(good)), now); !ok {
+		t.Fatal("the good token's identity was evicted by forged ones")
+	}
 }
